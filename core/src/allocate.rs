@@ -1,0 +1,236 @@
+//! Address allocation against the ledger. An address never moves while its Service is exposed and
+//! the address is still inside its LB host's pools; new addresses are the lowest free ones; a
+//! withdrawn Service's addresses are held for the release grace. Time is a parameter.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::config::{Config, LbHost};
+use crate::exposure::ExposedService;
+use crate::ledger::{Entry, Ledger, PortSpec};
+use crate::names::{LbHostName, ServiceKey};
+use crate::problem::Problem;
+
+/// What happened to addresses in one decision, for commit messages and Events.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AddressEvent {
+    Allocated {
+        key: ServiceKey,
+        host: LbHostName,
+        ip: IpAddr,
+    },
+    /// The old address left every pool of its host (a pool edit), so the Service got a new one.
+    Moved {
+        key: ServiceKey,
+        host: LbHostName,
+        from: IpAddr,
+        to: IpAddr,
+    },
+    /// The Service no longer uses this host (annotation or `flipbit.yaml` change).
+    Dropped {
+        key: ServiceKey,
+        host: LbHostName,
+        ip: IpAddr,
+    },
+    /// The Service stopped being exposed; its addresses are held for the grace period.
+    Withdrawn { key: ServiceKey },
+    /// The Service came back within the grace and got its addresses back.
+    Reclaimed { key: ServiceKey },
+    /// The grace ran out; the addresses are free for others.
+    Freed { key: ServiceKey },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub ledger: Ledger,
+    /// The addresses of each exposed Service, per LB host (possibly fewer hosts than asked, when a
+    /// pool is exhausted; the problem says so).
+    pub addresses: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
+    pub events: Vec<AddressEvent>,
+    pub problems: Vec<Problem>,
+}
+
+/// Allocates for `exposed`, keeps the entries of `kept` (Services skipped for errors) untouched,
+/// and withdraws every other ledger entry.
+pub fn allocate(
+    config: &Config,
+    previous: &Ledger,
+    exposed: &[&ExposedService],
+    kept: &BTreeSet<ServiceKey>,
+    now: Timestamp,
+) -> Allocation {
+    let mut ledger = previous.clone();
+    let mut events = Vec::new();
+    let mut problems = Vec::new();
+    let grace =
+        SignedDuration::from_secs(i64::try_from(config.release_grace_seconds).unwrap_or(i64::MAX));
+    let exposed_keys: BTreeSet<&ServiceKey> = exposed.iter().map(|s| &s.key).collect();
+
+    // Hosts gone from flipbit.yaml take their addresses with them.
+    for (key, entry) in ledger.services.iter_mut() {
+        entry.addresses.retain(|host, ip| {
+            let keep = config.host(host).is_some();
+            if !keep {
+                events.push(AddressEvent::Dropped {
+                    key: key.clone(),
+                    host: host.clone(),
+                    ip: *ip,
+                });
+            }
+            keep
+        });
+    }
+
+    // Withdraw and free.
+    ledger.services.retain(|key, entry| {
+        if exposed_keys.contains(key) || kept.contains(key) {
+            return true;
+        }
+        match entry.released_at {
+            None => {
+                entry.released_at = Some(now);
+                events.push(AddressEvent::Withdrawn { key: key.clone() });
+                true
+            }
+            Some(at) if now >= at.saturating_add(grace).unwrap_or(Timestamp::MAX) => {
+                events.push(AddressEvent::Freed { key: key.clone() });
+                false
+            }
+            Some(_) => true,
+        }
+    });
+
+    let mut used: BTreeMap<LbHostName, BTreeSet<IpAddr>> = BTreeMap::new();
+    for entry in ledger.services.values() {
+        for (host, ip) in &entry.addresses {
+            used.entry(host.clone()).or_default().insert(*ip);
+        }
+    }
+    let mut cursors: BTreeMap<LbHostName, Cursor> = BTreeMap::new();
+    let mut addresses = BTreeMap::new();
+
+    let mut sorted: Vec<&&ExposedService> = exposed.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    for svc in sorted {
+        let key = &svc.key;
+        let entry = ledger
+            .services
+            .entry(key.clone())
+            .or_insert_with(Entry::default);
+        if entry.released_at.take().is_some() {
+            events.push(AddressEvent::Reclaimed { key: key.clone() });
+        }
+        let targets: Vec<&LbHost> = config
+            .lb_hosts
+            .iter()
+            .filter(|h| {
+                svc.settings
+                    .lb_hosts
+                    .as_ref()
+                    .is_none_or(|set| set.contains(&h.name))
+            })
+            .collect();
+        entry.addresses.retain(|host, ip| {
+            let keep = targets.iter().any(|t| &t.name == host);
+            if !keep {
+                events.push(AddressEvent::Dropped {
+                    key: key.clone(),
+                    host: host.clone(),
+                    ip: *ip,
+                });
+                if let Some(set) = used.get_mut(host) {
+                    set.remove(ip);
+                }
+                cursors.remove(host);
+            }
+            keep
+        });
+        for host in targets {
+            let old = entry.addresses.get(&host.name).copied();
+            if let Some(ip) = old
+                && host.in_pools(ip)
+            {
+                continue;
+            }
+            let host_used = used.entry(host.name.clone()).or_default();
+            if let Some(ip) = old {
+                host_used.remove(&ip);
+                entry.addresses.remove(&host.name);
+            }
+            let cursor = cursors.entry(host.name.clone()).or_default();
+            match cursor.lowest_free(host, host_used) {
+                Some(ip) => {
+                    host_used.insert(ip);
+                    entry.addresses.insert(host.name.clone(), ip);
+                    events.push(match old {
+                        Some(from) => AddressEvent::Moved {
+                            key: key.clone(),
+                            host: host.name.clone(),
+                            from,
+                            to: ip,
+                        },
+                        None => AddressEvent::Allocated {
+                            key: key.clone(),
+                            host: host.name.clone(),
+                            ip,
+                        },
+                    });
+                }
+                None => problems.push(Problem::service_error(
+                    key,
+                    "",
+                    format!(
+                        "no free address on LB host {} (pools {} are exhausted); not exposed there",
+                        host.name,
+                        host.pools
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+            }
+        }
+        entry.ports = svc.ports.iter().map(PortSpec::from).collect();
+        if entry.addresses.is_empty() {
+            ledger.services.remove(key);
+        } else {
+            addresses.insert(key.clone(), entry.addresses.clone());
+        }
+    }
+    events.sort();
+    Allocation {
+        ledger,
+        addresses,
+        events,
+        problems,
+    }
+}
+
+/// Where the search for the lowest free address resumes on one host within one decision: every
+/// address before it is known to be taken, so a cold allocation of N Services walks the pool once.
+#[derive(Debug, Default)]
+struct Cursor {
+    pool: usize,
+    next: Option<IpAddr>,
+}
+
+impl Cursor {
+    fn lowest_free(&mut self, host: &LbHost, used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
+        while let Some(pool) = host.pools.get(self.pool) {
+            let mut candidate = pool.first_at_or_after(self.next);
+            while let Some(ip) = candidate {
+                if !used.contains(&ip) {
+                    self.next = Some(ip);
+                    return Some(ip);
+                }
+                candidate = pool.next_after(ip);
+            }
+            self.pool += 1;
+            self.next = None;
+        }
+        None
+    }
+}

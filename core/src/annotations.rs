@@ -1,0 +1,172 @@
+//! The `flipbit.io/*` annotations a Service may carry, parsed into typed settings. A value that
+//! does not parse is an error for that Service alone; nothing from an annotation reaches a config
+//! file except through these types.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::Config;
+use crate::names::{LbHostName, ServiceKey};
+use crate::problem::Problem;
+
+pub const EXPOSE: &str = "flipbit.io/expose";
+pub const LOAD_BALANCERS: &str = "flipbit.io/load-balancers";
+pub const IPS: &str = "flipbit.io/ips";
+pub const SHARED_IP_KEY: &str = "flipbit.io/shared-ip-key";
+pub const HOSTNAME: &str = "flipbit.io/hostname";
+pub const DNS_TTL: &str = "flipbit.io/dns-ttl";
+pub const BALANCE: &str = "flipbit.io/balance";
+pub const PROXY_PROTOCOL: &str = "flipbit.io/proxy-protocol";
+pub const MAX_NODES: &str = "flipbit.io/max-nodes";
+
+/// Annotations this version reads; the DNS ones are validated when the DNS step lands.
+const KNOWN: &[&str] = &[
+    EXPOSE,
+    LOAD_BALANCERS,
+    IPS,
+    SHARED_IP_KEY,
+    HOSTNAME,
+    DNS_TTL,
+    BALANCE,
+    PROXY_PROTOCOL,
+    MAX_NODES,
+];
+/// Annotations whose behaviour is not built yet: refusing them is better than ignoring a request.
+const NOT_YET: &[&str] = &[IPS, SHARED_IP_KEY];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    /// Consistent hashing of the client address.
+    Hash,
+}
+
+/// Per-Service settings from annotations.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub balance: Balance,
+    pub proxy_protocol: bool,
+    pub max_nodes: Option<usize>,
+    /// `None`: every LB host in `flipbit.yaml`.
+    pub lb_hosts: Option<BTreeSet<LbHostName>>,
+}
+
+pub fn field(annotation: &str) -> String {
+    format!("metadata.annotations[\"{annotation}\"]")
+}
+
+/// Reads `flipbit.io/expose`: `Some(true)`, `Some(false)` or absent.
+pub fn expose(
+    key: &ServiceKey,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<bool>, Problem> {
+    match annotations.get(EXPOSE).map(|v| v.trim()) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(Problem::service_error(
+            key,
+            field(EXPOSE),
+            format!("{other:?} is not \"true\" or \"false\""),
+        )),
+    }
+}
+
+/// Parses every Flipbit annotation; returns the settings, or every error found, plus warnings.
+pub fn settings(
+    key: &ServiceKey,
+    annotations: &BTreeMap<String, String>,
+    config: &Config,
+) -> (Result<Settings, Vec<Problem>>, Vec<Problem>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut out = Settings::default();
+    let ours = annotations
+        .keys()
+        .skip_while(|k| k.as_str() < "flipbit.io/");
+    for name in ours {
+        if !name.starts_with("flipbit.io/") {
+            break;
+        }
+        if !KNOWN.contains(&name.as_str()) {
+            warnings.push(Problem::service_warning(
+                key,
+                field(name),
+                "unknown Flipbit annotation, ignored",
+            ));
+        } else if NOT_YET.contains(&name.as_str()) {
+            errors.push(Problem::service_error(
+                key,
+                field(name),
+                "not supported by this version of Flipbit yet",
+            ));
+        }
+    }
+    if let Some(v) = annotations.get(BALANCE) {
+        match v.trim() {
+            "round-robin" => out.balance = Balance::RoundRobin,
+            "least-conn" => out.balance = Balance::LeastConn,
+            "hash" => out.balance = Balance::Hash,
+            other => errors.push(Problem::service_error(
+                key,
+                field(BALANCE),
+                format!("{other:?} is not one of round-robin, least-conn, hash"),
+            )),
+        }
+    }
+    if let Some(v) = annotations.get(PROXY_PROTOCOL) {
+        match v.trim() {
+            "true" => out.proxy_protocol = true,
+            "false" => out.proxy_protocol = false,
+            other => errors.push(Problem::service_error(
+                key,
+                field(PROXY_PROTOCOL),
+                format!("{other:?} is not \"true\" or \"false\""),
+            )),
+        }
+    }
+    if let Some(v) = annotations.get(MAX_NODES) {
+        match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => out.max_nodes = Some(n),
+            _ => errors.push(Problem::service_error(
+                key,
+                field(MAX_NODES),
+                format!("{v:?} is not a whole number of at least 1"),
+            )),
+        }
+    }
+    if let Some(v) = annotations.get(LOAD_BALANCERS) {
+        let mut hosts = BTreeSet::new();
+        for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match LbHostName::new(part) {
+                Ok(name) if config.host(&name).is_some() => {
+                    hosts.insert(name);
+                }
+                Ok(name) => errors.push(Problem::service_error(
+                    key,
+                    field(LOAD_BALANCERS),
+                    format!("LB host {name} is not in flipbit.yaml"),
+                )),
+                Err(e) => errors.push(Problem::service_error(
+                    key,
+                    field(LOAD_BALANCERS),
+                    e.to_string(),
+                )),
+            }
+        }
+        if hosts.is_empty() && errors.is_empty() {
+            errors.push(Problem::service_error(
+                key,
+                field(LOAD_BALANCERS),
+                "names no LB host",
+            ));
+        }
+        out.lb_hosts = Some(hosts);
+    }
+    if errors.is_empty() {
+        (Ok(out), warnings)
+    } else {
+        (Err(errors), warnings)
+    }
+}

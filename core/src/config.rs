@@ -1,0 +1,163 @@
+//! `flipbit.yaml`, the one human-owned file of the state repo: LB hosts and their pools, the DNS
+//! zone, which nodes carry traffic and which Services are ours. Parsed strictly (unknown fields are
+//! errors) and checked as a whole, so a typo stops the generator instead of changing the fleet.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::LbHostName;
+use crate::pool::Pool;
+
+pub const DEFAULT_CLASS: &str = "flipbit.io/nginx";
+pub const DEFAULT_NODE_LABEL: &str = "flipbit.io/lb-backend";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("flipbit.yaml: {0}")]
+    Syntax(String),
+    #[error("flipbit.yaml: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// DNS zone under which `<service>.<namespace>` names are published.
+    pub zone: String,
+    /// `spec.loadBalancerClass` that marks a LoadBalancer Service as ours.
+    #[serde(default = "default_class")]
+    pub load_balancer_class: String,
+    /// Also take LoadBalancer Services that name no class (as MetalLB does by default).
+    #[serde(default)]
+    pub manage_classless_load_balancers: bool,
+    /// Labels a node must carry to receive traffic.
+    #[serde(default = "default_node_selector")]
+    pub node_selector: BTreeMap<String, String>,
+    /// How long a withdrawn Service's addresses are held before another Service may take them.
+    #[serde(default = "default_grace")]
+    pub release_grace_seconds: u64,
+    pub lb_hosts: Vec<LbHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LbHost {
+    pub name: LbHostName,
+    pub pools: Vec<Pool>,
+}
+
+fn default_class() -> String {
+    DEFAULT_CLASS.to_owned()
+}
+
+fn default_node_selector() -> BTreeMap<String, String> {
+    BTreeMap::from([(DEFAULT_NODE_LABEL.to_owned(), "true".to_owned())])
+}
+
+fn default_grace() -> u64 {
+    3600
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        crate::dns::check_dns_name(&self.zone)
+            .map_err(|e| ConfigError::Invalid(format!("zone: {e}")))?;
+        if self.lb_hosts.is_empty() {
+            return Err(ConfigError::Invalid(
+                "lbHosts: at least one LB host is needed".into(),
+            ));
+        }
+        let mut seen: BTreeMap<&LbHostName, usize> = BTreeMap::new();
+        let mut pools: Vec<(String, &Pool)> = Vec::new();
+        for (i, host) in self.lb_hosts.iter().enumerate() {
+            if let Some(first) = seen.insert(&host.name, i) {
+                return Err(ConfigError::Invalid(format!(
+                    "lbHosts[{i}].name: {} is already used by lbHosts[{first}]",
+                    host.name
+                )));
+            }
+            if host.pools.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "lbHosts[{i}] ({}).pools: at least one pool is needed",
+                    host.name
+                )));
+            }
+            for (j, pool) in host.pools.iter().enumerate() {
+                let here = format!("lbHosts[{i}] ({}).pools[{j}] {pool}", host.name);
+                if let Some((there, _)) = pools.iter().find(|(_, p)| p.overlaps(pool)) {
+                    return Err(ConfigError::Invalid(format!("{here} overlaps {there}")));
+                }
+                pools.push((here, pool));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn host(&self, name: &LbHostName) -> Option<&LbHost> {
+        self.lb_hosts.iter().find(|h| &h.name == name)
+    }
+}
+
+impl LbHost {
+    pub fn in_pools(&self, ip: IpAddr) -> bool {
+        self.pools.iter().any(|p| p.contains(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "zone: k8s.example.test\nlbHosts:\n  - name: lb-1\n    pools: [127.1.1.0/24]\n  - name: lb-2\n    pools: [127.1.5.0/24]\n";
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.load_balancer_class, "flipbit.io/nginx");
+        assert_eq!(
+            c.node_selector
+                .get("flipbit.io/lb-backend")
+                .map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(c.release_grace_seconds, 3600);
+        assert_eq!(c.lb_hosts.len(), 2);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_a_line() {
+        let err = Config::parse(&format!("{GOOD}poolz: []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("poolz") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn overlapping_pools_are_named() {
+        let text = GOOD.replace("127.1.5.0/24", "127.1.1.128/25");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("lbHosts[1] (lb-2).pools[0] 127.1.1.128/25 overlaps lbHosts[0] (lb-1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_pool_and_duplicate_host_are_refused() {
+        let err = Config::parse(&GOOD.replace("127.1.5.0/24", "127.1.5.0/99")).unwrap_err();
+        assert!(err.to_string().contains("127.1.5.0/99"), "{err}");
+        let err = Config::parse(&GOOD.replace("lb-2", "lb-1")).unwrap_err();
+        assert!(err.to_string().contains("lbHosts[1].name"), "{err}");
+        let err = Config::parse(&GOOD.replace("lb-2", "LB_2")).unwrap_err();
+        assert!(err.to_string().contains("LB_2"), "{err}");
+    }
+}

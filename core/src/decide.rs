@@ -1,0 +1,171 @@
+//! The whole decision, (cluster snapshot, config, ledger, now) → desired state, with no I/O: which
+//! Services are exposed, on which addresses, through which nodes, and the text of every file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use jiff::Timestamp;
+
+use crate::allocate::{self, AddressEvent};
+use crate::config::Config;
+use crate::exposure::{self, ExposedService, Exposure, ServicePort};
+use crate::layout;
+use crate::ledger::Ledger;
+use crate::model::Snapshot;
+use crate::names::{LbHostName, ServiceKey};
+use crate::nodes::{self, Node};
+use crate::problem::{Problem, Severity};
+use crate::render;
+
+/// What one exposed Service got, for tables and messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExposedSummary {
+    pub ports: Vec<ServicePort>,
+    pub addresses: BTreeMap<LbHostName, IpAddr>,
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub ledger: Ledger,
+    /// Every generated file that should exist, by repo path (the ledger included).
+    pub files: BTreeMap<String, String>,
+    /// Services skipped for errors: whatever files they have stay exactly as they are.
+    pub kept: BTreeSet<ServiceKey>,
+    pub exposed: BTreeMap<ServiceKey, ExposedSummary>,
+    pub events: Vec<AddressEvent>,
+    pub problems: Vec<Problem>,
+}
+
+impl Decision {
+    /// Generated paths present now that must go: not rendered, and not owned by a kept Service.
+    pub fn deletions<'a>(
+        &self,
+        current_lb_paths: impl IntoIterator<Item = &'a String>,
+    ) -> BTreeSet<String> {
+        current_lb_paths
+            .into_iter()
+            .filter(|path| !self.files.contains_key(*path))
+            .filter(|path| match layout::parse_lb_path(path) {
+                Some((_, key)) => !self.kept.contains(&key),
+                // Not a path we could have written: remove it, the lb/ tree is ours alone.
+                None => true,
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Timestamp) -> Decision {
+    let mut problems = Vec::new();
+    let mut kept = BTreeSet::new();
+    let mut exposed: Vec<ExposedService> = Vec::new();
+    for unreadable in &snapshot.unreadable_services {
+        kept.insert(unreadable.key.clone());
+        problems.push(Problem::service_error(
+            &unreadable.key,
+            "",
+            unreadable.message.clone(),
+        ));
+    }
+    for svc in &snapshot.services {
+        match exposure::classify(svc, config) {
+            Exposure::NotManaged => {}
+            Exposure::Exposed(e, mut warnings) => {
+                problems.append(&mut warnings);
+                exposed.push(e);
+            }
+            Exposure::Invalid(key, mut errors) => {
+                problems.append(&mut errors);
+                kept.insert(key);
+            }
+            Exposure::Unkeyed(p) => problems.push(p),
+        }
+    }
+    // A Service listed twice (two manifests) is ambiguous: keep its last state.
+    exposed.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut twice = BTreeSet::new();
+    for pair in exposed.windows(2) {
+        if pair[0].key == pair[1].key {
+            twice.insert(pair[0].key.clone());
+        }
+    }
+    for key in &twice {
+        problems.push(Problem::service_error(
+            key,
+            "metadata.name",
+            "the Service appears more than once in the input",
+        ));
+        kept.insert(key.clone());
+    }
+    exposed.retain(|e| !kept.contains(&e.key));
+
+    let refs: Vec<&ExposedService> = exposed.iter().collect();
+    let alloc = allocate::allocate(config, previous, &refs, &kept, now);
+    problems.extend(alloc.problems);
+
+    let (eligible, mut node_problems) = nodes::eligible(&snapshot.nodes, config);
+    problems.append(&mut node_problems);
+    let ready = nodes::ready_nodes_by_service(&snapshot.endpoint_slices);
+    let none = BTreeSet::new();
+
+    let mut files = BTreeMap::new();
+    let mut summaries = BTreeMap::new();
+    for svc in &exposed {
+        let Some(addresses) = alloc.addresses.get(&svc.key) else {
+            continue;
+        };
+        let candidates: Vec<&Node> = if svc.local_traffic {
+            let holders = ready
+                .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
+                .unwrap_or(&none);
+            eligible
+                .iter()
+                .filter(|n| holders.contains(&n.name))
+                .collect()
+        } else {
+            eligible.iter().collect()
+        };
+        let chosen = nodes::choose(&svc.key, &candidates, svc.settings.max_nodes);
+        let mut failed = false;
+        let mut rendered = Vec::new();
+        for (host, ip) in addresses {
+            match render::nginx_service(svc, host, *ip, &chosen) {
+                Ok(text) => rendered.push((layout::lb_service_path(host, &svc.key), text)),
+                Err(e) => {
+                    problems.push(Problem::service_error(&svc.key, "", e.to_string()));
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            kept.insert(svc.key.clone());
+            continue;
+        }
+        files.extend(rendered);
+        summaries.insert(
+            svc.key.clone(),
+            ExposedSummary {
+                ports: svc.ports.clone(),
+                addresses: addresses.clone(),
+                nodes: chosen.into_iter().cloned().collect(),
+            },
+        );
+    }
+    files.insert(layout::LEDGER_FILE.to_owned(), alloc.ledger.to_yaml());
+    problems.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.object.cmp(&b.object)));
+    problems.dedup();
+    Decision {
+        ledger: alloc.ledger,
+        files,
+        kept,
+        exposed: summaries,
+        events: alloc.events,
+        problems,
+    }
+}
+
+/// True when any problem is an error (a Service skipped).
+pub fn has_errors(problems: &[Problem]) -> bool {
+    problems.iter().any(|p| p.severity == Severity::Error)
+}

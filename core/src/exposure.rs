@@ -1,0 +1,209 @@
+//! Which Services are ours (DESIGN.md §2) and, for those, a validated, typed description of what
+//! to expose. Everything downstream works on `ExposedService` only.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::annotations::{self, Settings};
+use crate::config::Config;
+use crate::model::ServiceInput;
+use crate::names::ServiceKey;
+use crate::problem::{Problem, Severity};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        })
+    }
+}
+
+/// One Service port as the LB serves it: clients reach `port`, nodes answer on `node_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePort {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub node_port: u16,
+}
+
+/// A Service we manage, fully validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExposedService {
+    pub key: ServiceKey,
+    /// Sorted by protocol, then port; no duplicates.
+    pub ports: Vec<ServicePort>,
+    pub settings: Settings,
+    /// `externalTrafficPolicy: Local`: only nodes with a ready endpoint carry traffic.
+    pub local_traffic: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exposure {
+    /// Not ours: no message, no state.
+    NotManaged,
+    /// Ours and valid; the problems are warnings.
+    Exposed(ExposedService, Vec<Problem>),
+    /// Ours but invalid: skipped, keeps its last committed state.
+    Invalid(ServiceKey, Vec<Problem>),
+    /// Its namespace or name is not even a valid key; nothing can be kept for it.
+    Unkeyed(Problem),
+}
+
+/// Decides whether `svc` is ours and validates it.
+pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
+    let key = match ServiceKey::new(&svc.namespace, &svc.name) {
+        Ok(key) => key,
+        Err(e) => {
+            return Exposure::Unkeyed(Problem {
+                severity: Severity::Error,
+                object: format!("Service {:?}/{:?}", svc.namespace, svc.name),
+                field: "metadata".into(),
+                message: e.to_string(),
+            });
+        }
+    };
+    let expose = match annotations::expose(&key, &svc.annotations) {
+        Ok(v) => v,
+        Err(p) => return Exposure::Invalid(key, vec![p]),
+    };
+    if expose == Some(false) {
+        return Exposure::NotManaged;
+    }
+    let is_lb = svc.service_type == "LoadBalancer";
+    let class_match = is_lb
+        && match &svc.load_balancer_class {
+            Some(class) => class == &config.load_balancer_class,
+            None => config.manage_classless_load_balancers,
+        };
+    if !class_match && expose != Some(true) {
+        return Exposure::NotManaged;
+    }
+
+    let mut errors = Vec::new();
+    if !matches!(svc.service_type.as_str(), "NodePort" | "LoadBalancer") {
+        errors.push(Problem::service_error(
+            &key,
+            "spec.type",
+            format!(
+                "{:?} has no node ports for the LB hosts to reach; use NodePort or LoadBalancer",
+                svc.service_type
+            ),
+        ));
+    }
+    let ports = match ports(&key, svc) {
+        Ok(p) => p,
+        Err(mut e) => {
+            errors.append(&mut e);
+            Vec::new()
+        }
+    };
+    let (settings, warnings) = annotations::settings(&key, &svc.annotations, config);
+    let settings = match settings {
+        Ok(s) => Some(s),
+        Err(mut e) => {
+            errors.append(&mut e);
+            None
+        }
+    };
+    match settings {
+        Some(settings) if errors.is_empty() => Exposure::Exposed(
+            ExposedService {
+                key,
+                ports,
+                settings,
+                local_traffic: svc.external_traffic_policy.as_deref() == Some("Local"),
+            },
+            warnings,
+        ),
+        _ => {
+            errors.extend(warnings);
+            Exposure::Invalid(key, errors)
+        }
+    }
+}
+
+fn ports(key: &ServiceKey, svc: &ServiceInput) -> Result<Vec<ServicePort>, Vec<Problem>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    if svc.ports.is_empty() {
+        errors.push(Problem::service_error(
+            key,
+            "spec.ports",
+            "the Service has no ports",
+        ));
+    }
+    for (i, p) in svc.ports.iter().enumerate() {
+        let field = |f: &str| format!("spec.ports[{i}].{f}");
+        let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            other => {
+                errors.push(Problem::service_error(
+                    key,
+                    field("protocol"),
+                    format!("{other:?} is not supported by nginx stream; only TCP and UDP are"),
+                ));
+                continue;
+            }
+        };
+        let Ok(port) = u16::try_from(p.port)
+            .map_err(drop)
+            .and_then(|v| if v == 0 { Err(()) } else { Ok(v) })
+        else {
+            errors.push(Problem::service_error(
+                key,
+                field("port"),
+                format!("{} is not a port number", p.port),
+            ));
+            continue;
+        };
+        let node_port = match p.node_port {
+            None => {
+                errors.push(Problem::service_error(
+                    key,
+                    field("nodePort"),
+                    "the port has no node port (is allocateLoadBalancerNodePorts false?)",
+                ));
+                continue;
+            }
+            Some(n) => match u16::try_from(n) {
+                Ok(v) if v != 0 => v,
+                _ => {
+                    errors.push(Problem::service_error(
+                        key,
+                        field("nodePort"),
+                        format!("{n} is not a port number"),
+                    ));
+                    continue;
+                }
+            },
+        };
+        if !seen.insert((protocol, port)) {
+            errors.push(Problem::service_error(
+                key,
+                field("port"),
+                format!("{protocol}/{port} appears twice"),
+            ));
+            continue;
+        }
+        out.push(ServicePort {
+            protocol,
+            port,
+            node_port,
+        });
+    }
+    out.sort();
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,139 @@
+//! Commit messages that make `git log` the fleet's audit trail: the subject says what changed, the
+//! body has a line per Service touched and its cause, and trailers name the Services.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::allocate::AddressEvent;
+use crate::decide::Decision;
+use crate::layout;
+use crate::names::ServiceKey;
+use crate::problem::Severity;
+
+/// The message for committing `changed` paths (the ones whose content really changed), or `None`
+/// when nothing changed.
+pub fn compose(
+    decision: &Decision,
+    changed: &BTreeSet<String>,
+    release_grace_seconds: u64,
+) -> Option<String> {
+    if changed.is_empty() {
+        return None;
+    }
+    let mut lines: BTreeMap<ServiceKey, Vec<String>> = BTreeMap::new();
+    let mut touched_hosts: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    for path in changed {
+        if let Some((host, key)) = layout::parse_lb_path(path) {
+            touched_hosts
+                .entry(key)
+                .or_default()
+                .insert(host.to_string());
+        }
+    }
+    let mut exposing: BTreeSet<&ServiceKey> = BTreeSet::new();
+    for event in &decision.events {
+        let (key, line) = match event {
+            AddressEvent::Allocated { key, .. } | AddressEvent::Reclaimed { key } => {
+                if !exposing.insert(key) {
+                    continue;
+                }
+                let again = matches!(event, AddressEvent::Reclaimed { .. });
+                (key, expose_line(decision, key, again))
+            }
+            AddressEvent::Moved {
+                key,
+                host,
+                from,
+                to,
+            } => (
+                key,
+                format!(
+                    "move {key} on {host} from {from} to {to} (the old address left the pools)"
+                ),
+            ),
+            AddressEvent::Dropped { key, host, ip } => {
+                (key, format!("drop {key} from {host} (releases {ip})"))
+            }
+            AddressEvent::Withdrawn { key } => (
+                key,
+                format!(
+                    "withdraw {key} (no longer exposed; addresses held {release_grace_seconds} s)"
+                ),
+            ),
+            AddressEvent::Freed { key } => {
+                (key, format!("release the addresses of {key} (grace over)"))
+            }
+        };
+        lines.entry(key.clone()).or_default().push(line);
+    }
+    for (key, hosts) in &touched_hosts {
+        if !lines.contains_key(key) {
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            lines.insert(
+                key.clone(),
+                vec![format!(
+                    "update {key} on {} (ports or upstream nodes)",
+                    hosts.join(", ")
+                )],
+            );
+        }
+    }
+    let all: Vec<&String> = lines.values().flatten().collect();
+    let subject = match all.as_slice() {
+        [] => "update the ledger".to_owned(),
+        [one] => (*one).clone(),
+        many => summary_subject(many),
+    };
+    let mut msg = format!("{subject}\n");
+    if all.len() > 1 {
+        msg.push('\n');
+        for line in &all {
+            msg.push_str(&format!("- {line}\n"));
+        }
+    }
+    let skipped: Vec<String> = decision
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(ToString::to_string)
+        .collect();
+    if !skipped.is_empty() {
+        msg.push_str("\nLeft as they were, for errors:\n");
+        for p in skipped {
+            msg.push_str(&format!("- {p}\n"));
+        }
+    }
+    if !lines.is_empty() {
+        let keys: Vec<String> = lines.keys().map(ToString::to_string).collect();
+        msg.push_str(&format!("\nFlipbit-Services: {}\n", keys.join(", ")));
+    }
+    Some(msg)
+}
+
+fn expose_line(decision: &Decision, key: &ServiceKey, again: bool) -> String {
+    let addrs = decision
+        .exposed
+        .get(key)
+        .map(|s| {
+            s.addresses
+                .iter()
+                .map(|(h, ip)| format!("{h} {ip}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let again = if again { " again" } else { "" };
+    format!("expose {key}{again} on {addrs}")
+}
+
+fn summary_subject(lines: &[&String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in lines {
+        let verb = line.split_whitespace().next().unwrap_or("update");
+        *counts.entry(verb).or_default() += 1;
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(verb, n)| format!("{verb} {n}"))
+        .collect();
+    format!("flipbit: {} ({} changes)", parts.join(", "), lines.len())
+}

@@ -1,0 +1,69 @@
+//! The cluster as the decisions see it: plain data, already lifted out of the Kubernetes types by
+//! the generator's edge. Strings here are still untrusted; `exposure` and `nodes` validate them.
+
+use std::collections::BTreeMap;
+
+use crate::names::ServiceKey;
+
+/// One Service as read from the cluster or a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceInput {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.type`: `ClusterIP`, `NodePort`, `LoadBalancer`, `ExternalName`.
+    pub service_type: String,
+    pub load_balancer_class: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+    pub ports: Vec<PortInput>,
+    /// `spec.externalTrafficPolicy`: `Cluster` (default) or `Local`.
+    pub external_traffic_policy: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortInput {
+    pub name: Option<String>,
+    /// `TCP` (the default when absent), `UDP` or `SCTP`.
+    pub protocol: Option<String>,
+    pub port: i32,
+    pub node_port: Option<i32>,
+}
+
+/// One Node as read from the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInput {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// The `Ready` condition's status is `True`.
+    pub ready: bool,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+    /// `status.addresses` of type `InternalIP`, as written.
+    pub internal_ips: Vec<String>,
+}
+
+/// The endpoints of one EndpointSlice that matter here: which nodes hold a ready endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointSliceInput {
+    pub namespace: String,
+    /// The `kubernetes.io/service-name` label.
+    pub service_name: String,
+    /// Node names of endpoints whose `conditions.ready` is not false.
+    pub ready_nodes: Vec<String>,
+}
+
+/// A Service whose object could be identified but not read (a malformed manifest). It keeps its
+/// last committed state; the message says what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableService {
+    pub key: ServiceKey,
+    pub message: String,
+}
+
+/// Everything the decisions need from the cluster at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub services: Vec<ServiceInput>,
+    pub unreadable_services: Vec<UnreadableService>,
+    pub nodes: Vec<NodeInput>,
+    pub endpoint_slices: Vec<EndpointSliceInput>,
+}

@@ -1,0 +1,202 @@
+//! Which nodes carry a Service's traffic: eligibility (selector, Ready, not cordoned, not excluded),
+//! the Local-policy filter, and the `max-nodes` subset by rendezvous hashing, so that a node coming
+//! or going moves only the Services that had it (or now get it) in their subset.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::config::Config;
+use crate::model::{EndpointSliceInput, NodeInput};
+use crate::names::ServiceKey;
+use crate::problem::{Problem, Severity};
+
+/// The standard label that keeps a node out of external load balancers.
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// An eligible node: its name (for hashing and endpoint matching only, never rendered) and the
+/// InternalIP the LB hosts send to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Node {
+    pub name: String,
+    pub ip: IpAddr,
+}
+
+/// The nodes that may carry traffic, sorted by name, and warnings for nodes that would be eligible
+/// but have no usable InternalIP.
+pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem>) {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for node in nodes {
+        let selected = config
+            .node_selector
+            .iter()
+            .all(|(k, v)| node.labels.get(k) == Some(v));
+        if !selected || !node.ready || node.unschedulable || node.labels.contains_key(EXCLUDE_LABEL)
+        {
+            continue;
+        }
+        let ips: Vec<IpAddr> = node
+            .internal_ips
+            .iter()
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        // Prefer IPv4, which every LB host can reach in a v4-only fleet.
+        let ip = ips.iter().find(|ip| ip.is_ipv4()).or(ips.first()).copied();
+        match ip {
+            Some(ip) => out.push(Node {
+                name: node.name.clone(),
+                ip,
+            }),
+            None => problems.push(Problem {
+                severity: Severity::Warning,
+                object: format!("Node {:?}", node.name),
+                field: "status.addresses".into(),
+                message: "no InternalIP address; the node gets no traffic".into(),
+            }),
+        }
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.name == b.name);
+    (out, problems)
+}
+
+/// Node names holding a ready endpoint, per Service, from EndpointSlices.
+pub fn ready_nodes_by_service(
+    slices: &[EndpointSliceInput],
+) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for slice in slices {
+        out.entry((slice.namespace.clone(), slice.service_name.clone()))
+            .or_default()
+            .extend(slice.ready_nodes.iter().cloned());
+    }
+    out
+}
+
+/// Stable 64-bit hash: FNV-1a then a splitmix64 finaliser. Stable across Rust versions and
+/// machines, unlike `DefaultHasher`, because subsets must not move when the generator is rebuilt.
+fn score(key: &ServiceKey, node: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = key.to_string();
+    for b in text.bytes().chain([0u8]).chain(node.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The nodes for one Service: `candidates` narrowed to `max` by highest rendezvous score, returned
+/// sorted by address so the rendered text is stable.
+pub fn choose<'a>(key: &ServiceKey, candidates: &[&'a Node], max: Option<usize>) -> Vec<&'a Node> {
+    let mut picked: Vec<&Node> = candidates.to_vec();
+    if let Some(max) = max
+        && picked.len() > max
+    {
+        picked.sort_by(|a, b| {
+            score(key, &b.name)
+                .cmp(&score(key, &a.name))
+                .then(a.name.cmp(&b.name))
+        });
+        picked.truncate(max);
+    }
+    picked.sort_by(|a, b| a.ip.cmp(&b.ip).then(a.name.cmp(&b.name)));
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::parse("zone: k.test\nlbHosts: [{name: lb-1, pools: [127.1.1.0/24]}]\n").unwrap()
+    }
+
+    fn node(name: &str, ip: &str) -> NodeInput {
+        NodeInput {
+            name: name.into(),
+            labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
+            ready: true,
+            unschedulable: false,
+            internal_ips: vec![ip.into()],
+        }
+    }
+
+    #[test]
+    fn eligibility_follows_selector_readiness_cordon_and_exclusion() {
+        let mut not_ready = node("b", "127.0.0.11");
+        not_ready.ready = false;
+        let mut cordoned = node("c", "127.0.0.12");
+        cordoned.unschedulable = true;
+        let mut excluded = node("d", "127.0.0.13");
+        excluded.labels.insert(EXCLUDE_LABEL.into(), "".into());
+        let mut unlabelled = node("e", "127.0.0.14");
+        unlabelled.labels.clear();
+        let no_ip = node("f", "not-an-ip");
+        let (nodes, problems) = eligible(
+            &[
+                node("a", "127.0.0.10"),
+                not_ready,
+                cordoned,
+                excluded,
+                unlabelled,
+                no_ip,
+            ],
+            &config(),
+        );
+        assert_eq!(
+            nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].to_string().contains("Node \"f\""));
+    }
+
+    #[test]
+    fn rendezvous_moves_little_when_a_node_leaves() {
+        let all: Vec<Node> = (0..10)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                ip: format!("127.0.0.{}", 10 + i).parse().unwrap(),
+            })
+            .collect();
+        let fewer: Vec<Node> = all.iter().filter(|n| n.name != "n3").cloned().collect();
+        let mut moved = 0;
+        for s in 0..200 {
+            let key = ServiceKey::new("ns", &format!("svc{s}")).unwrap();
+            let before: BTreeSet<_> = choose(&key, &all.iter().collect::<Vec<_>>(), Some(3))
+                .into_iter()
+                .map(|n| n.name.clone())
+                .collect();
+            let after: BTreeSet<_> = choose(&key, &fewer.iter().collect::<Vec<_>>(), Some(3))
+                .into_iter()
+                .map(|n| n.name.clone())
+                .collect();
+            assert_eq!(after.len(), 3);
+            if !before.contains("n3") {
+                assert_eq!(before, after, "{key} lost no node yet its subset moved");
+            } else {
+                moved += 1;
+                assert_eq!(before.intersection(&after).count(), 2);
+            }
+        }
+        // About 3/10 of the Services had n3; far fewer than all of them moved.
+        assert!(moved > 20 && moved < 110, "{moved}");
+    }
+
+    #[test]
+    fn choose_without_max_keeps_all_sorted_by_address() {
+        let a = Node {
+            name: "a".into(),
+            ip: "127.0.0.12".parse().unwrap(),
+        };
+        let b = Node {
+            name: "b".into(),
+            ip: "127.0.0.10".parse().unwrap(),
+        };
+        let key = ServiceKey::new("ns", "s").unwrap();
+        let got = choose(&key, &[&a, &b], None);
+        assert_eq!(got, vec![&b, &a]);
+    }
+}

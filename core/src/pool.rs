@@ -1,0 +1,214 @@
+//! Address pools: a CIDR (`127.1.1.0/24`) or an inclusive range (`127.1.1.10-127.1.1.20`).
+//! Addresses are handled as integers so v4 and v6 share one walk; the lowest free address is the
+//! next one at or after a cursor.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a pool: {reason}")]
+pub struct PoolError {
+    pub text: String,
+    pub reason: String,
+}
+
+/// A contiguous block of assignable addresses of one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    text: String,
+    first: u128,
+    last: u128,
+    v6: bool,
+}
+
+fn to_int(ip: IpAddr) -> (u128, bool) {
+    match ip {
+        IpAddr::V4(a) => (u32::from(a) as u128, false),
+        IpAddr::V6(a) => (u128::from(a), true),
+    }
+}
+
+fn from_int(value: u128, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(value.into())
+    } else {
+        // A v4 pool's bounds come from v4 addresses, so the value fits in 32 bits.
+        IpAddr::V4((value as u32).into())
+    }
+}
+
+impl Pool {
+    pub fn parse(text: &str) -> Result<Self, PoolError> {
+        let fail = |reason: String| PoolError {
+            text: text.to_owned(),
+            reason,
+        };
+        let trimmed = text.trim();
+        if let Some((a, b)) = trimmed.split_once('-') {
+            let a: IpAddr = a
+                .trim()
+                .parse()
+                .map_err(|_| fail(format!("{a:?} is not an address")))?;
+            let b: IpAddr = b
+                .trim()
+                .parse()
+                .map_err(|_| fail(format!("{b:?} is not an address")))?;
+            let (first, v6a) = to_int(a);
+            let (last, v6b) = to_int(b);
+            if v6a != v6b {
+                return Err(fail("the range mixes IPv4 and IPv6".into()));
+            }
+            if first > last {
+                return Err(fail("the range's first address is above its last".into()));
+            }
+            return Ok(Self {
+                text: trimmed.to_owned(),
+                first,
+                last,
+                v6: v6a,
+            });
+        }
+        let net: IpNet = trimmed
+            .parse()
+            .map_err(|_| fail("expected a CIDR such as 127.1.1.0/24 or a range a-b".into()))?;
+        if net.trunc() != net {
+            return Err(fail(format!(
+                "host bits are set; did you mean {}?",
+                net.trunc()
+            )));
+        }
+        let (mut first, v6) = to_int(net.network());
+        let (mut last, _) = to_int(net.broadcast());
+        // The network and broadcast addresses of a v4 subnet wider than /31 are not usable hosts.
+        if let IpNet::V4(v4) = net
+            && v4.prefix_len() < 31
+        {
+            first += 1;
+            last -= 1;
+        }
+        Ok(Self {
+            text: trimmed.to_owned(),
+            first,
+            last,
+            v6,
+        })
+    }
+
+    pub fn is_v6(&self) -> bool {
+        self.v6
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (value, v6) = to_int(ip);
+        v6 == self.v6 && (self.first..=self.last).contains(&value)
+    }
+
+    pub fn overlaps(&self, other: &Pool) -> bool {
+        self.v6 == other.v6 && self.first <= other.last && other.first <= self.last
+    }
+
+    /// The lowest address of the pool at or after `from`, if any.
+    pub fn first_at_or_after(&self, from: Option<IpAddr>) -> Option<IpAddr> {
+        let start = match from {
+            None => self.first,
+            Some(ip) => {
+                let (value, v6) = to_int(ip);
+                if v6 != self.v6 {
+                    return None;
+                }
+                value.max(self.first)
+            }
+        };
+        (start <= self.last).then(|| from_int(start, self.v6))
+    }
+
+    /// The address after `ip` inside this pool.
+    pub fn next_after(&self, ip: IpAddr) -> Option<IpAddr> {
+        let (value, v6) = to_int(ip);
+        if v6 != self.v6 || value >= self.last {
+            return None;
+        }
+        let next = if value < self.first {
+            self.first
+        } else {
+            value + 1
+        };
+        Some(from_int(next, self.v6))
+    }
+
+    pub fn size(&self) -> u128 {
+        self.last - self.first + 1
+    }
+}
+
+impl fmt::Display for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Pool {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Pool::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn v4_cidr_skips_network_and_broadcast() {
+        let pool = Pool::parse("127.1.1.0/24").unwrap();
+        assert_eq!(pool.first_at_or_after(None), Some(ip("127.1.1.1")));
+        assert!(!pool.contains(ip("127.1.1.0")));
+        assert!(!pool.contains(ip("127.1.1.255")));
+        assert!(pool.contains(ip("127.1.1.254")));
+        assert_eq!(pool.size(), 254);
+        assert_eq!(pool.next_after(ip("127.1.1.254")), None);
+    }
+
+    #[test]
+    fn slash_31_and_32_keep_every_address() {
+        assert_eq!(Pool::parse("127.1.1.4/31").unwrap().size(), 2);
+        assert_eq!(Pool::parse("127.1.1.4/32").unwrap().size(), 1);
+    }
+
+    #[test]
+    fn ranges_are_taken_as_written() {
+        let pool = Pool::parse("127.1.1.0-127.1.1.2").unwrap();
+        assert_eq!(pool.size(), 3);
+        assert!(pool.contains(ip("127.1.1.0")));
+        assert!(Pool::parse("127.1.1.9-127.1.1.2").is_err());
+        assert!(Pool::parse("127.1.1.1-::1").is_err());
+    }
+
+    #[test]
+    fn malformed_pools_are_refused() {
+        for bad in ["127.1.1.0", "127.1.1.1/24", "nonsense", "127.1.1.0/33"] {
+            assert!(Pool::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn overlap_is_detected_per_family() {
+        let a = Pool::parse("127.1.1.0/24").unwrap();
+        assert!(a.overlaps(&Pool::parse("127.1.1.128/25").unwrap()));
+        assert!(!a.overlaps(&Pool::parse("127.1.2.0/24").unwrap()));
+        assert!(!a.overlaps(&Pool::parse("::1/128").unwrap()));
+    }
+}

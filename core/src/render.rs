@@ -1,0 +1,118 @@
+//! nginx `stream {}` snippets, rendered with tera from `templates/`. The template sees only
+//! strings built here from typed values (addresses, port numbers, validated names), so nothing a
+//! Service author writes can reach the file as text.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use crate::annotations::Balance;
+use crate::exposure::{ExposedService, Protocol};
+use crate::names::LbHostName;
+use crate::nodes::Node;
+
+const NGINX_SERVICE: &str = "nginx-service.conf";
+const NGINX_SERVICE_TEMPLATE: &str = include_str!("../../templates/nginx-service.conf.tera");
+
+#[derive(Debug, thiserror::Error)]
+#[error("rendering {template}: {message}")]
+pub struct RenderError {
+    template: &'static str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ServiceView {
+    service: String,
+    lb_host: String,
+    address: String,
+    routes: Vec<RouteView>,
+}
+
+#[derive(Serialize)]
+struct RouteView {
+    upstream: String,
+    listen: String,
+    udp: bool,
+    balance: &'static str,
+    proxy_protocol: bool,
+    servers: Vec<String>,
+}
+
+fn templates() -> Result<&'static tera::Tera, RenderError> {
+    static TERA: OnceLock<Result<tera::Tera, String>> = OnceLock::new();
+    TERA.get_or_init(|| {
+        let mut t = tera::Tera::default();
+        t.autoescape_on(vec![]);
+        t.add_raw_template(NGINX_SERVICE, NGINX_SERVICE_TEMPLATE)
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(t)
+    })
+    .as_ref()
+    .map_err(|e| RenderError {
+        template: NGINX_SERVICE,
+        message: e.clone(),
+    })
+}
+
+/// The nginx snippet for one Service on one LB host, listening on `address` and sending to `nodes`.
+/// With no nodes nothing listens: clients get a refusal rather than a connection that goes nowhere.
+pub fn nginx_service(
+    svc: &ExposedService,
+    host: &LbHostName,
+    address: IpAddr,
+    nodes: &[&Node],
+) -> Result<String, RenderError> {
+    let routes = if nodes.is_empty() {
+        Vec::new()
+    } else {
+        svc.ports
+            .iter()
+            .map(|p| RouteView {
+                upstream: format!(
+                    "flipbit_{}_{}_{}_{}",
+                    svc.key.namespace,
+                    svc.key.name,
+                    match p.protocol {
+                        Protocol::Tcp => "tcp",
+                        Protocol::Udp => "udp",
+                    },
+                    p.port
+                ),
+                listen: SocketAddr::new(address, p.port).to_string(),
+                udp: p.protocol == Protocol::Udp,
+                balance: match svc.settings.balance {
+                    Balance::RoundRobin => "",
+                    Balance::LeastConn => "least_conn",
+                    Balance::Hash => "hash $remote_addr consistent",
+                },
+                proxy_protocol: svc.settings.proxy_protocol,
+                servers: nodes
+                    .iter()
+                    .map(|n| SocketAddr::new(n.ip, p.node_port).to_string())
+                    .collect(),
+            })
+            .collect()
+    };
+    let view = ServiceView {
+        service: svc.key.to_string(),
+        lb_host: host.to_string(),
+        address: address.to_string(),
+        routes,
+    };
+    let ctx = tera::Context::from_serialize(&view).map_err(|e| RenderError {
+        template: NGINX_SERVICE,
+        message: e.to_string(),
+    })?;
+    let mut text = templates()?
+        .render(NGINX_SERVICE, &ctx)
+        .map_err(|e| RenderError {
+            template: NGINX_SERVICE,
+            message: format!("{e:?}"),
+        })?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}

@@ -1,0 +1,8 @@
+//! flipbit-generator: reads the cluster (a live API server or a folder of manifests), lets
+//! `flipbit-core` decide, and commits the result to the state repo.
+
+pub mod cli;
+pub mod convert;
+pub mod manifests;
+pub mod offline;
+pub mod report;

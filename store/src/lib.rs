@@ -1,0 +1,306 @@
+//! The state repo through Git objects only: no index and no work tree, so reading one host's files
+//! or committing one changed file costs the same with 150 files or 150,000. Both the generator and
+//! the applier keep a bare cache repo that fetches from (and, for the generator, pushes to) the
+//! real remote, which may be any URL libgit2 supports or a plain path to a bare repo.
+
+mod tree;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use git2::{ErrorCode, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository};
+
+pub use git2::Signature;
+
+pub use git2::Oid as CommitId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache repo {path}: {source}")]
+    Cache { path: String, source: git2::Error },
+    #[error("fetching {branch} from {url}: {source}")]
+    Fetch {
+        url: String,
+        branch: String,
+        source: git2::Error,
+    },
+    #[error("push to {url} was rejected ({reason}): the branch moved on; fetch and decide again")]
+    Rejected { url: String, reason: String },
+    #[error("pushing to {url}: {source}")]
+    Push { url: String, source: git2::Error },
+    #[error("reading {what} at commit {commit}: {source}")]
+    Read {
+        what: String,
+        commit: Oid,
+        source: git2::Error,
+    },
+    #[error("writing commit: {0}")]
+    Write(git2::Error),
+}
+
+/// A bare cache of the state repo, tracking one branch of one remote.
+pub struct Store {
+    repo: Repository,
+    url: String,
+    branch: String,
+}
+
+/// The result of a commit: its id and the paths whose content really changed.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub id: Oid,
+    pub changed: BTreeSet<String>,
+}
+
+impl Store {
+    /// Opens the bare cache at `cache`, creating it when missing.
+    pub fn open(cache: &Path, url: &str, branch: &str) -> Result<Self, StoreError> {
+        let err = |source| StoreError::Cache {
+            path: cache.display().to_string(),
+            source,
+        };
+        let repo = match Repository::open_bare(cache) {
+            Ok(repo) => repo,
+            Err(_) => Repository::init_bare(cache).map_err(err)?,
+        };
+        Ok(Self {
+            repo,
+            url: url.to_owned(),
+            branch: branch.to_owned(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    fn tracking_ref(&self) -> String {
+        format!("refs/remotes/origin/{}", self.branch)
+    }
+
+    /// Fetches the branch; returns its head, or `None` when the remote has no such branch.
+    pub fn fetch(&self) -> Result<Option<Oid>, StoreError> {
+        let err = |source| StoreError::Fetch {
+            url: self.url.clone(),
+            branch: self.branch.clone(),
+            source,
+        };
+        let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
+        let refspec = format!("+refs/heads/{}:{}", self.branch, self.tracking_ref());
+        let mut opts = FetchOptions::new();
+        opts.download_tags(git2::AutotagOption::None);
+        match remote.fetch(&[refspec.as_str()], Some(&mut opts), None) {
+            Ok(()) => {}
+            Err(e) => return Err(err(e)),
+        }
+        // A fetch that found no such branch leaves any old tracking ref; check the remote's list.
+        let listed = remote
+            .list()
+            .map_err(err)?
+            .iter()
+            .any(|h| h.name() == format!("refs/heads/{}", self.branch));
+        if !listed {
+            return Ok(None);
+        }
+        match self.repo.refname_to_id(&self.tracking_ref()) {
+            Ok(id) => Ok(Some(id)),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// The content of `path` at `commit`, or `None` when there is no such file.
+    pub fn read(&self, commit: Oid, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let err = |source| StoreError::Read {
+            what: path.to_owned(),
+            commit,
+            source,
+        };
+        let tree = self
+            .repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(err)?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        match entry.to_object(&self.repo).map_err(err)?.into_blob() {
+            Ok(blob) => Ok(Some(blob.content().to_vec())),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Every file under `dir` at `commit`, by full repo path, with its blob id.
+    pub fn list(&self, commit: Oid, dir: &str) -> Result<BTreeMap<String, Oid>, StoreError> {
+        let err = |source| StoreError::Read {
+            what: dir.to_owned(),
+            commit,
+            source,
+        };
+        let root = self
+            .repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(err)?;
+        let tree = match root.get_path(Path::new(dir)) {
+            Ok(entry) => match entry.to_object(&self.repo).map_err(err)?.into_tree() {
+                Ok(tree) => tree,
+                Err(_) => return Ok(BTreeMap::new()),
+            },
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut out = BTreeMap::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob)
+                && let Ok(name) = entry.name()
+            {
+                out.insert(format!("{dir}/{parent}{name}"), entry.id());
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(err)?;
+        Ok(out)
+    }
+
+    /// The id of the tree at `dir` in `commit` (to tell cheaply whether a host's files changed).
+    pub fn tree_id(&self, commit: Oid, dir: &str) -> Result<Option<Oid>, StoreError> {
+        let err = |source| StoreError::Read {
+            what: dir.to_owned(),
+            commit,
+            source,
+        };
+        let root = self
+            .repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(err)?;
+        match root.get_path(Path::new(dir)) {
+            Ok(entry) => Ok(Some(entry.id())),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    pub fn blob(&self, id: Oid) -> Result<Vec<u8>, StoreError> {
+        let blob = self.repo.find_blob(id).map_err(|source| StoreError::Read {
+            what: format!("blob {id}"),
+            commit: Oid::ZERO_SHA1,
+            source,
+        })?;
+        Ok(blob.content().to_vec())
+    }
+
+    /// True when `descendant` has `ancestor` in its history (or is it).
+    pub fn descends_from(&self, descendant: Oid, ancestor: Oid) -> Result<bool, StoreError> {
+        if descendant == ancestor {
+            return Ok(true);
+        }
+        self.repo
+            .graph_descendant_of(descendant, ancestor)
+            .map_err(|source| StoreError::Read {
+                what: format!("history of {ancestor}"),
+                commit: descendant,
+                source,
+            })
+    }
+
+    /// Commits `writes` and `deletes` on top of `parent`, touching only the trees on their paths.
+    /// Returns `None` when no content would change (no empty commits).
+    pub fn commit(
+        &self,
+        parent: Oid,
+        writes: &BTreeMap<String, String>,
+        deletes: &BTreeSet<String>,
+        message_for: impl FnOnce(&BTreeSet<String>) -> Option<String>,
+        author: &Signature<'_>,
+    ) -> Result<Option<Committed>, StoreError> {
+        let parent_commit = self.repo.find_commit(parent).map_err(StoreError::Write)?;
+        let base = parent_commit.tree().map_err(StoreError::Write)?;
+        let mut changes: BTreeMap<String, Option<Oid>> = BTreeMap::new();
+        for (path, text) in writes {
+            let id = self.repo.blob(text.as_bytes()).map_err(StoreError::Write)?;
+            let old = base.get_path(Path::new(path)).ok().map(|e| e.id());
+            if old != Some(id) {
+                changes.insert(path.clone(), Some(id));
+            }
+        }
+        for path in deletes {
+            if !writes.contains_key(path) && base.get_path(Path::new(path)).is_ok() {
+                changes.insert(path.clone(), None);
+            }
+        }
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let changed: BTreeSet<String> = changes.keys().cloned().collect();
+        let Some(message) = message_for(&changed) else {
+            return Ok(None);
+        };
+        let tree_id = tree::update(&self.repo, Some(&base), &changes).map_err(StoreError::Write)?;
+        let tree = self.repo.find_tree(tree_id).map_err(StoreError::Write)?;
+        let id = self
+            .repo
+            .commit(None, author, author, &message, &tree, &[&parent_commit])
+            .map_err(StoreError::Write)?;
+        Ok(Some(Committed { id, changed }))
+    }
+
+    /// Pushes `commit` to the branch, as a fast-forward only.
+    pub fn push(&self, commit: Oid) -> Result<(), StoreError> {
+        let err = |source| StoreError::Push {
+            url: self.url.clone(),
+            source,
+        };
+        let local = format!("refs/flipbit/push/{}", self.branch);
+        self.repo
+            .reference(&local, commit, true, "flipbit push")
+            .map_err(err)?;
+        let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
+        let rejected = std::cell::RefCell::new(None::<String>);
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.push_update_reference(|_, status| {
+            if let Some(msg) = status {
+                *rejected.borrow_mut() = Some(msg.to_owned());
+            }
+            Ok(())
+        });
+        let mut opts = PushOptions::new();
+        opts.remote_callbacks(callbacks);
+        let spec = format!("{local}:refs/heads/{}", self.branch);
+        let result = remote.push(&[spec.as_str()], Some(&mut opts));
+        drop(opts);
+        if let Some(reason) = rejected.into_inner() {
+            return Err(StoreError::Rejected {
+                url: self.url.clone(),
+                reason,
+            });
+        }
+        match result {
+            Ok(()) => {
+                let _ = self
+                    .repo
+                    .reference(&self.tracking_ref(), commit, true, "flipbit pushed");
+                Ok(())
+            }
+            Err(e) if e.code() == ErrorCode::NotFastForward || e.message().contains("fast") => {
+                Err(StoreError::Rejected {
+                    url: self.url.clone(),
+                    reason: e.message().to_owned(),
+                })
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// The signature commits are made with.
+    pub fn signature(name: &str, email: &str) -> Result<Signature<'static>, StoreError> {
+        Signature::now(name, email).map_err(StoreError::Write)
+    }
+}
