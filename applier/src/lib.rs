@@ -1,1 +1,6 @@
-pub fn x() {}
+//! flipbit-applier: brings this LB host's nginx to the state repo's head, safely.
+
+pub mod apply;
+pub mod cli;
+pub mod nginx;
+pub mod release;

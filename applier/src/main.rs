@@ -1,1 +1,82 @@
-fn main() {}
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use flipbit_applier::apply::{self, Applied, ApplyOptions};
+use flipbit_applier::cli::{ApplyArgs, Cli, Command};
+use flipbit_applier::nginx::Nginx;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn options(args: &ApplyArgs) -> anyhow::Result<ApplyOptions> {
+    Ok(ApplyOptions {
+        repo: args.repo.clone(),
+        branch: args.branch.clone(),
+        lb: args.lb.parse().with_context(|| "--lb")?,
+        state_dir: args.state_dir.clone(),
+        nginx: Nginx {
+            bin: args.nginx.clone(),
+            conf: args.nginx_conf.clone(),
+            prefix: args.nginx_prefix.clone(),
+            error_log: args.nginx_error_log.clone(),
+            pid_file: args.nginx_pid.clone(),
+            reload_command: args.reload_command.clone(),
+            reload_timeout: Duration::from_secs(args.reload_timeout),
+        },
+        allow_rewind: args.allow_rewind,
+    })
+}
+
+fn report(outcome: &Applied) {
+    match outcome {
+        Applied::UpToDate { commit } => println!("up to date at {commit}"),
+        Applied::Recorded { commit } => println!("recorded {commit}: no change for this host"),
+        Applied::Reloaded {
+            commit,
+            files,
+            millis,
+        } => {
+            println!("applied {commit}: {files} files, nginx reloaded in {millis} ms")
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Apply(args) => {
+            let outcome = apply::apply_once(&options(&args)?)?;
+            report(&outcome);
+            Ok(())
+        }
+        Command::Watch { args, interval } => {
+            let opts = options(&args)?;
+            loop {
+                match apply::apply_once(&opts) {
+                    Ok(Applied::UpToDate { .. }) => {}
+                    Ok(outcome) => report(&outcome),
+                    Err(e) => tracing::error!(
+                        error = format!("{e:#}"),
+                        "apply failed; the running config is kept"
+                    ),
+                }
+                std::thread::sleep(Duration::from_secs(interval.max(1)));
+            }
+        }
+    }
+}

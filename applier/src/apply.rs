@@ -1,0 +1,157 @@
+//! One apply on one LB host (DESIGN.md §5): fetch, check the commit, stage this host's files as a
+//! release, `nginx -t`, swap, reload, confirm, record. Any failure before the swap leaves nginx
+//! untouched; a failed reload swaps back and reloads the old release.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use flipbit_core::config::Config;
+use flipbit_core::layout;
+use flipbit_core::names::LbHostName;
+use flipbit_store::{CommitId, Store};
+
+use crate::nginx::Nginx;
+use crate::release::{Lock, StateDir};
+
+const NGINX_STEP: &str = "nginx";
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub repo: String,
+    pub branch: String,
+    pub lb: LbHostName,
+    pub state_dir: PathBuf,
+    pub nginx: Nginx,
+    /// Accept a head that does not descend from the last applied commit (a force push).
+    pub allow_rewind: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Already at this commit.
+    UpToDate { commit: String },
+    /// A new commit that does not change this host's files: recorded, nginx left alone.
+    Recorded { commit: String },
+    /// nginx now runs this commit's files.
+    Reloaded {
+        commit: String,
+        files: usize,
+        millis: u128,
+    },
+}
+
+pub fn apply_once(opts: &ApplyOptions) -> Result<Applied> {
+    let started = Instant::now();
+    let state = StateDir::new(opts.state_dir.clone())?;
+    let _lock = Lock::take(&state)?;
+    let store = Store::open(&state.cache_repo(), &opts.repo, &opts.branch)?;
+    let head = store
+        .fetch()?
+        .ok_or_else(|| anyhow!("branch {} not found in {}", opts.branch, opts.repo))?;
+    let commit = head.to_string();
+    let applied = state.applied(NGINX_STEP);
+    if let Some(prev) = &applied {
+        if prev == &commit && state.current().as_deref() == Some(prev.as_str()) {
+            return Ok(Applied::UpToDate { commit });
+        }
+        let prev_id = CommitId::from_str(prev)
+            .with_context(|| format!("{}: corrupt applied commit", state.root().display()))?;
+        let known = store.descends_from(head, prev_id).unwrap_or(false);
+        if !known && !opts.allow_rewind {
+            bail!(
+                "refusing commit {commit}: it does not descend from the applied commit {prev} (history rewritten by a force push?); run with --allow-rewind to accept it"
+            );
+        }
+    }
+    check_host(&store, head, &opts.lb)?;
+
+    let host_dir = layout::lb_host_dir(&opts.lb);
+    if let Some(prev) = &applied
+        && let Ok(prev_id) = CommitId::from_str(prev)
+        && state.current().as_deref() == Some(prev.as_str())
+        && store.tree_id(prev_id, &host_dir).ok().flatten() == store.tree_id(head, &host_dir)?
+    {
+        state.record_applied(NGINX_STEP, &commit)?;
+        return Ok(Applied::Recorded { commit });
+    }
+
+    let mut files = BTreeMap::new();
+    for (path, blob) in store.list(head, &host_dir)? {
+        if layout::parse_lb_path(&path).is_none() {
+            tracing::warn!(%path, %commit, "not a generated snippet path; skipped");
+            continue;
+        }
+        let rel = path.trim_start_matches(&format!("{host_dir}/")).to_owned();
+        files.insert(rel, store.blob(blob)?);
+    }
+    let release = state.write_release(&commit, &files)?;
+    if let Err(e) = validate(opts, &state, &release) {
+        state.remove_release(&commit);
+        return Err(e.context(format!("commit {commit} refused for {}", opts.lb)));
+    }
+    opts.nginx
+        .master()
+        .with_context(|| format!("commit {commit} staged but not applied"))?;
+
+    let previous = state.current();
+    state.switch_to(Some(&commit))?;
+    if let Err(e) = opts.nginx.reload() {
+        state.switch_to(previous.as_deref())?;
+        let back = opts.nginx.reload();
+        let back = match (back, &previous) {
+            (Ok(()), Some(p)) => format!("rolled back to {p}"),
+            (Ok(()), None) => "rolled back to no release".to_owned(),
+            (Err(again), _) => format!("and the rollback reload failed too: {again}"),
+        };
+        return Err(anyhow!(e).context(format!("commit {commit} on {}: {back}", opts.lb)));
+    }
+    state.record_applied(NGINX_STEP, &commit)?;
+    let mut keep = vec![commit.as_str()];
+    if let Some(p) = &previous {
+        keep.push(p.as_str());
+    }
+    state.prune(&keep);
+    Ok(Applied::Reloaded {
+        commit,
+        files: files.len(),
+        millis: started.elapsed().as_millis(),
+    })
+}
+
+fn check_host(store: &Store, head: CommitId, lb: &LbHostName) -> Result<()> {
+    let text = store
+        .read(head, layout::CONFIG_FILE)?
+        .ok_or_else(|| anyhow!("commit {head} has no {}", layout::CONFIG_FILE))?;
+    let config = Config::parse(&String::from_utf8_lossy(&text))
+        .with_context(|| format!("commit {head} refused"))?;
+    if config.host(lb).is_none() {
+        bail!("commit {head} refused: LB host {lb} is not in its flipbit.yaml");
+    }
+    Ok(())
+}
+
+/// `nginx -t` on a copy of the main config whose include points at the candidate release. The
+/// copy sits beside the main config so its relative includes resolve the same way.
+fn validate(opts: &ApplyOptions, state: &StateDir, release: &std::path::Path) -> Result<()> {
+    let main = &opts.nginx.conf;
+    let text =
+        std::fs::read_to_string(main).with_context(|| format!("reading {}", main.display()))?;
+    let current = format!("{}/", state.current_link().display());
+    if !text.contains(&current) {
+        bail!(
+            "{} does not include {current}*/*.conf inside its stream {{}} block, so Flipbit's files would never be used",
+            main.display()
+        );
+    }
+    let candidate = text.replace(&current, &format!("{}/", release.display()));
+    let dir = main.parent().unwrap_or(std::path::Path::new("."));
+    let test_conf = dir.join(format!(".flipbit-test-{}.conf", std::process::id()));
+    std::fs::write(&test_conf, candidate)
+        .with_context(|| format!("writing {}", test_conf.display()))?;
+    let result = opts.nginx.test(&test_conf);
+    let _ = std::fs::remove_file(&test_conf);
+    Ok(result?)
+}

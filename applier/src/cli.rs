@@ -1,0 +1,71 @@
+//! Command-line interface (DESIGN.md §4). Every flag can also come from the environment.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flipbit-applier",
+    version,
+    about = "Applies this LB host's part of the Flipbit state repo to nginx"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One shot (for a systemd timer): fetch, validate, swap, reload.
+    Apply(ApplyArgs),
+    /// The same, repeated every --interval seconds.
+    Watch {
+        #[command(flatten)]
+        args: ApplyArgs,
+        /// Seconds between fetches.
+        #[arg(long, env = "FLIPBIT_INTERVAL", default_value_t = 10)]
+        interval: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// State repo: a Git URL or the path of a bare repo (read only).
+    #[arg(long, env = "FLIPBIT_REPO")]
+    pub repo: String,
+    #[arg(long, env = "FLIPBIT_BRANCH", default_value = "main")]
+    pub branch: String,
+    /// This LB host's name in flipbit.yaml.
+    #[arg(long, env = "FLIPBIT_LB")]
+    pub lb: String,
+    /// Releases, the `current` link, the applied commit and the Git cache live here.
+    #[arg(long, env = "FLIPBIT_STATE_DIR", default_value = "/var/lib/flipbit")]
+    pub state_dir: PathBuf,
+    #[arg(long, env = "FLIPBIT_NGINX", default_value = "nginx")]
+    pub nginx: PathBuf,
+    /// nginx main config; it must include `<state-dir>/current/*/*.conf` inside `stream {}`.
+    #[arg(
+        long,
+        env = "FLIPBIT_NGINX_CONF",
+        default_value = "/etc/nginx/nginx.conf"
+    )]
+    pub nginx_conf: PathBuf,
+    /// nginx `-p` prefix, for a private instance.
+    #[arg(long, env = "FLIPBIT_NGINX_PREFIX")]
+    pub nginx_prefix: Option<PathBuf>,
+    /// nginx `-e` error log; reload errors are read from it.
+    #[arg(long, env = "FLIPBIT_NGINX_ERROR_LOG")]
+    pub nginx_error_log: Option<PathBuf>,
+    #[arg(long, env = "FLIPBIT_NGINX_PID", default_value = "/run/nginx.pid")]
+    pub nginx_pid: PathBuf,
+    /// Reload with this shell command instead of SIGHUP to the master.
+    #[arg(long, env = "FLIPBIT_RELOAD_COMMAND")]
+    pub reload_command: Option<String>,
+    /// Seconds a reload may take to show new workers.
+    #[arg(long, env = "FLIPBIT_RELOAD_TIMEOUT", default_value_t = 10)]
+    pub reload_timeout: u64,
+    /// Accept a head that does not descend from the last applied commit.
+    #[arg(long, env = "FLIPBIT_ALLOW_REWIND")]
+    pub allow_rewind: bool,
+}

@@ -1,0 +1,190 @@
+//! The nginx on this LB host, driven as an operator would: `nginx -t` on a candidate config,
+//! SIGHUP to the master, and proof that the reload took (a new generation of workers, no
+//! `[emerg]` in the error log) rather than trust in the signal.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Nginx {
+    pub bin: PathBuf,
+    /// The real main config; it includes `<state-dir>/current/*/*.conf` inside `stream {}`.
+    pub conf: PathBuf,
+    /// `-p PREFIX`, when nginx runs with a private prefix.
+    pub prefix: Option<PathBuf>,
+    /// `-e FILE`; also where reload errors are looked for.
+    pub error_log: Option<PathBuf>,
+    pub pid_file: PathBuf,
+    /// Run this instead of sending SIGHUP (e.g. `systemctl reload nginx`).
+    pub reload_command: Option<String>,
+    /// How long a reload may take to show a new worker generation.
+    pub reload_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NginxError {
+    #[error("nginx -t failed: {0}")]
+    Invalid(String),
+    #[error("cannot run {bin}: {source}")]
+    Spawn { bin: String, source: std::io::Error },
+    #[error("nginx is not running (no live master in pid file {0})")]
+    NotRunning(String),
+    #[error("nginx reload failed: {0}")]
+    Reload(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Nginx {
+    fn base_command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        if let Some(p) = &self.prefix {
+            cmd.arg("-p").arg(p);
+        }
+        if let Some(e) = &self.error_log {
+            cmd.arg("-e").arg(e);
+        }
+        cmd
+    }
+
+    /// `nginx -t` against `conf` (a copy of the main config pointing at a candidate release).
+    pub fn test(&self, conf: &Path) -> Result<(), NginxError> {
+        let out = self
+            .base_command()
+            .arg("-t")
+            .arg("-q")
+            .arg("-c")
+            .arg(conf)
+            .output()
+            .map_err(|source| NginxError::Spawn {
+                bin: self.bin.display().to_string(),
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim_start_matches("nginx: "))
+            .filter(|l| !l.contains("configuration file") || l.contains("[emerg]"))
+            .collect();
+        Err(NginxError::Invalid(if lines.is_empty() {
+            text.trim().to_owned()
+        } else {
+            lines.join("; ")
+        }))
+    }
+
+    /// The master's pid, when one is alive.
+    pub fn master(&self) -> Result<i32, NginxError> {
+        let not_running = || NginxError::NotRunning(self.pid_file.display().to_string());
+        let text = std::fs::read_to_string(&self.pid_file).map_err(|_| not_running())?;
+        let pid: i32 = text.trim().parse().map_err(|_| not_running())?;
+        // SAFETY: signal 0 only checks that the process exists; no signal is delivered.
+        if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
+            Ok(pid)
+        } else {
+            Err(not_running())
+        }
+    }
+
+    /// Reloads and waits until a new worker generation runs; an `[emerg]` logged since the
+    /// reload, or no new workers by the deadline, is a failure (nginx then keeps its old config).
+    pub fn reload(&self) -> Result<(), NginxError> {
+        let master = self.master()?;
+        let before = children(master);
+        let log_offset = self.error_log_len();
+        match &self.reload_command {
+            Some(cmd) => {
+                let status = Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .status()
+                    .map_err(|source| NginxError::Spawn {
+                        bin: cmd.clone(),
+                        source,
+                    })?;
+                if !status.success() {
+                    return Err(NginxError::Reload(format!("{cmd:?} exited with {status}")));
+                }
+            }
+            None => {
+                // SAFETY: plain signal delivery to the pid nginx wrote.
+                if unsafe { libc::kill(master, libc::SIGHUP) } != 0 {
+                    return Err(NginxError::Reload(format!("cannot signal master {master}")));
+                }
+            }
+        }
+        let deadline = Instant::now() + self.reload_timeout;
+        loop {
+            if let Some(emerg) = self.errors_since(log_offset) {
+                return Err(NginxError::Reload(emerg));
+            }
+            let now = children(master);
+            if now.iter().any(|pid| !before.contains(pid)) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(NginxError::Reload(format!(
+                    "no new worker processes within {:?} of the reload",
+                    self.reload_timeout
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn error_log_len(&self) -> u64 {
+        self.error_log
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    fn errors_since(&self, offset: u64) -> Option<String> {
+        let path = self.error_log.as_ref()?;
+        let text = std::fs::read(path).ok()?;
+        let start = usize::try_from(offset).ok()?.min(text.len());
+        let tail = String::from_utf8_lossy(&text[start..]);
+        let errors: Vec<&str> = tail.lines().filter(|l| l.contains("[emerg]")).collect();
+        (!errors.is_empty()).then(|| errors.join("; "))
+    }
+}
+
+/// Pids whose parent is `parent`, from `/proc`.
+fn children(parent: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so split after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<i32>().ok());
+        if ppid == Some(parent) {
+            out.insert(pid);
+        }
+    }
+    out
+}
