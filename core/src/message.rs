@@ -60,7 +60,7 @@ pub fn compose(
                 ),
             ),
             AddressEvent::Freed { key } => {
-                (key, format!("release the addresses of {key} (grace over)"))
+                (key, format!("release {key} (grace over: its addresses are free again)"))
             }
         };
         lines.entry(key.clone()).or_default().push(line);
@@ -126,14 +126,22 @@ fn expose_line(decision: &Decision, key: &ServiceKey, again: bool) -> String {
 }
 
 fn summary_subject(lines: &[&String]) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    // Group "verb key ..." lines by verb: "expose a/b, c/d; withdraw e/f" when that is short,
+    // else counts: "expose 12 Services, withdraw 1 Service".
+    let mut by_verb: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for line in lines {
-        let verb = line.split_whitespace().next().unwrap_or("update");
-        *counts.entry(verb).or_default() += 1;
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or("update");
+        by_verb.entry(verb).or_default().push(words.next().unwrap_or_default());
     }
-    let parts: Vec<String> = counts
+    let named: Vec<String> = by_verb.iter().map(|(verb, keys)| format!("{verb} {}", keys.join(", "))).collect();
+    let named = named.join("; ");
+    if named.len() <= 72 {
+        return named;
+    }
+    let counted: Vec<String> = by_verb
         .iter()
-        .map(|(verb, n)| format!("{verb} {n}"))
+        .map(|(verb, keys)| format!("{verb} {} Service{}", keys.len(), if keys.len() == 1 { "" } else { "s" }))
         .collect();
-    format!("flipbit: {} ({} changes)", parts.join(", "), lines.len())
+    counted.join(", ")
 }

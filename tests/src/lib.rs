@@ -1,1 +1,22 @@
-pub fn x() {}
+//! End-to-end harness: real nginx instances with private prefixes, stand-in "kube-proxy"
+//! backends on node addresses, bare state repos, and the built binaries. Shared by the tests in
+//! `tests/tests/` and by the demo, so the demo proves exactly what the tests assert.
+
+pub mod backends;
+pub mod bins;
+pub mod demo;
+pub mod nginx;
+pub mod probe;
+pub mod repo;
+
+/// True when running as root (needed for ports below 1024).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when nginx with the stream module is installed.
+pub fn have_nginx() -> bool {
+    std::path::Path::new(nginx::STREAM_MODULE).exists()
+        && std::process::Command::new("nginx").arg("-v").output().is_ok()
+}

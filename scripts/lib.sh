@@ -1,0 +1,29 @@
+# Shared by scripts/demo and scripts/test: install what is missing from Debian's packages.
+# Sourced, not run.
+
+need_packages() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing packages ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
+    return 1
+  fi
+  echo "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust_components() {
+  command -v cargo >/dev/null || { echo "error: cargo is not installed (https://rustup.rs)" >&2; return 1; }
+  if command -v rustup >/dev/null; then
+    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+  fi
+}
+
+# nginx with the stream module; nothing may auto-start (tests run private instances).
+NGINX_PACKAGES=(nginx libnginx-mod-stream)

@@ -1,0 +1,49 @@
+//! `flipbit-demo EXAMPLE_DIR WORK_DIR`: runs the seed's example on loopback and proves it with
+//! real traffic. Exits 0 only when every check passed; everything it started stops on exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use flipbit_tests::{bins, demo};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [example, work] = args.as_slice() else {
+        eprintln!("usage: flipbit-demo EXAMPLE_DIR WORK_DIR");
+        return ExitCode::from(2);
+    };
+    let opts = demo::DemoOptions {
+        example: PathBuf::from(example),
+        work: PathBuf::from(work),
+        generator: bins::generator(),
+        applier: bins::applier(),
+    };
+    let running = match demo::start(&opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", running.log);
+    let report = match demo::prove(&running) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("\n{}", report.table);
+    for c in &report.checks {
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        let answer = match &c.answer {
+            Ok(a) => format!("answered by {a}"),
+            Err(e) => e.clone(),
+        };
+        println!("{mark} {:<18} {:<22} {answer}", c.service, c.target);
+    }
+    let passed = report.checks.iter().filter(|c| c.ok).count();
+    let failed = report.checks.len() - passed;
+    println!("\n{passed} passed, {failed} failed");
+    if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,37 @@
+//! Paths of the workspace's binaries, built on demand when a test runs alone.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+fn target_dir() -> PathBuf {
+    // Tests run from target/<profile>/deps/<test>; the binaries sit in target/<profile>.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The path of a workspace binary, running `cargo build` once if it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let path = target_dir().join(name);
+    if !path.exists() {
+        BUILT.get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--bins", "-p", "flipbit-generator", "-p", "flipbit-applier", "-p", "flipbit-tests"])
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "cargo build of the binaries failed");
+        });
+    }
+    path
+}
+
+pub fn generator() -> PathBuf {
+    bin("flipbit-generator")
+}
+
+pub fn applier() -> PathBuf {
+    bin("flipbit-applier")
+}

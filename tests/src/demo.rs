@@ -1,0 +1,226 @@
+//! The seed's example on loopback, start to finish: a bare state repo, stand-in node backends,
+//! `flipbit-generator render`, one real nginx plus `flipbit-applier apply` per LB host, then real
+//! TCP and UDP traffic through every LB address and port. Used by `scripts/demo` and by the
+//! end-to-end test, which asserts on the same report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use flipbit_core::config::Config;
+use flipbit_core::layout;
+use flipbit_core::ledger::Ledger;
+use flipbit_core::model::Snapshot;
+
+use crate::backends::Backends;
+use crate::nginx::NginxInstance;
+use crate::{probe, repo};
+
+pub struct DemoOptions {
+    pub example: PathBuf,
+    pub work: PathBuf,
+    pub generator: PathBuf,
+    pub applier: PathBuf,
+}
+
+/// One proof: traffic to `target` answered by a node of the Service.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub service: String,
+    pub target: String,
+    pub answer: Result<String, String>,
+    pub ok: bool,
+}
+
+pub struct Running {
+    pub repo: PathBuf,
+    pub nginx: BTreeMap<String, NginxInstance>,
+    pub backends: Backends,
+    pub snapshot: Snapshot,
+    pub log: String,
+}
+
+pub struct Report {
+    pub table: String,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn all_ok(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+}
+
+fn run_cmd(bin: &Path, args: &[String], log: &mut String) -> Result<String, String> {
+    let out = Command::new(bin).args(args).output().map_err(|e| format!("{}: {e}", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = writeln!(log, "$ {} {}\n{stdout}{stderr}", bin.file_name().unwrap_or_default().to_string_lossy(), args.join(" "));
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{} {} failed: {stdout}{stderr}", bin.display(), args.join(" ")))
+    }
+}
+
+/// Sets everything up and applies; the returned handles keep nginx and the backends running.
+pub fn start(opts: &DemoOptions) -> Result<Running, String> {
+    let mut log = String::new();
+    std::fs::create_dir_all(&opts.work).map_err(|e| e.to_string())?;
+    let config_text = std::fs::read_to_string(opts.example.join(layout::CONFIG_FILE)).map_err(|e| e.to_string())?;
+    let config = Config::parse(&config_text).map_err(|e| e.to_string())?;
+    let repo_path = opts.work.join("state.git");
+    repo::create(&repo_path, &BTreeMap::from([(layout::CONFIG_FILE, config_text)])).map_err(|e| e.to_string())?;
+
+    let manifests = opts.example.join("cluster");
+    let (snapshot, _) = flipbit_generator::manifests::load_dir(&manifests).map_err(|e| e.to_string())?;
+    let (tcp, udp) = backend_addresses(&snapshot);
+    let backends = Backends::start(&tcp, &udp).map_err(|e| format!("starting node backends: {e}"))?;
+    let _ = writeln!(log, "node backends: {} TCP and {} UDP listeners", tcp.len(), udp.len());
+
+    let render = vec![
+        "render".into(),
+        "--repo".into(),
+        repo_path.display().to_string(),
+        "--manifests".into(),
+        manifests.display().to_string(),
+    ];
+    run_cmd(&opts.generator, &render, &mut log)?;
+
+    let mut nginx = BTreeMap::new();
+    for host in &config.lb_hosts {
+        let instance = NginxInstance::start(&opts.work.join(host.name.as_str()))?;
+        run_cmd(&opts.applier, &instance.applier_args(&repo_path, host.name.as_str()), &mut log)?;
+        nginx.insert(host.name.to_string(), instance);
+    }
+    Ok(Running { repo: repo_path, nginx, backends, snapshot, log })
+}
+
+/// Every node InternalIP × every node port of every Service, by protocol.
+pub fn backend_addresses(snapshot: &Snapshot) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let mut tcp = BTreeSet::new();
+    let mut udp = BTreeSet::new();
+    for node in &snapshot.nodes {
+        for ip in node.internal_ips.iter().filter_map(|s| s.parse::<std::net::IpAddr>().ok()) {
+            for svc in &snapshot.services {
+                for port in &svc.ports {
+                    let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()) else { continue };
+                    let set = if port.protocol.as_deref() == Some("UDP") { &mut udp } else { &mut tcp };
+                    set.insert(SocketAddr::new(ip, np));
+                }
+            }
+        }
+    }
+    (tcp.into_iter().collect(), udp.into_iter().collect())
+}
+
+/// One route as read back from a committed snippet: where the LB listens and which node
+/// addresses may answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub listen: SocketAddr,
+    pub udp: bool,
+    pub servers: BTreeSet<SocketAddr>,
+}
+
+/// Reads the routes out of a rendered snippet.
+pub fn routes(snippet: &str) -> Vec<Route> {
+    let mut out = Vec::new();
+    let mut servers = BTreeSet::new();
+    for line in snippet.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("server ").and_then(|r| r.strip_suffix(';')) {
+            if let Ok(addr) = rest.split_whitespace().next().unwrap_or_default().parse() {
+                servers.insert(addr);
+            }
+        } else if let Some(rest) = line.strip_prefix("listen ").and_then(|r| r.strip_suffix(';')) {
+            let mut parts = rest.split_whitespace();
+            if let Some(Ok(listen)) = parts.next().map(str::parse) {
+                out.push(Route { listen, udp: parts.any(|p| p == "udp"), servers: std::mem::take(&mut servers) });
+            }
+        } else if line.starts_with("upstream ") {
+            servers.clear();
+        }
+    }
+    out
+}
+
+/// Probes every route of every committed snippet and tabulates the example.
+pub fn prove(running: &Running) -> Result<Report, String> {
+    let ledger_text = repo::read(&running.repo, layout::LEDGER_FILE).ok_or("no ledger.yaml committed")?;
+    let ledger = Ledger::parse(&ledger_text).map_err(|e| e.to_string())?;
+    let mut checks = Vec::new();
+    let mut nodes_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut lb_ports: BTreeMap<String, BTreeSet<(u16, &str)>> = BTreeMap::new();
+    for path in repo::files_under(&running.repo, layout::LB_DIR) {
+        let Some((_, key)) = layout::parse_lb_path(&path) else { continue };
+        let text = repo::read(&running.repo, &path).unwrap_or_default();
+        for route in routes(&text) {
+            let proto = if route.udp { "udp" } else { "tcp" };
+            lb_ports.entry(key.to_string()).or_default().insert((route.listen.port(), proto));
+            nodes_of.entry(key.to_string()).or_default().extend(route.servers.iter().map(|s| s.ip().to_string()));
+            let answer = probe_route(&route, PROBES_PER_ROUTE);
+            let ok = answer.as_ref().is_ok_and(|answers| {
+                answers.split(", ").all(|a| a.parse::<SocketAddr>().is_ok_and(|s| route.servers.contains(&s)))
+            });
+            checks.push(Check { service: key.to_string(), target: format!("{proto} {}", route.listen), answer, ok });
+        }
+    }
+    let table = table(&running.snapshot, &ledger, &nodes_of, &lb_ports);
+    Ok(Report { table, checks })
+}
+
+/// Connections (or datagrams) sent to each route; with round-robin they reach several nodes.
+pub const PROBES_PER_ROUTE: usize = 3;
+
+/// Probes `route` `n` times; returns the distinct nodes that answered, comma-separated.
+pub fn probe_route(route: &Route, n: usize) -> Result<String, String> {
+    let mut answers = BTreeSet::new();
+    for _ in 0..n {
+        let answer = probe::eventually(Duration::from_secs(3), || {
+            if route.udp { probe::udp(route.listen) } else { probe::tcp(route.listen) }
+        })?;
+        answers.insert(answer);
+    }
+    Ok(answers.into_iter().collect::<Vec<_>>().join(", "))
+}
+
+fn table(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    nodes_of: &BTreeMap<String, BTreeSet<String>>,
+    lb_ports: &BTreeMap<String, BTreeSet<(u16, &str)>>,
+) -> String {
+    let mut rows = vec![["SERVICE", "NAMESPACE", "EXPOSED", "NODE PORTS", "LB ADDRESSES", "LB PORTS", "NODES"].map(String::from)];
+    let mut services: Vec<_> = snapshot.services.iter().collect();
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for svc in services {
+        let key = format!("{}/{}", svc.namespace, svc.name);
+        let entry = ledger.services.iter().find(|(k, e)| k.to_string() == key && e.released_at.is_none());
+        let node_ports: BTreeSet<i32> = svc.ports.iter().filter_map(|p| p.node_port).collect();
+        let node_ports: Vec<String> = node_ports.iter().map(ToString::to_string).collect();
+        let dash = || "-".to_owned();
+        let (exposed, addrs, ports, nodes) = match entry {
+            Some((_, e)) => (
+                "yes".to_owned(),
+                e.addresses.iter().map(|(h, ip)| format!("{h} {ip}")).collect::<Vec<_>>().join(", "),
+                lb_ports
+                    .get(&key)
+                    .map(|s| s.iter().map(|(p, proto)| format!("{p}/{proto}")).collect::<Vec<_>>().join(","))
+                    .unwrap_or_else(dash),
+                nodes_of.get(&key).map(|s| s.iter().cloned().collect::<Vec<_>>().join(",")).unwrap_or_else(dash),
+            ),
+            None => ("no".to_owned(), dash(), dash(), dash()),
+        };
+        rows.push([svc.name.clone(), svc.namespace.clone(), exposed, node_ports.join(","), addrs, ports, nodes]);
+    }
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}

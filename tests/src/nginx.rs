@@ -1,0 +1,89 @@
+//! A private nginx instance for one LB host: its own prefix, pid file, error log and state dir,
+//! started in the foreground and stopped with SIGTERM when dropped (also on panic).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+pub struct NginxInstance {
+    pub dir: PathBuf,
+    pub conf: PathBuf,
+    pub pid_file: PathBuf,
+    pub error_log: PathBuf,
+    pub state_dir: PathBuf,
+    child: Child,
+}
+
+impl NginxInstance {
+    /// Writes a main config whose `stream {}` includes the applier's current release, and starts
+    /// nginx on it. Nothing listens until the first apply.
+    pub fn start(dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir.join("state")).map_err(|e| e.to_string())?;
+        let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+        let conf = dir.join("nginx.conf");
+        let pid_file = dir.join("nginx.pid");
+        let error_log = dir.join("error.log");
+        let state_dir = dir.join("state");
+        let text = format!(
+            "load_module {STREAM_MODULE};\n\
+             pid {pid};\nerror_log {log} notice;\ndaemon off;\nworker_processes 1;\n\
+             events {{ worker_connections 1024; }}\n\
+             stream {{\n    include {state}/current/*/*.conf;\n}}\n",
+            pid = pid_file.display(),
+            log = error_log.display(),
+            state = state_dir.display(),
+        );
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(&error_log)
+            .spawn()
+            .map_err(|e| format!("starting nginx: {e}"))?;
+        let instance = Self { dir, conf, pid_file, error_log, state_dir, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !instance.pid_file.exists() {
+            if Instant::now() > deadline {
+                return Err(format!("nginx in {} did not start", instance.dir.display()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(instance)
+    }
+
+    /// `flipbit-applier apply` arguments for this instance.
+    pub fn applier_args(&self, repo: &Path, lb: &str) -> Vec<String> {
+        vec![
+            "apply".into(),
+            "--repo".into(),
+            repo.display().to_string(),
+            "--lb".into(),
+            lb.into(),
+            "--state-dir".into(),
+            self.state_dir.display().to_string(),
+            "--nginx-conf".into(),
+            self.conf.display().to_string(),
+            "--nginx-prefix".into(),
+            self.dir.display().to_string(),
+            "--nginx-error-log".into(),
+            self.error_log.display().to_string(),
+            "--nginx-pid".into(),
+            self.pid_file.display().to_string(),
+        ]
+    }
+}
+
+impl Drop for NginxInstance {
+    fn drop(&mut self) {
+        // SIGTERM: a fast stop (SIGQUIT would wait for UDP sessions to time out).
+        let pid = self.child.id() as i32;
+        // SAFETY: signalling the nginx master this instance spawned.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
