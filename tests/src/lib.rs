@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod bins;
+pub mod cluster;
 pub mod demo;
 pub mod nginx;
 pub mod probe;

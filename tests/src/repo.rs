@@ -99,3 +99,12 @@ pub fn files_under(path: &Path, dir: &str) -> Vec<String> {
     });
     out
 }
+
+/// The message of the head commit of `main`.
+pub fn head_message(path: &Path) -> String {
+    let Ok(repo) = Repository::open_bare(path) else { return String::new() };
+    let Ok(commit) = repo.find_reference("refs/heads/main").and_then(|r| r.peel_to_commit()) else {
+        return String::new();
+    };
+    commit.message().unwrap_or_default().to_owned()
+}
