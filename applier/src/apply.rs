@@ -99,14 +99,13 @@ pub fn apply_once(opts: &ApplyOptions) -> Result<Applied> {
     let previous = state.current();
     state.switch_to(Some(&commit))?;
     if let Err(e) = opts.nginx.reload() {
+        // A failed reload leaves nginx running its previous config; put the files back to match.
         state.switch_to(previous.as_deref())?;
-        let back = opts.nginx.reload();
-        let back = match (back, &previous) {
-            (Ok(()), Some(p)) => format!("rolled back to {p}"),
-            (Ok(()), None) => "rolled back to no release".to_owned(),
-            (Err(again), _) => format!("and the rollback reload failed too: {again}"),
-        };
-        return Err(anyhow!(e).context(format!("commit {commit} on {}: {back}", opts.lb)));
+        let back = previous.as_deref().unwrap_or("no release");
+        return Err(anyhow!(e).context(format!(
+            "commit {commit} on {}: nginx kept its running config; rolled back to {back}",
+            opts.lb
+        )));
     }
     state.record_applied(NGINX_STEP, &commit)?;
     let mut keep = vec![commit.as_str()];

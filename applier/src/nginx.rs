@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// How long the error log must stay unchanged before a failed reload is reported.
+const QUIET: Duration = Duration::from_millis(700);
+
 #[derive(Debug, Clone)]
 pub struct Nginx {
     pub bin: PathBuf,
@@ -122,13 +125,28 @@ impl Nginx {
             }
         }
         let deadline = Instant::now() + self.reload_timeout;
+        let mut failure: Option<(String, u64)> = None;
         loop {
+            let log_len = self.error_log_len();
             if let Some(emerg) = self.errors_since(log_offset) {
-                return Err(NginxError::Reload(emerg));
+                // nginx retries a failed bind for ~2.5 s and logs each try: report once the log
+                // has gone quiet, so the master is done and the next reload starts clean.
+                match &failure {
+                    Some((_, len)) if *len == log_len => {}
+                    _ => failure = Some((emerg, log_len)),
+                }
             }
             let now = children(master);
-            if now.iter().any(|pid| !before.contains(pid)) {
+            if failure.is_none() && now.iter().any(|pid| !before.contains(pid)) {
+                self.wait_for_old_generation(&before, deadline);
                 return Ok(());
+            }
+            if let Some((emerg, len)) = &failure {
+                std::thread::sleep(QUIET);
+                if self.error_log_len() == *len || Instant::now() >= deadline {
+                    return Err(NginxError::Reload(emerg.clone()));
+                }
+                continue;
             }
             if Instant::now() >= deadline {
                 return Err(NginxError::Reload(format!(
@@ -137,6 +155,22 @@ impl Nginx {
                 )));
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until each old worker has exited or begun its graceful shutdown, in which it closes
+    /// its listening sockets; until then it may still accept connections for the old config.
+    /// Workers draining long connections are left to finish in their own time.
+    fn wait_for_old_generation(&self, old: &BTreeSet<i32>, deadline: Instant) {
+        while Instant::now() < deadline {
+            let pending = old.iter().any(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| !String::from_utf8_lossy(&c).contains("shutting down"))
+            });
+            if !pending {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 

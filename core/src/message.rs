@@ -59,9 +59,10 @@ pub fn compose(
                     "withdraw {key} (no longer exposed; addresses held {release_grace_seconds} s)"
                 ),
             ),
-            AddressEvent::Freed { key } => {
-                (key, format!("release {key} (grace over: its addresses are free again)"))
-            }
+            AddressEvent::Freed { key } => (
+                key,
+                format!("release {key} (grace over: its addresses are free again)"),
+            ),
         };
         lines.entry(key.clone()).or_default().push(line);
     }
@@ -132,16 +133,28 @@ fn summary_subject(lines: &[&String]) -> String {
     for line in lines {
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("update");
-        by_verb.entry(verb).or_default().push(words.next().unwrap_or_default());
+        by_verb
+            .entry(verb)
+            .or_default()
+            .push(words.next().unwrap_or_default());
     }
-    let named: Vec<String> = by_verb.iter().map(|(verb, keys)| format!("{verb} {}", keys.join(", "))).collect();
+    let named: Vec<String> = by_verb
+        .iter()
+        .map(|(verb, keys)| format!("{verb} {}", keys.join(", ")))
+        .collect();
     let named = named.join("; ");
     if named.len() <= 72 {
         return named;
     }
     let counted: Vec<String> = by_verb
         .iter()
-        .map(|(verb, keys)| format!("{verb} {} Service{}", keys.len(), if keys.len() == 1 { "" } else { "s" }))
+        .map(|(verb, keys)| {
+            format!(
+                "{verb} {} Service{}",
+                keys.len(),
+                if keys.len() == 1 { "" } else { "s" }
+            )
+        })
         .collect();
     counted.join(", ")
 }

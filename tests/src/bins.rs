@@ -13,16 +13,29 @@ fn target_dir() -> PathBuf {
     dir
 }
 
-/// The path of a workspace binary, running `cargo build` once if it is missing.
+/// The path of a workspace binary. `cargo build` runs once per test process first, so a test
+/// run with `-p flipbit-tests` never exercises a stale binary (a no-op build takes a moment).
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let path = target_dir().join(name);
-    if !path.exists() {
+    {
         BUILT.get_or_init(|| {
             let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--bins", "-p", "flipbit-generator", "-p", "flipbit-applier", "-p", "flipbit-tests"])
+                .args([
+                    "build",
+                    "--bins",
+                    "-p",
+                    "flipbit-generator",
+                    "-p",
+                    "flipbit-applier",
+                    "-p",
+                    "flipbit-tests",
+                ])
                 .status();
-            assert!(status.is_ok_and(|s| s.success()), "cargo build of the binaries failed");
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "cargo build of the binaries failed"
+            );
         });
     }
     path

@@ -14,7 +14,9 @@ pub type Port = (&'static str, u16, u16);
 impl ManifestDir {
     pub fn new(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        Self { dir: dir.to_path_buf() }
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -27,12 +29,23 @@ impl ManifestDir {
     }
 
     pub fn remove(&self, file: &str) {
-        std::fs::remove_file(self.dir.join(file)).unwrap_or_else(|e| panic!("removing {file}: {e}"));
+        std::fs::remove_file(self.dir.join(file))
+            .unwrap_or_else(|e| panic!("removing {file}: {e}"));
     }
 
     /// A LoadBalancer Service of class `flipbit.io/nginx`.
     pub fn lb_service(&self, ns: &str, name: &str, annotations: &[(&str, &str)], ports: &[Port]) {
-        self.put(&format!("svc-{ns}-{name}.yaml"), &service_yaml(ns, name, "LoadBalancer", Some("flipbit.io/nginx"), annotations, ports));
+        self.put(
+            &format!("svc-{ns}-{name}.yaml"),
+            &service_yaml(
+                ns,
+                name,
+                "LoadBalancer",
+                Some("flipbit.io/nginx"),
+                annotations,
+                ports,
+            ),
+        );
     }
 
     /// Five Ready, labelled nodes `node-1..5` at `127.<block>.0.10..14`.
@@ -43,12 +56,27 @@ impl ManifestDir {
     }
 
     pub fn node(&self, i: u8, block: u8, ready: bool) {
-        self.put(&format!("node-{i}.yaml"), &node_yaml(&format!("node-{i}"), &format!("127.{block}.0.{}", 9 + i), ready));
+        self.put(
+            &format!("node-{i}.yaml"),
+            &node_yaml(
+                &format!("node-{i}"),
+                &format!("127.{block}.0.{}", 9 + i),
+                ready,
+            ),
+        );
     }
 }
 
-pub fn service_yaml(ns: &str, name: &str, ty: &str, class: Option<&str>, annotations: &[(&str, &str)], ports: &[Port]) -> String {
-    let mut y = format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n");
+pub fn service_yaml(
+    ns: &str,
+    name: &str,
+    ty: &str,
+    class: Option<&str>,
+    annotations: &[(&str, &str)],
+    ports: &[Port],
+) -> String {
+    let mut y =
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n");
     if !annotations.is_empty() {
         y.push_str("  annotations:\n");
         for (k, v) in annotations {
@@ -62,7 +90,9 @@ pub fn service_yaml(ns: &str, name: &str, ty: &str, class: Option<&str>, annotat
     }
     y.push_str("  ports:\n");
     for (proto, port, node_port) in ports {
-        y.push_str(&format!("    - {{protocol: {proto}, port: {port}, nodePort: {node_port}}}\n"));
+        y.push_str(&format!(
+            "    - {{protocol: {proto}, port: {port}, nodePort: {node_port}}}\n"
+        ));
     }
     y
 }
@@ -121,5 +151,9 @@ pub fn applier(args: &[String]) -> Output {
 
 /// stdout and stderr of a run, for assertions and failure messages.
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

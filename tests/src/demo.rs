@@ -55,14 +55,26 @@ impl Report {
 }
 
 fn run_cmd(bin: &Path, args: &[String], log: &mut String) -> Result<String, String> {
-    let out = Command::new(bin).args(args).output().map_err(|e| format!("{}: {e}", bin.display()))?;
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let _ = writeln!(log, "$ {} {}\n{stdout}{stderr}", bin.file_name().unwrap_or_default().to_string_lossy(), args.join(" "));
+    let _ = writeln!(
+        log,
+        "$ {} {}\n{stdout}{stderr}",
+        bin.file_name().unwrap_or_default().to_string_lossy(),
+        args.join(" ")
+    );
     if out.status.success() {
         Ok(stdout)
     } else {
-        Err(format!("{} {} failed: {stdout}{stderr}", bin.display(), args.join(" ")))
+        Err(format!(
+            "{} {} failed: {stdout}{stderr}",
+            bin.display(),
+            args.join(" ")
+        ))
     }
 }
 
@@ -70,16 +82,28 @@ fn run_cmd(bin: &Path, args: &[String], log: &mut String) -> Result<String, Stri
 pub fn start(opts: &DemoOptions) -> Result<Running, String> {
     let mut log = String::new();
     std::fs::create_dir_all(&opts.work).map_err(|e| e.to_string())?;
-    let config_text = std::fs::read_to_string(opts.example.join(layout::CONFIG_FILE)).map_err(|e| e.to_string())?;
+    let config_text = std::fs::read_to_string(opts.example.join(layout::CONFIG_FILE))
+        .map_err(|e| e.to_string())?;
     let config = Config::parse(&config_text).map_err(|e| e.to_string())?;
     let repo_path = opts.work.join("state.git");
-    repo::create(&repo_path, &BTreeMap::from([(layout::CONFIG_FILE, config_text)])).map_err(|e| e.to_string())?;
+    repo::create(
+        &repo_path,
+        &BTreeMap::from([(layout::CONFIG_FILE, config_text)]),
+    )
+    .map_err(|e| e.to_string())?;
 
     let manifests = opts.example.join("cluster");
-    let (snapshot, _) = flipbit_generator::manifests::load_dir(&manifests).map_err(|e| e.to_string())?;
+    let (snapshot, _) =
+        flipbit_generator::manifests::load_dir(&manifests).map_err(|e| e.to_string())?;
     let (tcp, udp) = backend_addresses(&snapshot);
-    let backends = Backends::start(&tcp, &udp).map_err(|e| format!("starting node backends: {e}"))?;
-    let _ = writeln!(log, "node backends: {} TCP and {} UDP listeners", tcp.len(), udp.len());
+    let backends =
+        Backends::start(&tcp, &udp).map_err(|e| format!("starting node backends: {e}"))?;
+    let _ = writeln!(
+        log,
+        "node backends: {} TCP and {} UDP listeners",
+        tcp.len(),
+        udp.len()
+    );
 
     let render = vec![
         "render".into(),
@@ -93,10 +117,20 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
     let mut nginx = BTreeMap::new();
     for host in &config.lb_hosts {
         let instance = NginxInstance::start(&opts.work.join(host.name.as_str()))?;
-        run_cmd(&opts.applier, &instance.applier_args(&repo_path, host.name.as_str()), &mut log)?;
+        run_cmd(
+            &opts.applier,
+            &instance.applier_args(&repo_path, host.name.as_str()),
+            &mut log,
+        )?;
         nginx.insert(host.name.to_string(), instance);
     }
-    Ok(Running { repo: repo_path, nginx, backends, snapshot, log })
+    Ok(Running {
+        repo: repo_path,
+        nginx,
+        backends,
+        snapshot,
+        log,
+    })
 }
 
 /// Every node InternalIP × every node port of every Service, by protocol.
@@ -104,11 +138,21 @@ pub fn backend_addresses(snapshot: &Snapshot) -> (Vec<SocketAddr>, Vec<SocketAdd
     let mut tcp = BTreeSet::new();
     let mut udp = BTreeSet::new();
     for node in &snapshot.nodes {
-        for ip in node.internal_ips.iter().filter_map(|s| s.parse::<std::net::IpAddr>().ok()) {
+        for ip in node
+            .internal_ips
+            .iter()
+            .filter_map(|s| s.parse::<std::net::IpAddr>().ok())
+        {
             for svc in &snapshot.services {
                 for port in &svc.ports {
-                    let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()) else { continue };
-                    let set = if port.protocol.as_deref() == Some("UDP") { &mut udp } else { &mut tcp };
+                    let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()) else {
+                        continue;
+                    };
+                    let set = if port.protocol.as_deref() == Some("UDP") {
+                        &mut udp
+                    } else {
+                        &mut tcp
+                    };
                     set.insert(SocketAddr::new(ip, np));
                 }
             }
@@ -131,14 +175,24 @@ pub fn routes(snippet: &str) -> Vec<Route> {
     let mut out = Vec::new();
     let mut servers = BTreeSet::new();
     for line in snippet.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("server ").and_then(|r| r.strip_suffix(';')) {
+        if let Some(rest) = line
+            .strip_prefix("server ")
+            .and_then(|r| r.strip_suffix(';'))
+        {
             if let Ok(addr) = rest.split_whitespace().next().unwrap_or_default().parse() {
                 servers.insert(addr);
             }
-        } else if let Some(rest) = line.strip_prefix("listen ").and_then(|r| r.strip_suffix(';')) {
+        } else if let Some(rest) = line
+            .strip_prefix("listen ")
+            .and_then(|r| r.strip_suffix(';'))
+        {
             let mut parts = rest.split_whitespace();
             if let Some(Ok(listen)) = parts.next().map(str::parse) {
-                out.push(Route { listen, udp: parts.any(|p| p == "udp"), servers: std::mem::take(&mut servers) });
+                out.push(Route {
+                    listen,
+                    udp: parts.any(|p| p == "udp"),
+                    servers: std::mem::take(&mut servers),
+                });
             }
         } else if line.starts_with("upstream ") {
             servers.clear();
@@ -149,23 +203,40 @@ pub fn routes(snippet: &str) -> Vec<Route> {
 
 /// Probes every route of every committed snippet and tabulates the example.
 pub fn prove(running: &Running) -> Result<Report, String> {
-    let ledger_text = repo::read(&running.repo, layout::LEDGER_FILE).ok_or("no ledger.yaml committed")?;
+    let ledger_text =
+        repo::read(&running.repo, layout::LEDGER_FILE).ok_or("no ledger.yaml committed")?;
     let ledger = Ledger::parse(&ledger_text).map_err(|e| e.to_string())?;
     let mut checks = Vec::new();
     let mut nodes_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut lb_ports: BTreeMap<String, BTreeSet<(u16, &str)>> = BTreeMap::new();
     for path in repo::files_under(&running.repo, layout::LB_DIR) {
-        let Some((_, key)) = layout::parse_lb_path(&path) else { continue };
+        let Some((_, key)) = layout::parse_lb_path(&path) else {
+            continue;
+        };
         let text = repo::read(&running.repo, &path).unwrap_or_default();
         for route in routes(&text) {
             let proto = if route.udp { "udp" } else { "tcp" };
-            lb_ports.entry(key.to_string()).or_default().insert((route.listen.port(), proto));
-            nodes_of.entry(key.to_string()).or_default().extend(route.servers.iter().map(|s| s.ip().to_string()));
+            lb_ports
+                .entry(key.to_string())
+                .or_default()
+                .insert((route.listen.port(), proto));
+            nodes_of
+                .entry(key.to_string())
+                .or_default()
+                .extend(route.servers.iter().map(|s| s.ip().to_string()));
             let answer = probe_route(&route, PROBES_PER_ROUTE);
             let ok = answer.as_ref().is_ok_and(|answers| {
-                answers.split(", ").all(|a| a.parse::<SocketAddr>().is_ok_and(|s| route.servers.contains(&s)))
+                answers.split(", ").all(|a| {
+                    a.parse::<SocketAddr>()
+                        .is_ok_and(|s| route.servers.contains(&s))
+                })
             });
-            checks.push(Check { service: key.to_string(), target: format!("{proto} {}", route.listen), answer, ok });
+            checks.push(Check {
+                service: key.to_string(),
+                target: format!("{proto} {}", route.listen),
+                answer,
+                ok,
+            });
         }
     }
     let table = table(&running.snapshot, &ledger, &nodes_of, &lb_ports);
@@ -180,7 +251,11 @@ pub fn probe_route(route: &Route, n: usize) -> Result<String, String> {
     let mut answers = BTreeSet::new();
     for _ in 0..n {
         let answer = probe::eventually(Duration::from_secs(3), || {
-            if route.udp { probe::udp(route.listen) } else { probe::tcp(route.listen) }
+            if route.udp {
+                probe::udp(route.listen)
+            } else {
+                probe::tcp(route.listen)
+            }
         })?;
         answers.insert(answer);
     }
@@ -193,33 +268,73 @@ fn table(
     nodes_of: &BTreeMap<String, BTreeSet<String>>,
     lb_ports: &BTreeMap<String, BTreeSet<(u16, &str)>>,
 ) -> String {
-    let mut rows = vec![["SERVICE", "NAMESPACE", "EXPOSED", "NODE PORTS", "LB ADDRESSES", "LB PORTS", "NODES"].map(String::from)];
+    let mut rows = vec![
+        [
+            "SERVICE",
+            "NAMESPACE",
+            "EXPOSED",
+            "NODE PORTS",
+            "LB ADDRESSES",
+            "LB PORTS",
+            "NODES",
+        ]
+        .map(String::from),
+    ];
     let mut services: Vec<_> = snapshot.services.iter().collect();
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for svc in services {
         let key = format!("{}/{}", svc.namespace, svc.name);
-        let entry = ledger.services.iter().find(|(k, e)| k.to_string() == key && e.released_at.is_none());
+        let entry = ledger
+            .services
+            .iter()
+            .find(|(k, e)| k.to_string() == key && e.released_at.is_none());
         let node_ports: BTreeSet<i32> = svc.ports.iter().filter_map(|p| p.node_port).collect();
         let node_ports: Vec<String> = node_ports.iter().map(ToString::to_string).collect();
         let dash = || "-".to_owned();
         let (exposed, addrs, ports, nodes) = match entry {
             Some((_, e)) => (
                 "yes".to_owned(),
-                e.addresses.iter().map(|(h, ip)| format!("{h} {ip}")).collect::<Vec<_>>().join(", "),
+                e.addresses
+                    .iter()
+                    .map(|(h, ip)| format!("{h} {ip}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 lb_ports
                     .get(&key)
-                    .map(|s| s.iter().map(|(p, proto)| format!("{p}/{proto}")).collect::<Vec<_>>().join(","))
+                    .map(|s| {
+                        s.iter()
+                            .map(|(p, proto)| format!("{p}/{proto}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
                     .unwrap_or_else(dash),
-                nodes_of.get(&key).map(|s| s.iter().cloned().collect::<Vec<_>>().join(",")).unwrap_or_else(dash),
+                nodes_of
+                    .get(&key)
+                    .map(|s| s.iter().cloned().collect::<Vec<_>>().join(","))
+                    .unwrap_or_else(dash),
             ),
             None => ("no".to_owned(), dash(), dash(), dash()),
         };
-        rows.push([svc.name.clone(), svc.namespace.clone(), exposed, node_ports.join(","), addrs, ports, nodes]);
+        rows.push([
+            svc.name.clone(),
+            svc.namespace.clone(),
+            exposed,
+            node_ports.join(","),
+            addrs,
+            ports,
+            nodes,
+        ]);
     }
-    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
     out

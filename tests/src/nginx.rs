@@ -45,7 +45,14 @@ impl NginxInstance {
             .arg(&error_log)
             .spawn()
             .map_err(|e| format!("starting nginx: {e}"))?;
-        let instance = Self { dir, conf, pid_file, error_log, state_dir, child };
+        let instance = Self {
+            dir,
+            conf,
+            pid_file,
+            error_log,
+            state_dir,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !instance.pid_file.exists() {
             if Instant::now() > deadline {

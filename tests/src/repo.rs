@@ -15,7 +15,12 @@ pub fn create(path: &Path, files: &BTreeMap<&str, String>) -> Result<PathBuf, gi
 }
 
 /// A human commit on `main` that writes `files` and deletes `deletes`.
-pub fn human_commit(path: &Path, files: &BTreeMap<&str, String>, deletes: &[&str], message: &str) -> Result<Oid, git2::Error> {
+pub fn human_commit(
+    path: &Path,
+    files: &BTreeMap<&str, String>,
+    deletes: &[&str],
+    message: &str,
+) -> Result<Oid, git2::Error> {
     let repo = Repository::open_bare(path)?;
     let head = repo.refname_to_id("refs/heads/main")?;
     commit_files(&repo, Some(head), files, deletes, message)
@@ -55,7 +60,11 @@ fn commit_files(
     }
     let tree = repo.find_tree(index.write_tree_to(repo)?)?;
     let sig = Signature::now("Operator", "operator@example.test")?;
-    let parents: Vec<git2::Commit<'_>> = parent.map(|p| repo.find_commit(p)).transpose()?.into_iter().collect();
+    let parents: Vec<git2::Commit<'_>> = parent
+        .map(|p| repo.find_commit(p))
+        .transpose()?
+        .into_iter()
+        .collect();
     let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
     repo.commit(Some("refs/heads/main"), &sig, &sig, message, &tree, &refs)
 }
@@ -63,20 +72,37 @@ fn commit_files(
 /// The content of `path` at the head of `main`.
 pub fn read(path: &Path, file: &str) -> Option<String> {
     let repo = Repository::open_bare(path).ok()?;
-    let tree = repo.find_reference("refs/heads/main").ok()?.peel_to_tree().ok()?;
-    let blob = tree.get_path(Path::new(file)).ok()?.to_object(&repo).ok()?.into_blob().ok()?;
+    let tree = repo
+        .find_reference("refs/heads/main")
+        .ok()?
+        .peel_to_tree()
+        .ok()?;
+    let blob = tree
+        .get_path(Path::new(file))
+        .ok()?
+        .to_object(&repo)
+        .ok()?
+        .into_blob()
+        .ok()?;
     Some(String::from_utf8_lossy(blob.content()).into_owned())
 }
 
 /// The head commit of `main`.
 pub fn head(path: &Path) -> Option<Oid> {
-    Repository::open_bare(path).ok()?.refname_to_id("refs/heads/main").ok()
+    Repository::open_bare(path)
+        .ok()?
+        .refname_to_id("refs/heads/main")
+        .ok()
 }
 
 /// Number of commits on `main`.
 pub fn commit_count(path: &Path) -> usize {
-    let Ok(repo) = Repository::open_bare(path) else { return 0 };
-    let Ok(mut walk) = repo.revwalk() else { return 0 };
+    let Ok(repo) = Repository::open_bare(path) else {
+        return 0;
+    };
+    let Ok(mut walk) = repo.revwalk() else {
+        return 0;
+    };
     if walk.push_ref("refs/heads/main").is_err() {
         return 0;
     }
@@ -85,8 +111,15 @@ pub fn commit_count(path: &Path) -> usize {
 
 /// Every file path on `main` under `dir`.
 pub fn files_under(path: &Path, dir: &str) -> Vec<String> {
-    let Ok(repo) = Repository::open_bare(path) else { return Vec::new() };
-    let Ok(tree) = repo.find_reference("refs/heads/main").and_then(|r| r.peel_to_tree()) else { return Vec::new() };
+    let Ok(repo) = Repository::open_bare(path) else {
+        return Vec::new();
+    };
+    let Ok(tree) = repo
+        .find_reference("refs/heads/main")
+        .and_then(|r| r.peel_to_tree())
+    else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     let _ = tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
         if entry.kind() == Some(git2::ObjectType::Blob) {
@@ -102,8 +135,13 @@ pub fn files_under(path: &Path, dir: &str) -> Vec<String> {
 
 /// The message of the head commit of `main`.
 pub fn head_message(path: &Path) -> String {
-    let Ok(repo) = Repository::open_bare(path) else { return String::new() };
-    let Ok(commit) = repo.find_reference("refs/heads/main").and_then(|r| r.peel_to_commit()) else {
+    let Ok(repo) = Repository::open_bare(path) else {
+        return String::new();
+    };
+    let Ok(commit) = repo
+        .find_reference("refs/heads/main")
+        .and_then(|r| r.peel_to_commit())
+    else {
         return String::new();
     };
     commit.message().unwrap_or_default().to_owned()

@@ -18,16 +18,29 @@ struct Setup {
 
 /// A repo with hosts lb-a (127.<block>.1.0/24) and lb-b (127.<block>.2.0/24) and five nodes.
 fn setup(block: u8) -> Setup {
-    setup_with_pools(block, &format!("127.{block}.1.0/24"), &format!("127.{block}.2.0/24"))
+    setup_with_pools(
+        block,
+        &format!("127.{block}.1.0/24"),
+        &format!("127.{block}.2.0/24"),
+    )
 }
 
 fn setup_with_pools(block: u8, pool_a: &str, pool_b: &str) -> Setup {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = flipbit_yaml(&[("lb-a", pool_a), ("lb-b", pool_b)]);
-    let repo = repo::create(&tmp.path().join("state.git"), &BTreeMap::from([("flipbit.yaml", config)])).expect("repo");
+    let repo = repo::create(
+        &tmp.path().join("state.git"),
+        &BTreeMap::from([("flipbit.yaml", config)]),
+    )
+    .expect("repo");
     let cluster = ManifestDir::new(&tmp.path().join("cluster"));
     cluster.nodes(block);
-    Setup { _tmp: tmp, repo, cluster, block }
+    Setup {
+        _tmp: tmp,
+        repo,
+        cluster,
+        block,
+    }
 }
 
 fn render_ok(s: &Setup) -> String {
@@ -37,7 +50,8 @@ fn render_ok(s: &Setup) -> String {
 }
 
 fn ledger(repo: &Path) -> Ledger {
-    Ledger::parse(&repo::read(repo, "ledger.yaml").expect("ledger committed")).expect("ledger parses")
+    Ledger::parse(&repo::read(repo, "ledger.yaml").expect("ledger committed"))
+        .expect("ledger parses")
 }
 
 fn addresses(repo: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -45,47 +59,88 @@ fn addresses(repo: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
         .services
         .iter()
         .filter(|(_, e)| e.released_at.is_none())
-        .map(|(k, e)| (k.to_string(), e.addresses.iter().map(|(h, ip)| (h.to_string(), ip.to_string())).collect()))
+        .map(|(k, e)| {
+            (
+                k.to_string(),
+                e.addresses
+                    .iter()
+                    .map(|(h, ip)| (h.to_string(), ip.to_string()))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn render_commits_once_and_output_is_deterministic() {
     let s = setup(21);
-    s.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
-    s.cluster.lb_service("web", "dns", &[], &[("UDP", 8053, 30053), ("TCP", 8053, 30053)]);
+    s.cluster
+        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service(
+        "web",
+        "dns",
+        &[],
+        &[("UDP", 8053, 30053), ("TCP", 8053, 30053)],
+    );
     let first = render_ok(&s);
     assert!(first.contains("committed"), "{first}");
     assert_eq!(repo::commit_count(&s.repo), 2);
     let again = render_ok(&s);
     assert!(again.contains("no change"), "{again}");
-    assert_eq!(repo::commit_count(&s.repo), 2, "a second render with the same input committed");
+    assert_eq!(
+        repo::commit_count(&s.repo),
+        2,
+        "a second render with the same input committed"
+    );
 
     // The same input into a fresh repo gives byte-identical files.
     let t = setup(21);
-    t.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
-    t.cluster.lb_service("web", "dns", &[], &[("UDP", 8053, 30053), ("TCP", 8053, 30053)]);
+    t.cluster
+        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
+    t.cluster.lb_service(
+        "web",
+        "dns",
+        &[],
+        &[("UDP", 8053, 30053), ("TCP", 8053, 30053)],
+    );
     render_ok(&t);
     let files = repo::files_under(&s.repo, "");
     assert_eq!(files, repo::files_under(&t.repo, ""));
-    assert!(files.contains(&"lb/lb-a/web/shop.conf".to_owned()), "{files:?}");
+    assert!(
+        files.contains(&"lb/lb-a/web/shop.conf".to_owned()),
+        "{files:?}"
+    );
     for f in files {
-        assert_eq!(repo::read(&s.repo, &f), repo::read(&t.repo, &f), "{f} differs between two renders");
+        assert_eq!(
+            repo::read(&s.repo, &f),
+            repo::read(&t.repo, &f),
+            "{f} differs between two renders"
+        );
     }
     let message = repo::head_message(&s.repo);
     assert!(message.starts_with("expose web/dns, web/shop"), "{message}");
-    assert!(message.contains("- expose web/shop on lb-a 127.21.1.2, lb-b 127.21.2.2"), "{message}");
-    assert!(message.contains("Flipbit-Services: web/dns, web/shop"), "{message}");
+    assert!(
+        message.contains("- expose web/shop on lb-a 127.21.1.2, lb-b 127.21.2.2"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Flipbit-Services: web/dns, web/shop"),
+        "{message}"
+    );
 }
 
 #[test]
 fn plan_prints_the_change_and_commits_nothing() {
     let s = setup(22);
-    s.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     let out = generator("plan", &s.repo, s.cluster.path(), &[]);
     assert!(out.status.success(), "{}", text(&out));
     let shown = text(&out);
-    assert!(shown.contains("expose web/shop on lb-a 127.22.1.1, lb-b 127.22.2.1"), "{shown}");
+    assert!(
+        shown.contains("expose web/shop on lb-a 127.22.1.1, lb-b 127.22.2.1"),
+        "{shown}"
+    );
     assert!(shown.contains("lb/lb-b/web/shop.conf"), "{shown}");
     assert_eq!(repo::commit_count(&s.repo), 1, "plan committed");
     render_ok(&s);
@@ -97,7 +152,8 @@ fn plan_prints_the_change_and_commits_nothing() {
 fn addresses_survive_node_churn_and_fresh_generators() {
     let s = setup(23);
     for name in ["a", "b", "c"] {
-        s.cluster.lb_service("web", name, &[], &[("TCP", 8080, 30080)]);
+        s.cluster
+            .lb_service("web", name, &[], &[("TCP", 8080, 30080)]);
     }
     render_ok(&s);
     let before = addresses(&s.repo);
@@ -109,22 +165,41 @@ fn addresses_survive_node_churn_and_fresh_generators() {
     s.cluster.remove("node-3.yaml");
     let out = render_ok(&s);
     assert!(out.contains("committed"), "{out}");
-    assert!(!snippet(&s).contains(&node3), "removed node still an upstream");
-    assert_eq!(addresses(&s.repo), before, "removing a node moved an address");
+    assert!(
+        !snippet(&s).contains(&node3),
+        "removed node still an upstream"
+    );
+    assert_eq!(
+        addresses(&s.repo),
+        before,
+        "removing a node moved an address"
+    );
 
     s.cluster.node(3, s.block, false);
     render_ok(&s);
-    assert!(!snippet(&s).contains(&node3), "a NotReady node is an upstream");
+    assert!(
+        !snippet(&s).contains(&node3),
+        "a NotReady node is an upstream"
+    );
     s.cluster.node(6, s.block, true);
     s.cluster.node(3, s.block, true);
     render_ok(&s);
-    assert!(snippet(&s).contains(&node3) && snippet(&s).contains(&format!("127.{}.0.15:30080", s.block)));
+    assert!(
+        snippet(&s).contains(&node3)
+            && snippet(&s).contains(&format!("127.{}.0.15:30080", s.block))
+    );
     assert_eq!(addresses(&s.repo), before, "adding nodes moved an address");
 
     // A generator with a persistent cache, then one with a fresh clone, after a Service is added.
     let cache = s.repo.parent().unwrap().join("cache.git");
-    s.cluster.lb_service("web", "aa", &[], &[("TCP", 8080, 30080)]);
-    let out = generator("render", &s.repo, s.cluster.path(), &["--cache-dir", cache.to_str().unwrap()]);
+    s.cluster
+        .lb_service("web", "aa", &[], &[("TCP", 8080, 30080)]);
+    let out = generator(
+        "render",
+        &s.repo,
+        s.cluster.path(),
+        &["--cache-dir", cache.to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", text(&out));
     std::fs::remove_dir_all(&cache).unwrap();
     render_ok(&s);
@@ -132,52 +207,95 @@ fn addresses_survive_node_churn_and_fresh_generators() {
     for (k, v) in &before {
         assert_eq!(after.get(k), Some(v), "{k} moved");
     }
-    assert_eq!(after["web/aa"]["lb-a"], "127.23.1.4", "a new Service gets the lowest free address");
+    assert_eq!(
+        after["web/aa"]["lb-a"], "127.23.1.4",
+        "a new Service gets the lowest free address"
+    );
 }
 
 #[test]
 fn a_bad_annotation_skips_only_that_service_and_keeps_its_files() {
     let s = setup(24);
-    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
-    s.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
     let a_before = repo::read(&s.repo, "lb/lb-a/web/a.conf").unwrap();
     let b_before = repo::read(&s.repo, "lb/lb-a/web/b.conf").unwrap();
 
-    s.cluster.lb_service("web", "a", &[("flipbit.io/balance", "fast")], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service(
+        "web",
+        "a",
+        &[("flipbit.io/balance", "fast")],
+        &[("TCP", 8080, 30080)],
+    );
     s.cluster.remove("node-1.yaml");
     let out = render_ok(&s);
     assert!(
         out.contains("error: Service web/a: metadata.annotations[\"flipbit.io/balance\"]: \"fast\" is not one of round-robin, least-conn, hash"),
         "{out}"
     );
-    assert_eq!(repo::read(&s.repo, "lb/lb-a/web/a.conf").unwrap(), a_before, "the bad Service's files changed");
-    assert_ne!(repo::read(&s.repo, "lb/lb-a/web/b.conf").unwrap(), b_before, "the good Service was not updated");
-    assert!(addresses(&s.repo).contains_key("web/a"), "the bad Service lost its address");
+    assert_eq!(
+        repo::read(&s.repo, "lb/lb-a/web/a.conf").unwrap(),
+        a_before,
+        "the bad Service's files changed"
+    );
+    assert_ne!(
+        repo::read(&s.repo, "lb/lb-a/web/b.conf").unwrap(),
+        b_before,
+        "the good Service was not updated"
+    );
+    assert!(
+        addresses(&s.repo).contains_key("web/a"),
+        "the bad Service lost its address"
+    );
 }
 
 #[test]
 fn annotation_values_cannot_inject_nginx_directives() {
     let s = setup(25);
     let payloads = [
-        ("flipbit.io/balance", "round-robin;\n}\nserver { listen 127.25.9.9:1; proxy_pass evil; }"),
+        (
+            "flipbit.io/balance",
+            "round-robin;\n}\nserver { listen 127.25.9.9:1; proxy_pass evil; }",
+        ),
         ("flipbit.io/max-nodes", "3; include /etc/passwd"),
         ("flipbit.io/load-balancers", "lb-a;}evil"),
         ("flipbit.io/proxy-protocol", "true;\nevil on"),
     ];
     for (i, (key, value)) in payloads.iter().enumerate() {
-        s.cluster.lb_service("web", &format!("x{i}"), &[(key, value)], &[("TCP", 8080, 30080)]);
+        s.cluster.lb_service(
+            "web",
+            &format!("x{i}"),
+            &[(key, value)],
+            &[("TCP", 8080, 30080)],
+        );
     }
     s.cluster.put(
         "svc-bad-name.yaml",
-        &service_yaml("web", "evil;name", "LoadBalancer", Some("flipbit.io/nginx"), &[], &[("TCP", 80, 30080)]),
+        &service_yaml(
+            "web",
+            "evil;name",
+            "LoadBalancer",
+            Some("flipbit.io/nginx"),
+            &[],
+            &[("TCP", 80, 30080)],
+        ),
     );
-    s.cluster.lb_service("web", "fine", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "fine", &[], &[("TCP", 8080, 30080)]);
     let out = render_ok(&s);
     for i in 0..payloads.len() {
-        assert!(out.contains(&format!("error: Service web/x{i}: metadata.annotations")), "{out}");
+        assert!(
+            out.contains(&format!("error: Service web/x{i}: metadata.annotations")),
+            "{out}"
+        );
     }
-    assert!(out.contains("evil;name"), "the bad name is not reported: {out}");
+    assert!(
+        out.contains("evil;name"),
+        "the bad name is not reported: {out}"
+    );
     for f in repo::files_under(&s.repo, "") {
         let content = repo::read(&s.repo, &f).unwrap();
         for bad in ["evil", "127.25.9.9", "passwd"] {
@@ -192,7 +310,14 @@ fn services_without_node_ports_are_errors_naming_the_field() {
     let s = setup(26);
     s.cluster.put(
         "svc-cip.yaml",
-        &service_yaml("web", "cip", "ClusterIP", None, &[("flipbit.io/expose", "true")], &[("TCP", 80, 30080)]),
+        &service_yaml(
+            "web",
+            "cip",
+            "ClusterIP",
+            None,
+            &[("flipbit.io/expose", "true")],
+            &[("TCP", 80, 30080)],
+        ),
     );
     s.cluster.put(
         "svc-nonp.yaml",
@@ -200,36 +325,78 @@ fn services_without_node_ports_are_errors_naming_the_field() {
     );
     s.cluster.put(
         "svc-other.yaml",
-        &service_yaml("web", "other", "LoadBalancer", Some("example.com/other"), &[], &[("TCP", 80, 30081)]),
+        &service_yaml(
+            "web",
+            "other",
+            "LoadBalancer",
+            Some("example.com/other"),
+            &[],
+            &[("TCP", 80, 30081)],
+        ),
     );
     s.cluster.put(
         "svc-optout.yaml",
-        &service_yaml("web", "optout", "LoadBalancer", Some("flipbit.io/nginx"), &[("flipbit.io/expose", "false")], &[("TCP", 80, 30082)]),
+        &service_yaml(
+            "web",
+            "optout",
+            "LoadBalancer",
+            Some("flipbit.io/nginx"),
+            &[("flipbit.io/expose", "false")],
+            &[("TCP", 80, 30082)],
+        ),
     );
     s.cluster.put(
         "svc-np.yaml",
-        &service_yaml("web", "np", "NodePort", None, &[("flipbit.io/expose", "true")], &[("TCP", 80, 30083)]),
+        &service_yaml(
+            "web",
+            "np",
+            "NodePort",
+            None,
+            &[("flipbit.io/expose", "true")],
+            &[("TCP", 80, 30083)],
+        ),
     );
     let out = render_ok(&s);
-    assert!(out.contains("error: Service web/cip: spec.type: \"ClusterIP\" has no node ports"), "{out}");
-    assert!(out.contains("error: Service web/nonp: spec.ports[0].nodePort: the port has no node port"), "{out}");
-    assert_eq!(addresses(&s.repo).keys().collect::<Vec<_>>(), ["web/np"], "{out}");
+    assert!(
+        out.contains("error: Service web/cip: spec.type: \"ClusterIP\" has no node ports"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: Service web/nonp: spec.ports[0].nodePort: the port has no node port"),
+        "{out}"
+    );
+    assert_eq!(
+        addresses(&s.repo).keys().collect::<Vec<_>>(),
+        ["web/np"],
+        "{out}"
+    );
 }
 
 #[test]
 fn an_unreadable_manifest_commits_nothing_and_a_malformed_service_keeps_its_state() {
     let s = setup(27);
-    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
-    s.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
     let commits = repo::commit_count(&s.repo);
 
-    s.cluster.put("broken.yaml", "kind: Service\nmetadata: {name: [unclosed\n");
+    s.cluster
+        .put("broken.yaml", "kind: Service\nmetadata: {name: [unclosed\n");
     s.cluster.remove("node-2.yaml");
     let out = generator("render", &s.repo, s.cluster.path(), &[]);
-    assert!(!out.status.success(), "an unreadable file was accepted: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "an unreadable file was accepted: {}",
+        text(&out)
+    );
     assert!(text(&out).contains("broken.yaml"), "{}", text(&out));
-    assert_eq!(repo::commit_count(&s.repo), commits, "something was committed from an incomplete snapshot");
+    assert_eq!(
+        repo::commit_count(&s.repo),
+        commits,
+        "something was committed from an incomplete snapshot"
+    );
     s.cluster.remove("broken.yaml");
 
     let a_before = repo::read(&s.repo, "lb/lb-b/web/a.conf").unwrap();
@@ -238,16 +405,29 @@ fn an_unreadable_manifest_commits_nothing_and_a_malformed_service_keeps_its_stat
         "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: web}\nspec:\n  type: LoadBalancer\n  ports: \"not a list\"\n",
     );
     let out = render_ok(&s);
-    assert!(out.contains("error: Service web/a:") && out.contains("malformed Service"), "{out}");
-    assert_eq!(repo::read(&s.repo, "lb/lb-b/web/a.conf").unwrap(), a_before, "the malformed Service lost its files");
-    assert!(!repo::read(&s.repo, "lb/lb-b/web/b.conf").unwrap().contains("127.27.0.11:"), "b was not updated");
+    assert!(
+        out.contains("error: Service web/a:") && out.contains("malformed Service"),
+        "{out}"
+    );
+    assert_eq!(
+        repo::read(&s.repo, "lb/lb-b/web/a.conf").unwrap(),
+        a_before,
+        "the malformed Service lost its files"
+    );
+    assert!(
+        !repo::read(&s.repo, "lb/lb-b/web/b.conf")
+            .unwrap()
+            .contains("127.27.0.11:"),
+        "b was not updated"
+    );
 }
 
 #[test]
 fn an_exhausted_pool_fails_that_service_on_that_host_only() {
     let s = setup_with_pools(28, "127.28.1.0/30", "127.28.2.0/24");
     for name in ["a", "b", "c"] {
-        s.cluster.lb_service("web", name, &[], &[("TCP", 8080, 30080)]);
+        s.cluster
+            .lb_service("web", name, &[], &[("TCP", 8080, 30080)]);
     }
     let out = render_ok(&s);
     assert!(out.contains("error: Service web/c: no free address on LB host lb-a (pools 127.28.1.0/30 are exhausted)"), "{out}");
@@ -261,24 +441,43 @@ fn an_exhausted_pool_fails_that_service_on_that_host_only() {
 #[test]
 fn a_withdrawn_service_keeps_its_addresses_through_the_grace() {
     let s = setup(29);
-    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
     let a = addresses(&s.repo)["web/a"].clone();
 
     s.cluster.remove("svc-web-a.yaml");
     let out = render_ok(&s);
     assert!(out.contains("withdraw web/a"), "{out}");
-    assert!(repo::files_under(&s.repo, "lb/").is_empty(), "files of a withdrawn Service remain");
-    assert!(ledger(&s.repo).services.values().all(|e| e.released_at.is_some()));
+    assert!(
+        repo::files_under(&s.repo, "lb/").is_empty(),
+        "files of a withdrawn Service remain"
+    );
+    assert!(
+        ledger(&s.repo)
+            .services
+            .values()
+            .all(|e| e.released_at.is_some())
+    );
 
-    s.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
-    assert_ne!(addresses(&s.repo)["web/b"], a, "a held address was given away");
+    assert_ne!(
+        addresses(&s.repo)["web/b"],
+        a,
+        "a held address was given away"
+    );
 
-    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
     let out = render_ok(&s);
     assert!(out.contains("expose web/a again"), "{out}");
-    assert_eq!(addresses(&s.repo)["web/a"], a, "a returning Service did not get its address back");
+    assert_eq!(
+        addresses(&s.repo)["web/a"],
+        a,
+        "a returning Service did not get its address back"
+    );
 
     // Withdraw again and let the grace run out: the address goes to the next new Service.
     s.cluster.remove("svc-web-a.yaml");
@@ -286,29 +485,60 @@ fn a_withdrawn_service_keeps_its_addresses_through_the_grace() {
     let later = "2099-01-01T00:00:00Z";
     let out = generator("render", &s.repo, s.cluster.path(), &["--now", later]);
     assert!(text(&out).contains("release web/a"), "{}", text(&out));
-    s.cluster.lb_service("web", "c", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "c", &[], &[("TCP", 8080, 30080)]);
     let out = generator("render", &s.repo, s.cluster.path(), &["--now", later]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(addresses(&s.repo)["web/c"], a, "the freed address was not reused");
+    assert_eq!(
+        addresses(&s.repo)["web/c"],
+        a,
+        "the freed address was not reused"
+    );
 }
 
 #[test]
 fn a_broken_flipbit_yaml_or_ledger_stops_the_generator() {
     let s = setup(30);
-    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster
+        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
     let commits = repo::commit_count(&s.repo);
-    repo::human_commit(&s.repo, &BTreeMap::from([("flipbit.yaml", "zone: k8s.example.test\nlbHosts: []\npoolz: 1\n".to_owned())]), &[], "typo").unwrap();
+    repo::human_commit(
+        &s.repo,
+        &BTreeMap::from([(
+            "flipbit.yaml",
+            "zone: k8s.example.test\nlbHosts: []\npoolz: 1\n".to_owned(),
+        )]),
+        &[],
+        "typo",
+    )
+    .unwrap();
     let out = generator("render", &s.repo, s.cluster.path(), &[]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("flipbit.yaml") && text(&out).contains("poolz"), "{}", text(&out));
+    assert!(
+        text(&out).contains("flipbit.yaml") && text(&out).contains("poolz"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(repo::commit_count(&s.repo), commits + 1);
 
     let good = flipbit_yaml(&[("lb-a", "127.30.1.0/24"), ("lb-b", "127.30.2.0/24")]);
-    let broken = repo::read(&s.repo, "ledger.yaml").unwrap().replace("127.30.1.1", "not-an-address");
-    repo::human_commit(&s.repo, &BTreeMap::from([("flipbit.yaml", good), ("ledger.yaml", broken)]), &[], "oops").unwrap();
+    let broken = repo::read(&s.repo, "ledger.yaml")
+        .unwrap()
+        .replace("127.30.1.1", "not-an-address");
+    repo::human_commit(
+        &s.repo,
+        &BTreeMap::from([("flipbit.yaml", good), ("ledger.yaml", broken)]),
+        &[],
+        "oops",
+    )
+    .unwrap();
     let out = generator("render", &s.repo, s.cluster.path(), &[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("ledger.yaml"), "{}", text(&out));
-    assert_eq!(repo::commit_count(&s.repo), commits + 2, "the generator 'repaired' a broken ledger");
+    assert_eq!(
+        repo::commit_count(&s.repo),
+        commits + 2,
+        "the generator 'repaired' a broken ledger"
+    );
 }

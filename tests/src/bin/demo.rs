@@ -45,5 +45,9 @@ fn main() -> ExitCode {
     let passed = report.checks.iter().filter(|c| c.ok).count();
     let failed = report.checks.len() - passed;
     println!("\n{passed} passed, {failed} failed");
-    if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -7,7 +7,9 @@ fn main() {
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
     for arg in std::env::args().skip(1) {
-        let parsed = arg.rsplit_once('/').and_then(|(a, proto)| Some((a.parse::<SocketAddr>().ok()?, proto.to_owned())));
+        let parsed = arg
+            .rsplit_once('/')
+            .and_then(|(a, proto)| Some((a.parse::<SocketAddr>().ok()?, proto.to_owned())));
         match parsed {
             Some((addr, p)) if p == "tcp" => tcp.push(addr),
             Some((addr, p)) if p == "udp" => udp.push(addr),
@@ -19,7 +21,11 @@ fn main() {
     }
     match flipbit_tests::backends::Backends::start(&tcp, &udp) {
         Ok(b) => {
-            println!("listening on {} TCP and {} UDP addresses", tcp.len(), udp.len());
+            println!(
+                "listening on {} TCP and {} UDP addresses",
+                tcp.len(),
+                udp.len()
+            );
             b.wait();
         }
         Err(e) => {

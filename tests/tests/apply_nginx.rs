@@ -1,0 +1,341 @@
+//! `flipbit-applier apply` against real nginx instances with real TCP and UDP traffic: changes are
+//! followed, a commit nginx rejects never replaces the running config, a failed reload rolls back,
+//! and a rewritten history is refused. Ports are above 1024, so these run unprivileged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flipbit_tests::backends::Backends;
+use flipbit_tests::cluster::{ManifestDir, applier, flipbit_yaml, generator, text};
+use flipbit_tests::nginx::NginxInstance;
+use flipbit_tests::{have_nginx, probe, repo};
+use tempfile::TempDir;
+
+struct Fleet {
+    tmp: TempDir,
+    repo: PathBuf,
+    cluster: ManifestDir,
+    block: u8,
+    lbs: BTreeMap<&'static str, NginxInstance>,
+    _backends: Backends,
+}
+
+impl Fleet {
+    /// Hosts lb-a (127.<block>.1.0/24) and lb-b (127.<block>.2.0/24), five nodes with backends on
+    /// node ports 30080 (TCP) and 30053 (TCP and UDP).
+    fn start(block: u8) -> Option<Self> {
+        if !have_nginx() {
+            eprintln!(
+                "skipped: nginx with the stream module is not installed (scripts/test installs it)"
+            );
+            return None;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = flipbit_yaml(&[
+            ("lb-a", &format!("127.{block}.1.0/24")),
+            ("lb-b", &format!("127.{block}.2.0/24")),
+        ]);
+        let repo = repo::create(
+            &tmp.path().join("state.git"),
+            &BTreeMap::from([("flipbit.yaml", config)]),
+        )
+        .expect("repo");
+        let cluster = ManifestDir::new(&tmp.path().join("cluster"));
+        cluster.nodes(block);
+        let nodes: Vec<std::net::IpAddr> = (10..15)
+            .map(|i| format!("127.{block}.0.{i}").parse().unwrap())
+            .collect();
+        let tcp: Vec<SocketAddr> = nodes
+            .iter()
+            .flat_map(|ip| [SocketAddr::new(*ip, 30080), SocketAddr::new(*ip, 30053)])
+            .collect();
+        let udp: Vec<SocketAddr> = nodes.iter().map(|ip| SocketAddr::new(*ip, 30053)).collect();
+        let backends = Backends::start(&tcp, &udp).expect("backends");
+        let mut lbs = BTreeMap::new();
+        for lb in ["lb-a", "lb-b"] {
+            lbs.insert(
+                lb,
+                NginxInstance::start(&tmp.path().join(lb)).expect("nginx"),
+            );
+        }
+        Some(Self {
+            tmp,
+            repo,
+            cluster,
+            block,
+            lbs,
+            _backends: backends,
+        })
+    }
+
+    fn render(&self) {
+        let out = generator("render", &self.repo, self.cluster.path(), &[]);
+        assert!(out.status.success(), "render: {}", text(&out));
+    }
+
+    fn apply(&self, lb: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = self.lbs[lb].applier_args(&self.repo, lb);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        applier(&args)
+    }
+
+    fn apply_ok(&self, lb: &str) -> String {
+        let out = self.apply(lb, &[]);
+        assert!(out.status.success(), "apply on {lb}: {}", text(&out));
+        text(&out)
+    }
+
+    fn addr(&self, host: u8, last: u8, port: u16) -> SocketAddr {
+        format!("127.{}.{host}.{last}:{port}", self.block)
+            .parse()
+            .unwrap()
+    }
+
+    fn current(&self, lb: &str) -> Option<PathBuf> {
+        std::fs::read_link(self.lbs[lb].state_dir.join("current")).ok()
+    }
+}
+
+fn answers(addr: SocketAddr, udp: bool, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            probe::eventually(Duration::from_secs(3), || {
+                if udp {
+                    probe::udp(addr)
+                } else {
+                    probe::tcp(addr)
+                }
+            })
+            .unwrap_or_else(|e| panic!("no answer from {addr}: {e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn appliers_serve_tcp_and_udp_and_follow_changes() {
+    let Some(f) = Fleet::start(61) else { return };
+    f.cluster
+        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
+    f.cluster.lb_service(
+        "web",
+        "dns",
+        &[],
+        &[("UDP", 8053, 30053), ("TCP", 8053, 30053)],
+    );
+    f.render();
+    for lb in ["lb-a", "lb-b"] {
+        let out = f.apply_ok(lb);
+        assert!(
+            out.contains("applied") && out.contains("nginx reloaded"),
+            "{out}"
+        );
+    }
+    // web/dns sorts first, so it holds .1 on each host and web/shop .2.
+    for host in [1, 2] {
+        let got = answers(f.addr(host, 2, 8080), false, 10);
+        assert!(got.len() > 1, "round-robin reached one node only: {got:?}");
+        assert!(
+            got.iter()
+                .all(|a| a.starts_with(&format!("127.{}.0.", f.block)) && a.ends_with(":30080")),
+            "{got:?}"
+        );
+        assert_eq!(answers(f.addr(host, 1, 8053), true, 1).len(), 1);
+        assert_eq!(answers(f.addr(host, 1, 8053), false, 1).len(), 1);
+    }
+
+    // A node going NotReady leaves the upstreams after the next render and apply.
+    f.cluster.node(1, f.block, false);
+    f.render();
+    f.apply_ok("lb-a");
+    let gone = format!("127.{}.0.10:30080", f.block);
+    let got = answers(f.addr(1, 2, 8080), false, 12);
+    assert!(
+        !got.contains(&gone),
+        "a NotReady node still gets traffic: {got:?}"
+    );
+
+    // Deleting a Service takes its listener away.
+    f.cluster.remove("svc-web-shop.yaml");
+    f.render();
+    f.apply_ok("lb-a");
+    assert!(
+        probe::tcp(f.addr(1, 2, 8080)).is_err(),
+        "a withdrawn Service still answers"
+    );
+    assert_eq!(
+        answers(f.addr(1, 1, 8053), true, 1).len(),
+        1,
+        "the other Service stopped answering"
+    );
+
+    // Nothing new for lb-b's files beyond the last change: a re-run is a no-op.
+    f.apply_ok("lb-b");
+    let out = f.apply_ok("lb-b");
+    assert!(out.contains("up to date"), "{out}");
+}
+
+#[test]
+fn a_commit_nginx_rejects_never_replaces_the_running_config() {
+    let Some(f) = Fleet::start(62) else { return };
+    f.cluster
+        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    f.apply_ok("lb-a");
+    let good = f.current("lb-a").expect("current release");
+    let applied = std::fs::read_to_string(f.lbs["lb-a"].state_dir.join("applied-nginx")).unwrap();
+
+    let snippet = repo::read(&f.repo, "lb/lb-a/web/shop.conf").unwrap();
+    let broken = snippet.replace(
+        "proxy_connect_timeout 5s;",
+        "proxy_connect_timeout 5s;\n    bogus_directive on;",
+    );
+    let bad = repo::human_commit(
+        &f.repo,
+        &BTreeMap::from([("lb/lb-a/web/shop.conf", broken)]),
+        &[],
+        "hand edit",
+    )
+    .unwrap();
+    let out = f.apply("lb-a", &[]);
+    assert!(
+        !out.status.success(),
+        "a config that fails nginx -t was applied"
+    );
+    let err = text(&out);
+    assert!(
+        err.contains(&bad.to_string()) && err.contains("unknown directive \"bogus_directive\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("shop.conf"),
+        "the message does not name the file: {err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        f.current("lb-a"),
+        Some(good),
+        "the running release was swapped"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.lbs["lb-a"].state_dir.join("applied-nginx")).unwrap(),
+        applied
+    );
+    assert!(!answers(f.addr(1, 1, 8080), false, 3).is_empty());
+
+    // The human fixes it with another commit; the applier moves on.
+    repo::human_commit(
+        &f.repo,
+        &BTreeMap::from([("lb/lb-a/web/shop.conf", snippet)]),
+        &[],
+        "undo hand edit",
+    )
+    .unwrap();
+    f.apply_ok("lb-a");
+    assert!(!answers(f.addr(1, 1, 8080), false, 3).is_empty());
+}
+
+#[test]
+fn a_failed_reload_rolls_back_to_the_previous_release() {
+    let Some(f) = Fleet::start(63) else { return };
+    f.cluster
+        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    f.apply_ok("lb-a");
+    let good = f.current("lb-a").expect("current");
+
+    // Something else already holds the address the next Service will get: nginx -t passes (it does
+    // not bind) but the reload cannot bind, so nginx keeps its old config.
+    let squatter = TcpListener::bind(f.addr(1, 2, 8081)).expect("squat");
+    f.cluster
+        .lb_service("web", "b", &[], &[("TCP", 8081, 30080)]);
+    f.render();
+    let out = f.apply("lb-a", &[]);
+    assert!(
+        !out.status.success(),
+        "a reload that could not bind was reported as applied"
+    );
+    let err = text(&out);
+    assert!(
+        err.contains("reload failed") && err.contains("rolled back"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Address already in use") || err.contains("bind()"),
+        "{err}"
+    );
+    assert_eq!(
+        f.current("lb-a"),
+        Some(good),
+        "current does not point at the previous release"
+    );
+    assert!(
+        !answers(f.addr(1, 1, 8080), false, 3).is_empty(),
+        "the old Service stopped answering"
+    );
+
+    drop(squatter);
+    f.apply_ok("lb-a");
+    assert!(!answers(f.addr(1, 2, 8081), false, 2).is_empty());
+}
+
+#[test]
+fn a_rewritten_history_is_refused_unless_allowed() {
+    let Some(f) = Fleet::start(64) else { return };
+    f.cluster
+        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    f.apply_ok("lb-a");
+
+    // Force-push an unrelated history with the same flipbit.yaml.
+    let config = repo::read(&f.repo, "flipbit.yaml").unwrap();
+    let other = repo::create(
+        &f.tmp.path().join("other.git"),
+        &BTreeMap::from([("flipbit.yaml", config)]),
+    )
+    .unwrap();
+    let status = std::process::Command::new("git")
+        .args(["push", "--force", "-q"])
+        .arg(&f.repo)
+        .arg("main:main")
+        .current_dir(&other)
+        .status()
+        .expect("git push");
+    assert!(status.success());
+    let out = f.apply("lb-a", &[]);
+    assert!(!out.status.success(), "a rewound head was applied");
+    assert!(
+        text(&out).contains("does not descend from the applied commit"),
+        "{}",
+        text(&out)
+    );
+    assert!(!answers(f.addr(1, 1, 8080), false, 1).is_empty());
+
+    let out = f.apply("lb-a", &["--allow-rewind"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        probe::tcp(f.addr(1, 1, 8080)).is_err(),
+        "the rewound head (no Services) was not applied"
+    );
+}
+
+#[test]
+fn an_applier_for_a_host_missing_from_flipbit_yaml_refuses() {
+    let Some(f) = Fleet::start(65) else { return };
+    f.render();
+    let mut args = f.lbs["lb-a"].applier_args(&f.repo, "lb-z");
+    args.truncate(args.len());
+    let out = applier(&args);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("LB host lb-z is not in its flipbit.yaml"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(f.current("lb-a"), None);
+}

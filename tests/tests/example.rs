@@ -1,0 +1,51 @@
+//! The seed's example exactly as `scripts/demo` runs it: three LB hosts with real nginx, traffic
+//! through every address and port. It listens on ports 53, 80 and 443, so it needs root.
+
+use flipbit_tests::{bins, demo, have_nginx, is_root};
+
+#[test]
+fn the_example_serves_traffic_on_three_lb_hosts() {
+    if !is_root() || !have_nginx() {
+        eprintln!("skipped: needs root (ports 53/80/443) and nginx with the stream module");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = demo::DemoOptions {
+        example: root.join("state-repo-example"),
+        work: work.path().to_path_buf(),
+        generator: bins::generator(),
+        applier: bins::applier(),
+    };
+    let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup: {e}"));
+    let report = demo::prove(&running).unwrap_or_else(|e| panic!("demo proof: {e}"));
+    for c in &report.checks {
+        assert!(c.ok, "{} {}: {:?}", c.service, c.target, c.answer);
+    }
+    // 3 hosts × (frontend 80+443, dashboard 443, dns 53/tcp + 53/udp).
+    assert_eq!(report.checks.len(), 15, "{:#?}", report.checks);
+    assert_eq!(
+        report
+            .checks
+            .iter()
+            .filter(|c| c.target.starts_with("udp"))
+            .count(),
+        3
+    );
+    let rows: Vec<&str> = report.table.lines().collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("backend") && r.contains(" no ")),
+        "{}",
+        report.table
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("frontend")
+            && r.contains("lb-1 127.1.1.1, lb-2 127.1.5.1, lb-3 127.1.7.1")),
+        "{}",
+        report.table
+    );
+    // max-nodes: 3 of the 5 nodes carry the frontend.
+    let frontend = rows.iter().find(|r| r.starts_with("frontend")).unwrap();
+    assert_eq!(frontend.matches("127.0.0.").count(), 3, "{frontend}");
+}
