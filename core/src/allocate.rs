@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::config::{Config, LbHost};
 use crate::exposure::ExposedService;
-use crate::ledger::{Entry, Ledger, PortSpec};
+use crate::ledger::{Ledger, PortSpec};
 use crate::names::{LbHostName, ServiceKey};
 use crate::problem::Problem;
 
@@ -118,7 +118,7 @@ pub fn allocate(
         let entry = ledger
             .services
             .entry(key.clone())
-            .or_insert_with(Entry::default);
+            .or_default();
         if entry.released_at.take().is_some() {
             events.push(AddressEvent::Reclaimed { key: key.clone() });
         }
