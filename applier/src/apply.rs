@@ -36,11 +36,7 @@ pub enum Applied {
     /// A new commit that does not change this host's files: recorded, nginx left alone.
     Recorded { commit: String },
     /// nginx now runs this commit's files.
-    Reloaded {
-        commit: String,
-        files: usize,
-        millis: u128,
-    },
+    Reloaded { commit: String, files: usize, millis: u128 },
 }
 
 pub fn apply_once(opts: &ApplyOptions) -> Result<Applied> {
@@ -57,8 +53,8 @@ pub fn apply_once(opts: &ApplyOptions) -> Result<Applied> {
         if prev == &commit && state.current().as_deref() == Some(prev.as_str()) {
             return Ok(Applied::UpToDate { commit });
         }
-        let prev_id = CommitId::from_str(prev)
-            .with_context(|| format!("{}: corrupt applied commit", state.root().display()))?;
+        let prev_id =
+            CommitId::from_str(prev).with_context(|| format!("{}: corrupt applied commit", state.root().display()))?;
         let known = store.descends_from(head, prev_id).unwrap_or(false);
         if !known && !opts.allow_rewind {
             bail!(
@@ -124,8 +120,7 @@ fn check_host(store: &Store, head: CommitId, lb: &LbHostName) -> Result<()> {
     let text = store
         .read(head, layout::CONFIG_FILE)?
         .ok_or_else(|| anyhow!("commit {head} has no {}", layout::CONFIG_FILE))?;
-    let config = Config::parse(&String::from_utf8_lossy(&text))
-        .with_context(|| format!("commit {head} refused"))?;
+    let config = Config::parse(&String::from_utf8_lossy(&text)).with_context(|| format!("commit {head} refused"))?;
     if config.host(lb).is_none() {
         bail!("commit {head} refused: LB host {lb} is not in its flipbit.yaml");
     }
@@ -136,8 +131,7 @@ fn check_host(store: &Store, head: CommitId, lb: &LbHostName) -> Result<()> {
 /// copy sits beside the main config so its relative includes resolve the same way.
 fn validate(opts: &ApplyOptions, state: &StateDir, release: &std::path::Path) -> Result<()> {
     let main = &opts.nginx.conf;
-    let text =
-        std::fs::read_to_string(main).with_context(|| format!("reading {}", main.display()))?;
+    let text = std::fs::read_to_string(main).with_context(|| format!("reading {}", main.display()))?;
     let current = format!("{}/", state.current_link().display());
     if !text.contains(&current) {
         bail!(
@@ -148,8 +142,7 @@ fn validate(opts: &ApplyOptions, state: &StateDir, release: &std::path::Path) ->
     let candidate = text.replace(&current, &format!("{}/", release.display()));
     let dir = main.parent().unwrap_or(std::path::Path::new("."));
     let test_conf = dir.join(format!(".flipbit-test-{}.conf", std::process::id()));
-    std::fs::write(&test_conf, candidate)
-        .with_context(|| format!("writing {}", test_conf.display()))?;
+    std::fs::write(&test_conf, candidate).with_context(|| format!("writing {}", test_conf.display()))?;
     let result = opts.nginx.test(&test_conf);
     let _ = std::fs::remove_file(&test_conf);
     Ok(result?)

@@ -45,11 +45,7 @@ pub struct ApplyArgs {
     #[arg(long, env = "FLIPBIT_NGINX", default_value = "nginx")]
     pub nginx: PathBuf,
     /// nginx main config; it must include `<state-dir>/current/*/*.conf` inside `stream {}`.
-    #[arg(
-        long,
-        env = "FLIPBIT_NGINX_CONF",
-        default_value = "/etc/nginx/nginx.conf"
-    )]
+    #[arg(long, env = "FLIPBIT_NGINX_CONF", default_value = "/etc/nginx/nginx.conf")]
     pub nginx_conf: PathBuf,
     /// nginx `-p` prefix, for a private instance.
     #[arg(long, env = "FLIPBIT_NGINX_PREFIX")]

@@ -10,9 +10,7 @@ use flipbit_applier::nginx::Nginx;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -47,11 +45,7 @@ fn report(outcome: &Applied) {
     match outcome {
         Applied::UpToDate { commit } => println!("up to date at {commit}"),
         Applied::Recorded { commit } => println!("recorded {commit}: no change for this host"),
-        Applied::Reloaded {
-            commit,
-            files,
-            millis,
-        } => {
+        Applied::Reloaded { commit, files, millis } => {
             println!("applied {commit}: {files} files, nginx reloaded in {millis} ms")
         }
     }
@@ -70,10 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 match apply::apply_once(&opts) {
                     Ok(Applied::UpToDate { .. }) => {}
                     Ok(outcome) => report(&outcome),
-                    Err(e) => tracing::error!(
-                        error = format!("{e:#}"),
-                        "apply failed; the running config is kept"
-                    ),
+                    Err(e) => tracing::error!(error = format!("{e:#}"), "apply failed; the running config is kept"),
                 }
                 std::thread::sleep(Duration::from_secs(interval.max(1)));
             }

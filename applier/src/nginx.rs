@@ -37,10 +37,7 @@ pub enum NginxError {
     #[error("nginx reload failed: {0}")]
     Reload(String),
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 impl Nginx {
@@ -198,11 +195,7 @@ fn children(parent: i32) -> BTreeSet<i32> {
         return out;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -212,10 +205,7 @@ fn children(parent: i32) -> BTreeSet<i32> {
         let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
             continue;
         };
-        let ppid = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<i32>().ok());
+        let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse::<i32>().ok());
         if ppid == Some(parent) {
             out.insert(pid);
         }

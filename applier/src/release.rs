@@ -54,11 +54,7 @@ impl StateDir {
 
     /// Writes a release from `files` (relative path → content) under `id`, replacing any partial
     /// one left by an earlier attempt.
-    pub fn write_release(
-        &self,
-        id: &str,
-        files: &BTreeMap<String, Vec<u8>>,
-    ) -> Result<PathBuf, ReleaseError> {
+    pub fn write_release(&self, id: &str, files: &BTreeMap<String, Vec<u8>>) -> Result<PathBuf, ReleaseError> {
         let dir = self.release_dir(id);
         let tmp = self.root.join("releases").join(format!(".tmp-{id}"));
         for stale in [&tmp, &dir] {
@@ -85,8 +81,7 @@ impl StateDir {
             Some(id) => {
                 let tmp = self.root.join(".current.new");
                 let _ = std::fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(Path::new("releases").join(id), &tmp)
-                    .map_err(io_err(&tmp))?;
+                std::os::unix::fs::symlink(Path::new("releases").join(id), &tmp).map_err(io_err(&tmp))?;
                 std::fs::rename(&tmp, &link).map_err(io_err(&link))
             }
             None => match std::fs::remove_file(&link) {

@@ -64,8 +64,7 @@ pub fn allocate(
     let mut ledger = previous.clone();
     let mut events = Vec::new();
     let mut problems = Vec::new();
-    let grace =
-        SignedDuration::from_secs(i64::try_from(config.release_grace_seconds).unwrap_or(i64::MAX));
+    let grace = SignedDuration::from_secs(i64::try_from(config.release_grace_seconds).unwrap_or(i64::MAX));
     let exposed_keys: BTreeSet<&ServiceKey> = exposed.iter().map(|s| &s.key).collect();
 
     // Hosts gone from flipbit.yaml take their addresses with them.
@@ -115,22 +114,14 @@ pub fn allocate(
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     for svc in sorted {
         let key = &svc.key;
-        let entry = ledger
-            .services
-            .entry(key.clone())
-            .or_default();
+        let entry = ledger.services.entry(key.clone()).or_default();
         if entry.released_at.take().is_some() {
             events.push(AddressEvent::Reclaimed { key: key.clone() });
         }
         let targets: Vec<&LbHost> = config
             .lb_hosts
             .iter()
-            .filter(|h| {
-                svc.settings
-                    .lb_hosts
-                    .as_ref()
-                    .is_none_or(|set| set.contains(&h.name))
-            })
+            .filter(|h| svc.settings.lb_hosts.as_ref().is_none_or(|set| set.contains(&h.name)))
             .collect();
         entry.addresses.retain(|host, ip| {
             let keep = targets.iter().any(|t| &t.name == host);

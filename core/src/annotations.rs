@@ -57,10 +57,7 @@ pub fn field(annotation: &str) -> String {
 }
 
 /// Reads `flipbit.io/expose`: `Some(true)`, `Some(false)` or absent.
-pub fn expose(
-    key: &ServiceKey,
-    annotations: &BTreeMap<String, String>,
-) -> Result<Option<bool>, Problem> {
+pub fn expose(key: &ServiceKey, annotations: &BTreeMap<String, String>) -> Result<Option<bool>, Problem> {
     match annotations.get(EXPOSE).map(|v| v.trim()) {
         None => Ok(None),
         Some("true") => Ok(Some(true)),
@@ -82,9 +79,7 @@ pub fn settings(
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut out = Settings::default();
-    let ours = annotations
-        .keys()
-        .skip_while(|k| k.as_str() < "flipbit.io/");
+    let ours = annotations.keys().skip_while(|k| k.as_str() < "flipbit.io/");
     for name in ours {
         if !name.starts_with("flipbit.io/") {
             break;
@@ -148,19 +143,11 @@ pub fn settings(
                     field(LOAD_BALANCERS),
                     format!("LB host {name} is not in flipbit.yaml"),
                 )),
-                Err(e) => errors.push(Problem::service_error(
-                    key,
-                    field(LOAD_BALANCERS),
-                    e.to_string(),
-                )),
+                Err(e) => errors.push(Problem::service_error(key, field(LOAD_BALANCERS), e.to_string())),
             }
         }
         if hosts.is_empty() && errors.is_empty() {
-            errors.push(Problem::service_error(
-                key,
-                field(LOAD_BALANCERS),
-                "names no LB host",
-            ));
+            errors.push(Problem::service_error(key, field(LOAD_BALANCERS), "names no LB host"));
         }
         out.lb_hosts = Some(hosts);
     }

@@ -62,19 +62,15 @@ fn default_grace() -> u64 {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let config: Config = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         config.check()?;
         Ok(config)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        crate::dns::check_dns_name(&self.zone)
-            .map_err(|e| ConfigError::Invalid(format!("zone: {e}")))?;
+        crate::dns::check_dns_name(&self.zone).map_err(|e| ConfigError::Invalid(format!("zone: {e}")))?;
         if self.lb_hosts.is_empty() {
-            return Err(ConfigError::Invalid(
-                "lbHosts: at least one LB host is needed".into(),
-            ));
+            return Err(ConfigError::Invalid("lbHosts: at least one LB host is needed".into()));
         }
         let mut seen: BTreeMap<&LbHostName, usize> = BTreeMap::new();
         let mut pools: Vec<(String, &Pool)> = Vec::new();
@@ -124,9 +120,7 @@ mod tests {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.load_balancer_class, "flipbit.io/nginx");
         assert_eq!(
-            c.node_selector
-                .get("flipbit.io/lb-backend")
-                .map(String::as_str),
+            c.node_selector.get("flipbit.io/lb-backend").map(String::as_str),
             Some("true")
         );
         assert_eq!(c.release_grace_seconds, 3600);
@@ -135,9 +129,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_errors_with_a_line() {
-        let err = Config::parse(&format!("{GOOD}poolz: []\n"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(&format!("{GOOD}poolz: []\n")).unwrap_err().to_string();
         assert!(err.contains("poolz") && err.contains("line"), "{err}");
     }
 

@@ -39,10 +39,7 @@ pub struct Decision {
 
 impl Decision {
     /// Generated paths present now that must go: not rendered, and not owned by a kept Service.
-    pub fn deletions<'a>(
-        &self,
-        current_lb_paths: impl IntoIterator<Item = &'a String>,
-    ) -> BTreeSet<String> {
+    pub fn deletions<'a>(&self, current_lb_paths: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
         current_lb_paths
             .into_iter()
             .filter(|path| !self.files.contains_key(*path))
@@ -62,11 +59,7 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
     let mut exposed: Vec<ExposedService> = Vec::new();
     for unreadable in &snapshot.unreadable_services {
         kept.insert(unreadable.key.clone());
-        problems.push(Problem::service_error(
-            &unreadable.key,
-            "",
-            unreadable.message.clone(),
-        ));
+        problems.push(Problem::service_error(&unreadable.key, "", unreadable.message.clone()));
     }
     for svc in &snapshot.services {
         match exposure::classify(svc, config) {
@@ -119,10 +112,7 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
             let holders = ready
                 .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
                 .unwrap_or(&none);
-            eligible
-                .iter()
-                .filter(|n| holders.contains(&n.name))
-                .collect()
+            eligible.iter().filter(|n| holders.contains(&n.name)).collect()
         } else {
             eligible.iter().collect()
         };

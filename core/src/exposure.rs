@@ -134,11 +134,7 @@ fn ports(key: &ServiceKey, svc: &ServiceInput) -> Result<Vec<ServicePort>, Vec<P
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     if svc.ports.is_empty() {
-        errors.push(Problem::service_error(
-            key,
-            "spec.ports",
-            "the Service has no ports",
-        ));
+        errors.push(Problem::service_error(key, "spec.ports", "the Service has no ports"));
     }
     for (i, p) in svc.ports.iter().enumerate() {
         let field = |f: &str| format!("spec.ports[{i}].{f}");
@@ -201,9 +197,5 @@ fn ports(key: &ServiceKey, svc: &ServiceInput) -> Result<Vec<ServicePort>, Vec<P
         });
     }
     out.sort();
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }

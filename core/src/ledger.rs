@@ -99,8 +99,7 @@ impl Ledger {
     }
 
     pub fn parse(text: &str) -> Result<Self, LedgerError> {
-        let ledger: Ledger =
-            serde_norway::from_str(text).map_err(|e| LedgerError::Syntax(e.to_string()))?;
+        let ledger: Ledger = serde_norway::from_str(text).map_err(|e| LedgerError::Syntax(e.to_string()))?;
         if ledger.version != VERSION {
             return Err(LedgerError::Invalid(format!(
                 "version: {} is not supported (this generator writes version {VERSION})",
@@ -157,10 +156,7 @@ mod tests {
         let back = Ledger::parse(&text).unwrap();
         assert_eq!(back, sample());
         assert_eq!(back.to_yaml(), text);
-        assert!(
-            text.find("lb-1").unwrap() < text.find("lb-2").unwrap(),
-            "{text}"
-        );
+        assert!(text.find("lb-1").unwrap() < text.find("lb-2").unwrap(), "{text}");
         assert!(text.contains("- TCP/80"), "{text}");
     }
 
@@ -168,17 +164,12 @@ mod tests {
     fn a_doubly_held_address_is_refused_not_repaired() {
         let text = sample().to_yaml() + "  blog/other:\n    addresses:\n      lb-1: 127.1.1.1\n";
         let err = Ledger::parse(&text).unwrap_err().to_string();
-        assert!(
-            err.contains("127.1.1.1 is also held by blog/frontend"),
-            "{err}"
-        );
+        assert!(err.contains("127.1.1.1 is also held by blog/frontend"), "{err}");
     }
 
     #[test]
     fn broken_fields_are_named() {
-        let err =
-            Ledger::parse("version: 1\nservices:\n  blog/x:\n    addresses:\n      lb-1: nope\n")
-                .unwrap_err();
+        let err = Ledger::parse("version: 1\nservices:\n  blog/x:\n    addresses:\n      lb-1: nope\n").unwrap_err();
         assert!(err.to_string().contains("line"), "{err}");
         let err = Ledger::parse("version: 7\n").unwrap_err();
         assert!(err.to_string().contains("version: 7"), "{err}");

@@ -11,11 +11,7 @@ use crate::problem::Severity;
 
 /// The message for committing `changed` paths (the ones whose content really changed), or `None`
 /// when nothing changed.
-pub fn compose(
-    decision: &Decision,
-    changed: &BTreeSet<String>,
-    release_grace_seconds: u64,
-) -> Option<String> {
+pub fn compose(decision: &Decision, changed: &BTreeSet<String>, release_grace_seconds: u64) -> Option<String> {
     if changed.is_empty() {
         return None;
     }
@@ -23,10 +19,7 @@ pub fn compose(
     let mut touched_hosts: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
     for path in changed {
         if let Some((host, key)) = layout::parse_lb_path(path) {
-            touched_hosts
-                .entry(key)
-                .or_default()
-                .insert(host.to_string());
+            touched_hosts.entry(key).or_default().insert(host.to_string());
         }
     }
     let mut exposing: BTreeSet<&ServiceKey> = BTreeSet::new();
@@ -39,30 +32,16 @@ pub fn compose(
                 let again = matches!(event, AddressEvent::Reclaimed { .. });
                 (key, expose_line(decision, key, again))
             }
-            AddressEvent::Moved {
+            AddressEvent::Moved { key, host, from, to } => (
                 key,
-                host,
-                from,
-                to,
-            } => (
-                key,
-                format!(
-                    "move {key} on {host} from {from} to {to} (the old address left the pools)"
-                ),
+                format!("move {key} on {host} from {from} to {to} (the old address left the pools)"),
             ),
-            AddressEvent::Dropped { key, host, ip } => {
-                (key, format!("drop {key} from {host} (releases {ip})"))
-            }
+            AddressEvent::Dropped { key, host, ip } => (key, format!("drop {key} from {host} (releases {ip})")),
             AddressEvent::Withdrawn { key } => (
                 key,
-                format!(
-                    "withdraw {key} (no longer exposed; addresses held {release_grace_seconds} s)"
-                ),
+                format!("withdraw {key} (no longer exposed; addresses held {release_grace_seconds} s)"),
             ),
-            AddressEvent::Freed { key } => (
-                key,
-                format!("release {key} (grace over: its addresses are free again)"),
-            ),
+            AddressEvent::Freed { key } => (key, format!("release {key} (grace over: its addresses are free again)")),
         };
         lines.entry(key.clone()).or_default().push(line);
     }
@@ -133,10 +112,7 @@ fn summary_subject(lines: &[&String]) -> String {
     for line in lines {
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("update");
-        by_verb
-            .entry(verb)
-            .or_default()
-            .push(words.next().unwrap_or_default());
+        by_verb.entry(verb).or_default().push(words.next().unwrap_or_default());
     }
     let named: Vec<String> = by_verb
         .iter()

@@ -27,19 +27,11 @@ pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for node in nodes {
-        let selected = config
-            .node_selector
-            .iter()
-            .all(|(k, v)| node.labels.get(k) == Some(v));
-        if !selected || !node.ready || node.unschedulable || node.labels.contains_key(EXCLUDE_LABEL)
-        {
+        let selected = config.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v));
+        if !selected || !node.ready || node.unschedulable || node.labels.contains_key(EXCLUDE_LABEL) {
             continue;
         }
-        let ips: Vec<IpAddr> = node
-            .internal_ips
-            .iter()
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
+        let ips: Vec<IpAddr> = node.internal_ips.iter().filter_map(|s| s.trim().parse().ok()).collect();
         // Prefer IPv4, which every LB host can reach in a v4-only fleet.
         let ip = ips.iter().find(|ip| ip.is_ipv4()).or(ips.first()).copied();
         match ip {
@@ -61,9 +53,7 @@ pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem
 }
 
 /// Node names holding a ready endpoint, per Service, from EndpointSlices.
-pub fn ready_nodes_by_service(
-    slices: &[EndpointSliceInput],
-) -> BTreeMap<(String, String), BTreeSet<String>> {
+pub fn ready_nodes_by_service(slices: &[EndpointSliceInput]) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for slice in slices {
         out.entry((slice.namespace.clone(), slice.service_name.clone()))
@@ -94,11 +84,7 @@ pub fn choose<'a>(key: &ServiceKey, candidates: &[&'a Node], max: Option<usize>)
     if let Some(max) = max
         && picked.len() > max
     {
-        picked.sort_by(|a, b| {
-            score(key, &b.name)
-                .cmp(&score(key, &a.name))
-                .then(a.name.cmp(&b.name))
-        });
+        picked.sort_by(|a, b| score(key, &b.name).cmp(&score(key, &a.name)).then(a.name.cmp(&b.name)));
         picked.truncate(max);
     }
     picked.sort_by(|a, b| a.ip.cmp(&b.ip).then(a.name.cmp(&b.name)));
@@ -145,10 +131,7 @@ mod tests {
             ],
             &config(),
         );
-        assert_eq!(
-            nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
-            ["a"]
-        );
+        assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a"]);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].to_string().contains("Node \"f\""));
     }

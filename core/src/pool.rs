@@ -48,14 +48,8 @@ impl Pool {
         };
         let trimmed = text.trim();
         if let Some((a, b)) = trimmed.split_once('-') {
-            let a: IpAddr = a
-                .trim()
-                .parse()
-                .map_err(|_| fail(format!("{a:?} is not an address")))?;
-            let b: IpAddr = b
-                .trim()
-                .parse()
-                .map_err(|_| fail(format!("{b:?} is not an address")))?;
+            let a: IpAddr = a.trim().parse().map_err(|_| fail(format!("{a:?} is not an address")))?;
+            let b: IpAddr = b.trim().parse().map_err(|_| fail(format!("{b:?} is not an address")))?;
             let (first, v6a) = to_int(a);
             let (last, v6b) = to_int(b);
             if v6a != v6b {
@@ -75,10 +69,7 @@ impl Pool {
             .parse()
             .map_err(|_| fail("expected a CIDR such as 127.1.1.0/24 or a range a-b".into()))?;
         if net.trunc() != net {
-            return Err(fail(format!(
-                "host bits are set; did you mean {}?",
-                net.trunc()
-            )));
+            return Err(fail(format!("host bits are set; did you mean {}?", net.trunc())));
         }
         let (mut first, v6) = to_int(net.network());
         let (mut last, _) = to_int(net.broadcast());
@@ -131,11 +122,7 @@ impl Pool {
         if v6 != self.v6 || value >= self.last {
             return None;
         }
-        let next = if value < self.first {
-            self.first
-        } else {
-            value + 1
-        };
+        let next = if value < self.first { self.first } else { value + 1 };
         Some(from_int(next, self.v6))
     }
 

@@ -23,11 +23,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn service_error(
-        key: &ServiceKey,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn service_error(key: &ServiceKey, field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Error,
             object: format!("Service {key}"),
@@ -36,11 +32,7 @@ impl Problem {
         }
     }
 
-    pub fn service_warning(
-        key: &ServiceKey,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn service_warning(key: &ServiceKey, field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Warning,
             ..Self::service_error(key, field, message)
@@ -57,11 +49,7 @@ impl fmt::Display for Problem {
         if self.field.is_empty() {
             write!(f, "{level}: {}: {}", self.object, self.message)
         } else {
-            write!(
-                f,
-                "{level}: {}: {}: {}",
-                self.object, self.field, self.message
-            )
+            write!(f, "{level}: {}: {}: {}", self.object, self.field, self.message)
         }
     }
 }

@@ -105,12 +105,10 @@ pub fn nginx_service(
         template: NGINX_SERVICE,
         message: e.to_string(),
     })?;
-    let mut text = templates()?
-        .render(NGINX_SERVICE, &ctx)
-        .map_err(|e| RenderError {
-            template: NGINX_SERVICE,
-            message: format!("{e:?}"),
-        })?;
+    let mut text = templates()?.render(NGINX_SERVICE, &ctx).map_err(|e| RenderError {
+        template: NGINX_SERVICE,
+        message: format!("{e:?}"),
+    })?;
     if !text.ends_with('\n') {
         text.push('\n');
     }

@@ -23,7 +23,12 @@ fn svc(ns: &str, name: &str) -> ServiceInput {
         service_type: "LoadBalancer".into(),
         load_balancer_class: Some("flipbit.io/nginx".into()),
         annotations: BTreeMap::new(),
-        ports: vec![PortInput { name: None, protocol: None, port: 80, node_port: Some(30080) }],
+        ports: vec![PortInput {
+            name: None,
+            protocol: None,
+            port: 80,
+            node_port: Some(30080),
+        }],
         external_traffic_policy: None,
     }
 }
@@ -44,7 +49,11 @@ fn node(i: u8) -> NodeInput {
 }
 
 fn snapshot(services: Vec<ServiceInput>) -> Snapshot {
-    Snapshot { services, nodes: (1..=5).map(node).collect(), ..Snapshot::default() }
+    Snapshot {
+        services,
+        nodes: (1..=5).map(node).collect(),
+        ..Snapshot::default()
+    }
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -52,10 +61,12 @@ fn t(secs: i64) -> Timestamp {
 }
 
 fn addr(d: &Decision, key: &str, host: &str) -> Option<String> {
-    d.exposed
-        .iter()
-        .find(|(k, _)| k.to_string() == key)
-        .and_then(|(_, s)| s.addresses.iter().find(|(h, _)| h.as_str() == host).map(|(_, ip)| ip.to_string()))
+    d.exposed.iter().find(|(k, _)| k.to_string() == key).and_then(|(_, s)| {
+        s.addresses
+            .iter()
+            .find(|(h, _)| h.as_str() == host)
+            .map(|(_, ip)| ip.to_string())
+    })
 }
 
 #[test]
@@ -67,7 +78,11 @@ fn same_inputs_give_identical_output() {
     reversed.nodes.reverse();
     let two = decide(&reversed, &config(), &Ledger::empty(), t(0));
     assert_eq!(one.files, two.files);
-    assert_eq!(addr(&one, "a/y", "lb-1").as_deref(), Some("127.1.1.1"), "allocation is by key, not input order");
+    assert_eq!(
+        addr(&one, "a/y", "lb-1").as_deref(),
+        Some("127.1.1.1"),
+        "allocation is by key, not input order"
+    );
 }
 
 #[test]
@@ -110,7 +125,12 @@ impl TapName for ServiceInput {
 #[test]
 fn settings_reach_the_rendered_text() {
     let mut udp = svc("a", "udp");
-    udp.ports = vec![PortInput { name: None, protocol: Some("UDP".into()), port: 53, node_port: Some(30053) }];
+    udp.ports = vec![PortInput {
+        name: None,
+        protocol: Some("UDP".into()),
+        port: 53,
+        node_port: Some(30053),
+    }];
     let services = vec![
         with(svc("a", "lc"), "flipbit.io/balance", "least-conn"),
         with(svc("a", "hash"), "flipbit.io/balance", "hash"),
@@ -120,12 +140,20 @@ fn settings_reach_the_rendered_text() {
         udp,
     ];
     let d = decide(&snapshot(services), &config(), &Ledger::empty(), t(0));
-    let file = |p: &str| d.files.get(p).unwrap_or_else(|| panic!("{p} not rendered: {:?}", d.files.keys()));
+    let file = |p: &str| {
+        d.files
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} not rendered: {:?}", d.files.keys()))
+    };
     assert!(file("lb/lb-1/a/lc.conf").contains("    least_conn;\n"));
     assert!(file("lb/lb-1/a/hash.conf").contains("    hash $remote_addr consistent;\n"));
     assert!(file("lb/lb-1/a/pp.conf").contains("    proxy_protocol on;\n"));
     assert!(!file("lb/lb-1/a/lc.conf").contains("proxy_protocol"));
-    assert!(file("lb/lb-1/a/udp.conf").contains("listen 127.1.1.5:53 udp;"), "{}", file("lb/lb-1/a/udp.conf"));
+    assert!(
+        file("lb/lb-1/a/udp.conf").contains("listen 127.1.1.5:53 udp;"),
+        "{}",
+        file("lb/lb-1/a/udp.conf")
+    );
     assert!(!d.files.contains_key("lb/lb-1/a/only2.conf"));
     assert!(d.files.contains_key("lb/lb-2/a/only2.conf"));
     assert_eq!(file("lb/lb-1/a/three.conf").matches("    server 127.0.0.").count(), 3);
@@ -145,40 +173,89 @@ fn local_traffic_uses_only_nodes_with_ready_endpoints() {
     let d = decide(&snap, &config(), &Ledger::empty(), t(0));
     let text = &d.files["lb/lb-1/a/local.conf"];
     assert_eq!(text.matches("server 127.0.0.").count(), 2, "{text}");
-    assert!(text.contains("127.0.0.11:30080") && text.contains("127.0.0.13:30080"), "{text}");
+    assert!(
+        text.contains("127.0.0.11:30080") && text.contains("127.0.0.13:30080"),
+        "{text}"
+    );
 
     snap.endpoint_slices.clear();
     let d = decide(&snap, &config(), &Ledger::empty(), t(0));
     let text = &d.files["lb/lb-1/a/local.conf"];
-    assert!(!text.contains("    listen "), "no ready endpoint, yet something listens:\n{text}");
-    assert_eq!(addr(&d, "a/local", "lb-1").as_deref(), Some("127.1.1.1"), "the address is kept while nothing listens");
+    assert!(
+        !text.contains("    listen "),
+        "no ready endpoint, yet something listens:\n{text}"
+    );
+    assert_eq!(
+        addr(&d, "a/local", "lb-1").as_deref(),
+        Some("127.1.1.1"),
+        "the address is kept while nothing listens"
+    );
 }
 
 #[test]
 fn addresses_are_kept_withdrawn_held_and_freed() {
     let cfg = config();
-    let d1 = decide(&snapshot(vec![svc("a", "one"), svc("a", "two")]), &cfg, &Ledger::empty(), t(0));
+    let d1 = decide(
+        &snapshot(vec![svc("a", "one"), svc("a", "two")]),
+        &cfg,
+        &Ledger::empty(),
+        t(0),
+    );
     assert_eq!(addr(&d1, "a/two", "lb-2").as_deref(), Some("127.1.5.2"));
 
     let d2 = decide(&snapshot(vec![svc("a", "two")]), &cfg, &d1.ledger, t(10));
     assert_eq!(addr(&d2, "a/two", "lb-1").as_deref(), Some("127.1.1.2"));
-    assert!(d2.events.contains(&AddressEvent::Withdrawn { key: "a/one".parse().unwrap() }));
+    assert!(d2.events.contains(&AddressEvent::Withdrawn {
+        key: "a/one".parse().unwrap()
+    }));
     assert_eq!(d2.ledger.services[&"a/one".parse().unwrap()].released_at, Some(t(10)));
-    assert!(d2.deletions([&"lb/lb-1/a/one.conf".to_owned()]).contains("lb/lb-1/a/one.conf"));
+    assert!(
+        d2.deletions([&"lb/lb-1/a/one.conf".to_owned()])
+            .contains("lb/lb-1/a/one.conf")
+    );
 
-    let d3 = decide(&snapshot(vec![svc("a", "two"), svc("a", "three")]), &cfg, &d2.ledger, t(20));
-    assert_eq!(addr(&d3, "a/three", "lb-1").as_deref(), Some("127.1.1.3"), "a held address was reused");
+    let d3 = decide(
+        &snapshot(vec![svc("a", "two"), svc("a", "three")]),
+        &cfg,
+        &d2.ledger,
+        t(20),
+    );
+    assert_eq!(
+        addr(&d3, "a/three", "lb-1").as_deref(),
+        Some("127.1.1.3"),
+        "a held address was reused"
+    );
 
-    let d4 = decide(&snapshot(vec![svc("a", "two"), svc("a", "three"), svc("a", "one")]), &cfg, &d3.ledger, t(30));
-    assert_eq!(addr(&d4, "a/one", "lb-1").as_deref(), Some("127.1.1.1"), "a returning Service lost its address");
+    let d4 = decide(
+        &snapshot(vec![svc("a", "two"), svc("a", "three"), svc("a", "one")]),
+        &cfg,
+        &d3.ledger,
+        t(30),
+    );
+    assert_eq!(
+        addr(&d4, "a/one", "lb-1").as_deref(),
+        Some("127.1.1.1"),
+        "a returning Service lost its address"
+    );
     assert!(d4.ledger.services.values().all(|e| e.released_at.is_none()));
 
     let d5 = decide(&snapshot(vec![svc("a", "two")]), &cfg, &d4.ledger, t(40));
     let d6 = decide(&snapshot(vec![svc("a", "two")]), &cfg, &d5.ledger, t(40 + 59));
     assert_eq!(d6.ledger.services.len(), 3, "freed before the grace ran out");
-    let d7 = decide(&snapshot(vec![svc("a", "two"), svc("a", "four")]), &cfg, &d6.ledger, t(40 + 60));
-    assert!(d7.events.contains(&AddressEvent::Freed { key: "a/one".parse().unwrap() }));
-    assert_eq!(addr(&d7, "a/four", "lb-1").as_deref(), Some("127.1.1.1"), "the freed lowest address was not reused");
+    let d7 = decide(
+        &snapshot(vec![svc("a", "two"), svc("a", "four")]),
+        &cfg,
+        &d6.ledger,
+        t(40 + 60),
+    );
+    assert!(d7.events.contains(&AddressEvent::Freed {
+        key: "a/one".parse().unwrap()
+    }));
+    assert_eq!(
+        addr(&d7, "a/four", "lb-1").as_deref(),
+        Some("127.1.1.1"),
+        "the freed lowest address was not reused"
+    );
 }
 
 #[test]
@@ -189,13 +266,25 @@ fn a_skipped_service_keeps_its_ledger_entry_and_files() {
     let d2 = decide(&snapshot(vec![bad]), &cfg, &d1.ledger, t(5));
     assert_eq!(d2.ledger, d1.ledger, "an invalid Service changed the ledger");
     assert!(d2.kept.contains(&"a/one".parse().unwrap()));
-    assert!(d2.deletions([&"lb/lb-1/a/one.conf".to_owned()]).is_empty(), "its files would be deleted");
-    assert!(d2.problems[0].to_string().contains("metadata.annotations[\"flipbit.io/max-nodes\"]: \"many\""));
+    assert!(
+        d2.deletions([&"lb/lb-1/a/one.conf".to_owned()]).is_empty(),
+        "its files would be deleted"
+    );
+    assert!(
+        d2.problems[0]
+            .to_string()
+            .contains("metadata.annotations[\"flipbit.io/max-nodes\"]: \"many\"")
+    );
 }
 
 #[test]
 fn a_service_listed_twice_is_an_error_and_kept() {
-    let d = decide(&snapshot(vec![svc("a", "one"), svc("a", "one")]), &config(), &Ledger::empty(), t(0));
+    let d = decide(
+        &snapshot(vec![svc("a", "one"), svc("a", "one")]),
+        &config(),
+        &Ledger::empty(),
+        t(0),
+    );
     assert!(d.exposed.is_empty());
     assert!(d.problems.iter().any(|p| p.message.contains("more than once")));
 }
@@ -203,10 +292,24 @@ fn a_service_listed_twice_is_an_error_and_kept() {
 #[test]
 fn a_shrunk_pool_moves_only_the_addresses_outside_it() {
     let cfg = config();
-    let d1 = decide(&snapshot(vec![svc("a", "one"), svc("a", "two")]), &cfg, &Ledger::empty(), t(0));
+    let d1 = decide(
+        &snapshot(vec![svc("a", "one"), svc("a", "two")]),
+        &cfg,
+        &Ledger::empty(),
+        t(0),
+    );
     let shrunk = Config::parse(&CONFIG.replace("127.1.1.0/24", "127.1.1.2-127.1.1.20")).unwrap();
-    let d2 = decide(&snapshot(vec![svc("a", "one"), svc("a", "two")]), &shrunk, &d1.ledger, t(1));
-    assert_eq!(addr(&d2, "a/two", "lb-1").as_deref(), Some("127.1.1.2"), "an address still in the pool moved");
+    let d2 = decide(
+        &snapshot(vec![svc("a", "one"), svc("a", "two")]),
+        &shrunk,
+        &d1.ledger,
+        t(1),
+    );
+    assert_eq!(
+        addr(&d2, "a/two", "lb-1").as_deref(),
+        Some("127.1.1.2"),
+        "an address still in the pool moved"
+    );
     assert_eq!(addr(&d2, "a/one", "lb-1").as_deref(), Some("127.1.1.3"));
     assert!(d2.events.iter().any(|e| matches!(e, AddressEvent::Moved { .. })));
 }
@@ -220,7 +323,10 @@ fn pool_exhaustion_hits_only_the_late_service() {
     assert_eq!(addr(&d, "a/s6", "lb-2"), None);
     assert_eq!(addr(&d, "a/s6", "lb-1").as_deref(), Some("127.1.1.7"));
     let errors: Vec<String> = d.problems.iter().map(ToString::to_string).collect();
-    assert_eq!(errors, ["error: Service a/s6: no free address on LB host lb-2 (pools 127.1.5.0/29 are exhausted); not exposed there"]);
+    assert_eq!(
+        errors,
+        ["error: Service a/s6: no free address on LB host lb-2 (pools 127.1.5.0/29 are exhausted); not exposed there"]
+    );
 }
 
 #[test]
@@ -229,17 +335,26 @@ fn commit_messages_say_what_and_why() {
     let d1 = decide(&snapshot(vec![svc("a", "one")]), &cfg, &Ledger::empty(), t(0));
     let changed = d1.files.keys().cloned().collect();
     let msg = message::compose(&d1, &changed, cfg.release_grace_seconds).unwrap();
-    assert_eq!(msg, "expose a/one on lb-1 127.1.1.1, lb-2 127.1.5.1\n\nFlipbit-Services: a/one\n");
+    assert_eq!(
+        msg,
+        "expose a/one on lb-1 127.1.1.1, lb-2 127.1.5.1\n\nFlipbit-Services: a/one\n"
+    );
 
     let mut snap = snapshot(vec![svc("a", "one")]);
     snap.nodes.pop();
     let d2 = decide(&snap, &cfg, &d1.ledger, t(1));
     let changed = ["lb/lb-1/a/one.conf".to_owned(), "lb/lb-2/a/one.conf".to_owned()].into();
     let msg = message::compose(&d2, &changed, 60).unwrap();
-    assert!(msg.starts_with("update a/one on lb-1, lb-2 (ports or upstream nodes)\n"), "{msg}");
+    assert!(
+        msg.starts_with("update a/one on lb-1, lb-2 (ports or upstream nodes)\n"),
+        "{msg}"
+    );
     assert_eq!(message::compose(&d2, &Default::default(), 60), None);
 
     let d3 = decide(&snapshot(vec![]), &cfg, &d2.ledger, t(2));
     let msg = message::compose(&d3, &["ledger.yaml".to_owned()].into(), 60).unwrap();
-    assert!(msg.starts_with("withdraw a/one (no longer exposed; addresses held 60 s)"), "{msg}");
+    assert!(
+        msg.starts_with("withdraw a/one (no longer exposed; addresses held 60 s)"),
+        "{msg}"
+    );
 }

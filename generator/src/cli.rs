@@ -36,11 +36,7 @@ pub struct RepoArgs {
     pub cache_dir: Option<PathBuf>,
     #[arg(long, env = "FLIPBIT_AUTHOR_NAME", default_value = "flipbit-generator")]
     pub author_name: String,
-    #[arg(
-        long,
-        env = "FLIPBIT_AUTHOR_EMAIL",
-        default_value = "flipbit-generator@localhost"
-    )]
+    #[arg(long, env = "FLIPBIT_AUTHOR_EMAIL", default_value = "flipbit-generator@localhost")]
     pub author_email: String,
 }
 

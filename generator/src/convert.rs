@@ -12,9 +12,7 @@ pub fn service(svc: &Service) -> ServiceInput {
     ServiceInput {
         namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
         name: meta.name.clone().unwrap_or_default(),
-        service_type: spec
-            .and_then(|s| s.type_.clone())
-            .unwrap_or_else(|| "ClusterIP".into()),
+        service_type: spec.and_then(|s| s.type_.clone()).unwrap_or_else(|| "ClusterIP".into()),
         load_balancer_class: spec.and_then(|s| s.load_balancer_class.clone()),
         annotations: meta.annotations.clone().unwrap_or_default(),
         ports: spec
@@ -43,11 +41,7 @@ pub fn node(node: &Node) -> NodeInput {
         ready: status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-        unschedulable: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false),
+        unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         internal_ips: status
             .and_then(|s| s.addresses.as_ref())
             .map(|a| {
@@ -69,11 +63,7 @@ pub fn endpoint_slice(slice: &EndpointSlice) -> Option<EndpointSliceInput> {
         .get("kubernetes.io/service-name")?
         .clone();
     Some(EndpointSliceInput {
-        namespace: slice
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
+        namespace: slice.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
         service_name,
         ready_nodes: slice
             .endpoints

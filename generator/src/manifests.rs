@@ -18,9 +18,7 @@ use crate::convert;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error(
-        "{path}: {message}; nothing was committed, since the cluster snapshot would be incomplete"
-    )]
+    #[error("{path}: {message}; nothing was committed, since the cluster snapshot would be incomplete")]
     Unreadable { path: String, message: String },
 }
 
@@ -58,30 +56,18 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
         let path = entry.map_err(unreadable)?.path();
         if path.is_dir() {
             collect(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
             out.push(path);
         }
     }
     Ok(())
 }
 
-fn add(
-    at: &str,
-    value: Value,
-    snapshot: &mut Snapshot,
-    problems: &mut Vec<Problem>,
-) -> Result<(), ManifestError> {
+fn add(at: &str, value: Value, snapshot: &mut Snapshot, problems: &mut Vec<Problem>) -> Result<(), ManifestError> {
     if value.is_null() {
         return Ok(());
     }
-    let kind = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
     if kind == "List" || kind.ends_with("List") {
         let items = value
             .get("items")
@@ -136,9 +122,7 @@ fn add(
             }),
         },
         "EndpointSlice" => match serde_json::from_value::<EndpointSlice>(value) {
-            Ok(slice) => snapshot
-                .endpoint_slices
-                .extend(convert::endpoint_slice(&slice)),
+            Ok(slice) => snapshot.endpoint_slices.extend(convert::endpoint_slice(&slice)),
             Err(e) => problems.push(Problem {
                 severity: Severity::Warning,
                 object: format!("EndpointSlice {namespace}/{}", name.unwrap_or_default()),

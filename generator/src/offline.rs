@@ -42,12 +42,7 @@ pub struct Outcome {
 const PUSH_ATTEMPTS: u32 = 5;
 
 /// Decides from the manifests in `dir`; commits and pushes when `push`, else only reports.
-pub fn run(
-    target: &RepoTarget,
-    dir: &std::path::Path,
-    now: Timestamp,
-    push: bool,
-) -> Result<Outcome> {
+pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp, push: bool) -> Result<Outcome> {
     let (snapshot, load_problems) = manifests::load_dir(dir)?;
     let temp;
     let cache = match &target.cache_dir {
@@ -63,11 +58,7 @@ pub fn run(
     loop {
         attempt += 1;
         let outcome = decide_once(&store, &snapshot, &load_problems, now, &author)?;
-        let Some(committed) = (if push {
-            outcome.committed.as_ref()
-        } else {
-            None
-        }) else {
+        let Some(committed) = (if push { outcome.committed.as_ref() } else { None }) else {
             return Ok(outcome);
         };
         match store.push(committed.id) {
@@ -101,9 +92,8 @@ fn decide_once(
     let config = Config::parse(&String::from_utf8_lossy(&config_text))
         .with_context(|| format!("refusing to run on commit {head}"))?;
     let ledger = match store.read(head, layout::LEDGER_FILE)? {
-        Some(text) => Ledger::parse(&String::from_utf8_lossy(&text)).with_context(|| {
-            format!("refusing to run on commit {head}: fix or revert the ledger by hand")
-        })?,
+        Some(text) => Ledger::parse(&String::from_utf8_lossy(&text))
+            .with_context(|| format!("refusing to run on commit {head}: fix or revert the ledger by hand"))?,
         None => Ledger::empty(),
     };
     let current = store.list(head, layout::LB_DIR)?;

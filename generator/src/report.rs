@@ -9,11 +9,7 @@ pub fn plan(outcome: &Outcome) -> String {
     let mut out = String::new();
     match (&outcome.committed, &outcome.message) {
         (Some(c), Some(msg)) => {
-            let _ = writeln!(
-                out,
-                "would commit on top of {}:\n",
-                short(&outcome.base.to_string())
-            );
+            let _ = writeln!(out, "would commit on top of {}:\n", short(&outcome.base.to_string()));
             for line in msg.lines() {
                 let _ = writeln!(out, "    {line}");
             }
@@ -23,11 +19,7 @@ pub fn plan(outcome: &Outcome) -> String {
             }
         }
         _ => {
-            let _ = writeln!(
-                out,
-                "no change: {} is up to date",
-                short(&outcome.base.to_string())
-            );
+            let _ = writeln!(out, "no change: {} is up to date", short(&outcome.base.to_string()));
         }
     }
     out
@@ -41,10 +33,7 @@ pub fn rendered(outcome: &Outcome) -> String {
             c.changed.len(),
             msg.lines().next().unwrap_or_default()
         ),
-        _ => format!(
-            "no change: {} is up to date",
-            short(&outcome.base.to_string())
-        ),
+        _ => format!("no change: {} is up to date", short(&outcome.base.to_string())),
     }
 }
 

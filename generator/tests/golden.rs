@@ -13,7 +13,11 @@ fn read_tree(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
         if entry.path().is_dir() {
             read_tree(&entry.path(), &rel, out);
         } else {
@@ -29,7 +33,11 @@ fn check(case: &str, config: PathBuf, manifests: PathBuf) {
     let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
     let decision = decide(&snapshot, &config, &Ledger::empty(), now);
     let mut actual = decision.files.clone();
-    let mut report: Vec<String> = problems.iter().chain(&decision.problems).map(|p| format!("{p}\n")).collect();
+    let mut report: Vec<String> = problems
+        .iter()
+        .chain(&decision.problems)
+        .map(|p| format!("{p}\n"))
+        .collect();
     report.sort();
     actual.insert("problems.txt".into(), report.concat());
 

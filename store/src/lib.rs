@@ -120,11 +120,7 @@ impl Store {
             commit,
             source,
         };
-        let tree = self
-            .repo
-            .find_commit(commit)
-            .and_then(|c| c.tree())
-            .map_err(err)?;
+        let tree = self.repo.find_commit(commit).and_then(|c| c.tree()).map_err(err)?;
         let entry = match tree.get_path(Path::new(path)) {
             Ok(entry) => entry,
             Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
@@ -143,11 +139,7 @@ impl Store {
             commit,
             source,
         };
-        let root = self
-            .repo
-            .find_commit(commit)
-            .and_then(|c| c.tree())
-            .map_err(err)?;
+        let root = self.repo.find_commit(commit).and_then(|c| c.tree()).map_err(err)?;
         let tree = match root.get_path(Path::new(dir)) {
             Ok(entry) => match entry.to_object(&self.repo).map_err(err)?.into_tree() {
                 Ok(tree) => tree,
@@ -176,11 +168,7 @@ impl Store {
             commit,
             source,
         };
-        let root = self
-            .repo
-            .find_commit(commit)
-            .and_then(|c| c.tree())
-            .map_err(err)?;
+        let root = self.repo.find_commit(commit).and_then(|c| c.tree()).map_err(err)?;
         match root.get_path(Path::new(dir)) {
             Ok(entry) => Ok(Some(entry.id())),
             Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
@@ -259,9 +247,7 @@ impl Store {
             source,
         };
         let local = format!("refs/flipbit/push/{}", self.branch);
-        self.repo
-            .reference(&local, commit, true, "flipbit push")
-            .map_err(err)?;
+        self.repo.reference(&local, commit, true, "flipbit push").map_err(err)?;
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
         let rejected = std::cell::RefCell::new(None::<String>);
         let mut callbacks = RemoteCallbacks::new();

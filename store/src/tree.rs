@@ -44,9 +44,7 @@ fn update_dir(
     }
     for (dir, sub) in subdirs {
         let existing = match builder.get(dir)? {
-            Some(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
-                Some(repo.find_tree(entry.id())?)
-            }
+            Some(entry) if entry.kind() == Some(git2::ObjectType::Tree) => Some(repo.find_tree(entry.id())?),
             _ => None,
         };
         match update_dir(repo, existing.as_ref(), &sub)? {

@@ -32,10 +32,7 @@ pub fn bin(name: &str) -> PathBuf {
                     "flipbit-tests",
                 ])
                 .status();
-            assert!(
-                status.is_ok_and(|s| s.success()),
-                "cargo build of the binaries failed"
-            );
+            assert!(status.is_ok_and(|s| s.success()), "cargo build of the binaries failed");
         });
     }
     path

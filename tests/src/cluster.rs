@@ -14,9 +14,7 @@ pub type Port = (&'static str, u16, u16);
 impl ManifestDir {
     pub fn new(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        Self {
-            dir: dir.to_path_buf(),
-        }
+        Self { dir: dir.to_path_buf() }
     }
 
     pub fn path(&self) -> &Path {
@@ -29,22 +27,14 @@ impl ManifestDir {
     }
 
     pub fn remove(&self, file: &str) {
-        std::fs::remove_file(self.dir.join(file))
-            .unwrap_or_else(|e| panic!("removing {file}: {e}"));
+        std::fs::remove_file(self.dir.join(file)).unwrap_or_else(|e| panic!("removing {file}: {e}"));
     }
 
     /// A LoadBalancer Service of class `flipbit.io/nginx`.
     pub fn lb_service(&self, ns: &str, name: &str, annotations: &[(&str, &str)], ports: &[Port]) {
         self.put(
             &format!("svc-{ns}-{name}.yaml"),
-            &service_yaml(
-                ns,
-                name,
-                "LoadBalancer",
-                Some("flipbit.io/nginx"),
-                annotations,
-                ports,
-            ),
+            &service_yaml(ns, name, "LoadBalancer", Some("flipbit.io/nginx"), annotations, ports),
         );
     }
 
@@ -58,11 +48,7 @@ impl ManifestDir {
     pub fn node(&self, i: u8, block: u8, ready: bool) {
         self.put(
             &format!("node-{i}.yaml"),
-            &node_yaml(
-                &format!("node-{i}"),
-                &format!("127.{block}.0.{}", 9 + i),
-                ready,
-            ),
+            &node_yaml(&format!("node-{i}"), &format!("127.{block}.0.{}", 9 + i), ready),
         );
     }
 }
@@ -75,8 +61,7 @@ pub fn service_yaml(
     annotations: &[(&str, &str)],
     ports: &[Port],
 ) -> String {
-    let mut y =
-        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n");
+    let mut y = format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n");
     if !annotations.is_empty() {
         y.push_str("  annotations:\n");
         for (k, v) in annotations {

@@ -70,11 +70,7 @@ fn run_cmd(bin: &Path, args: &[String], log: &mut String) -> Result<String, Stri
     if out.status.success() {
         Ok(stdout)
     } else {
-        Err(format!(
-            "{} {} failed: {stdout}{stderr}",
-            bin.display(),
-            args.join(" ")
-        ))
+        Err(format!("{} {} failed: {stdout}{stderr}", bin.display(), args.join(" ")))
     }
 }
 
@@ -82,28 +78,16 @@ fn run_cmd(bin: &Path, args: &[String], log: &mut String) -> Result<String, Stri
 pub fn start(opts: &DemoOptions) -> Result<Running, String> {
     let mut log = String::new();
     std::fs::create_dir_all(&opts.work).map_err(|e| e.to_string())?;
-    let config_text = std::fs::read_to_string(opts.example.join(layout::CONFIG_FILE))
-        .map_err(|e| e.to_string())?;
+    let config_text = std::fs::read_to_string(opts.example.join(layout::CONFIG_FILE)).map_err(|e| e.to_string())?;
     let config = Config::parse(&config_text).map_err(|e| e.to_string())?;
     let repo_path = opts.work.join("state.git");
-    repo::create(
-        &repo_path,
-        &BTreeMap::from([(layout::CONFIG_FILE, config_text)]),
-    )
-    .map_err(|e| e.to_string())?;
+    repo::create(&repo_path, &BTreeMap::from([(layout::CONFIG_FILE, config_text)])).map_err(|e| e.to_string())?;
 
     let manifests = opts.example.join("cluster");
-    let (snapshot, _) =
-        flipbit_generator::manifests::load_dir(&manifests).map_err(|e| e.to_string())?;
+    let (snapshot, _) = flipbit_generator::manifests::load_dir(&manifests).map_err(|e| e.to_string())?;
     let (tcp, udp) = backend_addresses(&snapshot);
-    let backends =
-        Backends::start(&tcp, &udp).map_err(|e| format!("starting node backends: {e}"))?;
-    let _ = writeln!(
-        log,
-        "node backends: {} TCP and {} UDP listeners",
-        tcp.len(),
-        udp.len()
-    );
+    let backends = Backends::start(&tcp, &udp).map_err(|e| format!("starting node backends: {e}"))?;
+    let _ = writeln!(log, "node backends: {} TCP and {} UDP listeners", tcp.len(), udp.len());
 
     let render = vec![
         "render".into(),
@@ -175,17 +159,11 @@ pub fn routes(snippet: &str) -> Vec<Route> {
     let mut out = Vec::new();
     let mut servers = BTreeSet::new();
     for line in snippet.lines().map(str::trim) {
-        if let Some(rest) = line
-            .strip_prefix("server ")
-            .and_then(|r| r.strip_suffix(';'))
-        {
+        if let Some(rest) = line.strip_prefix("server ").and_then(|r| r.strip_suffix(';')) {
             if let Ok(addr) = rest.split_whitespace().next().unwrap_or_default().parse() {
                 servers.insert(addr);
             }
-        } else if let Some(rest) = line
-            .strip_prefix("listen ")
-            .and_then(|r| r.strip_suffix(';'))
-        {
+        } else if let Some(rest) = line.strip_prefix("listen ").and_then(|r| r.strip_suffix(';')) {
             let mut parts = rest.split_whitespace();
             if let Some(Ok(listen)) = parts.next().map(str::parse) {
                 out.push(Route {
@@ -203,8 +181,7 @@ pub fn routes(snippet: &str) -> Vec<Route> {
 
 /// Probes every route of every committed snippet and tabulates the example.
 pub fn prove(running: &Running) -> Result<Report, String> {
-    let ledger_text =
-        repo::read(&running.repo, layout::LEDGER_FILE).ok_or("no ledger.yaml committed")?;
+    let ledger_text = repo::read(&running.repo, layout::LEDGER_FILE).ok_or("no ledger.yaml committed")?;
     let ledger = Ledger::parse(&ledger_text).map_err(|e| e.to_string())?;
     let mut checks = Vec::new();
     let mut nodes_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -226,10 +203,9 @@ pub fn prove(running: &Running) -> Result<Report, String> {
                 .extend(route.servers.iter().map(|s| s.ip().to_string()));
             let answer = probe_route(&route, PROBES_PER_ROUTE);
             let ok = answer.as_ref().is_ok_and(|answers| {
-                answers.split(", ").all(|a| {
-                    a.parse::<SocketAddr>()
-                        .is_ok_and(|s| route.servers.contains(&s))
-                })
+                answers
+                    .split(", ")
+                    .all(|a| a.parse::<SocketAddr>().is_ok_and(|s| route.servers.contains(&s)))
             });
             checks.push(Check {
                 service: key.to_string(),
@@ -330,11 +306,7 @@ fn table(
         .collect();
     let mut out = String::new();
     for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
     out

@@ -19,8 +19,5 @@ pub fn is_root() -> bool {
 /// True when nginx with the stream module is installed.
 pub fn have_nginx() -> bool {
     std::path::Path::new(nginx::STREAM_MODULE).exists()
-        && std::process::Command::new("nginx")
-            .arg("-v")
-            .output()
-            .is_ok()
+        && std::process::Command::new("nginx").arg("-v").output().is_ok()
 }

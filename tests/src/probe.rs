@@ -6,13 +6,11 @@ use std::time::{Duration, Instant};
 
 /// Connects to `addr` and returns the backend's answer (`<node>:<port>`).
 pub fn tcp(addr: SocketAddr) -> Result<String, String> {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("tcp {addr}: {e}"))?;
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("tcp {addr}: {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
     let mut out = String::new();
-    conn.read_to_string(&mut out)
-        .map_err(|e| format!("tcp {addr}: {e}"))?;
+    conn.read_to_string(&mut out).map_err(|e| format!("tcp {addr}: {e}"))?;
     if out.trim().is_empty() {
         return Err(format!("tcp {addr}: connection closed without an answer"));
     }
@@ -21,24 +19,16 @@ pub fn tcp(addr: SocketAddr) -> Result<String, String> {
 
 /// Sends one datagram to `addr` and returns the answer.
 pub fn udp(addr: SocketAddr) -> Result<String, String> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        "[::1]:0"
-    }
-    .parse()
-    .map_err(|_| "bind")?;
+    let bind: SocketAddr = if addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }
+        .parse()
+        .map_err(|_| "bind")?;
     let socket = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
-    socket
-        .send_to(b"ping", addr)
-        .map_err(|e| format!("udp {addr}: {e}"))?;
+    socket.send_to(b"ping", addr).map_err(|e| format!("udp {addr}: {e}"))?;
     let mut buf = [0u8; 1500];
-    let (n, _) = socket
-        .recv_from(&mut buf)
-        .map_err(|e| format!("udp {addr}: {e}"))?;
+    let (n, _) = socket.recv_from(&mut buf).map_err(|e| format!("udp {addr}: {e}"))?;
     let text = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
     if text.is_empty() {
         return Err(format!("udp {addr}: empty answer (upstream refused)"));
@@ -47,10 +37,7 @@ pub fn udp(addr: SocketAddr) -> Result<String, String> {
 }
 
 /// Retries `f` until it succeeds or `timeout` passes (a reload takes effect within ~100 ms).
-pub fn eventually<T>(
-    timeout: Duration,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> Result<T, String> {
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
     let deadline = Instant::now() + timeout;
     loop {
         match f() {

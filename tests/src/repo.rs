@@ -60,11 +60,7 @@ fn commit_files(
     }
     let tree = repo.find_tree(index.write_tree_to(repo)?)?;
     let sig = Signature::now("Operator", "operator@example.test")?;
-    let parents: Vec<git2::Commit<'_>> = parent
-        .map(|p| repo.find_commit(p))
-        .transpose()?
-        .into_iter()
-        .collect();
+    let parents: Vec<git2::Commit<'_>> = parent.map(|p| repo.find_commit(p)).transpose()?.into_iter().collect();
     let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
     repo.commit(Some("refs/heads/main"), &sig, &sig, message, &tree, &refs)
 }
@@ -72,11 +68,7 @@ fn commit_files(
 /// The content of `path` at the head of `main`.
 pub fn read(path: &Path, file: &str) -> Option<String> {
     let repo = Repository::open_bare(path).ok()?;
-    let tree = repo
-        .find_reference("refs/heads/main")
-        .ok()?
-        .peel_to_tree()
-        .ok()?;
+    let tree = repo.find_reference("refs/heads/main").ok()?.peel_to_tree().ok()?;
     let blob = tree
         .get_path(Path::new(file))
         .ok()?
@@ -89,10 +81,7 @@ pub fn read(path: &Path, file: &str) -> Option<String> {
 
 /// The head commit of `main`.
 pub fn head(path: &Path) -> Option<Oid> {
-    Repository::open_bare(path)
-        .ok()?
-        .refname_to_id("refs/heads/main")
-        .ok()
+    Repository::open_bare(path).ok()?.refname_to_id("refs/heads/main").ok()
 }
 
 /// Number of commits on `main`.
@@ -114,10 +103,7 @@ pub fn files_under(path: &Path, dir: &str) -> Vec<String> {
     let Ok(repo) = Repository::open_bare(path) else {
         return Vec::new();
     };
-    let Ok(tree) = repo
-        .find_reference("refs/heads/main")
-        .and_then(|r| r.peel_to_tree())
-    else {
+    let Ok(tree) = repo.find_reference("refs/heads/main").and_then(|r| r.peel_to_tree()) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -138,10 +124,7 @@ pub fn head_message(path: &Path) -> String {
     let Ok(repo) = Repository::open_bare(path) else {
         return String::new();
     };
-    let Ok(commit) = repo
-        .find_reference("refs/heads/main")
-        .and_then(|r| r.peel_to_commit())
-    else {
+    let Ok(commit) = repo.find_reference("refs/heads/main").and_then(|r| r.peel_to_commit()) else {
         return String::new();
     };
     commit.message().unwrap_or_default().to_owned()

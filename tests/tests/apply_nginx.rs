@@ -27,9 +27,7 @@ impl Fleet {
     /// node ports 30080 (TCP) and 30053 (TCP and UDP).
     fn start(block: u8) -> Option<Self> {
         if !have_nginx() {
-            eprintln!(
-                "skipped: nginx with the stream module is not installed (scripts/test installs it)"
-            );
+            eprintln!("skipped: nginx with the stream module is not installed (scripts/test installs it)");
             return None;
         }
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -55,10 +53,7 @@ impl Fleet {
         let backends = Backends::start(&tcp, &udp).expect("backends");
         let mut lbs = BTreeMap::new();
         for lb in ["lb-a", "lb-b"] {
-            lbs.insert(
-                lb,
-                NginxInstance::start(&tmp.path().join(lb)).expect("nginx"),
-            );
+            lbs.insert(lb, NginxInstance::start(&tmp.path().join(lb)).expect("nginx"));
         }
         Some(Self {
             tmp,
@@ -88,9 +83,7 @@ impl Fleet {
     }
 
     fn addr(&self, host: u8, last: u8, port: u16) -> SocketAddr {
-        format!("127.{}.{host}.{last}:{port}", self.block)
-            .parse()
-            .unwrap()
+        format!("127.{}.{host}.{last}:{port}", self.block).parse().unwrap()
     }
 
     fn current(&self, lb: &str) -> Option<PathBuf> {
@@ -102,11 +95,7 @@ fn answers(addr: SocketAddr, udp: bool, n: usize) -> BTreeSet<String> {
     (0..n)
         .map(|_| {
             probe::eventually(Duration::from_secs(3), || {
-                if udp {
-                    probe::udp(addr)
-                } else {
-                    probe::tcp(addr)
-                }
+                if udp { probe::udp(addr) } else { probe::tcp(addr) }
             })
             .unwrap_or_else(|e| panic!("no answer from {addr}: {e}"))
         })
@@ -116,21 +105,13 @@ fn answers(addr: SocketAddr, udp: bool, n: usize) -> BTreeSet<String> {
 #[test]
 fn appliers_serve_tcp_and_udp_and_follow_changes() {
     let Some(f) = Fleet::start(61) else { return };
+    f.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     f.cluster
-        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
-    f.cluster.lb_service(
-        "web",
-        "dns",
-        &[],
-        &[("UDP", 8053, 30053), ("TCP", 8053, 30053)],
-    );
+        .lb_service("web", "dns", &[], &[("UDP", 8053, 30053), ("TCP", 8053, 30053)]);
     f.render();
     for lb in ["lb-a", "lb-b"] {
         let out = f.apply_ok(lb);
-        assert!(
-            out.contains("applied") && out.contains("nginx reloaded"),
-            "{out}"
-        );
+        assert!(out.contains("applied") && out.contains("nginx reloaded"), "{out}");
     }
     // web/dns sorts first, so it holds .1 on each host and web/shop .2.
     for host in [1, 2] {
@@ -151,10 +132,7 @@ fn appliers_serve_tcp_and_udp_and_follow_changes() {
     f.apply_ok("lb-a");
     let gone = format!("127.{}.0.10:30080", f.block);
     let got = answers(f.addr(1, 2, 8080), false, 12);
-    assert!(
-        !got.contains(&gone),
-        "a NotReady node still gets traffic: {got:?}"
-    );
+    assert!(!got.contains(&gone), "a NotReady node still gets traffic: {got:?}");
 
     // Deleting a Service takes its listener away.
     f.cluster.remove("svc-web-shop.yaml");
@@ -179,8 +157,7 @@ fn appliers_serve_tcp_and_udp_and_follow_changes() {
 #[test]
 fn a_commit_nginx_rejects_never_replaces_the_running_config() {
     let Some(f) = Fleet::start(62) else { return };
-    f.cluster
-        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
+    f.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     f.render();
     f.apply_ok("lb-a");
     let good = f.current("lb-a").expect("current release");
@@ -199,29 +176,15 @@ fn a_commit_nginx_rejects_never_replaces_the_running_config() {
     )
     .unwrap();
     let out = f.apply("lb-a", &[]);
-    assert!(
-        !out.status.success(),
-        "a config that fails nginx -t was applied"
-    );
+    assert!(!out.status.success(), "a config that fails nginx -t was applied");
     let err = text(&out);
     assert!(
         err.contains(&bad.to_string()) && err.contains("unknown directive \"bogus_directive\""),
         "{err}"
     );
-    assert!(
-        err.contains("shop.conf"),
-        "the message does not name the file: {err}"
-    );
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "{err}"
-    );
-    assert_eq!(
-        f.current("lb-a"),
-        Some(good),
-        "the running release was swapped"
-    );
+    assert!(err.contains("shop.conf"), "the message does not name the file: {err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(f.current("lb-a"), Some(good), "the running release was swapped");
     assert_eq!(
         std::fs::read_to_string(f.lbs["lb-a"].state_dir.join("applied-nginx")).unwrap(),
         applied
@@ -243,8 +206,7 @@ fn a_commit_nginx_rejects_never_replaces_the_running_config() {
 #[test]
 fn a_failed_reload_rolls_back_to_the_previous_release() {
     let Some(f) = Fleet::start(63) else { return };
-    f.cluster
-        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
     f.render();
     f.apply_ok("lb-a");
     let good = f.current("lb-a").expect("current");
@@ -252,8 +214,7 @@ fn a_failed_reload_rolls_back_to_the_previous_release() {
     // Something else already holds the address the next Service will get: nginx -t passes (it does
     // not bind) but the reload cannot bind, so nginx keeps its old config.
     let squatter = TcpListener::bind(f.addr(1, 2, 8081)).expect("squat");
-    f.cluster
-        .lb_service("web", "b", &[], &[("TCP", 8081, 30080)]);
+    f.cluster.lb_service("web", "b", &[], &[("TCP", 8081, 30080)]);
     f.render();
     let out = f.apply("lb-a", &[]);
     assert!(
@@ -261,10 +222,7 @@ fn a_failed_reload_rolls_back_to_the_previous_release() {
         "a reload that could not bind was reported as applied"
     );
     let err = text(&out);
-    assert!(
-        err.contains("reload failed") && err.contains("rolled back"),
-        "{err}"
-    );
+    assert!(err.contains("reload failed") && err.contains("rolled back"), "{err}");
     assert!(
         err.contains("Address already in use") || err.contains("bind()"),
         "{err}"
@@ -287,8 +245,7 @@ fn a_failed_reload_rolls_back_to_the_previous_release() {
 #[test]
 fn a_rewritten_history_is_refused_unless_allowed() {
     let Some(f) = Fleet::start(64) else { return };
-    f.cluster
-        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
     f.render();
     f.apply_ok("lb-a");
 

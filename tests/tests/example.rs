@@ -24,24 +24,16 @@ fn the_example_serves_traffic_on_three_lb_hosts() {
     }
     // 3 hosts × (frontend 80+443, dashboard 443, dns 53/tcp + 53/udp).
     assert_eq!(report.checks.len(), 15, "{:#?}", report.checks);
-    assert_eq!(
-        report
-            .checks
-            .iter()
-            .filter(|c| c.target.starts_with("udp"))
-            .count(),
-        3
-    );
+    assert_eq!(report.checks.iter().filter(|c| c.target.starts_with("udp")).count(), 3);
     let rows: Vec<&str> = report.table.lines().collect();
     assert!(
-        rows.iter()
-            .any(|r| r.starts_with("backend") && r.contains(" no ")),
+        rows.iter().any(|r| r.starts_with("backend") && r.contains(" no ")),
         "{}",
         report.table
     );
     assert!(
-        rows.iter().any(|r| r.starts_with("frontend")
-            && r.contains("lb-1 127.1.1.1, lb-2 127.1.5.1, lb-3 127.1.7.1")),
+        rows.iter()
+            .any(|r| r.starts_with("frontend") && r.contains("lb-1 127.1.1.1, lb-2 127.1.5.1, lb-3 127.1.7.1")),
         "{}",
         report.table
     );

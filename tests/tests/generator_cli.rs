@@ -18,11 +18,7 @@ struct Setup {
 
 /// A repo with hosts lb-a (127.<block>.1.0/24) and lb-b (127.<block>.2.0/24) and five nodes.
 fn setup(block: u8) -> Setup {
-    setup_with_pools(
-        block,
-        &format!("127.{block}.1.0/24"),
-        &format!("127.{block}.2.0/24"),
-    )
+    setup_with_pools(block, &format!("127.{block}.1.0/24"), &format!("127.{block}.2.0/24"))
 }
 
 fn setup_with_pools(block: u8, pool_a: &str, pool_b: &str) -> Setup {
@@ -50,8 +46,7 @@ fn render_ok(s: &Setup) -> String {
 }
 
 fn ledger(repo: &Path) -> Ledger {
-    Ledger::parse(&repo::read(repo, "ledger.yaml").expect("ledger committed"))
-        .expect("ledger parses")
+    Ledger::parse(&repo::read(repo, "ledger.yaml").expect("ledger committed")).expect("ledger parses")
 }
 
 fn addresses(repo: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -74,14 +69,9 @@ fn addresses(repo: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
 #[test]
 fn render_commits_once_and_output_is_deterministic() {
     let s = setup(21);
+    s.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     s.cluster
-        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
-    s.cluster.lb_service(
-        "web",
-        "dns",
-        &[],
-        &[("UDP", 8053, 30053), ("TCP", 8053, 30053)],
-    );
+        .lb_service("web", "dns", &[], &[("UDP", 8053, 30053), ("TCP", 8053, 30053)]);
     let first = render_ok(&s);
     assert!(first.contains("committed"), "{first}");
     assert_eq!(repo::commit_count(&s.repo), 2);
@@ -95,21 +85,13 @@ fn render_commits_once_and_output_is_deterministic() {
 
     // The same input into a fresh repo gives byte-identical files.
     let t = setup(21);
+    t.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     t.cluster
-        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
-    t.cluster.lb_service(
-        "web",
-        "dns",
-        &[],
-        &[("UDP", 8053, 30053), ("TCP", 8053, 30053)],
-    );
+        .lb_service("web", "dns", &[], &[("UDP", 8053, 30053), ("TCP", 8053, 30053)]);
     render_ok(&t);
     let files = repo::files_under(&s.repo, "");
     assert_eq!(files, repo::files_under(&t.repo, ""));
-    assert!(
-        files.contains(&"lb/lb-a/web/shop.conf".to_owned()),
-        "{files:?}"
-    );
+    assert!(files.contains(&"lb/lb-a/web/shop.conf".to_owned()), "{files:?}");
     for f in files {
         assert_eq!(
             repo::read(&s.repo, &f),
@@ -123,17 +105,13 @@ fn render_commits_once_and_output_is_deterministic() {
         message.contains("- expose web/shop on lb-a 127.21.1.2, lb-b 127.21.2.2"),
         "{message}"
     );
-    assert!(
-        message.contains("Flipbit-Services: web/dns, web/shop"),
-        "{message}"
-    );
+    assert!(message.contains("Flipbit-Services: web/dns, web/shop"), "{message}");
 }
 
 #[test]
 fn plan_prints_the_change_and_commits_nothing() {
     let s = setup(22);
-    s.cluster
-        .lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     let out = generator("plan", &s.repo, s.cluster.path(), &[]);
     assert!(out.status.success(), "{}", text(&out));
     let shown = text(&out);
@@ -152,8 +130,7 @@ fn plan_prints_the_change_and_commits_nothing() {
 fn addresses_survive_node_churn_and_fresh_generators() {
     let s = setup(23);
     for name in ["a", "b", "c"] {
-        s.cluster
-            .lb_service("web", name, &[], &[("TCP", 8080, 30080)]);
+        s.cluster.lb_service("web", name, &[], &[("TCP", 8080, 30080)]);
     }
     render_ok(&s);
     let before = addresses(&s.repo);
@@ -165,35 +142,21 @@ fn addresses_survive_node_churn_and_fresh_generators() {
     s.cluster.remove("node-3.yaml");
     let out = render_ok(&s);
     assert!(out.contains("committed"), "{out}");
-    assert!(
-        !snippet(&s).contains(&node3),
-        "removed node still an upstream"
-    );
-    assert_eq!(
-        addresses(&s.repo),
-        before,
-        "removing a node moved an address"
-    );
+    assert!(!snippet(&s).contains(&node3), "removed node still an upstream");
+    assert_eq!(addresses(&s.repo), before, "removing a node moved an address");
 
     s.cluster.node(3, s.block, false);
     render_ok(&s);
-    assert!(
-        !snippet(&s).contains(&node3),
-        "a NotReady node is an upstream"
-    );
+    assert!(!snippet(&s).contains(&node3), "a NotReady node is an upstream");
     s.cluster.node(6, s.block, true);
     s.cluster.node(3, s.block, true);
     render_ok(&s);
-    assert!(
-        snippet(&s).contains(&node3)
-            && snippet(&s).contains(&format!("127.{}.0.15:30080", s.block))
-    );
+    assert!(snippet(&s).contains(&node3) && snippet(&s).contains(&format!("127.{}.0.15:30080", s.block)));
     assert_eq!(addresses(&s.repo), before, "adding nodes moved an address");
 
     // A generator with a persistent cache, then one with a fresh clone, after a Service is added.
     let cache = s.repo.parent().unwrap().join("cache.git");
-    s.cluster
-        .lb_service("web", "aa", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "aa", &[], &[("TCP", 8080, 30080)]);
     let out = generator(
         "render",
         &s.repo,
@@ -216,20 +179,14 @@ fn addresses_survive_node_churn_and_fresh_generators() {
 #[test]
 fn a_bad_annotation_skips_only_that_service_and_keeps_its_files() {
     let s = setup(24);
-    s.cluster
-        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
-    s.cluster
-        .lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
     let a_before = repo::read(&s.repo, "lb/lb-a/web/a.conf").unwrap();
     let b_before = repo::read(&s.repo, "lb/lb-a/web/b.conf").unwrap();
 
-    s.cluster.lb_service(
-        "web",
-        "a",
-        &[("flipbit.io/balance", "fast")],
-        &[("TCP", 8080, 30080)],
-    );
+    s.cluster
+        .lb_service("web", "a", &[("flipbit.io/balance", "fast")], &[("TCP", 8080, 30080)]);
     s.cluster.remove("node-1.yaml");
     let out = render_ok(&s);
     assert!(
@@ -265,12 +222,8 @@ fn annotation_values_cannot_inject_nginx_directives() {
         ("flipbit.io/proxy-protocol", "true;\nevil on"),
     ];
     for (i, (key, value)) in payloads.iter().enumerate() {
-        s.cluster.lb_service(
-            "web",
-            &format!("x{i}"),
-            &[(key, value)],
-            &[("TCP", 8080, 30080)],
-        );
+        s.cluster
+            .lb_service("web", &format!("x{i}"), &[(key, value)], &[("TCP", 8080, 30080)]);
     }
     s.cluster.put(
         "svc-bad-name.yaml",
@@ -283,8 +236,7 @@ fn annotation_values_cannot_inject_nginx_directives() {
             &[("TCP", 80, 30080)],
         ),
     );
-    s.cluster
-        .lb_service("web", "fine", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "fine", &[], &[("TCP", 8080, 30080)]);
     let out = render_ok(&s);
     for i in 0..payloads.len() {
         assert!(
@@ -292,10 +244,7 @@ fn annotation_values_cannot_inject_nginx_directives() {
             "{out}"
         );
     }
-    assert!(
-        out.contains("evil;name"),
-        "the bad name is not reported: {out}"
-    );
+    assert!(out.contains("evil;name"), "the bad name is not reported: {out}");
     for f in repo::files_under(&s.repo, "") {
         let content = repo::read(&s.repo, &f).unwrap();
         for bad in ["evil", "127.25.9.9", "passwd"] {
@@ -365,20 +314,14 @@ fn services_without_node_ports_are_errors_naming_the_field() {
         out.contains("error: Service web/nonp: spec.ports[0].nodePort: the port has no node port"),
         "{out}"
     );
-    assert_eq!(
-        addresses(&s.repo).keys().collect::<Vec<_>>(),
-        ["web/np"],
-        "{out}"
-    );
+    assert_eq!(addresses(&s.repo).keys().collect::<Vec<_>>(), ["web/np"], "{out}");
 }
 
 #[test]
 fn an_unreadable_manifest_commits_nothing_and_a_malformed_service_keeps_its_state() {
     let s = setup(27);
-    s.cluster
-        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
-    s.cluster
-        .lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
     let commits = repo::commit_count(&s.repo);
 
@@ -386,11 +329,7 @@ fn an_unreadable_manifest_commits_nothing_and_a_malformed_service_keeps_its_stat
         .put("broken.yaml", "kind: Service\nmetadata: {name: [unclosed\n");
     s.cluster.remove("node-2.yaml");
     let out = generator("render", &s.repo, s.cluster.path(), &[]);
-    assert!(
-        !out.status.success(),
-        "an unreadable file was accepted: {}",
-        text(&out)
-    );
+    assert!(!out.status.success(), "an unreadable file was accepted: {}", text(&out));
     assert!(text(&out).contains("broken.yaml"), "{}", text(&out));
     assert_eq!(
         repo::commit_count(&s.repo),
@@ -426,11 +365,13 @@ fn an_unreadable_manifest_commits_nothing_and_a_malformed_service_keeps_its_stat
 fn an_exhausted_pool_fails_that_service_on_that_host_only() {
     let s = setup_with_pools(28, "127.28.1.0/30", "127.28.2.0/24");
     for name in ["a", "b", "c"] {
-        s.cluster
-            .lb_service("web", name, &[], &[("TCP", 8080, 30080)]);
+        s.cluster.lb_service("web", name, &[], &[("TCP", 8080, 30080)]);
     }
     let out = render_ok(&s);
-    assert!(out.contains("error: Service web/c: no free address on LB host lb-a (pools 127.28.1.0/30 are exhausted)"), "{out}");
+    assert!(
+        out.contains("error: Service web/c: no free address on LB host lb-a (pools 127.28.1.0/30 are exhausted)"),
+        "{out}"
+    );
     let got = addresses(&s.repo);
     assert_eq!(got["web/a"]["lb-a"], "127.28.1.1");
     assert_eq!(got["web/b"]["lb-a"], "127.28.1.2");
@@ -441,8 +382,7 @@ fn an_exhausted_pool_fails_that_service_on_that_host_only() {
 #[test]
 fn a_withdrawn_service_keeps_its_addresses_through_the_grace() {
     let s = setup(29);
-    s.cluster
-        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
     let a = addresses(&s.repo)["web/a"].clone();
 
@@ -453,24 +393,13 @@ fn a_withdrawn_service_keeps_its_addresses_through_the_grace() {
         repo::files_under(&s.repo, "lb/").is_empty(),
         "files of a withdrawn Service remain"
     );
-    assert!(
-        ledger(&s.repo)
-            .services
-            .values()
-            .all(|e| e.released_at.is_some())
-    );
+    assert!(ledger(&s.repo).services.values().all(|e| e.released_at.is_some()));
 
-    s.cluster
-        .lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
-    assert_ne!(
-        addresses(&s.repo)["web/b"],
-        a,
-        "a held address was given away"
-    );
+    assert_ne!(addresses(&s.repo)["web/b"], a, "a held address was given away");
 
-    s.cluster
-        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
     let out = render_ok(&s);
     assert!(out.contains("expose web/a again"), "{out}");
     assert_eq!(
@@ -485,22 +414,16 @@ fn a_withdrawn_service_keeps_its_addresses_through_the_grace() {
     let later = "2099-01-01T00:00:00Z";
     let out = generator("render", &s.repo, s.cluster.path(), &["--now", later]);
     assert!(text(&out).contains("release web/a"), "{}", text(&out));
-    s.cluster
-        .lb_service("web", "c", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "c", &[], &[("TCP", 8080, 30080)]);
     let out = generator("render", &s.repo, s.cluster.path(), &["--now", later]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        addresses(&s.repo)["web/c"],
-        a,
-        "the freed address was not reused"
-    );
+    assert_eq!(addresses(&s.repo)["web/c"], a, "the freed address was not reused");
 }
 
 #[test]
 fn a_broken_flipbit_yaml_or_ledger_stops_the_generator() {
     let s = setup(30);
-    s.cluster
-        .lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
     render_ok(&s);
     let commits = repo::commit_count(&s.repo);
     repo::human_commit(

@@ -5,18 +5,13 @@ use std::process::Command;
 
 #[test]
 fn applier_units_verify() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
         eprintln!("skipped: systemd-analyze is not installed");
         return;
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
-    let service =
-        std::fs::read_to_string(root.join("deploy/systemd/flipbit-applier.service")).unwrap();
+    let service = std::fs::read_to_string(root.join("deploy/systemd/flipbit-applier.service")).unwrap();
     assert!(service.contains("ExecStart=/usr/local/bin/flipbit-applier apply"));
     let service = service.replace(
         "/usr/local/bin/flipbit-applier",

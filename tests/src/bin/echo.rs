@@ -21,11 +21,7 @@ fn main() {
     }
     match flipbit_tests::backends::Backends::start(&tcp, &udp) {
         Ok(b) => {
-            println!(
-                "listening on {} TCP and {} UDP addresses",
-                tcp.len(),
-                udp.len()
-            );
+            println!("listening on {} TCP and {} UDP addresses", tcp.len(), udp.len());
             b.wait();
         }
         Err(e) => {
