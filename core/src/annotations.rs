@@ -18,7 +18,7 @@ pub const BALANCE: &str = "flipbit.io/balance";
 pub const PROXY_PROTOCOL: &str = "flipbit.io/proxy-protocol";
 pub const MAX_NODES: &str = "flipbit.io/max-nodes";
 
-/// Annotations this version reads; the DNS ones are validated when the DNS step lands.
+/// Annotations this version reads.
 const KNOWN: &[&str] = &[
     EXPOSE,
     LOAD_BALANCERS,
@@ -50,6 +50,30 @@ pub struct Settings {
     pub max_nodes: Option<usize>,
     /// `None`: every LB host in `flipbit.yaml`.
     pub lb_hosts: Option<BTreeSet<LbHostName>>,
+    /// `None`: `<service>.<namespace>.<zone>`. Validated names inside the zone, lowercase, sorted.
+    pub hostnames: Option<BTreeSet<String>>,
+    /// `None`: the default TTL.
+    pub dns_ttl: Option<u32>,
+}
+
+/// The largest TTL RFC 2181 allows.
+pub const MAX_TTL: u32 = 2_147_483_647;
+
+/// Parses a comma list of DNS names that must lie inside `zone` (a trailing dot is allowed).
+fn hostnames(value: &str, zone: &str) -> Result<BTreeSet<String>, String> {
+    let mut out = BTreeSet::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let name = part.strip_suffix('.').unwrap_or(part).to_ascii_lowercase();
+        crate::dns::check_dns_name(&name)?;
+        if name != zone && !name.ends_with(&format!(".{zone}")) {
+            return Err(format!("{name:?} is not inside the zone {zone}"));
+        }
+        out.insert(name);
+    }
+    if out.is_empty() {
+        return Err("names no DNS name".into());
+    }
+    Ok(out)
 }
 
 pub fn field(annotation: &str) -> String {
@@ -150,6 +174,22 @@ pub fn settings(
             errors.push(Problem::service_error(key, field(LOAD_BALANCERS), "names no LB host"));
         }
         out.lb_hosts = Some(hosts);
+    }
+    if let Some(v) = annotations.get(DNS_TTL) {
+        match v.trim().parse::<u32>() {
+            Ok(n) if (1..=MAX_TTL).contains(&n) => out.dns_ttl = Some(n),
+            _ => errors.push(Problem::service_error(
+                key,
+                field(DNS_TTL),
+                format!("{v:?} is not a TTL in seconds from 1 to {MAX_TTL}"),
+            )),
+        }
+    }
+    if let Some(v) = annotations.get(HOSTNAME) {
+        match hostnames(v, &config.zone) {
+            Ok(names) => out.hostnames = Some(names),
+            Err(e) => errors.push(Problem::service_error(key, field(HOSTNAME), e)),
+        }
     }
     if errors.is_empty() {
         (Ok(out), warnings)

@@ -23,6 +23,8 @@ pub struct ExposedSummary {
     pub ports: Vec<ServicePort>,
     pub addresses: BTreeMap<LbHostName, IpAddr>,
     pub nodes: Vec<Node>,
+    /// DNS names that get a record per address.
+    pub dns_names: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,9 +45,9 @@ impl Decision {
         current_lb_paths
             .into_iter()
             .filter(|path| !self.files.contains_key(*path))
-            .filter(|path| match layout::parse_lb_path(path) {
-                Some((_, key)) => !self.kept.contains(&key),
-                // Not a path we could have written: remove it, the lb/ tree is ours alone.
+            .filter(|path| match layout::service_of(path) {
+                Some(key) => !self.kept.contains(&key),
+                // Not a path we could have written: remove it, the lb/ and dns/ trees are ours alone.
                 None => true,
             })
             .cloned()
@@ -104,10 +106,12 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
 
     let mut files = BTreeMap::new();
     let mut summaries = BTreeMap::new();
+    let mut name_owners: BTreeMap<String, ServiceKey> = BTreeMap::new();
     for svc in &exposed {
         let Some(addresses) = alloc.addresses.get(&svc.key) else {
             continue;
         };
+        let names = dns_names(svc, &config.zone, &mut name_owners, &mut problems);
         let candidates: Vec<&Node> = if svc.local_traffic {
             let holders = ready
                 .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
@@ -128,6 +132,16 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
                 }
             }
         }
+        if !names.is_empty() {
+            let ttl = svc.settings.dns_ttl.unwrap_or(DEFAULT_TTL);
+            match render::zone_fragment(svc, &config.zone, &names, ttl, addresses) {
+                Ok(text) => rendered.push((layout::dns_service_path(&config.zone, &svc.key), text)),
+                Err(e) => {
+                    problems.push(Problem::service_error(&svc.key, "", e.to_string()));
+                    failed = true;
+                }
+            }
+        }
         if failed {
             kept.insert(svc.key.clone());
             continue;
@@ -139,6 +153,7 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
                 ports: svc.ports.clone(),
                 addresses: addresses.clone(),
                 nodes: chosen.into_iter().cloned().collect(),
+                dns_names: names,
             },
         );
     }
@@ -153,6 +168,39 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
         events: alloc.events,
         problems,
     }
+}
+
+/// TTL of a Service's records unless `flipbit.io/dns-ttl` says otherwise.
+pub const DEFAULT_TTL: u32 = 300;
+
+/// The DNS names of `svc`: its `flipbit.io/hostname` names or `<service>.<namespace>.<zone>`. A
+/// name already claimed by a Service earlier in key order stays with that Service, so two Services
+/// never silently share a name; the later one gets an error for that name alone.
+fn dns_names(
+    svc: &ExposedService,
+    zone: &str,
+    owners: &mut BTreeMap<String, ServiceKey>,
+    problems: &mut Vec<Problem>,
+) -> BTreeSet<String> {
+    let wanted = match &svc.settings.hostnames {
+        Some(names) => names.clone(),
+        None => BTreeSet::from([format!("{}.{}.{zone}", svc.key.name, svc.key.namespace)]),
+    };
+    let mut out = BTreeSet::new();
+    for name in wanted {
+        match owners.get(&name) {
+            Some(owner) => problems.push(Problem::service_error(
+                &svc.key,
+                crate::annotations::field(crate::annotations::HOSTNAME),
+                format!("the DNS name {name} already belongs to Service {owner}; no record for it"),
+            )),
+            None => {
+                owners.insert(name.clone(), svc.key.clone());
+                out.insert(name);
+            }
+        }
+    }
+    out
 }
 
 /// True when any problem is an error (a Service skipped).

@@ -17,9 +17,12 @@ pub fn compose(decision: &Decision, changed: &BTreeSet<String>, release_grace_se
     }
     let mut lines: BTreeMap<ServiceKey, Vec<String>> = BTreeMap::new();
     let mut touched_hosts: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    let mut touched_dns: BTreeSet<ServiceKey> = BTreeSet::new();
     for path in changed {
         if let Some((host, key)) = layout::parse_lb_path(path) {
             touched_hosts.entry(key).or_default().insert(host.to_string());
+        } else if let Some((_, key)) = layout::parse_dns_path(path) {
+            touched_dns.insert(key);
         }
     }
     let mut exposing: BTreeSet<&ServiceKey> = BTreeSet::new();
@@ -55,6 +58,11 @@ pub fn compose(decision: &Decision, changed: &BTreeSet<String>, release_grace_se
                     hosts.join(", ")
                 )],
             );
+        }
+    }
+    for key in &touched_dns {
+        if !lines.contains_key(key) {
+            lines.insert(key.clone(), vec![format!("update {key} DNS records (names or TTL)")]);
         }
     }
     let all: Vec<&String> = lines.values().flatten().collect();

@@ -14,6 +14,8 @@ use crate::nodes::Node;
 
 const NGINX_SERVICE: &str = "nginx-service.conf";
 const NGINX_SERVICE_TEMPLATE: &str = include_str!("../../templates/nginx-service.conf.tera");
+const DNS_SERVICE: &str = "dns-service.zone";
+const DNS_SERVICE_TEMPLATE: &str = include_str!("../../templates/dns-service.zone.tera");
 
 #[derive(Debug, thiserror::Error)]
 #[error("rendering {template}: {message}")]
@@ -45,8 +47,11 @@ fn templates() -> Result<&'static tera::Tera, RenderError> {
     TERA.get_or_init(|| {
         let mut t = tera::Tera::default();
         t.autoescape_on(vec![]);
-        t.add_raw_template(NGINX_SERVICE, NGINX_SERVICE_TEMPLATE)
-            .map_err(|e| format!("{e:?}"))?;
+        t.add_raw_templates(vec![
+            (NGINX_SERVICE, NGINX_SERVICE_TEMPLATE),
+            (DNS_SERVICE, DNS_SERVICE_TEMPLATE),
+        ])
+        .map_err(|e| format!("{e:?}"))?;
         Ok(t)
     })
     .as_ref()
@@ -54,6 +59,66 @@ fn templates() -> Result<&'static tera::Tera, RenderError> {
         template: NGINX_SERVICE,
         message: e.clone(),
     })
+}
+
+#[derive(Serialize)]
+struct ZoneView {
+    service: String,
+    zone: String,
+    records: Vec<RecordView>,
+}
+
+#[derive(Serialize)]
+struct RecordView {
+    name: String,
+    ttl: u32,
+    rtype: &'static str,
+    address: String,
+}
+
+/// The zone fragment of one Service: an A or AAAA record per name per LB address. `names` were
+/// validated as DNS names inside `zone`.
+pub fn zone_fragment(
+    svc: &ExposedService,
+    zone: &str,
+    names: &std::collections::BTreeSet<String>,
+    ttl: u32,
+    addresses: &std::collections::BTreeMap<LbHostName, IpAddr>,
+) -> Result<String, RenderError> {
+    let mut ips: Vec<IpAddr> = addresses.values().copied().collect();
+    ips.sort();
+    let records = names
+        .iter()
+        .flat_map(|name| {
+            ips.iter().map(move |ip| RecordView {
+                name: name.clone(),
+                ttl,
+                rtype: if ip.is_ipv4() { "A" } else { "AAAA" },
+                address: ip.to_string(),
+            })
+        })
+        .collect();
+    let view = ZoneView {
+        service: svc.key.to_string(),
+        zone: zone.to_owned(),
+        records,
+    };
+    render(DNS_SERVICE, &view)
+}
+
+fn render(template: &'static str, view: &impl Serialize) -> Result<String, RenderError> {
+    let ctx = tera::Context::from_serialize(view).map_err(|e| RenderError {
+        template,
+        message: e.to_string(),
+    })?;
+    let mut text = templates()?.render(template, &ctx).map_err(|e| RenderError {
+        template,
+        message: format!("{e:?}"),
+    })?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// The nginx snippet for one Service on one LB host, listening on `address` and sending to `nodes`.
@@ -101,16 +166,5 @@ pub fn nginx_service(
         address: address.to_string(),
         routes,
     };
-    let ctx = tera::Context::from_serialize(&view).map_err(|e| RenderError {
-        template: NGINX_SERVICE,
-        message: e.to_string(),
-    })?;
-    let mut text = templates()?.render(NGINX_SERVICE, &ctx).map_err(|e| RenderError {
-        template: NGINX_SERVICE,
-        message: format!("{e:?}"),
-    })?;
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    Ok(text)
+    render(NGINX_SERVICE, &view)
 }

@@ -96,7 +96,8 @@ fn decide_once(
             .with_context(|| format!("refusing to run on commit {head}: fix or revert the ledger by hand"))?,
         None => Ledger::empty(),
     };
-    let current = store.list(head, layout::LB_DIR)?;
+    let mut current = store.list(head, layout::LB_DIR)?;
+    current.extend(store.list(head, layout::DNS_DIR)?);
     let decision = decide::decide(snapshot, &config, &ledger, now);
     let deletions = decision.deletions(current.keys());
     let mut message = None;
