@@ -27,3 +27,5 @@ ensure_rust_components() {
 
 # nginx with the stream module; nothing may auto-start (tests run private instances).
 NGINX_PACKAGES=(nginx libnginx-mod-stream)
+# BIND 9 for the DNS step: named, tsig-keygen, nsupdate, dig, named-checkzone.
+BIND_PACKAGES=(bind9 bind9-dnsutils)

@@ -13,6 +13,8 @@ use flipbit_core::layout;
 use flipbit_core::names::LbHostName;
 use flipbit_store::{CommitId, Store};
 
+use crate::dns::{self, client::UpdateClient};
+use crate::dns_step::{self, DnsOutcome};
 use crate::nginx::Nginx;
 use crate::release::{Lock, StateDir};
 
@@ -27,6 +29,8 @@ pub struct ApplyOptions {
     pub nginx: Nginx,
     /// Accept a head that does not descend from the last applied commit (a force push).
     pub allow_rewind: bool,
+    /// The DNS step, when enabled.
+    pub dns: Option<DnsSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,18 +43,51 @@ pub enum Applied {
     Reloaded { commit: String, files: usize, millis: u128 },
 }
 
-pub fn apply_once(opts: &ApplyOptions) -> Result<Applied> {
-    let started = Instant::now();
+/// What one apply did: the nginx step, then the DNS step when one is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub nginx: Applied,
+    pub dns: Option<DnsOutcome>,
+}
+
+/// Where and how the DNS step sends its updates.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    pub server: std::net::SocketAddr,
+    pub key_file: PathBuf,
+    pub timeout: std::time::Duration,
+}
+
+pub fn apply_once(opts: &ApplyOptions) -> Result<Report> {
     let state = StateDir::new(opts.state_dir.clone())?;
     let _lock = Lock::take(&state)?;
     let store = Store::open(&state.cache_repo(), &opts.repo, &opts.branch)?;
     let head = store
         .fetch()?
         .ok_or_else(|| anyhow!("branch {} not found in {}", opts.branch, opts.repo))?;
+    let nginx = nginx_step(opts, &state, &store, head)?;
+    let dns = match &opts.dns {
+        None => None,
+        Some(settings) => {
+            let key = dns::key::load(&settings.key_file)?;
+            let client = UpdateClient {
+                server: settings.server,
+                key,
+                timeout: settings.timeout,
+            };
+            Some(dns_step::run(&store, &state, &opts.lb, head, &client)?)
+        }
+    };
+    Ok(Report { nginx, dns })
+}
+
+fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: CommitId) -> Result<Applied> {
+    let started = Instant::now();
     let commit = head.to_string();
     let applied = state.applied(NGINX_STEP);
+    let current = state.current();
     if let Some(prev) = &applied {
-        if prev == &commit && state.current().as_deref() == Some(prev.as_str()) {
+        if prev == &commit && current.is_some() {
             return Ok(Applied::UpToDate { commit });
         }
         let prev_id =
@@ -62,13 +99,13 @@ pub fn apply_once(opts: &ApplyOptions) -> Result<Applied> {
             );
         }
     }
-    check_host(&store, head, &opts.lb)?;
+    check_host(store, head, &opts.lb)?;
 
+    // The running release has the same files for this host: nothing for nginx to do.
     let host_dir = layout::lb_host_dir(&opts.lb);
-    if let Some(prev) = &applied
-        && let Ok(prev_id) = CommitId::from_str(prev)
-        && state.current().as_deref() == Some(prev.as_str())
-        && store.tree_id(prev_id, &host_dir).ok().flatten() == store.tree_id(head, &host_dir)?
+    if let Some(release) = &current
+        && let Ok(release_id) = CommitId::from_str(release)
+        && store.tree_id(release_id, &host_dir).ok().flatten() == store.tree_id(head, &host_dir)?
     {
         state.record_applied(NGINX_STEP, &commit)?;
         return Ok(Applied::Recorded { commit });
@@ -84,7 +121,7 @@ pub fn apply_once(opts: &ApplyOptions) -> Result<Applied> {
         files.insert(rel, store.blob(blob)?);
     }
     let release = state.write_release(&commit, &files)?;
-    if let Err(e) = validate(opts, &state, &release) {
+    if let Err(e) = validate(opts, state, &release) {
         state.remove_release(&commit);
         return Err(e.context(format!("commit {commit} refused for {}", opts.lb)));
     }

@@ -64,4 +64,13 @@ pub struct ApplyArgs {
     /// Accept a head that does not descend from the last applied commit.
     #[arg(long, env = "FLIPBIT_ALLOW_REWIND")]
     pub allow_rewind: bool,
+    /// DNS server (ADDR:PORT) for the RFC 2136 step; the step is off without it.
+    #[arg(long, env = "FLIPBIT_DNS_SERVER", requires = "tsig_key")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// TSIG key file in BIND format (as `tsig-keygen` writes it).
+    #[arg(long, env = "FLIPBIT_TSIG_KEY", requires = "dns_server")]
+    pub tsig_key: Option<PathBuf>,
+    /// Seconds to wait for each DNS answer.
+    #[arg(long, env = "FLIPBIT_DNS_TIMEOUT", default_value_t = 3)]
+    pub dns_timeout: u64,
 }

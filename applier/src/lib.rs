@@ -2,5 +2,8 @@
 
 pub mod apply;
 pub mod cli;
+pub mod dns;
+pub mod dns_step;
+pub mod fragment;
 pub mod nginx;
 pub mod release;

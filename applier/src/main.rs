@@ -4,8 +4,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use flipbit_applier::apply::{self, Applied, ApplyOptions};
+use flipbit_applier::apply::{self, Applied, ApplyOptions, DnsSettings, Report};
 use flipbit_applier::cli::{ApplyArgs, Cli, Command};
+use flipbit_applier::dns_step::DnsOutcome;
 use flipbit_applier::nginx::Nginx;
 
 fn main() -> ExitCode {
@@ -38,17 +39,39 @@ fn options(args: &ApplyArgs) -> anyhow::Result<ApplyOptions> {
             reload_timeout: Duration::from_secs(args.reload_timeout),
         },
         allow_rewind: args.allow_rewind,
+        dns: match (args.dns_server, &args.tsig_key) {
+            (Some(server), Some(key_file)) => Some(DnsSettings {
+                server,
+                key_file: key_file.clone(),
+                timeout: Duration::from_secs(args.dns_timeout.max(1)),
+            }),
+            _ => None,
+        },
     })
 }
 
-fn report(outcome: &Applied) {
-    match outcome {
+fn report(report: &Report) {
+    match &report.nginx {
         Applied::UpToDate { commit } => println!("up to date at {commit}"),
         Applied::Recorded { commit } => println!("recorded {commit}: no change for this host"),
         Applied::Reloaded { commit, files, millis } => {
             println!("applied {commit}: {files} files, nginx reloaded in {millis} ms")
         }
     }
+    if let Some(DnsOutcome::Applied {
+        adds,
+        deletes,
+        messages,
+        millis,
+    }) = &report.dns
+    {
+        println!("dns: {adds} records added, {deletes} deleted in {messages} UPDATE messages in {millis} ms");
+    }
+}
+
+/// Something worth printing happened.
+fn changed(report: &Report) -> bool {
+    !matches!(report.nginx, Applied::UpToDate { .. }) || matches!(report.dns, Some(DnsOutcome::Applied { .. }))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -62,7 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = options(&args)?;
             loop {
                 match apply::apply_once(&opts) {
-                    Ok(Applied::UpToDate { .. }) => {}
+                    Ok(outcome) if !changed(&outcome) => {}
                     Ok(outcome) => report(&outcome),
                     Err(e) => tracing::error!(error = format!("{e:#}"), "apply failed; the running config is kept"),
                 }

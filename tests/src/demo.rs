@@ -16,6 +16,7 @@ use flipbit_core::ledger::Ledger;
 use flipbit_core::model::Snapshot;
 
 use crate::backends::Backends;
+use crate::bind::NamedInstance;
 use crate::nginx::NginxInstance;
 use crate::{probe, repo};
 
@@ -24,6 +25,8 @@ pub struct DemoOptions {
     pub work: PathBuf,
     pub generator: PathBuf,
     pub applier: PathBuf,
+    /// Port of the demo's `named` on 127.0.0.1; `None` runs without the DNS step.
+    pub dns_port: Option<u16>,
 }
 
 /// One proof: traffic to `target` answered by a node of the Service.
@@ -37,6 +40,7 @@ pub struct Check {
 
 pub struct Running {
     pub repo: PathBuf,
+    pub named: Option<NamedInstance>,
     pub nginx: BTreeMap<String, NginxInstance>,
     pub backends: Backends,
     pub snapshot: Snapshot,
@@ -45,6 +49,7 @@ pub struct Running {
 
 pub struct Report {
     pub table: String,
+    pub dns_table: String,
     pub checks: Vec<Check>,
 }
 
@@ -98,18 +103,28 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
     ];
     run_cmd(&opts.generator, &render, &mut log)?;
 
+    let named = match opts.dns_port {
+        Some(port) => Some(NamedInstance::start(&opts.work.join("named"), port, &config.zone)?),
+        None => None,
+    };
     let mut nginx = BTreeMap::new();
     for host in &config.lb_hosts {
         let instance = NginxInstance::start(&opts.work.join(host.name.as_str()))?;
-        run_cmd(
-            &opts.applier,
-            &instance.applier_args(&repo_path, host.name.as_str()),
-            &mut log,
-        )?;
+        let mut args = instance.applier_args(&repo_path, host.name.as_str());
+        if let Some(named) = &named {
+            args.extend([
+                "--dns-server".to_owned(),
+                format!("127.0.0.1:{}", named.port),
+                "--tsig-key".to_owned(),
+                named.key_file.display().to_string(),
+            ]);
+        }
+        run_cmd(&opts.applier, &args, &mut log)?;
         nginx.insert(host.name.to_string(), instance);
     }
     Ok(Running {
         repo: repo_path,
+        named,
         nginx,
         backends,
         snapshot,
@@ -216,7 +231,65 @@ pub fn prove(running: &Running) -> Result<Report, String> {
         }
     }
     let table = table(&running.snapshot, &ledger, &nodes_of, &lb_ports);
-    Ok(Report { table, checks })
+    let dns_table = match &running.named {
+        Some(named) => prove_dns(running, named, &ledger, &mut checks),
+        None => String::new(),
+    };
+    Ok(Report {
+        table,
+        dns_table,
+        checks,
+    })
+}
+
+/// Queries every name of every committed zone fragment and checks the answer is exactly the
+/// Service's LB addresses, one per LB host.
+fn prove_dns(running: &Running, named: &NamedInstance, ledger: &Ledger, checks: &mut Vec<Check>) -> String {
+    let mut rows = vec![["SERVICE", "NAMESPACE", "LB ADDRESSES", "DNS NAME", "DNS ANSWERS"].map(String::from)];
+    for path in repo::files_under(&running.repo, layout::DNS_DIR) {
+        let Some((_, key)) = layout::parse_dns_path(&path) else {
+            continue;
+        };
+        let Some(entry) = ledger.services.get(&key) else {
+            continue;
+        };
+        let mut expected: Vec<String> = entry.addresses.values().map(ToString::to_string).collect();
+        expected.sort();
+        let text = repo::read(&running.repo, &path).unwrap_or_default();
+        let names: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(';'))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|n| n.trim_end_matches('.'))
+            .collect();
+        for name in names {
+            let answers = named.query(name, "A");
+            let ok = answers == expected;
+            checks.push(Check {
+                service: key.to_string(),
+                target: format!("dns {name}"),
+                answer: if answers.is_empty() {
+                    Err("no answer".into())
+                } else {
+                    Ok(answers.join(", "))
+                },
+                ok,
+            });
+            rows.push([
+                key.name.to_string(),
+                key.namespace.to_string(),
+                entry
+                    .addresses
+                    .iter()
+                    .map(|(h, ip)| format!("{h} {ip}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                name.to_owned(),
+                answers.join(", "),
+            ]);
+        }
+    }
+    format_rows(&rows)
 }
 
 /// Connections (or datagrams) sent to each route; with round-robin they reach several nodes.
@@ -301,7 +374,11 @@ fn table(
             nodes,
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    format_rows(&rows)
+}
+
+fn format_rows<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

@@ -3,9 +3,11 @@
 //! `tests/tests/` and by the demo, so the demo proves exactly what the tests assert.
 
 pub mod backends;
+pub mod bind;
 pub mod bins;
 pub mod cluster;
 pub mod demo;
+pub mod fleet;
 pub mod nginx;
 pub mod probe;
 pub mod repo;

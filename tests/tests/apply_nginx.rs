@@ -4,92 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use flipbit_tests::backends::Backends;
-use flipbit_tests::cluster::{ManifestDir, applier, flipbit_yaml, generator, text};
-use flipbit_tests::nginx::NginxInstance;
-use flipbit_tests::{have_nginx, probe, repo};
-use tempfile::TempDir;
-
-struct Fleet {
-    tmp: TempDir,
-    repo: PathBuf,
-    cluster: ManifestDir,
-    block: u8,
-    lbs: BTreeMap<&'static str, NginxInstance>,
-    _backends: Backends,
-}
-
-impl Fleet {
-    /// Hosts lb-a (127.<block>.1.0/24) and lb-b (127.<block>.2.0/24), five nodes with backends on
-    /// node ports 30080 (TCP) and 30053 (TCP and UDP).
-    fn start(block: u8) -> Option<Self> {
-        if !have_nginx() {
-            eprintln!("skipped: nginx with the stream module is not installed (scripts/test installs it)");
-            return None;
-        }
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let config = flipbit_yaml(&[
-            ("lb-a", &format!("127.{block}.1.0/24")),
-            ("lb-b", &format!("127.{block}.2.0/24")),
-        ]);
-        let repo = repo::create(
-            &tmp.path().join("state.git"),
-            &BTreeMap::from([("flipbit.yaml", config)]),
-        )
-        .expect("repo");
-        let cluster = ManifestDir::new(&tmp.path().join("cluster"));
-        cluster.nodes(block);
-        let nodes: Vec<std::net::IpAddr> = (10..15)
-            .map(|i| format!("127.{block}.0.{i}").parse().unwrap())
-            .collect();
-        let tcp: Vec<SocketAddr> = nodes
-            .iter()
-            .flat_map(|ip| [SocketAddr::new(*ip, 30080), SocketAddr::new(*ip, 30053)])
-            .collect();
-        let udp: Vec<SocketAddr> = nodes.iter().map(|ip| SocketAddr::new(*ip, 30053)).collect();
-        let backends = Backends::start(&tcp, &udp).expect("backends");
-        let mut lbs = BTreeMap::new();
-        for lb in ["lb-a", "lb-b"] {
-            lbs.insert(lb, NginxInstance::start(&tmp.path().join(lb)).expect("nginx"));
-        }
-        Some(Self {
-            tmp,
-            repo,
-            cluster,
-            block,
-            lbs,
-            _backends: backends,
-        })
-    }
-
-    fn render(&self) {
-        let out = generator("render", &self.repo, self.cluster.path(), &[]);
-        assert!(out.status.success(), "render: {}", text(&out));
-    }
-
-    fn apply(&self, lb: &str, extra: &[&str]) -> std::process::Output {
-        let mut args = self.lbs[lb].applier_args(&self.repo, lb);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        applier(&args)
-    }
-
-    fn apply_ok(&self, lb: &str) -> String {
-        let out = self.apply(lb, &[]);
-        assert!(out.status.success(), "apply on {lb}: {}", text(&out));
-        text(&out)
-    }
-
-    fn addr(&self, host: u8, last: u8, port: u16) -> SocketAddr {
-        format!("127.{}.{host}.{last}:{port}", self.block).parse().unwrap()
-    }
-
-    fn current(&self, lb: &str) -> Option<PathBuf> {
-        std::fs::read_link(self.lbs[lb].state_dir.join("current")).ok()
-    }
-}
+use flipbit_tests::cluster::{applier, text};
+use flipbit_tests::fleet::Fleet;
+use flipbit_tests::{probe, repo};
 
 fn answers(addr: SocketAddr, udp: bool, n: usize) -> BTreeSet<String> {
     (0..n)

@@ -1,5 +1,6 @@
 //! The seed's example exactly as `scripts/demo` runs it: three LB hosts with real nginx, traffic
-//! through every address and port. It listens on ports 53, 80 and 443, so it needs root.
+//! through every address and port, and DNS answers from a real `named`. It listens on ports 53, 80
+//! and 443, so it needs root.
 
 use flipbit_tests::{bins, demo, have_nginx, is_root};
 
@@ -16,14 +17,29 @@ fn the_example_serves_traffic_on_three_lb_hosts() {
         work: work.path().to_path_buf(),
         generator: bins::generator(),
         applier: bins::applier(),
+        dns_port: flipbit_tests::bind::have_bind().then_some(15399),
     };
     let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup: {e}"));
     let report = demo::prove(&running).unwrap_or_else(|e| panic!("demo proof: {e}"));
     for c in &report.checks {
         assert!(c.ok, "{} {}: {:?}", c.service, c.target, c.answer);
     }
-    // 3 hosts × (frontend 80+443, dashboard 443, dns 53/tcp + 53/udp).
-    assert_eq!(report.checks.len(), 15, "{:#?}", report.checks);
+    // 3 hosts × (frontend 80+443, dashboard 443, dns 53/tcp + 53/udp), and a DNS name per Service.
+    let dns_checks = if opts.dns_port.is_some() { 3 } else { 0 };
+    assert_eq!(report.checks.len(), 15 + dns_checks, "{:#?}", report.checks);
+    if dns_checks > 0 {
+        let frontend = report
+            .checks
+            .iter()
+            .find(|c| c.target == "dns frontend.blog.k8s.example.test");
+        let answer = frontend.map(|c| c.answer.clone());
+        assert_eq!(
+            answer,
+            Some(Ok("127.1.1.1, 127.1.5.1, 127.1.7.1".to_owned())),
+            "{}",
+            report.dns_table
+        );
+    }
     assert_eq!(report.checks.iter().filter(|c| c.target.starts_with("udp")).count(), 3);
     let rows: Vec<&str> = report.table.lines().collect();
     assert!(

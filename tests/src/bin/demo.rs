@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use flipbit_tests::{bins, demo};
 
+/// The port of the demo's `named` on 127.0.0.1.
+const DEMO_DNS_PORT: u16 = 15353;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [example, work] = args.as_slice() else {
@@ -17,6 +20,7 @@ fn main() -> ExitCode {
         work: PathBuf::from(work),
         generator: bins::generator(),
         applier: bins::applier(),
+        dns_port: Some(DEMO_DNS_PORT),
     };
     let running = match demo::start(&opts) {
         Ok(r) => r,
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         }
     };
     println!("\n{}", report.table);
+    println!("{}", report.dns_table);
     for c in &report.checks {
         let mark = if c.ok { "ok  " } else { "FAIL" };
         let answer = match &c.answer {

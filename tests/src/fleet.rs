@@ -1,0 +1,128 @@
+//! A small fleet for end-to-end tests: a bare state repo with LB hosts lb-a and lb-b, five nodes
+//! with stand-in backends, one real nginx per host and, optionally, a real `named`. Every address
+//! lives in the test's own block `127.<block>.0.0/16`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+
+use crate::backends::Backends;
+use crate::bind::NamedInstance;
+use crate::cluster::{ManifestDir, applier, flipbit_yaml, generator, text};
+use crate::nginx::NginxInstance;
+use crate::{have_nginx, repo};
+
+pub struct Fleet {
+    pub tmp: TempDir,
+    pub repo: PathBuf,
+    pub cluster: ManifestDir,
+    pub block: u8,
+    pub lbs: BTreeMap<&'static str, NginxInstance>,
+    /// The fleet's `named`, when started with DNS.
+    pub named: Option<NamedInstance>,
+    _backends: Backends,
+}
+
+impl Fleet {
+    /// Hosts lb-a (127.<block>.1.0/24) and lb-b (127.<block>.2.0/24), five nodes with backends on
+    /// node ports 30080 (TCP) and 30053 (TCP and UDP).
+    pub fn start(block: u8) -> Option<Self> {
+        Self::start_inner(block, None)
+    }
+
+    /// The same plus a `named` on 127.0.0.1:`dns_port` serving `k8s.example.test`, and appliers
+    /// that run the DNS step against it.
+    pub fn with_dns(block: u8, dns_port: u16) -> Option<Self> {
+        if !crate::bind::have_bind() {
+            eprintln!("skipped: BIND (named, dig) is not installed (scripts/test installs it)");
+            return None;
+        }
+        Self::start_inner(block, Some(dns_port))
+    }
+
+    fn start_inner(block: u8, dns_port: Option<u16>) -> Option<Self> {
+        if !have_nginx() {
+            eprintln!("skipped: nginx with the stream module is not installed (scripts/test installs it)");
+            return None;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = flipbit_yaml(&[
+            ("lb-a", &format!("127.{block}.1.0/24")),
+            ("lb-b", &format!("127.{block}.2.0/24")),
+        ]);
+        let repo = repo::create(
+            &tmp.path().join("state.git"),
+            &BTreeMap::from([("flipbit.yaml", config)]),
+        )
+        .expect("repo");
+        let cluster = ManifestDir::new(&tmp.path().join("cluster"));
+        cluster.nodes(block);
+        let nodes: Vec<std::net::IpAddr> = (10..15)
+            .map(|i| format!("127.{block}.0.{i}").parse().unwrap())
+            .collect();
+        let tcp: Vec<SocketAddr> = nodes
+            .iter()
+            .flat_map(|ip| [SocketAddr::new(*ip, 30080), SocketAddr::new(*ip, 30053)])
+            .collect();
+        let udp: Vec<SocketAddr> = nodes.iter().map(|ip| SocketAddr::new(*ip, 30053)).collect();
+        let backends = Backends::start(&tcp, &udp).expect("backends");
+        let mut lbs = BTreeMap::new();
+        for lb in ["lb-a", "lb-b"] {
+            lbs.insert(lb, NginxInstance::start(&tmp.path().join(lb)).expect("nginx"));
+        }
+        let named = dns_port
+            .map(|port| NamedInstance::start(&tmp.path().join("named"), port, "k8s.example.test").expect("named"));
+        Some(Self {
+            tmp,
+            repo,
+            cluster,
+            block,
+            lbs,
+            named,
+            _backends: backends,
+        })
+    }
+
+    pub fn render(&self) {
+        let out = generator("render", &self.repo, self.cluster.path(), &[]);
+        assert!(out.status.success(), "render: {}", text(&out));
+    }
+
+    pub fn apply(&self, lb: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = self.lbs[lb].applier_args(&self.repo, lb);
+        if let Some(named) = &self.named {
+            args.extend(self.dns_args(&named.key_file));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        applier(&args)
+    }
+
+    pub fn apply_ok(&self, lb: &str) -> String {
+        let out = self.apply(lb, &[]);
+        assert!(out.status.success(), "apply on {lb}: {}", text(&out));
+        text(&out)
+    }
+
+    /// `--dns-server`, `--tsig-key` and a short timeout for this fleet's `named`.
+    pub fn dns_args(&self, key_file: &std::path::Path) -> Vec<String> {
+        let port = self.named.as_ref().map_or(0, |n| n.port);
+        vec![
+            "--dns-server".into(),
+            format!("127.0.0.1:{port}"),
+            "--tsig-key".into(),
+            key_file.display().to_string(),
+            "--dns-timeout".into(),
+            "2".into(),
+        ]
+    }
+
+    pub fn addr(&self, host: u8, last: u8, port: u16) -> SocketAddr {
+        format!("127.{}.{host}.{last}:{port}", self.block).parse().unwrap()
+    }
+
+    pub fn current(&self, lb: &str) -> Option<PathBuf> {
+        std::fs::read_link(self.lbs[lb].state_dir.join("current")).ok()
+    }
+}
