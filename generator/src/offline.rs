@@ -43,7 +43,13 @@ const PUSH_ATTEMPTS: u32 = 5;
 
 /// Decides from the manifests in `dir`; commits and pushes when `push`, else only reports.
 pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp, push: bool) -> Result<Outcome> {
+    let t = std::time::Instant::now();
     let (snapshot, load_problems) = manifests::load_dir(dir)?;
+    tracing::debug!(
+        ms = t.elapsed().as_millis() as u64,
+        services = snapshot.services.len(),
+        "manifests loaded"
+    );
     let temp;
     let cache = match &target.cache_dir {
         Some(dir) => dir.clone(),
@@ -79,7 +85,10 @@ fn decide_once(
     now: Timestamp,
     author: &flipbit_store::Signature<'_>,
 ) -> Result<Outcome> {
-    let Some(head) = store.fetch()? else {
+    let t = std::time::Instant::now();
+    let fetched = store.fetch()?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "fetched");
+    let Some(head) = fetched else {
         bail!(
             "branch {} not found in {}: commit a flipbit.yaml to it first (see state-repo-example/)",
             store.branch(),
@@ -98,7 +107,14 @@ fn decide_once(
     };
     let mut current = store.list(head, layout::LB_DIR)?;
     current.extend(store.list(head, layout::DNS_DIR)?);
+    let t = std::time::Instant::now();
     let decision = decide::decide(snapshot, &config, &ledger, now);
+    tracing::debug!(
+        ms = t.elapsed().as_millis() as u64,
+        files = decision.files.len(),
+        "decided"
+    );
+    let t = std::time::Instant::now();
     let deletions = decision.deletions(current.keys());
     let mut message = None;
     let committed = store.commit(
@@ -111,6 +127,7 @@ fn decide_once(
         },
         author,
     )?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "committed");
     let mut problems = load_problems.to_vec();
     problems.extend(decision.problems.iter().cloned());
     Ok(Outcome {

@@ -211,16 +211,18 @@ impl Store {
     ) -> Result<Option<Committed>, StoreError> {
         let parent_commit = self.repo.find_commit(parent).map_err(StoreError::Write)?;
         let base = parent_commit.tree().map_err(StoreError::Write)?;
+        let existing = self.blobs_in(&base)?;
         let mut changes: BTreeMap<String, Option<Oid>> = BTreeMap::new();
         for (path, text) in writes {
-            let id = self.repo.blob(text.as_bytes()).map_err(StoreError::Write)?;
-            let old = base.get_path(Path::new(path)).ok().map(|e| e.id());
-            if old != Some(id) {
-                changes.insert(path.clone(), Some(id));
+            // Hash in memory first: only content that really changed is written to the object store.
+            let id = Oid::hash_object(git2::ObjectType::Blob, text.as_bytes()).map_err(StoreError::Write)?;
+            if existing.get(path.as_str()) != Some(&id) {
+                let written = self.repo.blob(text.as_bytes()).map_err(StoreError::Write)?;
+                changes.insert(path.clone(), Some(written));
             }
         }
         for path in deletes {
-            if !writes.contains_key(path) && base.get_path(Path::new(path)).is_ok() {
+            if !writes.contains_key(path) && existing.contains_key(path.as_str()) {
                 changes.insert(path.clone(), None);
             }
         }
@@ -238,6 +240,21 @@ impl Store {
             .commit(None, author, author, &message, &tree, &[&parent_commit])
             .map_err(StoreError::Write)?;
         Ok(Some(Committed { id, changed }))
+    }
+
+    /// Every blob of `tree` by path, read in one walk (a lookup per path re-reads large trees).
+    fn blobs_in(&self, tree: &git2::Tree<'_>) -> Result<std::collections::HashMap<String, Oid>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob)
+                && let Ok(name) = entry.name()
+            {
+                out.insert(format!("{parent}{name}"), entry.id());
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(StoreError::Write)?;
+        Ok(out)
     }
 
     /// Pushes `commit` to the branch, as a fast-forward only.

@@ -20,18 +20,21 @@ pub fn bin(name: &str) -> PathBuf {
     let path = target_dir().join(name);
     {
         BUILT.get_or_init(|| {
-            let status = std::process::Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--bins",
-                    "-p",
-                    "flipbit-generator",
-                    "-p",
-                    "flipbit-applier",
-                    "-p",
-                    "flipbit-tests",
-                ])
-                .status();
+            let mut cmd = std::process::Command::new(env!("CARGO"));
+            cmd.args([
+                "build",
+                "--bins",
+                "-p",
+                "flipbit-generator",
+                "-p",
+                "flipbit-applier",
+                "-p",
+                "flipbit-tests",
+            ]);
+            if target_dir().ends_with("release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status();
             assert!(status.is_ok_and(|s| s.success()), "cargo build of the binaries failed");
         });
     }

@@ -29,7 +29,12 @@ impl Fleet {
     /// Hosts lb-a (127.<block>.1.0/24) and lb-b (127.<block>.2.0/24), five nodes with backends on
     /// node ports 30080 (TCP) and 30053 (TCP and UDP).
     pub fn start(block: u8) -> Option<Self> {
-        Self::start_inner(block, None)
+        Self::start_inner(block, None, None)
+    }
+
+    /// A fleet whose hosts draw from the given pools (for more than 254 Services).
+    pub fn with_pools(block: u8, dns_port: Option<u16>, pool_a: &str, pool_b: &str) -> Option<Self> {
+        Self::start_inner(block, dns_port, Some((pool_a, pool_b)))
     }
 
     /// The same plus a `named` on 127.0.0.1:`dns_port` serving `k8s.example.test`, and appliers
@@ -39,19 +44,20 @@ impl Fleet {
             eprintln!("skipped: BIND (named, dig) is not installed (scripts/test installs it)");
             return None;
         }
-        Self::start_inner(block, Some(dns_port))
+        Self::start_inner(block, Some(dns_port), None)
     }
 
-    fn start_inner(block: u8, dns_port: Option<u16>) -> Option<Self> {
+    fn start_inner(block: u8, dns_port: Option<u16>, pools: Option<(&str, &str)>) -> Option<Self> {
         if !have_nginx() {
             eprintln!("skipped: nginx with the stream module is not installed (scripts/test installs it)");
             return None;
         }
         let tmp = tempfile::tempdir().expect("tempdir");
-        let config = flipbit_yaml(&[
-            ("lb-a", &format!("127.{block}.1.0/24")),
-            ("lb-b", &format!("127.{block}.2.0/24")),
-        ]);
+        let (pool_a, pool_b) = match pools {
+            Some((a, b)) => (a.to_owned(), b.to_owned()),
+            None => (format!("127.{block}.1.0/24"), format!("127.{block}.2.0/24")),
+        };
+        let config = flipbit_yaml(&[("lb-a", &pool_a), ("lb-b", &pool_b)]);
         let repo = repo::create(
             &tmp.path().join("state.git"),
             &BTreeMap::from([("flipbit.yaml", config)]),

@@ -1,0 +1,108 @@
+//! `flipbit-bench render|dns N`: small measurements for BENCHMARKS.md, run on loopback with the
+//! real binaries, nginx and named. Prints one line per figure; asserts nothing.
+//!
+//! - `render N`: N Services × 2 LB hosts × 5 nodes: cold `flipbit-generator render`, then a
+//!   render with one Service changed, then one with nothing changed.
+//! - `dns N`: N Services on one LB host with the DNS step on: the first apply (N adds), then a
+//!   TTL change of all N (N deletes + N adds), both as the applier reports its DNS step.
+
+use std::time::Instant;
+
+use flipbit_tests::cluster::{generator, text};
+use flipbit_tests::fleet::Fleet;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    match args.first().map(String::as_str) {
+        Some("render") => render(n),
+        Some("dns") => dns(n),
+        _ => {
+            eprintln!("usage: flipbit-bench render|dns N");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn services(f: &Fleet, n: usize, annotations: &[(&str, &str)]) {
+    for i in 0..n {
+        f.cluster
+            .lb_service("bench", &format!("svc{i:05}"), annotations, &[("TCP", 8080, 30080)]);
+    }
+}
+
+fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    println!("{label}: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    out
+}
+
+fn render(n: usize) {
+    let Some(f) = Fleet::with_pools(91, None, "127.91.32.0/19", "127.91.64.0/19") else {
+        return;
+    };
+    services(&f, n, &[]);
+    timed(&format!("render cold, {n} Services x 2 LB hosts"), || f.render());
+    f.cluster.lb_service(
+        "bench",
+        "svc00000",
+        &[("flipbit.io/balance", "least-conn")],
+        &[("TCP", 8080, 30080)],
+    );
+    timed(&format!("render one changed Service of {n}"), || f.render());
+    timed(&format!("render with no change, {n} Services"), || f.render());
+    let cache = f.tmp.path().join("bench-cache.git");
+    let cache_arg = ["--cache-dir", cache.to_str().unwrap_or_default()];
+    let run = |label: &str| {
+        timed(label, || {
+            let out = generator("render", &f.repo, f.cluster.path(), &cache_arg);
+            assert!(out.status.success(), "{}", text(&out));
+        })
+    };
+    run(&format!(
+        "render with a warm --cache-dir, no change, {n} Services (first fills the cache)"
+    ));
+    run(&format!("render with a warm --cache-dir, no change, {n} Services"));
+    f.cluster.lb_service(
+        "bench",
+        "svc00001",
+        &[("flipbit.io/balance", "hash")],
+        &[("TCP", 8080, 30080)],
+    );
+    run(&format!("render with a warm --cache-dir, one changed Service of {n}"));
+    let out = timed(&format!("apply lb-a cold, {n} Services"), || f.apply_ok("lb-a"));
+    println!("  {}", out.lines().next().unwrap_or_default());
+    f.cluster.lb_service("bench", "svc00000", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let out = timed(&format!("apply lb-a one changed Service of {n}"), || f.apply_ok("lb-a"));
+    println!("  {}", out.lines().next().unwrap_or_default());
+}
+
+fn dns(n: usize) {
+    let Some(f) = Fleet::with_pools(92, Some(5380), "127.92.32.0/19", "127.92.64.0/19") else {
+        return;
+    };
+    services(&f, n, &[("flipbit.io/load-balancers", "lb-a")]);
+    f.render();
+    let out = f.apply_ok("lb-a");
+    report(&format!("first DNS step, {n} names"), &out);
+    services(
+        &f,
+        n,
+        &[("flipbit.io/load-balancers", "lb-a"), ("flipbit.io/dns-ttl", "60")],
+    );
+    f.render();
+    let out = f.apply_ok("lb-a");
+    report(&format!("DNS step, TTL of {n} names changed"), &out);
+    let named = f
+        .named
+        .as_ref()
+        .map(|n| n.query("svc00000.bench.k8s.example.test", "A"));
+    println!("  check: svc00000 answers {named:?}");
+}
+
+fn report(label: &str, out: &str) {
+    let line = out.lines().find(|l| l.starts_with("dns:")).unwrap_or("no dns line");
+    println!("{label}: {line}");
+}
