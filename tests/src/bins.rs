@@ -21,16 +21,23 @@ pub fn bin(name: &str) -> PathBuf {
     {
         BUILT.get_or_init(|| {
             let mut cmd = std::process::Command::new(env!("CARGO"));
-            cmd.args([
-                "build",
-                "--bins",
-                "-p",
-                "flipbit-generator",
-                "-p",
-                "flipbit-applier",
-                "-p",
-                "flipbit-tests",
-            ]);
+            // The variables cargo sets for a test process would make the build scripts of some
+            // dependencies (ring) rerun, so the inner build would rebuild them every time.
+            cmd.env_clear();
+            for var in [
+                "PATH",
+                "HOME",
+                "CARGO_HOME",
+                "RUSTUP_HOME",
+                "RUSTUP_TOOLCHAIN",
+                "CARGO_TARGET_DIR",
+                "TMPDIR",
+            ] {
+                if let Some(v) = std::env::var_os(var) {
+                    cmd.env(var, v);
+                }
+            }
+            cmd.args(["build", "--bins", "-p", "flipbit-generator", "-p", "flipbit-applier"]);
             if target_dir().ends_with("release") {
                 cmd.arg("--release");
             }
