@@ -16,7 +16,7 @@ use flipbit_store::{CommitId, Store};
 use crate::dns::{self, client::UpdateClient};
 use crate::dns_step::{self, DnsOutcome};
 use crate::nginx::Nginx;
-use crate::release::{Lock, StateDir};
+use crate::release::{FileSource, Lock, StateDir};
 
 const NGINX_STEP: &str = "nginx";
 
@@ -99,6 +99,7 @@ fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: Commit
             );
         }
     }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "history checked");
     check_host(store, head, &opts.lb)?;
 
     // The running release has the same files for this host: nothing for nginx to do.
@@ -111,6 +112,13 @@ fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: Commit
         return Ok(Applied::Recorded { commit });
     }
 
+    // Files whose blob is unchanged since the running release are hard-linked from it (releases are
+    // never modified in place), so a one-Service change writes one file, not every file.
+    let running: BTreeMap<String, CommitId> = match current.as_deref().map(CommitId::from_str) {
+        Some(Ok(id)) => store.list(id, &host_dir).unwrap_or_default(),
+        _ => BTreeMap::new(),
+    };
+    let running_dir = current.as_deref().map(|r| state.release_dir(r));
     let mut files = BTreeMap::new();
     for (path, blob) in store.list(head, &host_dir)? {
         if layout::parse_lb_path(&path).is_none() {
@@ -118,10 +126,22 @@ fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: Commit
             continue;
         }
         let rel = path.trim_start_matches(&format!("{host_dir}/")).to_owned();
-        files.insert(rel, store.blob(blob)?);
+        let source = match &running_dir {
+            Some(dir) if running.get(&path) == Some(&blob) => FileSource::Link(dir.join(&rel)),
+            _ => FileSource::Content(store.blob(blob)?),
+        };
+        files.insert(rel, source);
     }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "files read from git");
     let release = state.write_release(&commit, &files)?;
-    if let Err(e) = validate(opts, state, &release) {
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        files = files.len(),
+        "release written"
+    );
+    let result = validate(opts, state, &release);
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "nginx -t done");
+    if let Err(e) = result {
         state.remove_release(&commit);
         return Err(e.context(format!("commit {commit} refused for {}", opts.lb)));
     }
@@ -131,7 +151,9 @@ fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: Commit
 
     let previous = state.current();
     state.switch_to(Some(&commit))?;
-    if let Err(e) = opts.nginx.reload() {
+    let result = opts.nginx.reload();
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "reload confirmed");
+    if let Err(e) = result {
         // A failed reload leaves nginx running its previous config; put the files back to match.
         state.switch_to(previous.as_deref())?;
         let back = previous.as_deref().unwrap_or("no release");

@@ -135,6 +135,7 @@ impl Nginx {
             }
             let now = children(master);
             if failure.is_none() && now.iter().any(|pid| !before.contains(pid)) {
+                tracing::debug!("new worker generation is running");
                 self.wait_for_old_generation(&before, deadline);
                 return Ok(());
             }

@@ -18,6 +18,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError + '_ {
     }
 }
 
+/// Where a release file comes from.
+#[derive(Debug, Clone)]
+pub enum FileSource {
+    /// The same file of the running release (same blob): hard-linked.
+    Link(PathBuf),
+    /// New content.
+    Content(Vec<u8>),
+}
+
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
@@ -52,9 +61,9 @@ impl StateDir {
         Some(target.file_name()?.to_str()?.to_owned())
     }
 
-    /// Writes a release from `files` (relative path → content) under `id`, replacing any partial
+    /// Writes a release from `files` (relative path → source) under `id`, replacing any partial
     /// one left by an earlier attempt.
-    pub fn write_release(&self, id: &str, files: &BTreeMap<String, Vec<u8>>) -> Result<PathBuf, ReleaseError> {
+    pub fn write_release(&self, id: &str, files: &BTreeMap<String, FileSource>) -> Result<PathBuf, ReleaseError> {
         let dir = self.release_dir(id);
         let tmp = self.root.join("releases").join(format!(".tmp-{id}"));
         for stale in [&tmp, &dir] {
@@ -68,7 +77,14 @@ impl StateDir {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(io_err(parent))?;
             }
-            std::fs::write(&path, content).map_err(io_err(&path))?;
+            match content {
+                FileSource::Link(from) if std::fs::hard_link(from, &path).is_ok() => {}
+                FileSource::Link(from) => {
+                    // The running release lost the file (a hand edit?): copy what is there, if anything.
+                    std::fs::copy(from, &path).map_err(io_err(from))?;
+                }
+                FileSource::Content(bytes) => std::fs::write(&path, bytes).map_err(io_err(&path))?,
+            }
         }
         std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
         Ok(dir)

@@ -1,10 +1,12 @@
-//! `flipbit-bench render|dns N`: small measurements for BENCHMARKS.md, run on loopback with the
+//! `flipbit-bench render|dns N | example`: small measurements for BENCHMARKS.md, run on loopback with the
 //! real binaries, nginx and named. Prints one line per figure; asserts nothing.
 //!
 //! - `render N`: N Services × 2 LB hosts × 5 nodes: cold `flipbit-generator render`, then a
 //!   render with one Service changed, then one with nothing changed.
 //! - `dns N`: N Services on one LB host with the DNS step on: the first apply (N adds), then a
 //!   TTL change of all N (N deletes + N adds), both as the applier reports its DNS step.
+//! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
+//!   host, the apply and its DNS step, as the binaries report them.
 
 use std::time::Instant;
 
@@ -17,8 +19,9 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("render") => render(n),
         Some("dns") => dns(n),
+        Some("example") => example(),
         _ => {
-            eprintln!("usage: flipbit-bench render|dns N");
+            eprintln!("usage: flipbit-bench render|dns N | example");
             std::process::exit(2);
         }
     }
@@ -72,11 +75,15 @@ fn render(n: usize) {
     );
     run(&format!("render with a warm --cache-dir, one changed Service of {n}"));
     let out = timed(&format!("apply lb-a cold, {n} Services"), || f.apply_ok("lb-a"));
-    println!("  {}", out.lines().next().unwrap_or_default());
+    for line in out.lines() {
+        println!("  {line}");
+    }
     f.cluster.lb_service("bench", "svc00000", &[], &[("TCP", 8080, 30080)]);
     f.render();
     let out = timed(&format!("apply lb-a one changed Service of {n}"), || f.apply_ok("lb-a"));
-    println!("  {}", out.lines().next().unwrap_or_default());
+    for line in out.lines() {
+        println!("  {line}");
+    }
 }
 
 fn dns(n: usize) {
@@ -105,4 +112,56 @@ fn dns(n: usize) {
 fn report(label: &str, out: &str) {
     let line = out.lines().find(|l| l.starts_with("dns:")).unwrap_or("no dns line");
     println!("{label}: {line}");
+}
+
+fn example() {
+    let work = match tempfile::tempdir() {
+        Ok(w) => w,
+        Err(e) => return eprintln!("error: {e}"),
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = flipbit_tests::demo::DemoOptions {
+        example: root.join("state-repo-example"),
+        work: work.path().to_path_buf(),
+        generator: flipbit_tests::bins::generator(),
+        applier: flipbit_tests::bins::applier(),
+        dns_port: Some(15398),
+    };
+    let started = Instant::now();
+    match flipbit_tests::demo::start(&opts) {
+        Ok(running) => {
+            println!(
+                "example end to end (repo, named, render, 3 applies): {:.0} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            for line in running
+                .log
+                .lines()
+                .filter(|l| l.starts_with("applied") || l.starts_with("dns:"))
+            {
+                println!("  {line}");
+            }
+            let args = [
+                "plan",
+                "--repo",
+                &running.repo.display().to_string(),
+                "--manifests",
+                &opts.example.join("cluster").display().to_string(),
+            ]
+            .map(String::from);
+            let mut samples: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    let _ = std::process::Command::new(&opts.generator).args(&args).output();
+                    t.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            samples.sort_by(f64::total_cmp);
+            println!(
+                "flipbit-generator plan on the example (no change), median of 5: {:.1} ms",
+                samples[2]
+            );
+        }
+        Err(e) => eprintln!("error: {e}"),
+    }
 }
