@@ -54,9 +54,26 @@ fn appliers_serve_tcp_and_udp_and_follow_changes() {
     assert!(!got.contains(&gone), "a NotReady node still gets traffic: {got:?}");
 
     // Deleting a Service takes its listener away.
+    let before = f.current("lb-a").expect("current");
     f.cluster.remove("svc-web-shop.yaml");
     f.render();
     f.apply_ok("lb-a");
+    // The unchanged file of the other Service is the same inode in both releases (hard-linked).
+    let state = &f.lbs["lb-a"].state_dir;
+    let inode = |release: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(state.join(release).join("web/dns.conf"))
+            .map(|m| m.ino())
+            .expect("web/dns.conf in release")
+    };
+    let after = f.current("lb-a").expect("current");
+    assert_ne!(before, after);
+    assert_eq!(
+        inode(&before),
+        inode(&after),
+        "an unchanged file was rewritten instead of linked"
+    );
+    assert!(!state.join(&after).join("web/shop.conf").exists());
     assert!(
         probe::tcp(f.addr(1, 2, 8080)).is_err(),
         "a withdrawn Service still answers"
