@@ -59,16 +59,16 @@ fn adds_a_and_aaaa_records() {
         return;
     };
     let update = adds(vec![
-        rec("frontend.blog", "10.0.0.1"),
-        rec("frontend.blog", "10.0.0.2"),
-        rec("api.shop", "10.0.0.3"),
+        rec("frontend.blog", "127.93.0.1"),
+        rec("frontend.blog", "127.93.0.2"),
+        rec("api.shop", "127.93.0.3"),
         rec("frontend.blog", "::1"),
     ]);
     let stats = client.send(&update).unwrap();
     assert_eq!((stats.messages, stats.records, stats.over_tcp), (1, 4, 0));
-    assert_eq!(named.query(&fqdn("frontend.blog"), "A"), ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(named.query(&fqdn("frontend.blog"), "A"), ["127.93.0.1", "127.93.0.2"]);
     assert_eq!(named.query(&fqdn("frontend.blog"), "AAAA"), ["::1"]);
-    assert_eq!(named.query(&fqdn("api.shop"), "A"), ["10.0.0.3"]);
+    assert_eq!(named.query(&fqdn("api.shop"), "A"), ["127.93.0.3"]);
 }
 
 #[test]
@@ -76,17 +76,17 @@ fn a_delete_removes_only_that_record() {
     let Some((_dir, named, client)) = named(5392) else {
         return;
     };
-    let three = vec![rec("web", "10.0.0.1"), rec("web", "10.0.0.2"), rec("web", "10.0.0.3")];
+    let three = vec![rec("web", "127.93.0.1"), rec("web", "127.93.0.2"), rec("web", "127.93.0.3")];
     client.send(&adds(three)).unwrap();
     // Moving one address: delete .2 and add .4 in one update.
     let update = ZoneUpdate {
         zone: ZONE.into(),
-        deletes: vec![rec("web", "10.0.0.2")],
-        adds: vec![rec("web", "10.0.0.4")],
+        deletes: vec![rec("web", "127.93.0.2")],
+        adds: vec![rec("web", "127.93.0.4")],
     };
     let stats = client.send(&update).unwrap();
     assert_eq!((stats.messages, stats.records), (1, 2));
-    assert_eq!(named.query(&fqdn("web"), "A"), ["10.0.0.1", "10.0.0.3", "10.0.0.4"]);
+    assert_eq!(named.query(&fqdn("web"), "A"), ["127.93.0.1", "127.93.0.3", "127.93.0.4"]);
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn hand_made_records_survive_our_deletes() {
     let Some((_dir, named, client)) = named(5393) else {
         return;
     };
-    let ours = vec![rec("shared", "10.0.0.1"), rec("shared", "10.0.0.2")];
+    let ours = vec![rec("shared", "127.93.0.1"), rec("shared", "127.93.0.2")];
     client.send(&adds(ours.clone())).unwrap();
     let name = fqdn("shared");
     named
@@ -102,7 +102,7 @@ fn hand_made_records_survive_our_deletes() {
             "update add {name} 60 A 192.0.2.99\nupdate add {name} 60 TXT \"hand-made\""
         ))
         .unwrap();
-    assert_eq!(named.query(&name, "A"), ["10.0.0.1", "10.0.0.2", "192.0.2.99"]);
+    assert_eq!(named.query(&name, "A"), ["127.93.0.1", "127.93.0.2", "192.0.2.99"]);
 
     client
         .send(&ZoneUpdate {
@@ -120,11 +120,11 @@ fn resending_an_update_changes_nothing() {
     let Some((_dir, named, client)) = named(5394) else {
         return;
     };
-    client.send(&adds(vec![rec("old", "10.0.0.9")])).unwrap();
+    client.send(&adds(vec![rec("old", "127.93.0.9")])).unwrap();
     let update = ZoneUpdate {
         zone: ZONE.into(),
-        deletes: vec![rec("old", "10.0.0.9")],
-        adds: vec![rec("svc", "10.0.0.1"), rec("svc", "fd00::1")],
+        deletes: vec![rec("old", "127.93.0.9")],
+        adds: vec![rec("svc", "127.93.0.1"), rec("svc", "fd00::1")],
     };
     client.send(&update).unwrap();
     let serial = named.query(ZONE, "SOA");
@@ -136,7 +136,7 @@ fn resending_an_update_changes_nothing() {
         "a no-op update must not bump the serial"
     );
     assert!(named.query(&fqdn("old"), "A").is_empty());
-    assert_eq!(named.query(&fqdn("svc"), "A"), ["10.0.0.1"]);
+    assert_eq!(named.query(&fqdn("svc"), "A"), ["127.93.0.1"]);
     assert_eq!(named.query(&fqdn("svc"), "AAAA"), ["fd00::1"]);
 }
 
@@ -152,7 +152,7 @@ fn a_wrong_key_is_reported_as_rejected() {
         key: key::load(&other).unwrap(),
         timeout: TIMEOUT,
     };
-    let err = client.send(&adds(vec![rec("x", "10.0.0.1")])).unwrap_err().to_string();
+    let err = client.send(&adds(vec![rec("x", "127.93.0.1")])).unwrap_err().to_string();
     eprintln!("{err}");
     assert!(err.contains("rejected"), "{err}");
     assert!(
@@ -174,7 +174,7 @@ fn a_zone_the_server_does_not_serve() {
         adds: vec![AddressRecord {
             name: "x.elsewhere.test".into(),
             ttl: 60,
-            addr: "10.0.0.1".parse().unwrap(),
+            addr: "127.93.0.1".parse().unwrap(),
         }],
     };
     let err = client.send(&update).unwrap_err().to_string();
@@ -196,8 +196,8 @@ fn a_dead_server_fails_within_the_timeout() {
         timeout: Duration::from_secs(1),
     };
     let started = Instant::now();
-    let small = client.send(&adds(vec![rec("x", "10.0.0.1")])).unwrap_err().to_string();
-    let big: Vec<_> = (0..200).map(|i| rec(&format!("h{i}"), "10.0.0.1")).collect();
+    let small = client.send(&adds(vec![rec("x", "127.93.0.1")])).unwrap_err().to_string();
+    let big: Vec<_> = (0..200).map(|i| rec(&format!("h{i}"), "127.93.0.1")).collect();
     let over_tcp = client.send(&adds(big)).unwrap_err().to_string();
     eprintln!("{small}\n{over_tcp}");
     for err in [&small, &over_tcp] {
@@ -222,8 +222,8 @@ fn a_silent_server_times_out() {
         key: dummy_key(),
         timeout: Duration::from_millis(600),
     };
-    let big: Vec<_> = (0..200).map(|i| rec(&format!("h{i}"), "10.0.0.1")).collect();
-    for update in [adds(vec![rec("x", "10.0.0.1")]), adds(big)] {
+    let big: Vec<_> = (0..200).map(|i| rec(&format!("h{i}"), "127.93.0.1")).collect();
+    for update in [adds(vec![rec("x", "127.93.0.1")]), adds(big)] {
         let started = Instant::now();
         let err = client.send(&update).unwrap_err().to_string();
         eprintln!("{err}");

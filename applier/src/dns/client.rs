@@ -519,7 +519,7 @@ mod tests {
     #[test]
     fn update_section_follows_rfc_2136() {
         let zone = absolute_name("example.test").unwrap();
-        let add = update_record(&zone, "example.test", &rec("a.example.test", "10.0.0.1"), false).unwrap();
+        let add = update_record(&zone, "example.test", &rec("a.example.test", "127.93.0.1"), false).unwrap();
         assert_eq!(
             (add.dns_class, add.ttl, add.record_type()),
             (DNSClass::IN, 60, RecordType::A)
@@ -529,7 +529,7 @@ mod tests {
             (del.dns_class, del.ttl, del.record_type()),
             (DNSClass::NONE, 0, RecordType::AAAA)
         );
-        let err = update_record(&zone, "example.test", &rec("a.example.org", "10.0.0.1"), false).unwrap_err();
+        let err = update_record(&zone, "example.test", &rec("a.example.org", "127.93.0.1"), false).unwrap_err();
         assert_eq!(err.to_string(), "record a.example.org is outside zone example.test");
     }
 
@@ -542,7 +542,7 @@ mod tests {
         };
         let signer = client.signer().unwrap();
         let zone = absolute_name("example.test").unwrap();
-        let rr = update_record(&zone, "example.test", &rec("a.example.test", "10.0.0.1"), false).unwrap();
+        let rr = update_record(&zone, "example.test", &rec("a.example.test", "127.93.0.1"), false).unwrap();
         let (wire, id, _) = sign(&ctx(), &signer, &zone, &[rr]).unwrap();
         let parsed = Message::from_vec(&wire).unwrap();
         assert_eq!(parsed.metadata.id, id);
