@@ -76,7 +76,11 @@ fn a_delete_removes_only_that_record() {
     let Some((_dir, named, client)) = named(5392) else {
         return;
     };
-    let three = vec![rec("web", "127.93.0.1"), rec("web", "127.93.0.2"), rec("web", "127.93.0.3")];
+    let three = vec![
+        rec("web", "127.93.0.1"),
+        rec("web", "127.93.0.2"),
+        rec("web", "127.93.0.3"),
+    ];
     client.send(&adds(three)).unwrap();
     // Moving one address: delete .2 and add .4 in one update.
     let update = ZoneUpdate {
@@ -86,7 +90,10 @@ fn a_delete_removes_only_that_record() {
     };
     let stats = client.send(&update).unwrap();
     assert_eq!((stats.messages, stats.records), (1, 2));
-    assert_eq!(named.query(&fqdn("web"), "A"), ["127.93.0.1", "127.93.0.3", "127.93.0.4"]);
+    assert_eq!(
+        named.query(&fqdn("web"), "A"),
+        ["127.93.0.1", "127.93.0.3", "127.93.0.4"]
+    );
 }
 
 #[test]
@@ -152,7 +159,10 @@ fn a_wrong_key_is_reported_as_rejected() {
         key: key::load(&other).unwrap(),
         timeout: TIMEOUT,
     };
-    let err = client.send(&adds(vec![rec("x", "127.93.0.1")])).unwrap_err().to_string();
+    let err = client
+        .send(&adds(vec![rec("x", "127.93.0.1")]))
+        .unwrap_err()
+        .to_string();
     eprintln!("{err}");
     assert!(err.contains("rejected"), "{err}");
     assert!(
@@ -196,7 +206,10 @@ fn a_dead_server_fails_within_the_timeout() {
         timeout: Duration::from_secs(1),
     };
     let started = Instant::now();
-    let small = client.send(&adds(vec![rec("x", "127.93.0.1")])).unwrap_err().to_string();
+    let small = client
+        .send(&adds(vec![rec("x", "127.93.0.1")]))
+        .unwrap_err()
+        .to_string();
     let big: Vec<_> = (0..200).map(|i| rec(&format!("h{i}"), "127.93.0.1")).collect();
     let over_tcp = client.send(&adds(big)).unwrap_err().to_string();
     eprintln!("{small}\n{over_tcp}");
