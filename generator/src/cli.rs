@@ -11,8 +11,17 @@ use clap::{Args, Parser, Subcommand};
     about = "Decides LB addresses and nginx configs for exposed Services and commits them to the state repo"
 )]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "FLIPBIT_LOG_FORMAT", value_enum, default_value = "plain", global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -21,6 +30,43 @@ pub enum Command {
     Render(OfflineArgs),
     /// Prints what `render` would change; commits nothing.
     Plan(OfflineArgs),
+    /// Live: watch the cluster, commit and push while holding the lease, report status and Events.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the in-cluster account).
+    #[arg(long, env = "FLIPBIT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of /live, /ready and /metrics.
+    #[arg(long, env = "FLIPBIT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "FLIPBIT_LEASE_NAMESPACE", default_value = "flipbit-system")]
+    pub lease_namespace: String,
+    #[arg(long, env = "FLIPBIT_LEASE_NAME", default_value = "flipbit-generator")]
+    pub lease_name: String,
+    /// This replica's name in the Lease (default: $POD_NAME, else the host name).
+    #[arg(long, env = "FLIPBIT_IDENTITY")]
+    pub identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "FLIPBIT_LEASE_DURATION", default_value_t = 15.0)]
+    pub lease_duration: f64,
+    /// Seconds between renewals (and a standby's checks).
+    #[arg(long, env = "FLIPBIT_LEASE_RENEW", default_value_t = 10.0)]
+    pub lease_renew: f64,
+    /// A burst of changes settles after this many milliseconds without another...
+    #[arg(long, env = "FLIPBIT_DEBOUNCE_MS", default_value_t = 200)]
+    pub debounce_ms: u64,
+    /// ... or after this many in all.
+    #[arg(long, env = "FLIPBIT_DEBOUNCE_MAX_MS", default_value_t = 1000)]
+    pub debounce_max_ms: u64,
+    /// Seconds between cycles when nothing changes.
+    #[arg(long, env = "FLIPBIT_RESYNC", default_value_t = 60.0)]
+    pub resync: f64,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod convert;
+pub mod cycle;
+pub mod live;
 pub mod manifests;
 pub mod offline;
 pub mod report;

@@ -2,16 +2,27 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use flipbit_generator::cli::{Cli, Command, OfflineArgs};
-use flipbit_generator::offline::{self, RepoTarget};
+use flipbit_generator::cli::{Cli, Command, LogFormat, OfflineArgs, RepoArgs, RunArgs};
+use flipbit_generator::cycle::{Outcome, RepoTarget};
+use flipbit_generator::live::{self, LiveOptions, leader::LeaseSettings};
+use flipbit_generator::offline;
 use flipbit_generator::report;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Plain => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -25,6 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (args, push) = match cli.command {
         Command::Render(a) => (a, true),
         Command::Plan(a) => (a, false),
+        Command::Run(a) => return live(a),
     };
     let outcome = offline_run(&args, push)?;
     for p in &outcome.problems {
@@ -38,14 +50,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn offline_run(args: &OfflineArgs, push: bool) -> anyhow::Result<offline::Outcome> {
-    let target = RepoTarget {
-        url: args.repo.repo.clone(),
-        branch: args.repo.branch.clone(),
-        cache_dir: args.repo.cache_dir.clone(),
-        author_name: args.repo.author_name.clone(),
-        author_email: args.repo.author_email.clone(),
-    };
+fn target(repo: &RepoArgs) -> RepoTarget {
+    RepoTarget {
+        url: repo.repo.clone(),
+        branch: repo.branch.clone(),
+        cache_dir: repo.cache_dir.clone(),
+        author_name: repo.author_name.clone(),
+        author_email: repo.author_email.clone(),
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("{flag}: {value} is not a number of seconds"))
+}
+
+fn live(args: RunArgs) -> anyhow::Result<()> {
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| format!("flipbit-generator-{}", std::process::id()));
+    live::run(LiveOptions {
+        target: target(&args.repo),
+        kubeconfig: args.kubeconfig.clone(),
+        listen: args.listen,
+        lease: LeaseSettings {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity,
+            duration: seconds(args.lease_duration, "--lease-duration")?,
+            renew: seconds(args.lease_renew, "--lease-renew")?,
+        },
+        quiet: std::time::Duration::from_millis(args.debounce_ms),
+        max_delay: std::time::Duration::from_millis(args.debounce_max_ms),
+        resync: seconds(args.resync, "--resync")?,
+    })
+}
+
+fn offline_run(args: &OfflineArgs, push: bool) -> anyhow::Result<Outcome> {
+    let target = target(&args.repo);
     offline::run(
         &target,
         &args.manifests,

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::offline::Outcome;
+use crate::cycle::Outcome;
 
 /// The plan: the commit message that would be made and the paths it would change.
 pub fn plan(outcome: &Outcome) -> String {

@@ -1,0 +1,146 @@
+//! One decision cycle against the state repo, shared by `render` and `run`: fetch → decide (pure)
+//! → commit the changed paths → push. A push that loses a race fetches and decides again, so an
+//! allocation made by another writer (a second generator, a human) is never overwritten.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+
+use flipbit_core::config::Config;
+use flipbit_core::decide::{self, Decision};
+use flipbit_core::layout;
+use flipbit_core::ledger::Ledger;
+use flipbit_core::message;
+use flipbit_core::model::Snapshot;
+use flipbit_core::problem::Problem;
+use flipbit_store::{Committed, Store, StoreError};
+
+/// Where the state repo is and who commits to it.
+#[derive(Debug, Clone)]
+pub struct RepoTarget {
+    pub url: String,
+    pub branch: String,
+    /// A persistent bare cache; a temporary one when `None`.
+    pub cache_dir: Option<PathBuf>,
+    pub author_name: String,
+    pub author_email: String,
+}
+
+pub struct Outcome {
+    pub decision: Decision,
+    pub problems: Vec<Problem>,
+    /// The commit made (pushed unless this was a plan), if anything changed.
+    pub committed: Option<Committed>,
+    pub message: Option<String>,
+    /// The commit the decision was made on.
+    pub base: flipbit_store::CommitId,
+    /// `flipbit.yaml` at that commit.
+    pub config: Config,
+}
+
+const PUSH_ATTEMPTS: u32 = 5;
+
+/// The store for `target`; the temporary directory, when there is one, must outlive it.
+pub fn open_store(target: &RepoTarget) -> Result<(Store, Option<tempfile::TempDir>)> {
+    let (cache, temp) = match &target.cache_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temp = tempfile::tempdir().context("creating a temporary cache repo")?;
+            (temp.path().join("cache.git"), Some(temp))
+        }
+    };
+    Ok((Store::open(&cache, &target.url, &target.branch)?, temp))
+}
+
+/// Decides from `snapshot`; commits and pushes when `push` (retrying lost races), else only
+/// reports what would be committed.
+pub fn run(
+    store: &Store,
+    target: &RepoTarget,
+    snapshot: &Snapshot,
+    load_problems: &[Problem],
+    now: Timestamp,
+    push: bool,
+) -> Result<Outcome> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let author = Store::signature(&target.author_name, &target.author_email)?;
+        let outcome = decide_once(store, snapshot, load_problems, now, &author)?;
+        let Some(committed) = (if push { outcome.committed.as_ref() } else { None }) else {
+            return Ok(outcome);
+        };
+        match store.push(committed.id) {
+            Ok(()) => return Ok(outcome),
+            Err(StoreError::Rejected { reason, .. }) if attempt < PUSH_ATTEMPTS => {
+                tracing::warn!(%reason, attempt, "push lost a race; fetching and deciding again");
+                std::thread::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn decide_once(
+    store: &Store,
+    snapshot: &Snapshot,
+    load_problems: &[Problem],
+    now: Timestamp,
+    author: &flipbit_store::Signature<'_>,
+) -> Result<Outcome> {
+    let t = std::time::Instant::now();
+    let fetched = store.fetch()?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "fetched");
+    let Some(head) = fetched else {
+        bail!(
+            "branch {} not found in {}: commit a flipbit.yaml to it first (see state-repo-example/)",
+            store.branch(),
+            store.url()
+        );
+    };
+    let config_text = store
+        .read(head, layout::CONFIG_FILE)?
+        .with_context(|| format!("{} has no {} at {head}", store.url(), layout::CONFIG_FILE))?;
+    let config = Config::parse(&String::from_utf8_lossy(&config_text))
+        .with_context(|| format!("refusing to run on commit {head}"))?;
+    let ledger = match store.read(head, layout::LEDGER_FILE)? {
+        Some(text) => Ledger::parse(&String::from_utf8_lossy(&text))
+            .with_context(|| format!("refusing to run on commit {head}: fix or revert the ledger by hand"))?,
+        None => Ledger::empty(),
+    };
+    let mut current = store.list(head, layout::LB_DIR)?;
+    current.extend(store.list(head, layout::DNS_DIR)?);
+    let t = std::time::Instant::now();
+    let decision = decide::decide(snapshot, &config, &ledger, now);
+    tracing::debug!(
+        ms = t.elapsed().as_millis() as u64,
+        files = decision.files.len(),
+        "decided"
+    );
+    let t = std::time::Instant::now();
+    let deletions = decision.deletions(current.keys());
+    let mut message = None;
+    let committed = store.commit(
+        head,
+        &decision.files,
+        &deletions,
+        |changed: &BTreeSet<String>| {
+            message = message::compose(&decision, changed, config.release_grace_seconds);
+            message.clone()
+        },
+        author,
+    )?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "committed");
+    let mut problems = load_problems.to_vec();
+    problems.extend(decision.problems.iter().cloned());
+    Ok(Outcome {
+        decision,
+        problems,
+        committed,
+        message,
+        base: head,
+        config,
+    })
+}

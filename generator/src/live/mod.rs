@@ -1,0 +1,190 @@
+//! `flipbit-generator run`: the live loop. Watch the cluster, and on every settled change (or a
+//! periodic resync) run the same decision cycle as `render`, but only while holding the lease;
+//! then tell the cluster (status, Events). Watch errors, API outages and failed pushes are logged
+//! and retried; the repo is never touched from a partial view (nothing runs before the first full
+//! sync of all three watchers).
+
+mod http;
+pub mod leader;
+mod metrics;
+mod status;
+mod stores;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::cycle::{self, RepoTarget};
+use leader::LeaseSettings;
+use metrics::{HostLabel, Metrics};
+
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub target: RepoTarget,
+    pub kubeconfig: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub lease: LeaseSettings,
+    /// A burst of changes settles after this long without another.
+    pub quiet: Duration,
+    /// ... or after this long in all.
+    pub max_delay: Duration,
+    /// A cycle runs at least this often (release grace, retries after a failed push).
+    pub resync: Duration,
+}
+
+pub fn run(opts: LiveOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(opts))
+}
+
+async fn client(kubeconfig: &Option<PathBuf>) -> Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+async fn run_async(opts: LiveOptions) -> Result<()> {
+    let client = client(&opts.kubeconfig).await?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(http::Health::default());
+    let bound = http::serve(opts.listen, health.clone(), metrics.clone()).await?;
+    tracing::info!(%bound, "serving /live, /ready, /metrics");
+
+    let (changes_tx, mut changes) = watch::channel(0u64);
+    let stores = stores::start(&client, changes_tx);
+    let mut leading = leader::spawn(client.clone(), opts.lease.clone());
+    stores.wait_ready().await?;
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!("first full sync of Services, Nodes and EndpointSlices done");
+
+    let (store, _temp) = cycle::open_store(&opts.target)?;
+    let store = Arc::new(Mutex::new(store));
+    let mut status = status::StatusWriter::new(client.clone(), &opts.lease.identity);
+    let mut terminate = shutdown_signal();
+    loop {
+        let is_leader = *leading.borrow_and_update();
+        metrics.leader.set(i64::from(is_leader));
+        if is_leader {
+            cycle_once(&opts, &stores, &store, &metrics, &mut status).await;
+        }
+        tokio::select! {
+            _ = changes.changed() => settle(&mut changes, opts.quiet, opts.max_delay).await,
+            _ = leading.changed() => {}
+            _ = tokio::time::sleep(opts.resync) => {}
+            _ = &mut terminate => {
+                tracing::info!("terminating");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Waits until changes stop arriving for `quiet`, or `max` has passed.
+async fn settle(changes: &mut watch::Receiver<u64>, quiet: Duration, max: Duration) {
+    let deadline = Instant::now() + max;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match tokio::time::timeout(quiet.min(left), changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn cycle_once(
+    opts: &LiveOptions,
+    stores: &stores::Stores,
+    store: &Arc<Mutex<flipbit_store::Store>>,
+    metrics: &Metrics,
+    status: &mut status::StatusWriter,
+) {
+    metrics.reconciles.inc();
+    let snapshot = stores.snapshot();
+    let services = stores.services.state();
+    let (store, target) = (store.clone(), opts.target.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let store = store.lock().map_err(|_| anyhow::anyhow!("state repo lock poisoned"))?;
+        cycle::run(&store, &target, &snapshot, &[], jiff::Timestamp::now(), true)
+    })
+    .await;
+    let outcome = match result {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => {
+            metrics.push_failures.inc();
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cycle failed; the repo keeps its last commit; retrying"
+            );
+            return;
+        }
+        Err(e) => {
+            metrics.push_failures.inc();
+            tracing::error!(error = %e, "cycle panicked");
+            return;
+        }
+    };
+    if let (Some(c), Some(msg)) = (&outcome.committed, &outcome.message) {
+        metrics.commits.inc();
+        metrics
+            .last_commit_seconds
+            .set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
+        tracing::info!(commit = %c.id, files = c.changed.len(), subject = msg.lines().next().unwrap_or_default(), "pushed");
+    }
+    for host in &outcome.config.lb_hosts {
+        let held = outcome
+            .decision
+            .ledger
+            .services
+            .values()
+            .filter(|e| e.addresses.contains_key(&host.name))
+            .count();
+        metrics
+            .allocations
+            .get_or_create(&HostLabel {
+                lb_host: host.name.to_string(),
+            })
+            .set(held as i64);
+    }
+    for p in &outcome.problems {
+        tracing::warn!(problem = %p, "skipped");
+    }
+    status.report(&services, &outcome).await;
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async {
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+    })
+}

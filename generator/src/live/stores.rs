@@ -1,0 +1,83 @@
+//! The cluster as the generator sees it: reflector stores of Services, Nodes and EndpointSlices,
+//! fed by kube's watchers (which list, watch from a resourceVersion, and relist after a 410 or an
+//! outage, keeping the last full state meanwhile). Every event bumps a counter the main loop
+//! watches, so bursts coalesce.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use flipbit_core::model::Snapshot;
+
+use crate::convert;
+
+pub struct Stores {
+    pub services: Store<Service>,
+    pub nodes: Store<Node>,
+    pub slices: Store<EndpointSlice>,
+}
+
+/// Starts the three reflectors; `changes` is bumped on every event.
+pub fn start(client: &Client, changes: watch::Sender<u64>) -> Stores {
+    let changes = Arc::new(changes);
+    Stores {
+        services: spawn(Api::all(client.clone()), changes.clone()),
+        nodes: spawn(Api::all(client.clone()), changes.clone()),
+        slices: spawn(Api::all(client.clone()), changes),
+    }
+}
+
+fn spawn<K>(api: Api<K>, changes: Arc<watch::Sender<u64>>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tokio::spawn(async move {
+        stream
+            .for_each(|event| {
+                match event {
+                    Ok(_) => changes.send_modify(|n| *n = n.wrapping_add(1)),
+                    // The watcher retries with backoff; the store keeps its last full state.
+                    Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying"),
+                }
+                futures::future::ready(())
+            })
+            .await;
+    });
+    reader
+}
+
+impl Stores {
+    /// Waits until each store has completed its first full list.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        self.services.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
+        self.slices.wait_until_ready().await?;
+        Ok(())
+    }
+
+    /// The cluster now, in the shape the decisions read.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            services: self.services.state().iter().map(|s| convert::service(s)).collect(),
+            unreadable_services: Vec::new(),
+            nodes: self.nodes.state().iter().map(|n| convert::node(n)).collect(),
+            endpoint_slices: self
+                .slices
+                .state()
+                .iter()
+                .filter_map(|s| convert::endpoint_slice(s))
+                .collect(),
+        }
+    }
+}
