@@ -3,12 +3,15 @@
 //! the applier keep a bare cache repo that fetches from (and, for the generator, pushes to) the
 //! real remote, which may be any URL libgit2 supports or a plain path to a bare repo.
 
+mod auth;
 mod tree;
+
+pub use auth::Credentials;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use git2::{ErrorCode, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository};
+use git2::{ErrorCode, FetchOptions, Oid, PushOptions, Repository};
 
 pub use git2::Signature;
 
@@ -43,6 +46,7 @@ pub struct Store {
     repo: Repository,
     url: String,
     branch: String,
+    credentials: Credentials,
 }
 
 /// The result of a commit: its id and the paths whose content really changed.
@@ -67,6 +71,7 @@ impl Store {
             repo,
             url: url.to_owned(),
             branch: branch.to_owned(),
+            credentials: Credentials::from_env(),
         })
     }
 
@@ -93,6 +98,7 @@ impl Store {
         let refspec = format!("+refs/heads/{}:{}", self.branch, self.tracking_ref());
         let mut opts = FetchOptions::new();
         opts.download_tags(git2::AutotagOption::None);
+        opts.remote_callbacks(self.credentials.callbacks());
         match remote.fetch(&[refspec.as_str()], Some(&mut opts), None) {
             Ok(()) => {}
             Err(e) => return Err(err(e)),
@@ -267,7 +273,7 @@ impl Store {
         self.repo.reference(&local, commit, true, "flipbit push").map_err(err)?;
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
         let rejected = std::cell::RefCell::new(None::<String>);
-        let mut callbacks = RemoteCallbacks::new();
+        let mut callbacks = self.credentials.callbacks();
         callbacks.push_update_reference(|_, status| {
             if let Some(msg) = status {
                 *rejected.borrow_mut() = Some(msg.to_owned());
