@@ -105,8 +105,9 @@ fn decide_once(
         .with_context(|| format!("{} has no {} at {head}", store.url(), layout::CONFIG_FILE))?;
     let config = Config::parse(&String::from_utf8_lossy(&config_text))
         .with_context(|| format!("refusing to run on commit {head}"))?;
-    let ledger = match store.read(head, layout::LEDGER_FILE)? {
-        Some(text) => Ledger::parse(&String::from_utf8_lossy(&text))
+    let ledger_text = store.read(head, layout::LEDGER_FILE)?;
+    let ledger = match &ledger_text {
+        Some(text) => Ledger::parse(&String::from_utf8_lossy(text))
             .with_context(|| format!("refusing to run on commit {head}: fix or revert the ledger by hand"))?,
         None => Ledger::empty(),
     };
@@ -121,10 +122,15 @@ fn decide_once(
     );
     let t = std::time::Instant::now();
     let deletions = decision.deletions(current.keys());
+    // A fresh repo with nothing exposed yet needs no empty ledger commit.
+    let mut writes = decision.files.clone();
+    if ledger_text.is_none() && decision.ledger.services.is_empty() {
+        writes.remove(layout::LEDGER_FILE);
+    }
     let mut message = None;
     let committed = store.commit(
         head,
-        &decision.files,
+        &writes,
         &deletions,
         |changed: &BTreeSet<String>| {
             message = message::compose(&decision, changed, config.release_grace_seconds);

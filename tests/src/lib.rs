@@ -2,12 +2,14 @@
 //! backends on node addresses, bare state repos, and the built binaries. Shared by the tests in
 //! `tests/tests/` and by the demo, so the demo proves exactly what the tests assert.
 
+pub mod apiserver;
 pub mod backends;
 pub mod bind;
 pub mod bins;
 pub mod cluster;
 pub mod demo;
 pub mod fleet;
+pub mod genproc;
 pub mod nginx;
 pub mod probe;
 pub mod repo;

@@ -5,6 +5,8 @@
 //!   render with one Service changed, then one with nothing changed.
 //! - `dns N`: N Services on one LB host with the DNS step on: the first apply (N adds), then a
 //!   TTL change of all N (N deletes + N adds), both as the applier reports its DNS step.
+//! - `live N`: `flipbit-generator run` (production timings: 200 ms debounce) against the test API
+//!   server; N Services created one by one, each timed from its creation to its commit.
 //! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
 //!   host, the apply and its DNS step, as the binaries report them.
 
@@ -20,8 +22,9 @@ fn main() {
         Some("render") => render(n),
         Some("dns") => dns(n),
         Some("example") => example(),
+        Some("live") => live(n),
         _ => {
-            eprintln!("usage: flipbit-bench render|dns N | example");
+            eprintln!("usage: flipbit-bench render|dns|live N | example");
             std::process::exit(2);
         }
     }
@@ -164,4 +167,66 @@ fn example() {
         }
         Err(e) => eprintln!("error: {e}"),
     }
+}
+
+fn live(n: usize) {
+    use flipbit_tests::apiserver::ApiServer;
+    use flipbit_tests::genproc::{GeneratorProcess, objects};
+    let Ok(tmp) = tempfile::tempdir() else { return };
+    let api = ApiServer::start();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    if api.write_kubeconfig(&kubeconfig).is_err() {
+        return;
+    }
+    let config = flipbit_tests::cluster::flipbit_yaml(&[("lb-a", "127.93.32.0/19"), ("lb-b", "127.93.64.0/19")]);
+    let Ok(repo) = flipbit_tests::repo::create(&tmp.path().join("state.git"), &[("flipbit.yaml", config)].into())
+    else {
+        return;
+    };
+    for i in 1..=5u8 {
+        api.apply(objects::node(
+            &format!("node-{i}"),
+            &format!("127.93.0.{}", 9 + i),
+            true,
+            false,
+            true,
+        ));
+    }
+    let cache = tmp.path().join("cache.git");
+    let cache = cache.display().to_string();
+    let generator = GeneratorProcess::spawn(
+        &repo,
+        &kubeconfig,
+        "bench",
+        &["--lease-renew", "1"],
+        &["--cache-dir", &cache],
+    );
+    if generator
+        .wait_for_log("leading=true", std::time::Duration::from_secs(30))
+        .is_err()
+    {
+        return eprintln!("the generator did not start:\n{}", generator.log());
+    }
+    let mut samples = Vec::new();
+    for i in 0..n {
+        let name = format!("svc{i:03}");
+        let path = format!("lb/lb-a/bench/{name}.conf");
+        let started = Instant::now();
+        api.apply(objects::lb_service("bench", &name, &[], &[(8080, 30080)]));
+        while flipbit_tests::repo::read(&repo, &path).is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                return eprintln!("{name} was not committed within 30 s:\n{}", generator.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "Service created in the API server -> committed in the bare repo, {n} Services: median {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+        pct(0.5),
+        pct(0.9),
+        pct(1.0)
+    );
 }

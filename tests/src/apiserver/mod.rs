@@ -1,0 +1,234 @@
+//! An in-process Kubernetes API server for tests, speaking the real wire protocol over plain
+//! HTTP/1.1 on 127.0.0.1, because no kube-apiserver can be installed here and the generator must
+//! be tested as it runs: the real binary, kube-rs's client and `watcher`, through a kubeconfig.
+//!
+//! It is strict rather than convenient: what it does not implement fails loudly with the status a
+//! real server would use for it (404 for unknown paths, 405 for verbs, 415 for patch types, 400 for
+//! selectors it cannot evaluate), and what it implements behaves like the real thing (one global
+//! resourceVersion, LIST pagination over a consistent snapshot, watch replay from a
+//! resourceVersion, 410 after compaction, bookmarks, no-op updates that write nothing). Tests drive
+//! it from sync code: the server runs its own tokio runtime on a background thread.
+//!
+//! Known gaps: no namespaces objects (any namespace name is accepted), no finalizers or garbage
+//! collection, no defaulting (no clusterIP or nodePort allocation) or schema validation beyond
+//! names and metadata, no OpenAPI (kubectl create/replace need `--validate=false`; kubectl apply
+//! and `kubectl patch` without `--type=merge` send strategic merge patches and get 415), and
+//! core/v1 and events.k8s.io/v1 Events are stored separately (no conversion between the two).
+//!
+//! kube 5 clients retry 503 by default (15 times, exponential backoff from 5 ms), so a request
+//! made during [`ApiServer::set_unavailable`] waits for the outage to end rather than failing,
+//! unless the client sets `Config::default_retry = false`.
+
+mod crud;
+mod discovery;
+mod dispatch;
+mod error;
+mod http;
+mod list;
+mod meta;
+mod patch;
+mod query;
+mod resources;
+mod route;
+mod select;
+mod store;
+mod table;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use store::Store;
+
+pub use error::ApiError;
+
+/// One request as the server saw it, in arrival order of completion of its response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    /// The raw (still percent-encoded) query string, "" when there was none.
+    pub query: String,
+    pub status: u16,
+}
+
+/// An accepted PATCH of `services/{name}/status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusPatch {
+    pub namespace: String,
+    pub name: String,
+    pub content_type: String,
+    pub body: Value,
+}
+
+/// State shared by the HTTP side and the sync test API.
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    requests: Mutex<Vec<RequestRecord>>,
+    status_patches: Mutex<Vec<StatusPatch>>,
+    bookmark_interval: Mutex<Duration>,
+    addr: SocketAddr,
+}
+
+/// Locks ignoring poisoning: a test that panicked while holding a lock must not hide its own
+/// failure behind a second panic here.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The running server; dropping it stops it.
+pub struct ApiServer {
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Binds 127.0.0.1 on a free port and serves from a background thread. Panics when the
+    /// socket or the runtime cannot be created (a broken test machine).
+    pub fn start() -> ApiServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the test API server");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let addr = listener.local_addr().expect("listener address");
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            requests: Mutex::default(),
+            status_patches: Mutex::default(),
+            bookmark_interval: Mutex::new(Duration::from_secs(1)),
+            addr,
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test API server runtime");
+        let (tx, rx) = oneshot::channel();
+        let served = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("apiserver-{}", addr.port()))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => http::serve(listener, served, rx).await,
+                        Err(e) => eprintln!("test API server: {e}"),
+                    }
+                });
+                // Dropping the runtime cancels open connections and watch streams.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("spawning the test API server thread");
+        ApiServer {
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// "http://127.0.0.1:PORT"
+    pub fn url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// A kubeconfig whose current context points at this server, with a credential-less user and
+    /// namespace "default".
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: flipbit-test\n  cluster:\n    server: {}\n\
+             users:\n- name: flipbit-test\n  user: {{}}\ncontexts:\n- name: flipbit-test\n  context:\n    \
+             cluster: flipbit-test\n    user: flipbit-test\n    namespace: default\n\
+             current-context: flipbit-test\npreferences: {{}}\n",
+            self.url()
+        );
+        std::fs::write(path, text)
+    }
+
+    /// Creates or replaces an object by (apiVersion+kind, namespace, name), status included, and
+    /// returns it as stored. Namespaced objects without a namespace go to "default". Panics on an
+    /// object this server cannot store (a bug in the test).
+    pub fn apply(&self, obj: Value) -> Value {
+        let mut store = lock(&self.shared.store);
+        match crud::apply(&mut store, obj) {
+            Ok(stored) => (*stored).clone(),
+            Err(e) => panic!("ApiServer::apply: {e}"),
+        }
+    }
+
+    /// Deletes an object (kind as in `kind:`; "Event" means core/v1). False when it was absent.
+    pub fn delete(&self, kind: &str, namespace: Option<&str>, name: &str) -> bool {
+        let Some(key) = crud::key_for_kind(kind, namespace, name) else {
+            return false;
+        };
+        lock(&self.shared.store).remove(&key).is_some()
+    }
+
+    pub fn get(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let key = crud::key_for_kind(kind, namespace, name)?;
+        lock(&self.shared.store).get(&key).map(|v| (*v).clone())
+    }
+
+    /// Forgets the change history: open watches get ERROR 410 and end; a watch or paginated LIST
+    /// from an older resourceVersion gets 410 too, so clients must relist.
+    pub fn compact(&self) {
+        lock(&self.shared.store).compact();
+    }
+
+    /// While on, every request gets a 503 Status and open watches end.
+    pub fn set_unavailable(&self, on: bool) {
+        lock(&self.shared.store).set_unavailable(on);
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.requests).clone()
+    }
+
+    pub fn status_patches(&self) -> Vec<StatusPatch> {
+        lock(&self.shared.status_patches).clone()
+    }
+
+    /// Event objects currently stored, core/v1 then events.k8s.io/v1.
+    pub fn events(&self) -> Vec<Value> {
+        let store = lock(&self.shared.store);
+        resources::RESOURCES
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == "Event")
+            .flat_map(|(id, _)| store.list(id, None))
+            .map(|(_, v)| (*v).clone())
+            .collect()
+    }
+
+    /// How often watches with allowWatchBookmarks get a BOOKMARK (default 1 s); applies to
+    /// watches opened afterwards.
+    pub fn set_bookmark_interval(&self, d: Duration) {
+        *lock(&self.shared.bookmark_interval) = d;
+    }
+
+    /// The current (global) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        lock(&self.shared.store).rv()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        lock(&self.shared.store).close_watches();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer").field("url", &self.url()).finish()
+    }
+}

@@ -1,0 +1,350 @@
+//! `flipbit-generator run` (the real binary) against the in-process API server: watches, commits
+//! to a bare repo, status patches and Events, leader election, relists and outages.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use flipbit_core::ledger::Ledger;
+use flipbit_tests::apiserver::ApiServer;
+use flipbit_tests::cluster::flipbit_yaml;
+use flipbit_tests::genproc::{GeneratorProcess, objects};
+use flipbit_tests::repo;
+use tempfile::TempDir;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Live {
+    _tmp: TempDir,
+    api: ApiServer,
+    kubeconfig: PathBuf,
+    repo: PathBuf,
+    block: u8,
+}
+
+impl Live {
+    fn new(block: u8) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let api = ApiServer::start();
+        let kubeconfig = tmp.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        let config = flipbit_yaml(&[
+            ("lb-a", &format!("127.{block}.1.0/24")),
+            ("lb-b", &format!("127.{block}.2.0/24")),
+        ]);
+        let repo = repo::create(
+            &tmp.path().join("state.git"),
+            &BTreeMap::from([("flipbit.yaml", config)]),
+        )
+        .expect("repo");
+        for i in 1..=5u8 {
+            api.apply(objects::node(
+                &format!("node-{i}"),
+                &format!("127.{block}.0.{}", 9 + i),
+                true,
+                false,
+                true,
+            ));
+        }
+        Self {
+            _tmp: tmp,
+            api,
+            kubeconfig,
+            repo,
+            block,
+        }
+    }
+
+    fn generator(&self, identity: &str) -> GeneratorProcess {
+        GeneratorProcess::start(&self.repo, &self.kubeconfig, identity, &[])
+    }
+
+    fn ledger(&self) -> Ledger {
+        repo::read(&self.repo, "ledger.yaml")
+            .map(|t| Ledger::parse(&t).expect("ledger parses"))
+            .unwrap_or_else(Ledger::empty)
+    }
+
+    fn file(&self, path: &str) -> Option<String> {
+        repo::read(&self.repo, path)
+    }
+
+    /// Waits until `check` holds for the repo, or fails with `what`.
+    fn wait_repo(&self, what: &str, generator: &GeneratorProcess, check: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !check(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; generator log:\n{}",
+                generator.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn ingress(&self, ns: &str, name: &str) -> Vec<String> {
+        let Some(svc) = self.api.get("Service", Some(ns), name) else {
+            return Vec::new();
+        };
+        let mut ips: Vec<String> = svc
+            .pointer("/status/loadBalancer/ingress")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i.get("ip").and_then(|ip| ip.as_str()).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ips.sort();
+        ips
+    }
+}
+
+#[test]
+fn services_nodes_and_slices_flow_into_commits_and_status() {
+    let t = Live::new(101);
+    let generator = t.generator("gen-a");
+    generator.wait_for_log("first full sync", WAIT).unwrap();
+    assert_eq!(generator.get("/ready").map(|r| r.0), Some(200));
+
+    // Created → committed, status patched with both addresses, an Event recorded.
+    t.api.apply(objects::lb_service("web", "shop", &[], &[(8080, 30080)]));
+    t.wait_repo("web/shop committed", &generator, |t| {
+        t.file("lb/lb-a/web/shop.conf").is_some()
+    });
+    let expected = vec!["127.101.1.1".to_owned(), "127.101.2.1".to_owned()];
+    t.wait_repo("status of web/shop", &generator, |t| {
+        t.ingress("web", "shop") == expected
+    });
+    let patch = t.api.status_patches().into_iter().last().expect("a status patch");
+    assert_eq!(
+        patch
+            .body
+            .pointer("/status/loadBalancer/ingress/0/ipMode")
+            .and_then(|v| v.as_str()),
+        Some("VIP")
+    );
+    let (code, metrics) = generator.get("/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("flipbit_generator_commits_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("flipbit_generator_allocations_in_use{lb_host=\"lb-a\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flipbit_generator_leader 1"), "{metrics}");
+    assert!(
+        t.api
+            .events()
+            .iter()
+            .any(|e| e.get("reason").and_then(|r| r.as_str()) == Some("AddressAllocated")),
+        "no AddressAllocated Event: {:?}",
+        t.api.events()
+    );
+
+    // A node going NotReady leaves the upstreams; cordoned and labelled-out nodes too.
+    let commits = repo::commit_count(&t.repo);
+    t.api.apply(objects::node("node-1", "127.101.0.10", false, false, true));
+    t.wait_repo("node-1 out", &generator, |t| {
+        !t.file("lb/lb-a/web/shop.conf")
+            .unwrap_or_default()
+            .contains("127.101.0.10:")
+    });
+    t.api.apply(objects::node("node-2", "127.101.0.11", true, true, true));
+    t.api.apply(objects::node("node-3", "127.101.0.12", true, false, false));
+    t.wait_repo("node-2 and node-3 out", &generator, |t| {
+        let text = t.file("lb/lb-a/web/shop.conf").unwrap_or_default();
+        !text.contains("127.101.0.11:") && !text.contains("127.101.0.12:")
+    });
+    assert!(repo::commit_count(&t.repo) > commits);
+    assert_eq!(t.ledger().services.len(), 1);
+
+    // externalTrafficPolicy: Local follows the EndpointSlices.
+    let mut local = objects::lb_service("web", "local", &[], &[(8081, 30081)]);
+    local["spec"]["externalTrafficPolicy"] = "Local".into();
+    t.api.apply(local);
+    t.api.apply(objects::endpoint_slice("web", "local", &["node-4"]));
+    t.wait_repo("web/local on node-4 only", &generator, |t| {
+        let text = t.file("lb/lb-a/web/local.conf").unwrap_or_default();
+        text.contains("127.101.0.13:30081") && text.matches("server 127.").count() == 1
+    });
+    t.api
+        .apply(objects::endpoint_slice("web", "local", &["node-4", "node-5"]));
+    t.wait_repo("web/local on node-4 and node-5", &generator, |t| {
+        t.file("lb/lb-a/web/local.conf")
+            .unwrap_or_default()
+            .contains("127.101.0.14:30081")
+    });
+
+    // A bad Service gets an Event and changes nothing else.
+    t.api.apply(objects::lb_service(
+        "web",
+        "bad",
+        &[("flipbit.io/balance", "fastest")],
+        &[(8082, 30082)],
+    ));
+    let deadline = Instant::now() + WAIT;
+    while !t
+        .api
+        .events()
+        .iter()
+        .any(|e| e.get("reason").and_then(|r| r.as_str()) == Some("InvalidService"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no InvalidService Event; log:\n{}",
+            generator.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(t.file("lb/lb-a/web/bad.conf").is_none());
+
+    // Deleted → withdrawn, files gone.
+    t.api.delete("Service", Some("web"), "shop");
+    t.wait_repo("web/shop withdrawn", &generator, |t| {
+        t.file("lb/lb-a/web/shop.conf").is_none()
+    });
+    assert!(
+        t.ledger()
+            .services
+            .get(&"web/shop".parse().unwrap())
+            .is_some_and(|e| e.released_at.is_some())
+    );
+
+    // Quiet cluster, resyncs every 2 s: no new commit.
+    let settled = repo::commit_count(&t.repo);
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(
+        repo::commit_count(&t.repo),
+        settled,
+        "a resync with no change committed; log:\n{}",
+        generator.log()
+    );
+}
+
+#[test]
+fn a_relist_after_410_and_an_outage_change_nothing_and_the_generator_resumes() {
+    let t = Live::new(102);
+    let mut generator = t.generator("gen-a");
+    t.api.apply(objects::lb_service("web", "a", &[], &[(8080, 30080)]));
+    t.wait_repo("web/a committed", &generator, |t| {
+        t.file("lb/lb-a/web/a.conf").is_some()
+    });
+    let commits = repo::commit_count(&t.repo);
+    let lists = |t: &Live| {
+        t.api
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/api/v1/services" && !r.query.contains("watch"))
+            .count()
+    };
+    let before = lists(&t);
+
+    t.api.compact();
+    let deadline = Instant::now() + WAIT;
+    while lists(&t) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no relist after 410; log:\n{}",
+            generator.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    t.api.apply(objects::lb_service("web", "b", &[], &[(8080, 30080)]));
+    t.wait_repo("web/b after the relist", &generator, |t| {
+        t.file("lb/lb-a/web/b.conf").is_some()
+    });
+    assert_eq!(repo::commit_count(&t.repo), commits + 1, "the relist itself committed");
+
+    // The API server goes away: the generator keeps running and the repo keeps its state.
+    t.api.set_unavailable(true);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        generator.is_running(),
+        "the generator died during the outage; log:\n{}",
+        generator.log()
+    );
+    assert!(
+        t.file("lb/lb-a/web/a.conf").is_some() && t.file("lb/lb-a/web/b.conf").is_some(),
+        "the outage emptied the repo"
+    );
+    t.api.set_unavailable(false);
+    t.api.apply(objects::lb_service("web", "c", &[], &[(8080, 30080)]));
+    t.wait_repo("web/c after the outage", &generator, |t| {
+        t.file("lb/lb-a/web/c.conf").is_some()
+    });
+    let ledger = t.ledger();
+    assert_eq!(ledger.services.len(), 3);
+    generator.kill();
+}
+
+#[test]
+fn only_the_leader_writes_and_a_standby_takes_over() {
+    let t = Live::new(103);
+    let mut a = t.generator("gen-a");
+    a.wait_for_log("leading=true", WAIT).unwrap();
+    let b = t.generator("gen-b");
+    b.wait_for_log("first full sync", WAIT).unwrap();
+    t.api.apply(objects::lb_service("web", "a", &[], &[(8080, 30080)]));
+    t.wait_repo("web/a committed", &a, |t| t.file("lb/lb-a/web/a.conf").is_some());
+    assert!(a.log().contains("pushed"), "{}", a.log());
+    assert!(!b.log().contains("pushed"), "the standby pushed:\n{}", b.log());
+    let address = t.ledger().services[&"web/a".parse().unwrap()].addresses.clone();
+
+    a.kill();
+    b.wait_for_log("leading=true", WAIT).unwrap();
+    t.api.apply(objects::lb_service("web", "b", &[], &[(8080, 30080)]));
+    t.wait_repo("web/b committed by the standby", &b, |t| {
+        t.file("lb/lb-a/web/b.conf").is_some()
+    });
+    assert!(b.log().contains("pushed"), "{}", b.log());
+    assert_eq!(
+        t.ledger().services[&"web/a".parse().unwrap()].addresses,
+        address,
+        "the takeover moved an address"
+    );
+    let lease = t
+        .api
+        .get("Lease", Some("flipbit-system"), "flipbit-generator")
+        .expect("lease");
+    assert_eq!(
+        lease.pointer("/spec/holderIdentity").and_then(|v| v.as_str()),
+        Some("gen-b")
+    );
+    assert!(
+        lease
+            .pointer("/spec/leaseTransitions")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0)
+            >= 1
+    );
+    let _ = t.block;
+}
+
+#[test]
+fn two_generators_racing_on_one_repo_never_share_an_address() {
+    let t = Live::new(104);
+    // Different Leases: both lead, both write the same repo from the same cluster.
+    let a = GeneratorProcess::start(&t.repo, &t.kubeconfig, "gen-a", &["--lease-name", "lease-a"]);
+    let b = GeneratorProcess::start(&t.repo, &t.kubeconfig, "gen-b", &["--lease-name", "lease-b"]);
+    a.wait_for_log("first full sync", WAIT).unwrap();
+    b.wait_for_log("first full sync", WAIT).unwrap();
+    for i in 0..12 {
+        t.api
+            .apply(objects::lb_service("web", &format!("s{i:02}"), &[], &[(8080, 30080)]));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    t.wait_repo("all 12 committed", &a, |t| t.ledger().services.len() == 12);
+    std::thread::sleep(Duration::from_secs(3));
+    let ledger = t.ledger();
+    let mut seen = BTreeMap::new();
+    for (key, entry) in &ledger.services {
+        for (host, ip) in &entry.addresses {
+            if let Some(other) = seen.insert((host.clone(), *ip), key.clone()) {
+                panic!("{ip} on {host} is held by {other} and {key}");
+            }
+        }
+    }
+    let first = ledger.services.clone();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(t.ledger().services, first, "addresses moved after the race settled");
+}
