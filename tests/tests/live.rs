@@ -187,16 +187,30 @@ fn services_nodes_and_slices_flow_into_commits_and_status() {
         .api
         .events()
         .iter()
-        .any(|e| e.get("reason").and_then(|r| r.as_str()) == Some("InvalidService"))
+        .any(|e| e.get("reason").and_then(|r| r.as_str()) == Some("InvalidAnnotation"))
     {
         assert!(
             Instant::now() < deadline,
-            "no InvalidService Event; log:\n{}",
+            "no InvalidAnnotation Event; log:\n{}",
             generator.log()
         );
         std::thread::sleep(Duration::from_millis(25));
     }
     assert!(t.file("lb/lb-a/web/bad.conf").is_none());
+
+    // Moved to another class: withdrawn, and our addresses leave its status.
+    let mut other = objects::lb_service("web", "local", &[], &[(8081, 30081)]);
+    other["spec"]["loadBalancerClass"] = "example.com/other".into();
+    t.wait_repo("status of web/local", &generator, |t| {
+        t.ingress("web", "local").len() == 2
+    });
+    t.api.apply(other);
+    t.wait_repo("web/local withdrawn", &generator, |t| {
+        t.file("lb/lb-a/web/local.conf").is_none()
+    });
+    t.wait_repo("status of web/local cleared", &generator, |t| {
+        t.ingress("web", "local").is_empty()
+    });
 
     // Deleted → withdrawn, files gone.
     t.api.delete("Service", Some("web"), "shop");

@@ -111,11 +111,7 @@ impl StatusWriter {
             let Some(svc) = by_key.get(key) else { continue };
             let known = self.reported.get(key);
             for line in lines.iter().filter(|l| known.is_none_or(|k| !k.contains(*l))) {
-                let (type_, reason) = if line.starts_with("error") {
-                    (EventType::Warning, "InvalidService")
-                } else {
-                    (EventType::Normal, "ServiceWarning")
-                };
+                let (type_, reason) = reason(line);
                 self.publish(
                     svc,
                     type_,
@@ -132,7 +128,7 @@ impl StatusWriter {
     /// of ours, or clears it when the Service is not exposed (and not held for an error).
     async fn status(&self, key: &ServiceKey, svc: &Service, outcome: &Outcome) {
         let spec = svc.spec.as_ref();
-        if spec.and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
+        if spec.and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") || outcome.decision.kept.contains(key) {
             return;
         }
         let class = spec.and_then(|s| s.load_balancer_class.as_deref());
@@ -140,23 +136,27 @@ impl StatusWriter {
             Some(c) => c == outcome.config.load_balancer_class,
             None => outcome.config.manage_classless_load_balancers,
         };
-        if !ours || outcome.decision.kept.contains(key) {
-            return;
-        }
-        let want: BTreeSet<IpAddr> = outcome
-            .decision
-            .exposed
-            .get(key)
-            .map(|s| s.addresses.values().copied().collect())
-            .unwrap_or_default();
-        let have: BTreeSet<IpAddr> = svc
+        let have: Vec<IpAddr> = svc
             .status
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref())
             .and_then(|lb| lb.ingress.as_ref())
             .map(|ing| ing.iter().filter_map(|i| i.ip.as_deref()?.parse().ok()).collect())
             .unwrap_or_default();
-        if want == have {
+        let in_our_pools = |ip: &IpAddr| outcome.config.lb_hosts.iter().any(|h| h.in_pools(*ip));
+        let want: BTreeSet<IpAddr> = if ours {
+            outcome
+                .decision
+                .exposed
+                .get(key)
+                .map(|s| s.addresses.values().copied().collect())
+                .unwrap_or_default()
+        } else {
+            // A Service that left us (another class now): take back only the addresses that are
+            // ours, and leave whatever its new controller wrote.
+            have.iter().filter(|ip| !in_our_pools(ip)).copied().collect()
+        };
+        if want == have.iter().copied().collect::<BTreeSet<_>>() {
             return;
         }
         let ingress = if want.is_empty() {
@@ -177,5 +177,20 @@ impl StatusWriter {
             Ok(_) => tracing::info!(service = %key, addresses = ?want, "status updated"),
             Err(e) => tracing::warn!(service = %key, error = %e, "status patch failed; retried on the next cycle"),
         }
+    }
+}
+
+/// The Event reason for a problem line, so `kubectl get events` can be filtered by cause.
+fn reason(line: &str) -> (EventType, &'static str) {
+    if !line.starts_with("error") {
+        (EventType::Normal, "ServiceWarning")
+    } else if line.contains("no free address") {
+        (EventType::Warning, "PoolExhausted")
+    } else if line.contains("metadata.annotations") {
+        (EventType::Warning, "InvalidAnnotation")
+    } else if line.contains(": spec.") {
+        (EventType::Warning, "InvalidSpec")
+    } else {
+        (EventType::Warning, "Skipped")
     }
 }
