@@ -28,6 +28,13 @@ pub enum AddressEvent {
         from: IpAddr,
         to: IpAddr,
     },
+    /// The Service asked for this address in `flipbit.io/ips` and got it (replacing `from`).
+    Requested {
+        key: ServiceKey,
+        host: LbHostName,
+        from: Option<IpAddr>,
+        to: IpAddr,
+    },
     /// The Service no longer uses this host (annotation or `flipbit.yaml` change).
     Dropped {
         key: ServiceKey,
@@ -112,6 +119,23 @@ pub fn allocate(
 
     let mut sorted: Vec<&&ExposedService> = exposed.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
+
+    // Who holds each address, and requested addresses that are free: reserved for their first
+    // requester (by key) before any lowest-free allocation can take them.
+    let mut holders: BTreeMap<(LbHostName, IpAddr), ServiceKey> = BTreeMap::new();
+    for (key, entry) in &ledger.services {
+        for (host, ip) in &entry.addresses {
+            holders.insert((host.clone(), *ip), key.clone());
+        }
+    }
+    for svc in &sorted {
+        for (host, ip) in &svc.settings.requested {
+            if !holders.contains_key(&(host.clone(), *ip)) {
+                holders.insert((host.clone(), *ip), svc.key.clone());
+                used.entry(host.clone()).or_default().insert(*ip);
+            }
+        }
+    }
     for svc in sorted {
         let key = &svc.key;
         let entry = ledger.services.entry(key.clone()).or_default();
@@ -140,6 +164,38 @@ pub fn allocate(
         });
         for host in targets {
             let old = entry.addresses.get(&host.name).copied();
+            if let Some(want) = svc.settings.requested.get(&host.name).copied() {
+                if old == Some(want) {
+                    continue;
+                }
+                if let Some(holder) = holders.get(&(host.name.clone(), want))
+                    && holder != key
+                {
+                    let keeping = old.map_or("it is not exposed there".to_owned(), |ip| format!("it keeps {ip}"));
+                    problems.push(Problem::service_error(
+                        key,
+                        crate::annotations::field(crate::annotations::IPS),
+                        format!("{want} on LB host {} is held by {holder}; {keeping}", host.name),
+                    ));
+                    continue;
+                }
+                let host_used = used.entry(host.name.clone()).or_default();
+                if let Some(ip) = old {
+                    host_used.remove(&ip);
+                    holders.remove(&(host.name.clone(), ip));
+                    cursors.remove(&host.name);
+                }
+                host_used.insert(want);
+                holders.insert((host.name.clone(), want), key.clone());
+                entry.addresses.insert(host.name.clone(), want);
+                events.push(AddressEvent::Requested {
+                    key: key.clone(),
+                    host: host.name.clone(),
+                    from: old,
+                    to: want,
+                });
+                continue;
+            }
             if let Some(ip) = old
                 && host.in_pools(ip)
             {

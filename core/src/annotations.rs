@@ -31,7 +31,7 @@ const KNOWN: &[&str] = &[
     MAX_NODES,
 ];
 /// Annotations whose behaviour is not built yet: refusing them is better than ignoring a request.
-const NOT_YET: &[&str] = &[IPS, SHARED_IP_KEY];
+const NOT_YET: &[&str] = &[SHARED_IP_KEY];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
@@ -50,6 +50,8 @@ pub struct Settings {
     pub max_nodes: Option<usize>,
     /// `None`: every LB host in `flipbit.yaml`.
     pub lb_hosts: Option<BTreeSet<LbHostName>>,
+    /// `flipbit.io/ips`: a requested address per LB host (the host is the one whose pools hold it).
+    pub requested: BTreeMap<LbHostName, std::net::IpAddr>,
     /// `None`: `<service>.<namespace>.<zone>`. Validated names inside the zone, lowercase, sorted.
     pub hostnames: Option<BTreeSet<String>>,
     /// `None`: the default TTL.
@@ -58,6 +60,40 @@ pub struct Settings {
 
 /// The largest TTL RFC 2181 allows.
 pub const MAX_TTL: u32 = 2_147_483_647;
+
+/// Parses `flipbit.io/ips`: addresses, each inside exactly one LB host's pools (pools never
+/// overlap), at most one per host, and only on hosts the Service uses.
+fn requested(
+    value: &str,
+    config: &Config,
+    hosts: Option<&BTreeSet<LbHostName>>,
+) -> Result<BTreeMap<LbHostName, std::net::IpAddr>, String> {
+    let mut out = BTreeMap::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let ip: std::net::IpAddr = part.parse().map_err(|_| format!("{part:?} is not an address"))?;
+        let host = config
+            .lb_hosts
+            .iter()
+            .find(|h| h.in_pools(ip))
+            .ok_or_else(|| format!("{ip} is not in the pools of any LB host"))?;
+        if hosts.is_some_and(|set| !set.contains(&host.name)) {
+            return Err(format!(
+                "{ip} belongs to LB host {}, which the Service does not use",
+                host.name
+            ));
+        }
+        if let Some(other) = out.insert(host.name.clone(), ip) {
+            return Err(format!(
+                "{other} and {ip} are both on LB host {}; at most one per host",
+                host.name
+            ));
+        }
+    }
+    if out.is_empty() {
+        return Err("names no address".into());
+    }
+    Ok(out)
+}
 
 /// Parses a comma list of DNS names that must lie inside `zone` (a trailing dot is allowed).
 fn hostnames(value: &str, zone: &str) -> Result<BTreeSet<String>, String> {
@@ -174,6 +210,12 @@ pub fn settings(
             errors.push(Problem::service_error(key, field(LOAD_BALANCERS), "names no LB host"));
         }
         out.lb_hosts = Some(hosts);
+    }
+    if let Some(v) = annotations.get(IPS) {
+        match requested(v, config, out.lb_hosts.as_ref()) {
+            Ok(map) => out.requested = map,
+            Err(e) => errors.push(Problem::service_error(key, field(IPS), e)),
+        }
     }
     if let Some(v) = annotations.get(DNS_TTL) {
         match v.trim().parse::<u32>() {

@@ -39,6 +39,21 @@ pub fn compose(decision: &Decision, changed: &BTreeSet<String>, release_grace_se
                 key,
                 format!("move {key} on {host} from {from} to {to} (the old address left the pools)"),
             ),
+            AddressEvent::Requested {
+                key,
+                host,
+                from: Some(from),
+                to,
+            } => (
+                key,
+                format!("move {key} on {host} from {from} to {to} (requested in flipbit.io/ips)"),
+            ),
+            AddressEvent::Requested { key, .. } => {
+                if !exposing.insert(key) {
+                    continue;
+                }
+                (key, expose_line(decision, key, false))
+            }
             AddressEvent::Dropped { key, host, ip } => (key, format!("drop {key} from {host} (releases {ip})")),
             AddressEvent::Withdrawn { key } => (
                 key,

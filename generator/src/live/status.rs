@@ -78,6 +78,9 @@ impl StatusWriter {
                 "AddressMoved",
                 format!("{from} left the pools of {host}; now {to}"),
             ),
+            AddressEvent::Requested { key, host, to, .. } => {
+                (key, "AddressAllocated", format!("{to} on LB host {host}, as requested"))
+            }
             AddressEvent::Dropped { key, host, ip } => {
                 (key, "AddressReleased", format!("{ip} on {host} is no longer used"))
             }

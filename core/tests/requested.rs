@@ -1,0 +1,181 @@
+//! `flipbit.io/ips`: requested addresses are reserved before lowest-free allocation, never taken
+//! from another Service, and a request that cannot be met leaves the Service where it was.
+
+use std::collections::BTreeMap;
+
+use flipbit_core::allocate::AddressEvent;
+use flipbit_core::config::Config;
+use flipbit_core::decide::{Decision, decide};
+use flipbit_core::ledger::Ledger;
+use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use jiff::Timestamp;
+
+fn config() -> Config {
+    Config::parse(
+        "zone: k.test\nlbHosts:\n  - {name: lb-1, pools: [127.3.1.0/24]}\n  - {name: lb-2, pools: [127.3.2.0/24]}\n",
+    )
+    .unwrap()
+}
+
+fn svc(name: &str, ips: Option<&str>) -> ServiceInput {
+    let mut annotations = BTreeMap::new();
+    if let Some(ips) = ips {
+        annotations.insert("flipbit.io/ips".to_owned(), ips.to_owned());
+    }
+    ServiceInput {
+        namespace: "a".into(),
+        name: name.into(),
+        service_type: "LoadBalancer".into(),
+        load_balancer_class: Some("flipbit.io/nginx".into()),
+        annotations,
+        ports: vec![PortInput {
+            name: None,
+            protocol: None,
+            port: 80,
+            node_port: Some(30080),
+        }],
+        external_traffic_policy: None,
+    }
+}
+
+fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
+    let node = NodeInput {
+        name: "n1".into(),
+        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
+        ready: true,
+        unschedulable: false,
+        internal_ips: vec!["127.3.0.10".into()],
+    };
+    let snapshot = Snapshot {
+        services,
+        nodes: vec![node],
+        ..Snapshot::default()
+    };
+    decide(
+        &snapshot,
+        &config(),
+        ledger,
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    )
+}
+
+fn addr(d: &Decision, name: &str, host: &str) -> Option<String> {
+    let key = format!("a/{name}").parse().unwrap();
+    d.exposed
+        .get(&key)
+        .and_then(|s| s.addresses.iter().find(|(h, _)| h.as_str() == host))
+        .map(|(_, ip)| ip.to_string())
+}
+
+fn errors(d: &Decision) -> Vec<String> {
+    d.problems.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_free_requested_address_is_reserved_before_lowest_free_allocation() {
+    // "a" sorts first and would take .1, which "z" asked for.
+    let d = run(vec![svc("a", None), svc("z", Some("127.3.1.1"))], &Ledger::empty());
+    assert_eq!(addr(&d, "z", "lb-1").as_deref(), Some("127.3.1.1"));
+    assert_eq!(addr(&d, "a", "lb-1").as_deref(), Some("127.3.1.2"));
+    // Hosts without a request allocate as usual.
+    assert_eq!(addr(&d, "z", "lb-2").as_deref(), Some("127.3.2.2"));
+    assert!(d.events.contains(&AddressEvent::Requested {
+        key: "a/z".parse().unwrap(),
+        host: "lb-1".parse().unwrap(),
+        from: None,
+        to: "127.3.1.1".parse().unwrap()
+    }));
+}
+
+#[test]
+fn a_held_address_is_never_taken_and_the_requester_stays_put() {
+    let d1 = run(vec![svc("a", None), svc("b", None)], &Ledger::empty());
+    assert_eq!(addr(&d1, "b", "lb-1").as_deref(), Some("127.3.1.2"));
+    let d2 = run(vec![svc("a", None), svc("b", Some("127.3.1.1"))], &d1.ledger);
+    assert_eq!(
+        addr(&d2, "a", "lb-1").as_deref(),
+        Some("127.3.1.1"),
+        "a held address was taken"
+    );
+    assert_eq!(
+        addr(&d2, "b", "lb-1").as_deref(),
+        Some("127.3.1.2"),
+        "the requester moved"
+    );
+    assert_eq!(
+        errors(&d2),
+        [
+            "error: Service a/b: metadata.annotations[\"flipbit.io/ips\"]: 127.3.1.1 on LB host lb-1 is held by a/a; it keeps 127.3.1.2"
+        ]
+    );
+    // A new Service asking for a held address is not exposed on that host.
+    let d3 = run(
+        vec![svc("a", None), svc("b", None), svc("c", Some("127.3.1.1"))],
+        &d1.ledger,
+    );
+    assert_eq!(addr(&d3, "c", "lb-1"), None);
+    assert_eq!(addr(&d3, "c", "lb-2").as_deref(), Some("127.3.2.3"));
+}
+
+#[test]
+fn changing_the_request_moves_the_address_and_frees_the_old_one() {
+    let d1 = run(vec![svc("a", None)], &Ledger::empty());
+    let d2 = run(vec![svc("a", Some("127.3.1.50"))], &d1.ledger);
+    assert_eq!(addr(&d2, "a", "lb-1").as_deref(), Some("127.3.1.50"));
+    assert_eq!(
+        addr(&d2, "a", "lb-2").as_deref(),
+        Some("127.3.2.1"),
+        "the other host's address moved"
+    );
+    let d3 = run(vec![svc("a", Some("127.3.1.50")), svc("b", None)], &d2.ledger);
+    assert_eq!(
+        addr(&d3, "b", "lb-1").as_deref(),
+        Some("127.3.1.1"),
+        "the old address was not freed"
+    );
+}
+
+#[test]
+fn two_requests_for_one_free_address_go_to_the_first_by_key() {
+    let d = run(
+        vec![svc("b", Some("127.3.1.9")), svc("a", Some("127.3.1.9"))],
+        &Ledger::empty(),
+    );
+    assert_eq!(addr(&d, "a", "lb-1").as_deref(), Some("127.3.1.9"));
+    assert_eq!(addr(&d, "b", "lb-1"), None);
+    assert!(
+        errors(&d)[0].contains("127.3.1.9 on LB host lb-1 is held by a/a"),
+        "{:?}",
+        errors(&d)
+    );
+}
+
+#[test]
+fn invalid_requests_name_the_annotation() {
+    for (value, why) in [
+        ("127.9.9.9", "127.9.9.9 is not in the pools of any LB host"),
+        (
+            "127.3.1.5, 127.3.1.6",
+            "127.3.1.5 and 127.3.1.6 are both on LB host lb-1",
+        ),
+        ("nope", "\"nope\" is not an address"),
+    ] {
+        let d = run(vec![svc("a", Some(value))], &Ledger::empty());
+        assert!(d.exposed.is_empty(), "{value} was accepted");
+        let e = errors(&d);
+        assert!(
+            e[0].contains("metadata.annotations[\"flipbit.io/ips\"]") && e[0].contains(why),
+            "{value}: {e:?}"
+        );
+    }
+    let mut only2 = svc("a", Some("127.3.1.5"));
+    only2
+        .annotations
+        .insert("flipbit.io/load-balancers".into(), "lb-2".into());
+    let d = run(vec![only2], &Ledger::empty());
+    assert!(
+        errors(&d)[0].contains("belongs to LB host lb-1, which the Service does not use"),
+        "{:?}",
+        errors(&d)
+    );
+}
