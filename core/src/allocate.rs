@@ -130,8 +130,8 @@ pub fn allocate(
     }
     for svc in &sorted {
         for (host, ip) in &svc.settings.requested {
-            if !holders.contains_key(&(host.clone(), *ip)) {
-                holders.insert((host.clone(), *ip), svc.key.clone());
+            if let std::collections::btree_map::Entry::Vacant(slot) = holders.entry((host.clone(), *ip)) {
+                slot.insert(svc.key.clone());
                 used.entry(host.clone()).or_default().insert(*ip);
             }
         }
