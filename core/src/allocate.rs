@@ -120,6 +120,32 @@ pub fn allocate(
     let mut sorted: Vec<&&ExposedService> = exposed.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
 
+    // Shared addresses: the groups, and the address each group already has on each host (the
+    // first member in creation order that holds one there). Members with an address keep it.
+    let mut groups: BTreeMap<(String, String), Vec<&ExposedService>> = BTreeMap::new();
+    for svc in &sorted {
+        if let Some(k) = &svc.settings.shared_key {
+            groups
+                .entry((svc.key.namespace.to_string(), k.clone()))
+                .or_default()
+                .push(svc);
+        }
+    }
+    let mut group_address: BTreeMap<((String, String), LbHostName), IpAddr> = BTreeMap::new();
+    for (group, members) in groups.iter_mut() {
+        members.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
+        for member in members.iter() {
+            for (host, ip) in ledger
+                .services
+                .get(&member.key)
+                .map(|e| e.addresses.clone())
+                .unwrap_or_default()
+            {
+                group_address.entry((group.clone(), host)).or_insert(ip);
+            }
+        }
+    }
+
     // Who holds each address, and requested addresses that are free: reserved for their first
     // requester (by key) before any lowest-free allocation can take them.
     let mut holders: BTreeMap<(LbHostName, IpAddr), ServiceKey> = BTreeMap::new();
@@ -206,8 +232,32 @@ pub fn allocate(
                 host_used.remove(&ip);
                 entry.addresses.remove(&host.name);
             }
+            let group = svc
+                .settings
+                .shared_key
+                .as_ref()
+                .map(|k| (key.namespace.to_string(), k.clone()));
+            let shared = group
+                .as_ref()
+                .and_then(|g| group_address.get(&(g.clone(), host.name.clone())))
+                .copied()
+                .filter(|ip| host.in_pools(*ip));
+            if let Some(ip) = shared {
+                host_used.insert(ip);
+                entry.addresses.insert(host.name.clone(), ip);
+                events.push(AddressEvent::Allocated {
+                    key: key.clone(),
+                    host: host.name.clone(),
+                    ip,
+                });
+                continue;
+            }
             let cursor = cursors.entry(host.name.clone()).or_default();
-            match cursor.lowest_free(host, host_used) {
+            let found = cursor.lowest_free(host, host_used);
+            if let (Some(g), Some(ip)) = (&group, found) {
+                group_address.insert((g.clone(), host.name.clone()), ip);
+            }
+            match found {
                 Some(ip) => {
                     host_used.insert(ip);
                     entry.addresses.insert(host.name.clone(), ip);
@@ -241,6 +291,7 @@ pub fn allocate(
             }
         }
         entry.ports = svc.ports.iter().map(PortSpec::from).collect();
+        entry.shared_key = svc.settings.shared_key.clone();
         if entry.addresses.is_empty() {
             ledger.services.remove(key);
         } else {

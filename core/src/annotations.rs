@@ -31,7 +31,6 @@ const KNOWN: &[&str] = &[
     MAX_NODES,
 ];
 /// Annotations whose behaviour is not built yet: refusing them is better than ignoring a request.
-const NOT_YET: &[&str] = &[SHARED_IP_KEY];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
@@ -50,6 +49,8 @@ pub struct Settings {
     pub max_nodes: Option<usize>,
     /// `None`: every LB host in `flipbit.yaml`.
     pub lb_hosts: Option<BTreeSet<LbHostName>>,
+    /// `flipbit.io/shared-ip-key`: Services of one namespace with the same key share addresses.
+    pub shared_key: Option<String>,
     /// `flipbit.io/ips`: a requested address per LB host (the host is the one whose pools hold it).
     pub requested: BTreeMap<LbHostName, std::net::IpAddr>,
     /// `None`: `<service>.<namespace>.<zone>`. Validated names inside the zone, lowercase, sorted.
@@ -150,12 +151,6 @@ pub fn settings(
                 field(name),
                 "unknown Flipbit annotation, ignored",
             ));
-        } else if NOT_YET.contains(&name.as_str()) {
-            errors.push(Problem::service_error(
-                key,
-                field(name),
-                "not supported by this version of Flipbit yet",
-            ));
         }
     }
     if let Some(v) = annotations.get(BALANCE) {
@@ -215,6 +210,28 @@ pub fn settings(
         match requested(v, config, out.lb_hosts.as_ref()) {
             Ok(map) => out.requested = map,
             Err(e) => errors.push(Problem::service_error(key, field(IPS), e)),
+        }
+    }
+    if let Some(v) = annotations.get(SHARED_IP_KEY) {
+        let v = v.trim();
+        let valid = !v.is_empty()
+            && v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            errors.push(Problem::service_error(
+                key,
+                field(SHARED_IP_KEY),
+                format!("{v:?} is not a key of 1 to 63 letters, digits, '-', '_' or '.'"),
+            ));
+        } else if annotations.contains_key(IPS) {
+            errors.push(Problem::service_error(
+                key,
+                field(SHARED_IP_KEY),
+                "cannot be combined with flipbit.io/ips yet; request the address without sharing",
+            ));
+        } else {
+            out.shared_key = Some(v.to_owned());
         }
     }
     if let Some(v) = annotations.get(DNS_TTL) {

@@ -94,6 +94,8 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
         kept.insert(key.clone());
     }
     exposed.retain(|e| !kept.contains(&e.key));
+    let clashing = shared_port_clashes(&exposed, &mut problems);
+    exposed.retain(|e| !clashing.contains(&e.key));
 
     let refs: Vec<&ExposedService> = exposed.iter().collect();
     let alloc = allocate::allocate(config, previous, &refs, &kept, now);
@@ -168,6 +170,51 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
         events: alloc.events,
         problems,
     }
+}
+
+/// Services sharing addresses (one namespace, one `flipbit.io/shared-ip-key`) must not serve the
+/// same protocol and port: the older Service (creation time, then name) keeps its ports, a later
+/// one that clashes is not exposed.
+fn shared_port_clashes(exposed: &[ExposedService], problems: &mut Vec<Problem>) -> BTreeSet<ServiceKey> {
+    let mut groups: BTreeMap<(String, &str), Vec<&ExposedService>> = BTreeMap::new();
+    for svc in exposed {
+        if let Some(k) = &svc.settings.shared_key {
+            groups
+                .entry((svc.key.namespace.to_string(), k.as_str()))
+                .or_default()
+                .push(svc);
+        }
+    }
+    let mut clashing = BTreeSet::new();
+    for ((_, shared_key), mut members) in groups {
+        members.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
+        let mut taken: BTreeMap<(crate::exposure::Protocol, u16), &ServiceKey> = BTreeMap::new();
+        for svc in members {
+            let clash = svc
+                .ports
+                .iter()
+                .find_map(|p| taken.get(&(p.protocol, p.port)).map(|owner| (p, *owner)));
+            match clash {
+                Some((port, owner)) => {
+                    problems.push(Problem::service_error(
+                        &svc.key,
+                        crate::annotations::field(crate::annotations::SHARED_IP_KEY),
+                        format!(
+                            "{}/{} clashes with Service {owner}, which shares the key {shared_key:?} and came first; not exposed",
+                            port.protocol, port.port
+                        ),
+                    ));
+                    clashing.insert(svc.key.clone());
+                }
+                None => {
+                    for p in &svc.ports {
+                        taken.insert((p.protocol, p.port), &svc.key);
+                    }
+                }
+            }
+        }
+    }
+    clashing
 }
 
 /// TTL of a Service's records unless `flipbit.io/dns-ttl` says otherwise.

@@ -42,6 +42,8 @@ pub struct ExposedService {
     pub settings: Settings,
     /// `externalTrafficPolicy: Local`: only nodes with a ready endpoint carry traffic.
     pub local_traffic: bool,
+    /// `metadata.creationTimestamp`, for who keeps a shared address's ports.
+    pub created: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +121,7 @@ pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
                 ports,
                 settings,
                 local_traffic: svc.external_traffic_policy.as_deref() == Some("Local"),
+                created: svc.created,
             },
             warnings,
         ),

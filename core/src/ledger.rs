@@ -45,6 +45,17 @@ pub struct Entry {
     /// `releaseGraceSeconds`, and come back to it if it returns before then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_at: Option<Timestamp>,
+    /// `flipbit.io/shared-ip-key`: entries of one namespace with the same key may hold the same
+    /// addresses (their ports never clash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_key: Option<String>,
+}
+
+impl Entry {
+    /// The group whose members may share this entry's addresses.
+    pub fn share_group(&self, key: &ServiceKey) -> Option<(String, String)> {
+        self.shared_key.as_ref().map(|k| (key.namespace.to_string(), k.clone()))
+    }
 }
 
 /// `TCP/80`: a port as the ledger writes it.
@@ -106,10 +117,13 @@ impl Ledger {
                 ledger.version
             )));
         }
-        let mut holders: BTreeMap<(&LbHostName, IpAddr), &ServiceKey> = BTreeMap::new();
+        let mut holders: BTreeMap<(&LbHostName, IpAddr), (&ServiceKey, Option<(String, String)>)> = BTreeMap::new();
         for (key, entry) in &ledger.services {
+            let group = entry.share_group(key);
             for (host, ip) in &entry.addresses {
-                if let Some(other) = holders.insert((host, *ip), key) {
+                if let Some((other, other_group)) = holders.insert((host, *ip), (key, group.clone()))
+                    && (group.is_none() || group != other_group)
+                {
                     return Err(LedgerError::Invalid(format!(
                         "services.{key}.addresses.{host}: {ip} is also held by {other}"
                     )));
@@ -145,6 +159,7 @@ mod tests {
                     port: 80,
                 }],
                 released_at: None,
+                shared_key: None,
             },
         );
         l

@@ -17,6 +17,8 @@ pub struct ServiceInput {
     pub ports: Vec<PortInput>,
     /// `spec.externalTrafficPolicy`: `Cluster` (default) or `Local`.
     pub external_traffic_policy: Option<String>,
+    /// `metadata.creationTimestamp`: the older of two Services sharing an address keeps its ports.
+    pub created: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -30,6 +30,7 @@ fn svc(ns: &str, name: &str) -> ServiceInput {
             node_port: Some(30080),
         }],
         external_traffic_policy: None,
+        created: None,
     }
 }
 

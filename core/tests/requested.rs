@@ -35,6 +35,7 @@ fn svc(name: &str, ips: Option<&str>) -> ServiceInput {
             node_port: Some(30080),
         }],
         external_traffic_policy: None,
+        created: None,
     }
 }
 
