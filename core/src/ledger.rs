@@ -117,7 +117,8 @@ impl Ledger {
                 ledger.version
             )));
         }
-        let mut holders: BTreeMap<(&LbHostName, IpAddr), (&ServiceKey, Option<(String, String)>)> = BTreeMap::new();
+        type Holder<'a> = (&'a ServiceKey, Option<(String, String)>);
+        let mut holders: BTreeMap<(&LbHostName, IpAddr), Holder<'_>> = BTreeMap::new();
         for (key, entry) in &ledger.services {
             let group = entry.share_group(key);
             for (host, ip) in &entry.addresses {
