@@ -4,6 +4,7 @@
 //! - no address is held twice on a host, except by members of one sharing group;
 //! - no live Service's address changes unless it left its host's pools;
 //! - deciding again from the written ledger changes nothing (a fresh generator agrees).
+//!
 //! Also: the `flipbit.yaml` and ledger loaders never panic on arbitrary input.
 
 use std::collections::BTreeMap;
