@@ -55,6 +55,8 @@ pub struct Allocation {
     /// The addresses of each exposed Service, per LB host (possibly fewer hosts than asked, when a
     /// pool is exhausted; the problem says so).
     pub addresses: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
+    /// The IPv6 addresses of dual-stack Services, per LB host with IPv6 pools.
+    pub addresses_v6: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
     pub events: Vec<AddressEvent>,
     pub problems: Vec<Problem>,
 }
@@ -110,12 +112,14 @@ pub fn allocate(
 
     let mut used: BTreeMap<LbHostName, BTreeSet<IpAddr>> = BTreeMap::new();
     for entry in ledger.services.values() {
-        for (host, ip) in &entry.addresses {
+        for (host, ip) in entry.addresses.iter().chain(&entry.addresses_v6) {
             used.entry(host.clone()).or_default().insert(*ip);
         }
     }
     let mut cursors: BTreeMap<LbHostName, Cursor> = BTreeMap::new();
+    let mut cursors_v6: BTreeMap<LbHostName, Cursor> = BTreeMap::new();
     let mut addresses = BTreeMap::new();
+    let mut addresses_v6 = BTreeMap::new();
 
     let mut sorted: Vec<&&ExposedService> = exposed.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
@@ -172,6 +176,17 @@ pub fn allocate(
             .lb_hosts
             .iter()
             .filter(|h| svc.settings.lb_hosts.as_ref().is_none_or(|set| set.contains(&h.name)))
+            .collect();
+        // The second (IPv6) address, on hosts with pools of both families.
+        let targets_v6: Vec<&LbHost> = targets
+            .iter()
+            .copied()
+            .filter(|h| h.pools.iter().any(|p| p.is_v6()) && h.pools.iter().any(|p| !p.is_v6()))
+            .collect();
+        // The primary address comes from IPv4 pools, or IPv6 ones on an IPv6-only host.
+        let targets: Vec<&LbHost> = targets
+            .into_iter()
+            .filter(|h| svc.ipv4 || !h.pools.iter().any(|p| !p.is_v6()))
             .collect();
         entry.addresses.retain(|host, ip| {
             let keep = targets.iter().any(|t| &t.name == host);
@@ -290,18 +305,31 @@ pub fn allocate(
                 )),
             }
         }
+        crate::allocate_v6::place(
+            svc,
+            &targets_v6,
+            entry,
+            &mut used,
+            &mut cursors_v6,
+            &mut events,
+            &mut problems,
+        );
         entry.ports = svc.ports.iter().map(PortSpec::from).collect();
         entry.shared_key = svc.settings.shared_key.clone();
-        if entry.addresses.is_empty() {
+        if entry.addresses.is_empty() && entry.addresses_v6.is_empty() {
             ledger.services.remove(key);
         } else {
             addresses.insert(key.clone(), entry.addresses.clone());
+            if !entry.addresses_v6.is_empty() {
+                addresses_v6.insert(key.clone(), entry.addresses_v6.clone());
+            }
         }
     }
     events.sort();
     Allocation {
         ledger,
         addresses,
+        addresses_v6,
         events,
         problems,
     }
@@ -310,14 +338,25 @@ pub fn allocate(
 /// Where the search for the lowest free address resumes on one host within one decision: every
 /// address before it is known to be taken, so a cold allocation of N Services walks the pool once.
 #[derive(Debug, Default)]
-struct Cursor {
+pub(crate) struct Cursor {
     pool: usize,
     next: Option<IpAddr>,
 }
 
 impl Cursor {
+    /// The lowest free primary address: IPv4 pools first; IPv6 pools only on an IPv6-only host.
     fn lowest_free(&mut self, host: &LbHost, used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
+        let v6_only = host.pools.iter().all(|p| p.is_v6());
+        self.lowest_free_of(host, used, v6_only)
+    }
+
+    pub(crate) fn lowest_free_of(&mut self, host: &LbHost, used: &BTreeSet<IpAddr>, v6: bool) -> Option<IpAddr> {
         while let Some(pool) = host.pools.get(self.pool) {
+            if pool.is_v6() != v6 {
+                self.pool += 1;
+                self.next = None;
+                continue;
+            }
             let mut candidate = pool.first_at_or_after(self.next);
             while let Some(ip) = candidate {
                 if !used.contains(&ip) {

@@ -77,6 +77,12 @@ fn requested(
             .iter()
             .find(|h| h.in_pools(ip))
             .ok_or_else(|| format!("{ip} is not in the pools of any LB host"))?;
+        if ip.is_ipv6() && host.pools.iter().any(|p| !p.is_v6()) {
+            return Err(format!(
+                "{ip}: only the primary (IPv4) address can be requested on LB host {}",
+                host.name
+            ));
+        }
         if hosts.is_some_and(|set| !set.contains(&host.name)) {
             return Err(format!(
                 "{ip} belongs to LB host {}, which the Service does not use",

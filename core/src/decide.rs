@@ -22,6 +22,8 @@ use crate::render;
 pub struct ExposedSummary {
     pub ports: Vec<ServicePort>,
     pub addresses: BTreeMap<LbHostName, IpAddr>,
+    /// IPv6 addresses of a dual-stack Service.
+    pub addresses_v6: BTreeMap<LbHostName, IpAddr>,
     pub nodes: Vec<Node>,
     /// DNS names that get a record per address.
     pub dns_names: BTreeSet<String>,
@@ -125,8 +127,17 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
         let chosen = nodes::choose(&svc.key, &candidates, svc.settings.max_nodes);
         let mut failed = false;
         let mut rendered = Vec::new();
-        for (host, ip) in addresses {
-            match render::nginx_service(svc, host, *ip, &chosen) {
+        let none_v6 = BTreeMap::new();
+        let addresses_v6 = alloc.addresses_v6.get(&svc.key).unwrap_or(&none_v6);
+        let hosts: BTreeSet<&LbHostName> = addresses.keys().chain(addresses_v6.keys()).collect();
+        for host in hosts {
+            let ips: Vec<IpAddr> = addresses
+                .get(host)
+                .into_iter()
+                .chain(addresses_v6.get(host))
+                .copied()
+                .collect();
+            match render::nginx_service(svc, host, &ips, &chosen) {
                 Ok(text) => rendered.push((layout::lb_service_path(host, &svc.key), text)),
                 Err(e) => {
                     problems.push(Problem::service_error(&svc.key, "", e.to_string()));
@@ -136,7 +147,8 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
         }
         if !names.is_empty() {
             let ttl = svc.settings.dns_ttl.unwrap_or(DEFAULT_TTL);
-            match render::zone_fragment(svc, &config.zone, &names, ttl, addresses) {
+            let all: Vec<IpAddr> = addresses.values().chain(addresses_v6.values()).copied().collect();
+            match render::zone_fragment(svc, &config.zone, &names, ttl, &all) {
                 Ok(text) => rendered.push((layout::dns_service_path(&config.zone, &svc.key), text)),
                 Err(e) => {
                     problems.push(Problem::service_error(&svc.key, "", e.to_string()));
@@ -154,6 +166,7 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
             ExposedSummary {
                 ports: svc.ports.clone(),
                 addresses: addresses.clone(),
+                addresses_v6: addresses_v6.clone(),
                 nodes: chosen.into_iter().cloned().collect(),
                 dns_names: names,
             },

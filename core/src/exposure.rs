@@ -44,6 +44,9 @@ pub struct ExposedService {
     pub local_traffic: bool,
     /// `metadata.creationTimestamp`, for who keeps a shared address's ports.
     pub created: Option<jiff::Timestamp>,
+    /// The address families it gets on each LB host that has pools of that family.
+    pub ipv4: bool,
+    pub ipv6: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +125,8 @@ pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
                 settings,
                 local_traffic: svc.external_traffic_policy.as_deref() == Some("Local"),
                 created: svc.created,
+                ipv4: svc.ip_families.is_empty() || svc.ip_families.iter().any(|f| f == "IPv4"),
+                ipv6: svc.ip_families.iter().any(|f| f == "IPv6"),
             },
             warnings,
         ),

@@ -36,8 +36,11 @@ pub struct Ledger {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Entry {
-    /// One address per LB host.
+    /// One address per LB host (IPv4, or IPv6 on hosts with only IPv6 pools).
     pub addresses: BTreeMap<LbHostName, IpAddr>,
+    /// Dual-stack Services: their IPv6 address per LB host that has IPv6 pools.
+    #[serde(default, rename = "addressesV6", skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses_v6: BTreeMap<LbHostName, IpAddr>,
     /// The ports served on those addresses, for review (and for sharing checks).
     #[serde(default)]
     pub ports: Vec<PortSpec>,
@@ -121,7 +124,7 @@ impl Ledger {
         let mut holders: BTreeMap<(&LbHostName, IpAddr), Holder<'_>> = BTreeMap::new();
         for (key, entry) in &ledger.services {
             let group = entry.share_group(key);
-            for (host, ip) in &entry.addresses {
+            for (host, ip) in entry.addresses.iter().chain(&entry.addresses_v6) {
                 if let Some((other, other_group)) = holders.insert((host, *ip), (key, group.clone()))
                     && (group.is_none() || group != other_group)
                 {
@@ -161,6 +164,7 @@ mod tests {
                 }],
                 released_at: None,
                 shared_key: None,
+                addresses_v6: BTreeMap::new(),
             },
         );
         l

@@ -119,6 +119,7 @@ fn expose_line(decision: &Decision, key: &ServiceKey, again: bool) -> String {
         .map(|s| {
             s.addresses
                 .iter()
+                .chain(&s.addresses_v6)
                 .map(|(h, ip)| format!("{h} {ip}"))
                 .collect::<Vec<_>>()
                 .join(", ")

@@ -19,6 +19,8 @@ pub struct ServiceInput {
     pub external_traffic_policy: Option<String>,
     /// `metadata.creationTimestamp`: the older of two Services sharing an address keeps its ports.
     pub created: Option<jiff::Timestamp>,
+    /// `spec.ipFamilies` (`IPv4`, `IPv6`); empty means IPv4.
+    pub ip_families: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -73,12 +73,15 @@ impl Pool {
         }
         let (mut first, v6) = to_int(net.network());
         let (mut last, _) = to_int(net.broadcast());
-        // The network and broadcast addresses of a v4 subnet wider than /31 are not usable hosts.
-        if let IpNet::V4(v4) = net
-            && v4.prefix_len() < 31
-        {
-            first += 1;
-            last -= 1;
+        // The network and broadcast addresses of a v4 subnet wider than /31 are not usable hosts,
+        // nor is the subnet-router anycast address (the first) of a v6 subnet wider than /127.
+        match net {
+            IpNet::V4(v4) if v4.prefix_len() < 31 => {
+                first += 1;
+                last -= 1;
+            }
+            IpNet::V6(v6) if v6.prefix_len() < 127 => first += 1,
+            _ => {}
         }
         Ok(Self {
             text: trimmed.to_owned(),

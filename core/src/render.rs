@@ -35,7 +35,7 @@ struct ServiceView {
 #[derive(Serialize)]
 struct RouteView {
     upstream: String,
-    listen: String,
+    listen: Vec<String>,
     udp: bool,
     balance: &'static str,
     proxy_protocol: bool,
@@ -83,9 +83,9 @@ pub fn zone_fragment(
     zone: &str,
     names: &std::collections::BTreeSet<String>,
     ttl: u32,
-    addresses: &std::collections::BTreeMap<LbHostName, IpAddr>,
+    addresses: &[IpAddr],
 ) -> Result<String, RenderError> {
-    let mut ips: Vec<IpAddr> = addresses.values().copied().collect();
+    let mut ips: Vec<IpAddr> = addresses.to_vec();
     ips.sort();
     let records = names
         .iter()
@@ -121,12 +121,13 @@ fn render(template: &'static str, view: &impl Serialize) -> Result<String, Rende
     Ok(text)
 }
 
-/// The nginx snippet for one Service on one LB host, listening on `address` and sending to `nodes`.
+/// The nginx snippet for one Service on one LB host, listening on `addresses` (its primary and, for
+/// dual-stack, its IPv6 address) and sending to `nodes`.
 /// With no nodes nothing listens: clients get a refusal rather than a connection that goes nowhere.
 pub fn nginx_service(
     svc: &ExposedService,
     host: &LbHostName,
-    address: IpAddr,
+    addresses: &[IpAddr],
     nodes: &[&Node],
 ) -> Result<String, RenderError> {
     let routes = if nodes.is_empty() {
@@ -145,7 +146,10 @@ pub fn nginx_service(
                     },
                     p.port
                 ),
-                listen: SocketAddr::new(address, p.port).to_string(),
+                listen: addresses
+                    .iter()
+                    .map(|a| SocketAddr::new(*a, p.port).to_string())
+                    .collect(),
                 udp: p.protocol == Protocol::Udp,
                 balance: match svc.settings.balance {
                     Balance::RoundRobin => "",
@@ -163,7 +167,7 @@ pub fn nginx_service(
     let view = ServiceView {
         service: svc.key.to_string(),
         lb_host: host.to_string(),
-        address: address.to_string(),
+        address: addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         routes,
     };
     render(NGINX_SERVICE, &view)

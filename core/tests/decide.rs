@@ -31,6 +31,7 @@ fn svc(ns: &str, name: &str) -> ServiceInput {
         }],
         external_traffic_policy: None,
         created: None,
+        ip_families: Vec::new(),
     }
 }
 

@@ -36,6 +36,7 @@ fn svc(name: &str, ips: Option<&str>) -> ServiceInput {
         }],
         external_traffic_policy: None,
         created: None,
+        ip_families: Vec::new(),
     }
 }
 

@@ -35,6 +35,7 @@ fn svc(ns: &str, name: &str, key: Option<&str>, port: u16, created: i64) -> Serv
         }],
         external_traffic_policy: None,
         created: Timestamp::from_second(1_700_000_000 + created).ok(),
+        ip_families: Vec::new(),
     }
 }
 

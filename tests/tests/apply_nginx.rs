@@ -232,3 +232,30 @@ fn an_applier_for_a_host_missing_from_flipbit_yaml_refuses() {
     );
     assert_eq!(f.current("lb-a"), None);
 }
+
+#[test]
+fn a_dual_stack_service_answers_on_ipv6_loopback_too() {
+    // lb-a has an IPv4 pool and ::1; a dual-stack Service gets ::1 there as its IPv6 address.
+    let Some(f) = Fleet::with_pools(66, None, "127.66.1.0/24\", \"::1/128", "127.66.2.0/24") else {
+        return;
+    };
+    f.cluster.put(
+        "svc-web-dual.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: dual, namespace: web}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: flipbit.io/nginx\n  ipFamilies: [IPv4, IPv6]\n  ports:\n    - {protocol: TCP, port: 8080, nodePort: 30080}\n    - {protocol: UDP, port: 8053, nodePort: 30053}\n",
+    );
+    f.render();
+    f.apply_ok("lb-a");
+    f.apply_ok("lb-b");
+    let v6_tcp: SocketAddr = "[::1]:8080".parse().unwrap();
+    let v6_udp: SocketAddr = "[::1]:8053".parse().unwrap();
+    assert!(!answers(v6_tcp, false, 3).is_empty());
+    assert!(!answers(v6_udp, true, 1).is_empty());
+    assert!(
+        !answers(f.addr(1, 1, 8080), false, 1).is_empty(),
+        "the IPv4 address stopped answering"
+    );
+    let snippet = repo::read(&f.repo, "lb/lb-b/web/dual.conf").unwrap();
+    assert!(!snippet.contains("[::1]"), "lb-b has no IPv6 pool:\n{snippet}");
+    let zone = repo::read(&f.repo, "dns/k8s.example.test/web/dual.zone").unwrap();
+    assert!(zone.contains("IN AAAA ::1"), "{zone}");
+}

@@ -152,7 +152,7 @@ impl StatusWriter {
                 .decision
                 .exposed
                 .get(key)
-                .map(|s| s.addresses.values().copied().collect())
+                .map(|s| s.addresses.values().chain(s.addresses_v6.values()).copied().collect())
                 .unwrap_or_default()
         } else {
             // A Service that left us (another class now): take back only the addresses that are

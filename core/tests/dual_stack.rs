@@ -1,0 +1,111 @@
+//! Dual-stack: a Service whose ipFamilies include IPv6 also gets an IPv6 address from each LB
+//! host with IPv6 pools; nginx listens on `[addr]:port` too and DNS gets AAAA records.
+
+use std::collections::BTreeMap;
+
+use flipbit_core::config::Config;
+use flipbit_core::decide::{Decision, decide};
+use flipbit_core::ledger::Ledger;
+use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use jiff::Timestamp;
+
+fn config() -> Config {
+    Config::parse(
+        "zone: k.test\nlbHosts:\n  - {name: lb-1, pools: [127.6.1.0/24, \"fd00:6::/120\"]}\n  - {name: lb-2, pools: [127.6.2.0/24]}\n  - {name: lb-6, pools: [\"fd00:66::10-fd00:66::20\"]}\n",
+    )
+    .unwrap()
+}
+
+fn svc(name: &str, families: &[&str]) -> ServiceInput {
+    ServiceInput {
+        namespace: "a".into(),
+        name: name.into(),
+        service_type: "LoadBalancer".into(),
+        load_balancer_class: Some("flipbit.io/nginx".into()),
+        annotations: BTreeMap::new(),
+        ports: vec![PortInput {
+            name: None,
+            protocol: None,
+            port: 80,
+            node_port: Some(30080),
+        }],
+        external_traffic_policy: None,
+        created: None,
+        ip_families: families.iter().map(|f| (*f).to_owned()).collect(),
+    }
+}
+
+fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
+    let node = NodeInput {
+        name: "n1".into(),
+        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
+        ready: true,
+        unschedulable: false,
+        internal_ips: vec!["127.6.0.10".into()],
+    };
+    let snapshot = Snapshot {
+        services,
+        nodes: vec![node],
+        ..Snapshot::default()
+    };
+    decide(
+        &snapshot,
+        &config(),
+        ledger,
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    )
+}
+
+#[test]
+fn dual_stack_services_get_an_ipv6_address_where_there_is_a_pool() {
+    let d = run(vec![svc("dual", &["IPv4", "IPv6"]), svc("v4", &[])], &Ledger::empty());
+    let dual = &d.exposed[&"a/dual".parse().unwrap()];
+    let list = |m: &BTreeMap<_, std::net::IpAddr>| m.iter().map(|(h, ip)| format!("{h} {ip}")).collect::<Vec<_>>();
+    assert_eq!(
+        list(&dual.addresses),
+        ["lb-1 127.6.1.1", "lb-2 127.6.2.1", "lb-6 fd00:66::10"]
+    );
+    assert_eq!(list(&dual.addresses_v6), ["lb-1 fd00:6::1"]);
+    let v4 = &d.exposed[&"a/v4".parse().unwrap()];
+    assert!(v4.addresses_v6.is_empty());
+    assert_eq!(
+        list(&v4.addresses),
+        ["lb-1 127.6.1.2", "lb-2 127.6.2.2", "lb-6 fd00:66::11"]
+    );
+    let conf = &d.files["lb/lb-1/a/dual.conf"];
+    assert!(
+        conf.contains("    listen 127.6.1.1:80;\n    listen [fd00:6::1]:80;\n"),
+        "{conf}"
+    );
+    let zone = &d.files["dns/k.test/a/dual.zone"];
+    assert!(zone.contains("dual.a.k.test. 300 IN AAAA fd00:6::1"), "{zone}");
+    assert!(zone.contains("dual.a.k.test. 300 IN AAAA fd00:66::10"), "{zone}");
+    assert!(zone.contains("dual.a.k.test. 300 IN A 127.6.1.1"), "{zone}");
+    // Round trip and stability.
+    let back = Ledger::parse(&d.ledger.to_yaml()).unwrap();
+    assert!(d.ledger.to_yaml().contains("addressesV6"));
+    let again = run(vec![svc("dual", &["IPv4", "IPv6"]), svc("v4", &[])], &back);
+    assert_eq!(again.ledger, d.ledger);
+}
+
+#[test]
+fn dropping_ipv6_releases_only_the_ipv6_address() {
+    let d1 = run(vec![svc("dual", &["IPv4", "IPv6"])], &Ledger::empty());
+    let d2 = run(vec![svc("dual", &["IPv4"])], &d1.ledger);
+    let dual = &d2.exposed[&"a/dual".parse().unwrap()];
+    assert!(dual.addresses_v6.is_empty());
+    assert_eq!(dual.addresses, d1.exposed[&"a/dual".parse().unwrap()].addresses);
+    let d3 = run(
+        vec![svc("dual", &["IPv4"]), svc("other", &["IPv6", "IPv4"])],
+        &d2.ledger,
+    );
+    assert_eq!(
+        d3.exposed[&"a/other".parse().unwrap()]
+            .addresses_v6
+            .values()
+            .next()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("fd00:6::1")
+    );
+}
