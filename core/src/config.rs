@@ -63,11 +63,18 @@ fn default_grace() -> u64 {
 impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Config = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        config.check()?;
+        config.check(text)?;
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Checks what the types cannot; errors name the field and, where the value can be found in
+    /// `text`, its line.
+    fn check(&self, text: &str) -> Result<(), ConfigError> {
+        let line = |needle: &str| {
+            text.lines()
+                .position(|l| l.contains(needle))
+                .map_or(String::new(), |n| format!(" (line {})", n + 1))
+        };
         crate::dns::check_dns_name(&self.zone).map_err(|e| ConfigError::Invalid(format!("zone: {e}")))?;
         if self.lb_hosts.is_empty() {
             return Err(ConfigError::Invalid("lbHosts: at least one LB host is needed".into()));
@@ -77,8 +84,13 @@ impl Config {
         for (i, host) in self.lb_hosts.iter().enumerate() {
             if let Some(first) = seen.insert(&host.name, i) {
                 return Err(ConfigError::Invalid(format!(
-                    "lbHosts[{i}].name: {} is already used by lbHosts[{first}]",
-                    host.name
+                    "lbHosts[{i}].name: {} is already used by lbHosts[{first}]{}",
+                    host.name,
+                    text.lines()
+                        .enumerate()
+                        .filter(|(_, l)| l.contains(host.name.as_str()))
+                        .nth(1)
+                        .map_or(String::new(), |(n, _)| format!(" (line {})", n + 1))
                 )));
             }
             if host.pools.is_empty() {
@@ -88,7 +100,11 @@ impl Config {
                 )));
             }
             for (j, pool) in host.pools.iter().enumerate() {
-                let here = format!("lbHosts[{i}] ({}).pools[{j}] {pool}", host.name);
+                let here = format!(
+                    "lbHosts[{i}] ({}).pools[{j}] {pool}{}",
+                    host.name,
+                    line(&pool.to_string())
+                );
                 if let Some((there, _)) = pools.iter().find(|(_, p)| p.overlaps(pool)) {
                     return Err(ConfigError::Invalid(format!("{here} overlaps {there}")));
                 }
@@ -138,7 +154,7 @@ mod tests {
         let text = GOOD.replace("127.1.5.0/24", "127.1.1.128/25");
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(
-            err.contains("lbHosts[1] (lb-2).pools[0] 127.1.1.128/25 overlaps lbHosts[0] (lb-1)"),
+            err.contains("lbHosts[1] (lb-2).pools[0] 127.1.1.128/25 (line 6) overlaps lbHosts[0] (lb-1).pools[0] 127.1.1.0/24 (line 4)"),
             "{err}"
         );
     }

@@ -465,3 +465,36 @@ fn a_broken_flipbit_yaml_or_ledger_stops_the_generator() {
         "the generator 'repaired' a broken ledger"
     );
 }
+
+#[test]
+fn a_pool_edit_moves_only_what_left_the_pools_and_a_removed_host_loses_its_files() {
+    let s = setup(31);
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    s.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    render_ok(&s);
+    assert_eq!(addresses(&s.repo)["web/a"]["lb-a"], "127.31.1.1");
+    // A human shrinks lb-a's pool past web/a's address and removes lb-b.
+    let edited = flipbit_yaml(&[("lb-a", "127.31.1.2-127.31.1.50")]);
+    repo::human_commit(
+        &s.repo,
+        &BTreeMap::from([("flipbit.yaml", edited)]),
+        &[],
+        "shrink lb-a, drop lb-b",
+    )
+    .unwrap();
+    render_ok(&s);
+    let got = addresses(&s.repo);
+    assert_eq!(got["web/b"]["lb-a"], "127.31.1.2", "an address still in the pool moved");
+    assert_eq!(got["web/a"]["lb-a"], "127.31.1.3");
+    assert!(got["web/a"].get("lb-b").is_none());
+    assert!(
+        repo::files_under(&s.repo, "lb/lb-b").is_empty(),
+        "lb-b's files were not deleted"
+    );
+    let message = repo::head_message(&s.repo);
+    assert!(
+        message.contains("move web/a on lb-a from 127.31.1.1 to 127.31.1.3"),
+        "{message}"
+    );
+    assert!(message.contains("drop web/a from lb-b"), "{message}");
+}
