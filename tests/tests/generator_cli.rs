@@ -486,7 +486,7 @@ fn a_pool_edit_moves_only_what_left_the_pools_and_a_removed_host_loses_its_files
     let got = addresses(&s.repo);
     assert_eq!(got["web/b"]["lb-a"], "127.31.1.2", "an address still in the pool moved");
     assert_eq!(got["web/a"]["lb-a"], "127.31.1.3");
-    assert!(got["web/a"].get("lb-b").is_none());
+    assert!(!got["web/a"].contains_key("lb-b"));
     assert!(
         repo::files_under(&s.repo, "lb/lb-b").is_empty(),
         "lb-b's files were not deleted"
