@@ -49,6 +49,25 @@ pub enum AddressEvent {
     Freed { key: ServiceKey },
 }
 
+impl AddressEvent {
+    /// `Moved` when the Service had another address on that host, else `Allocated`.
+    pub(crate) fn placed(key: &ServiceKey, host: &LbHostName, old: Option<IpAddr>, ip: IpAddr) -> Self {
+        match old {
+            Some(from) => AddressEvent::Moved {
+                key: key.clone(),
+                host: host.clone(),
+                from,
+                to: ip,
+            },
+            None => AddressEvent::Allocated {
+                key: key.clone(),
+                host: host.clone(),
+                ip,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
     pub ledger: Ledger,
@@ -276,19 +295,7 @@ pub fn allocate(
                 Some(ip) => {
                     host_used.insert(ip);
                     entry.addresses.insert(host.name.clone(), ip);
-                    events.push(match old {
-                        Some(from) => AddressEvent::Moved {
-                            key: key.clone(),
-                            host: host.name.clone(),
-                            from,
-                            to: ip,
-                        },
-                        None => AddressEvent::Allocated {
-                            key: key.clone(),
-                            host: host.name.clone(),
-                            ip,
-                        },
-                    });
+                    events.push(AddressEvent::placed(key, &host.name, old, ip));
                 }
                 None => problems.push(Problem::service_error(
                     key,

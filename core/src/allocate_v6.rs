@@ -60,19 +60,7 @@ pub(crate) fn place(
             Some(ip) => {
                 host_used.insert(ip);
                 entry.addresses_v6.insert(host.name.clone(), ip);
-                events.push(match old {
-                    Some(from) => AddressEvent::Moved {
-                        key: key.clone(),
-                        host: host.name.clone(),
-                        from,
-                        to: ip,
-                    },
-                    None => AddressEvent::Allocated {
-                        key: key.clone(),
-                        host: host.name.clone(),
-                        ip,
-                    },
-                });
+                events.push(AddressEvent::placed(key, &host.name, old, ip));
             }
             None => problems.push(Problem::service_error(
                 key,

@@ -1,13 +1,14 @@
 //! Dual-stack: a Service whose ipFamilies include IPv6 also gets an IPv6 address from each LB
 //! host with IPv6 pools; nginx listens on `[addr]:port` too and DNS gets AAAA records.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use flipbit_core::config::Config;
-use flipbit_core::decide::{Decision, decide};
+use flipbit_core::decide::Decision;
 use flipbit_core::ledger::Ledger;
-use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
-use jiff::Timestamp;
+use flipbit_core::model::ServiceInput;
 
 fn config() -> Config {
     Config::parse(
@@ -17,43 +18,13 @@ fn config() -> Config {
 }
 
 fn svc(name: &str, families: &[&str]) -> ServiceInput {
-    ServiceInput {
-        namespace: "a".into(),
-        name: name.into(),
-        service_type: "LoadBalancer".into(),
-        load_balancer_class: Some("flipbit.io/nginx".into()),
-        annotations: BTreeMap::new(),
-        ports: vec![PortInput {
-            name: None,
-            protocol: None,
-            port: 80,
-            node_port: Some(30080),
-        }],
-        external_traffic_policy: None,
-        created: None,
-        ip_families: families.iter().map(|f| (*f).to_owned()).collect(),
-    }
+    let mut svc = common::lb_service("a", name);
+    svc.ip_families = families.iter().map(|f| (*f).to_owned()).collect();
+    svc
 }
 
 fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
-    let node = NodeInput {
-        name: "n1".into(),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready: true,
-        unschedulable: false,
-        internal_ips: vec!["127.6.0.10".into()],
-    };
-    let snapshot = Snapshot {
-        services,
-        nodes: vec![node],
-        ..Snapshot::default()
-    };
-    decide(
-        &snapshot,
-        &config(),
-        ledger,
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    )
+    common::decide_one_node(&config(), services, "127.6.0.10", ledger)
 }
 
 #[test]

@@ -1,14 +1,13 @@
 //! `flipbit.io/ips`: requested addresses are reserved before lowest-free allocation, never taken
 //! from another Service, and a request that cannot be met leaves the Service where it was.
 
-use std::collections::BTreeMap;
+mod common;
 
 use flipbit_core::allocate::AddressEvent;
 use flipbit_core::config::Config;
-use flipbit_core::decide::{Decision, decide};
+use flipbit_core::decide::Decision;
 use flipbit_core::ledger::Ledger;
-use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
-use jiff::Timestamp;
+use flipbit_core::model::ServiceInput;
 
 fn config() -> Config {
     Config::parse(
@@ -18,47 +17,15 @@ fn config() -> Config {
 }
 
 fn svc(name: &str, ips: Option<&str>) -> ServiceInput {
-    let mut annotations = BTreeMap::new();
-    if let Some(ips) = ips {
-        annotations.insert("flipbit.io/ips".to_owned(), ips.to_owned());
-    }
-    ServiceInput {
-        namespace: "a".into(),
-        name: name.into(),
-        service_type: "LoadBalancer".into(),
-        load_balancer_class: Some("flipbit.io/nginx".into()),
-        annotations,
-        ports: vec![PortInput {
-            name: None,
-            protocol: None,
-            port: 80,
-            node_port: Some(30080),
-        }],
-        external_traffic_policy: None,
-        created: None,
-        ip_families: Vec::new(),
+    let svc = common::lb_service("a", name);
+    match ips {
+        Some(ips) => common::annotated(svc, "flipbit.io/ips", ips),
+        None => svc,
     }
 }
 
 fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
-    let node = NodeInput {
-        name: "n1".into(),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready: true,
-        unschedulable: false,
-        internal_ips: vec!["127.3.0.10".into()],
-    };
-    let snapshot = Snapshot {
-        services,
-        nodes: vec![node],
-        ..Snapshot::default()
-    };
-    decide(
-        &snapshot,
-        &config(),
-        ledger,
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    )
+    common::decide_one_node(&config(), services, "127.3.0.10", ledger)
 }
 
 fn addr(d: &Decision, name: &str, host: &str) -> Option<String> {

@@ -1,12 +1,12 @@
 //! `flipbit.io/shared-ip-key`: Services of one namespace with the same key share one address per
 //! LB host while their ports do not clash; the older one keeps its ports; nothing ever moves.
 
-use std::collections::BTreeMap;
+mod common;
 
 use flipbit_core::config::Config;
-use flipbit_core::decide::{Decision, decide};
+use flipbit_core::decide::Decision;
 use flipbit_core::ledger::Ledger;
-use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use flipbit_core::model::ServiceInput;
 use jiff::Timestamp;
 
 fn config() -> Config {
@@ -17,47 +17,17 @@ fn config() -> Config {
 }
 
 fn svc(ns: &str, name: &str, key: Option<&str>, port: u16, created: i64) -> ServiceInput {
-    let mut annotations = BTreeMap::new();
-    if let Some(k) = key {
-        annotations.insert("flipbit.io/shared-ip-key".to_owned(), k.to_owned());
-    }
-    ServiceInput {
-        namespace: ns.into(),
-        name: name.into(),
-        service_type: "LoadBalancer".into(),
-        load_balancer_class: Some("flipbit.io/nginx".into()),
-        annotations,
-        ports: vec![PortInput {
-            name: None,
-            protocol: None,
-            port: i32::from(port),
-            node_port: Some(30080),
-        }],
-        external_traffic_policy: None,
-        created: Timestamp::from_second(1_700_000_000 + created).ok(),
-        ip_families: Vec::new(),
+    let mut svc = common::lb_service(ns, name);
+    svc.ports[0].port = i32::from(port);
+    svc.created = Timestamp::from_second(1_700_000_000 + created).ok();
+    match key {
+        Some(k) => common::annotated(svc, "flipbit.io/shared-ip-key", k),
+        None => svc,
     }
 }
 
 fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
-    let node = NodeInput {
-        name: "n1".into(),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready: true,
-        unschedulable: false,
-        internal_ips: vec!["127.4.0.10".into()],
-    };
-    let snapshot = Snapshot {
-        services,
-        nodes: vec![node],
-        ..Snapshot::default()
-    };
-    decide(
-        &snapshot,
-        &config(),
-        ledger,
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    )
+    common::decide_one_node(&config(), services, "127.4.0.10", ledger)
 }
 
 fn addrs(d: &Decision, key: &str) -> Vec<String> {

@@ -1,0 +1,55 @@
+//! Builders shared by the core tests: a LoadBalancer Service of our class and a decision over
+//! one Ready node at a fixed time.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use flipbit_core::config::Config;
+use flipbit_core::decide::{Decision, decide};
+use flipbit_core::ledger::Ledger;
+use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use jiff::Timestamp;
+
+/// `ns/name`, type LoadBalancer, class flipbit.io/nginx, TCP 80 → node port 30080.
+pub fn lb_service(ns: &str, name: &str) -> ServiceInput {
+    ServiceInput {
+        namespace: ns.into(),
+        name: name.into(),
+        service_type: "LoadBalancer".into(),
+        load_balancer_class: Some("flipbit.io/nginx".into()),
+        ports: vec![PortInput {
+            name: None,
+            protocol: None,
+            port: 80,
+            node_port: Some(30080),
+        }],
+        ..ServiceInput::default()
+    }
+}
+
+pub fn annotated(mut svc: ServiceInput, key: &str, value: &str) -> ServiceInput {
+    svc.annotations.insert(key.into(), value.into());
+    svc
+}
+
+/// Decides for `services` with one Ready node at `node_ip`, at a fixed time.
+pub fn decide_one_node(config: &Config, services: Vec<ServiceInput>, node_ip: &str, ledger: &Ledger) -> Decision {
+    let node = NodeInput {
+        name: "n1".into(),
+        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
+        ready: true,
+        unschedulable: false,
+        internal_ips: vec![node_ip.into()],
+    };
+    let snapshot = Snapshot {
+        services,
+        nodes: vec![node],
+        ..Snapshot::default()
+    };
+    decide(
+        &snapshot,
+        config,
+        ledger,
+        Timestamp::from_second(1_800_000_000).expect("time"),
+    )
+}
