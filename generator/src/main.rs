@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use flipbit_generator::cli::{Cli, Command, LogFormat, OfflineArgs, RepoArgs, RunArgs};
-use flipbit_generator::cycle::{Outcome, RepoTarget};
+use flipbit_generator::cycle::RepoTarget;
 use flipbit_generator::live::{self, LiveOptions, leader::LeaseSettings};
 use flipbit_generator::offline;
 use flipbit_generator::report;
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -33,22 +33,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let (args, push) = match cli.command {
-        Command::Render(a) => (a, true),
-        Command::Plan(a) => (a, false),
-        Command::Run(a) => return live(a),
-    };
-    let outcome = offline_run(&args, push)?;
-    for p in &outcome.problems {
-        eprintln!("{p}");
+/// Exit status of `plan` when there is something to commit, so CI can gate on it.
+const PLAN_HAS_CHANGES: u8 = 2;
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Render(args) => {
+            let outcome = offline::run(&target(&args.repo), &args.manifests, now(&args), true)?;
+            for p in &outcome.problems {
+                eprintln!("{p}");
+            }
+            println!("{}", report::rendered(&outcome));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(args) => {
+            let plan = offline::plan(&target(&args.repo), &args.manifests, now(&args))?;
+            for p in &plan.outcome.problems {
+                eprintln!("{p}");
+            }
+            let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            print!("{}", report::plan(&plan, color));
+            Ok(if plan.outcome.committed.is_some() {
+                ExitCode::from(PLAN_HAS_CHANGES)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Run(args) => live(args).map(|()| ExitCode::SUCCESS),
     }
-    if push {
-        println!("{}", report::rendered(&outcome));
-    } else {
-        print!("{}", report::plan(&outcome));
-    }
-    Ok(())
+}
+
+fn now(args: &OfflineArgs) -> jiff::Timestamp {
+    args.now.unwrap_or_else(jiff::Timestamp::now)
 }
 
 fn target(repo: &RepoArgs) -> RepoTarget {
@@ -92,14 +108,4 @@ fn live(args: RunArgs) -> anyhow::Result<()> {
         max_delay: std::time::Duration::from_millis(args.debounce_max_ms),
         resync: seconds(args.resync, "--resync")?,
     })
-}
-
-fn offline_run(args: &OfflineArgs, push: bool) -> anyhow::Result<Outcome> {
-    let target = target(&args.repo);
-    offline::run(
-        &target,
-        &args.manifests,
-        args.now.unwrap_or_else(jiff::Timestamp::now),
-        push,
-    )
 }

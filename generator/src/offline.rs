@@ -18,3 +18,28 @@ pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp, push: boo
     let (store, _temp) = cycle::open_store(target)?;
     cycle::run(&store, target, &snapshot, &load_problems, now, push)
 }
+
+/// What `plan` shows: the outcome, and the content before the change of every changed path
+/// (`None` for a file that does not exist yet).
+pub struct Plan {
+    pub outcome: Outcome,
+    pub before: std::collections::BTreeMap<String, Option<String>>,
+}
+
+/// Decides without committing anything visible, and reads the current content of each path the
+/// decision would change.
+pub fn plan(target: &RepoTarget, dir: &std::path::Path, now: Timestamp) -> Result<Plan> {
+    let (snapshot, load_problems) = manifests::load_dir(dir)?;
+    let (store, _temp) = cycle::open_store(target)?;
+    let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, false)?;
+    let mut before = std::collections::BTreeMap::new();
+    if let Some(c) = &outcome.committed {
+        for path in &c.changed {
+            let text = store
+                .read(outcome.base, path)?
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            before.insert(path.clone(), text);
+        }
+    }
+    Ok(Plan { outcome, before })
+}

@@ -3,26 +3,117 @@
 use std::fmt::Write as _;
 
 use crate::cycle::Outcome;
+use crate::offline::Plan;
 
-/// The plan: the commit message that would be made and the paths it would change.
-pub fn plan(outcome: &Outcome) -> String {
+/// The plan: the commit message that would be made, a summary table, and a unified diff of every
+/// changed file (coloured when `color`).
+pub fn plan(plan: &Plan, color: bool) -> String {
+    let outcome = &plan.outcome;
     let mut out = String::new();
-    match (&outcome.committed, &outcome.message) {
-        (Some(c), Some(msg)) => {
-            let _ = writeln!(out, "would commit on top of {}:\n", short(&outcome.base.to_string()));
-            for line in msg.lines() {
-                let _ = writeln!(out, "    {line}");
-            }
-            let _ = writeln!(out, "\nchanged files:");
-            for path in &c.changed {
-                let _ = writeln!(out, "    {path}");
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "no change: {} is up to date", short(&outcome.base.to_string()));
+    let (Some(c), Some(msg)) = (&outcome.committed, &outcome.message) else {
+        let _ = writeln!(out, "no change: {} is up to date", short(&outcome.base.to_string()));
+        return out;
+    };
+    let _ = writeln!(out, "would commit on top of {}:\n", short(&outcome.base.to_string()));
+    for line in msg.lines() {
+        let _ = writeln!(out, "    {line}");
+    }
+    let _ = writeln!(out);
+    for (label, n) in summary(plan) {
+        let _ = writeln!(out, "{label:<22}{n:>6}");
+    }
+    for path in &c.changed {
+        let old = plan.before.get(path).cloned().flatten().unwrap_or_default();
+        let new = outcome.decision.files.get(path).cloned().unwrap_or_default();
+        let diff = similar::TextDiff::from_lines(&old, &new);
+        let text = diff
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("a/{path}"), &format!("b/{path}"))
+            .to_string();
+        let _ = writeln!(out);
+        for line in text.lines() {
+            let paint = match line.chars().next() {
+                _ if !color => "",
+                Some('+') => "\x1b[32m",
+                Some('-') => "\x1b[31m",
+                Some('@') => "\x1b[36m",
+                _ => "",
+            };
+            let reset = if paint.is_empty() { "" } else { "\x1b[0m" };
+            let _ = writeln!(out, "{paint}{line}{reset}");
         }
     }
     out
+}
+
+/// Counts for the plan's table.
+fn summary(plan: &Plan) -> Vec<(&'static str, usize)> {
+    use flipbit_core::allocate::AddressEvent as E;
+    use std::collections::BTreeSet;
+    let events = &plan.outcome.decision.events;
+    let keys = |f: &dyn Fn(&E) -> Option<&flipbit_core::names::ServiceKey>| {
+        events.iter().filter_map(f).collect::<BTreeSet<_>>()
+    };
+    let exposed = keys(&|e| match e {
+        E::Allocated { key, .. } | E::Reclaimed { key } | E::Requested { key, from: None, .. } => Some(key),
+        _ => None,
+    });
+    let withdrawn = keys(&|e| match e {
+        E::Withdrawn { key } => Some(key),
+        _ => None,
+    });
+    let changed_paths = plan
+        .outcome
+        .committed
+        .as_ref()
+        .map(|c| c.changed.clone())
+        .unwrap_or_default();
+    let touched: BTreeSet<_> = changed_paths
+        .iter()
+        .filter_map(|p| flipbit_core::layout::service_of(p))
+        .collect();
+    let changed = touched
+        .iter()
+        .filter(|k| !exposed.contains(k) && !withdrawn.contains(k))
+        .count();
+    let allocated = events
+        .iter()
+        .filter(|e| matches!(e, E::Allocated { .. } | E::Requested { .. } | E::Moved { .. }))
+        .count();
+    let released = events
+        .iter()
+        .filter(|e| matches!(e, E::Dropped { .. } | E::Moved { .. } | E::Freed { .. }))
+        .count();
+    let names = |text: Option<&String>| -> BTreeSet<String> {
+        text.map(|t| {
+            t.lines()
+                .filter(|l| !l.trim_start().starts_with(';'))
+                .filter_map(|l| l.split_whitespace().next())
+                .map(|n| n.trim_end_matches('.').to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let (mut added, mut removed) = (0, 0);
+    for path in changed_paths
+        .iter()
+        .filter(|p| flipbit_core::layout::parse_dns_path(p).is_some())
+    {
+        let old = names(plan.before.get(path).and_then(Option::as_ref));
+        let new = names(plan.outcome.decision.files.get(path));
+        added += new.difference(&old).count();
+        removed += old.difference(&new).count();
+    }
+    vec![
+        ("Services exposed", exposed.len()),
+        ("Services changed", changed),
+        ("Services withdrawn", withdrawn.len()),
+        ("Addresses allocated", allocated),
+        ("Addresses released", released),
+        ("DNS names added", added),
+        ("DNS names removed", removed),
+    ]
 }
 
 pub fn rendered(outcome: &Outcome) -> String {

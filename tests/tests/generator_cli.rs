@@ -113,17 +113,37 @@ fn plan_prints_the_change_and_commits_nothing() {
     let s = setup(22);
     s.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     let out = generator("plan", &s.repo, s.cluster.path(), &[]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "plan with a change must exit 2: {}",
+        text(&out)
+    );
     let shown = text(&out);
     assert!(
         shown.contains("expose web/shop on lb-a 127.22.1.1, lb-b 127.22.2.1"),
         "{shown}"
     );
-    assert!(shown.contains("lb/lb-b/web/shop.conf"), "{shown}");
+    // A plain (not a terminal) unified diff and the summary table.
+    assert!(shown.contains("+++ b/lb/lb-b/web/shop.conf"), "{shown}");
+    assert!(shown.contains("+    listen 127.22.2.1:8080;"), "{shown}");
+    assert!(!shown.contains('\x1b'), "colour codes on a pipe: {shown}");
+    assert!(shown.contains("Services exposed           1"), "{shown}");
+    assert!(shown.contains("Addresses allocated        2"), "{shown}");
+    assert!(shown.contains("DNS names added            1"), "{shown}");
     assert_eq!(repo::commit_count(&s.repo), 1, "plan committed");
     render_ok(&s);
     let out = generator("plan", &s.repo, s.cluster.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("no change"), "{}", text(&out));
+
+    // A change to an existing Service shows as a diff of its lines.
+    s.cluster.remove("node-1.yaml");
+    let out = generator("plan", &s.repo, s.cluster.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let shown = text(&out);
+    assert!(shown.contains("-    server 127.22.0.10:30080;"), "{shown}");
+    assert!(shown.contains("Services changed           1"), "{shown}");
 }
 
 #[test]
