@@ -39,6 +39,8 @@ pub struct Decision {
     pub exposed: BTreeMap<ServiceKey, ExposedSummary>,
     pub events: Vec<AddressEvent>,
     pub problems: Vec<Problem>,
+    /// Every node of the snapshot by its address: its name and, when it carries no traffic, why.
+    pub node_states: BTreeMap<IpAddr, (String, Option<&'static str>)>,
 }
 
 impl Decision {
@@ -173,6 +175,16 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
         );
     }
     files.insert(layout::LEDGER_FILE.to_owned(), alloc.ledger.to_yaml());
+    let node_states = snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            Some((
+                nodes::internal_ip(n)?,
+                (n.name.clone(), nodes::ineligible_because(n, config)),
+            ))
+        })
+        .collect();
     problems.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.object.cmp(&b.object)));
     problems.dedup();
     Decision {
@@ -182,6 +194,7 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
         exposed: summaries,
         events: alloc.events,
         problems,
+        node_states,
     }
 }
 

@@ -2,6 +2,7 @@
 //! body has a line per Service touched and its cause, and trailers name the Services.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use crate::allocate::AddressEvent;
 use crate::decide::Decision;
@@ -11,10 +12,19 @@ use crate::problem::Severity;
 
 /// The message for committing `changed` paths (the ones whose content really changed), or `None`
 /// when nothing changed.
-pub fn compose(decision: &Decision, changed: &BTreeSet<String>, release_grace_seconds: u64) -> Option<String> {
+///
+/// `old_upstreams` holds, for Services whose snippets changed, the node addresses their snippets
+/// sent to before, so an upstream change can name the nodes that came and went and why.
+pub fn compose(
+    decision: &Decision,
+    changed: &BTreeSet<String>,
+    release_grace_seconds: u64,
+    old_upstreams: &BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
+) -> Option<String> {
     if changed.is_empty() {
         return None;
     }
+    let mut causes: BTreeSet<String> = BTreeSet::new();
     let mut lines: BTreeMap<ServiceKey, Vec<String>> = BTreeMap::new();
     let mut touched_hosts: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
     let mut touched_dns: BTreeSet<ServiceKey> = BTreeSet::new();
@@ -61,18 +71,25 @@ pub fn compose(decision: &Decision, changed: &BTreeSet<String>, release_grace_se
             ),
             AddressEvent::Freed { key } => (key, format!("release {key} (grace over: its addresses are free again)")),
         };
+        causes.insert(match event {
+            AddressEvent::Withdrawn { .. } => format!("Service {key} withdrawn"),
+            AddressEvent::Freed { .. } => "release grace over".to_owned(),
+            AddressEvent::Moved { .. } | AddressEvent::Dropped { .. } => "flipbit.yaml or annotation change".to_owned(),
+            _ => format!("Service {key} exposed"),
+        });
         lines.entry(key.clone()).or_default().push(line);
     }
     for (key, hosts) in &touched_hosts {
         if !lines.contains_key(key) {
-            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-            lines.insert(
-                key.clone(),
-                vec![format!(
-                    "update {key} on {} (ports or upstream nodes)",
-                    hosts.join(", ")
-                )],
-            );
+            let line = match upstream_line(decision, key, old_upstreams.get(key), &mut causes) {
+                Some(line) => line,
+                None => {
+                    causes.insert(format!("Service {key} changed"));
+                    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                    format!("update {key} on {} (ports or settings)", hosts.join(", "))
+                }
+            };
+            lines.insert(key.clone(), vec![line]);
         }
     }
     for key in &touched_dns {
@@ -108,8 +125,53 @@ pub fn compose(decision: &Decision, changed: &BTreeSet<String>, release_grace_se
     if !lines.is_empty() {
         let keys: Vec<String> = lines.keys().map(ToString::to_string).collect();
         msg.push_str(&format!("\nFlipbit-Services: {}\n", keys.join(", ")));
+        if !causes.is_empty() {
+            msg.push_str(&format!(
+                "Flipbit-Cause: {}\n",
+                causes.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
     }
     Some(msg)
+}
+
+/// `move upstreams of ns/name: -127.0.0.12 (node-3 NotReady), +127.0.0.15 (node-6)`, when the set of
+/// upstream node addresses changed; `None` when it did not (the change is elsewhere).
+fn upstream_line(
+    decision: &Decision,
+    key: &ServiceKey,
+    old: Option<&BTreeSet<IpAddr>>,
+    causes: &mut BTreeSet<String>,
+) -> Option<String> {
+    let old = old?;
+    let new: BTreeSet<IpAddr> = decision.exposed.get(key)?.nodes.iter().map(|n| n.ip).collect();
+    if &new == old {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for ip in old.difference(&new) {
+        let why = match decision.node_states.get(ip) {
+            Some((name, Some(reason))) => format!("{name} {reason}"),
+            Some((name, None)) => format!("{name} not chosen"),
+            None => "node deleted".to_owned(),
+        };
+        causes.insert(if why == "node deleted" {
+            why.clone()
+        } else {
+            format!("node {why}")
+        });
+        parts.push(format!("-{ip} ({why})"));
+    }
+    for ip in new.difference(old) {
+        let name = decision
+            .node_states
+            .get(ip)
+            .map_or("a node", |(n, _)| n.as_str())
+            .to_owned();
+        causes.insert(format!("node {name} eligible"));
+        parts.push(format!("+{ip} ({name})"));
+    }
+    Some(format!("move upstreams of {key}: {}", parts.join(", ")))
 }
 
 fn expose_line(decision: &Decision, key: &ServiceKey, again: bool) -> String {
@@ -136,7 +198,11 @@ fn summary_subject(lines: &[&String]) -> String {
     for line in lines {
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("update");
-        by_verb.entry(verb).or_default().push(words.next().unwrap_or_default());
+        let key = words
+            .find(|w| w.contains('/'))
+            .unwrap_or_default()
+            .trim_end_matches(':');
+        by_verb.entry(verb).or_default().push(key);
     }
     let named: Vec<String> = by_verb
         .iter()

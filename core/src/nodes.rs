@@ -27,14 +27,10 @@ pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for node in nodes {
-        let selected = config.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v));
-        if !selected || !node.ready || node.unschedulable || node.labels.contains_key(EXCLUDE_LABEL) {
+        if ineligible_because(node, config).is_some() {
             continue;
         }
-        let ips: Vec<IpAddr> = node.internal_ips.iter().filter_map(|s| s.trim().parse().ok()).collect();
-        // Prefer IPv4, which every LB host can reach in a v4-only fleet.
-        let ip = ips.iter().find(|ip| ip.is_ipv4()).or(ips.first()).copied();
-        match ip {
+        match internal_ip(node) {
             Some(ip) => out.push(Node {
                 name: node.name.clone(),
                 ip,
@@ -50,6 +46,28 @@ pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem
     out.sort();
     out.dedup_by(|a, b| a.name == b.name);
     (out, problems)
+}
+
+/// Why a node carries no traffic, or `None` when it may.
+pub fn ineligible_because(node: &NodeInput, config: &Config) -> Option<&'static str> {
+    if !config.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v)) {
+        Some("not selected by nodeSelector")
+    } else if !node.ready {
+        Some("NotReady")
+    } else if node.unschedulable {
+        Some("cordoned")
+    } else if node.labels.contains_key(EXCLUDE_LABEL) {
+        Some("excluded from external load balancers")
+    } else {
+        None
+    }
+}
+
+/// The address LB hosts send to: the first IPv4 InternalIP (every LB host can reach it in a
+/// v4-only fleet), else the first InternalIP.
+pub fn internal_ip(node: &NodeInput) -> Option<IpAddr> {
+    let ips: Vec<IpAddr> = node.internal_ips.iter().filter_map(|s| s.trim().parse().ok()).collect();
+    ips.iter().find(|ip| ip.is_ipv4()).or(ips.first()).copied()
 }
 
 /// Node names holding a ready endpoint, per Service, from EndpointSlices.

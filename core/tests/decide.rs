@@ -334,29 +334,47 @@ fn pool_exhaustion_hits_only_the_late_service() {
 #[test]
 fn commit_messages_say_what_and_why() {
     let cfg = config();
+    let none = BTreeMap::new();
     let d1 = decide(&snapshot(vec![svc("a", "one")]), &cfg, &Ledger::empty(), t(0));
     let changed = d1.files.keys().cloned().collect();
-    let msg = message::compose(&d1, &changed, cfg.release_grace_seconds).unwrap();
+    let msg = message::compose(&d1, &changed, cfg.release_grace_seconds, &none).unwrap();
     assert_eq!(
         msg,
-        "expose a/one on lb-1 127.1.1.1, lb-2 127.1.5.1\n\nFlipbit-Services: a/one\n"
+        "expose a/one on lb-1 127.1.1.1, lb-2 127.1.5.1\n\nFlipbit-Services: a/one\nFlipbit-Cause: Service a/one exposed\n"
     );
 
+    // node-5 goes NotReady, node-4 is deleted: the upstream change names both, and why.
     let mut snap = snapshot(vec![svc("a", "one")]);
-    snap.nodes.pop();
+    snap.nodes[4].ready = false;
+    snap.nodes.remove(3);
     let d2 = decide(&snap, &cfg, &d1.ledger, t(1));
     let changed = ["lb/lb-1/a/one.conf".to_owned(), "lb/lb-2/a/one.conf".to_owned()].into();
-    let msg = message::compose(&d2, &changed, 60).unwrap();
+    let before: std::collections::BTreeSet<std::net::IpAddr> =
+        (10..15).map(|i| format!("127.0.0.{i}").parse().unwrap()).collect();
+    let old = BTreeMap::from([("a/one".parse().unwrap(), before)]);
+    let msg = message::compose(&d2, &changed, 60, &old).unwrap();
     assert!(
-        msg.starts_with("update a/one on lb-1, lb-2 (ports or upstream nodes)\n"),
+        msg.starts_with("move upstreams of a/one: -127.0.0.13 (node deleted), -127.0.0.14 (node-5 NotReady)\n"),
         "{msg}"
     );
-    assert_eq!(message::compose(&d2, &Default::default(), 60), None);
+    assert!(
+        msg.contains("Flipbit-Cause: node deleted, node node-5 NotReady"),
+        "{msg}"
+    );
+    assert_eq!(message::compose(&d2, &Default::default(), 60, &old), None);
+
+    // Without the old node set (a port change), the line says what kind of change it was.
+    let msg = message::compose(&d2, &changed, 60, &none).unwrap();
+    assert!(
+        msg.starts_with("update a/one on lb-1, lb-2 (ports or settings)\n"),
+        "{msg}"
+    );
 
     let d3 = decide(&snapshot(vec![]), &cfg, &d2.ledger, t(2));
-    let msg = message::compose(&d3, &["ledger.yaml".to_owned()].into(), 60).unwrap();
+    let msg = message::compose(&d3, &["ledger.yaml".to_owned()].into(), 60, &none).unwrap();
     assert!(
         msg.starts_with("withdraw a/one (no longer exposed; addresses held 60 s)"),
         "{msg}"
     );
+    assert!(msg.contains("Flipbit-Cause: Service a/one withdrawn"), "{msg}");
 }

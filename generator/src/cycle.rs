@@ -133,7 +133,8 @@ fn decide_once(
         &writes,
         &deletions,
         |changed: &BTreeSet<String>| {
-            message = message::compose(&decision, changed, config.release_grace_seconds);
+            let old_upstreams = old_upstreams(store, head, changed);
+            message = message::compose(&decision, changed, config.release_grace_seconds, &old_upstreams);
             message.clone()
         },
         author,
@@ -149,4 +150,40 @@ fn decide_once(
         base: head,
         config,
     })
+}
+
+/// The node addresses each changed snippet sent to before the change (read from the first changed
+/// snippet of each Service; all hosts of a Service share one node set).
+fn old_upstreams(
+    store: &Store,
+    head: flipbit_store::CommitId,
+    changed: &BTreeSet<String>,
+) -> std::collections::BTreeMap<flipbit_core::names::ServiceKey, BTreeSet<std::net::IpAddr>> {
+    let mut out = std::collections::BTreeMap::new();
+    for path in changed {
+        let Some((_, key)) = layout::parse_lb_path(path) else {
+            continue;
+        };
+        if out.contains_key(&key) {
+            continue;
+        }
+        let Ok(Some(text)) = store.read(head, path) else {
+            continue;
+        };
+        let servers: BTreeSet<std::net::IpAddr> = String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("server ")?
+                    .split_whitespace()
+                    .next()?
+                    .trim_end_matches(';')
+                    .parse::<std::net::SocketAddr>()
+                    .ok()
+            })
+            .map(|a| a.ip())
+            .collect();
+        out.insert(key, servers);
+    }
+    out
 }

@@ -518,3 +518,37 @@ fn a_pool_edit_moves_only_what_left_the_pools_and_a_removed_host_loses_its_files
     );
     assert!(message.contains("drop web/a from lb-b"), "{message}");
 }
+
+#[test]
+fn commit_messages_name_the_nodes_that_moved_and_why() {
+    let s = setup(32);
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    render_ok(&s);
+    s.cluster.node(3, s.block, false);
+    render_ok(&s);
+    let message = repo::head_message(&s.repo);
+    assert!(
+        message.starts_with("move upstreams of web/a: -127.32.0.12 (node-3 NotReady)\n"),
+        "{message}"
+    );
+    assert!(message.contains("Flipbit-Cause: node node-3 NotReady"), "{message}");
+    s.cluster.node(3, s.block, true);
+    render_ok(&s);
+    let message = repo::head_message(&s.repo);
+    assert!(
+        message.starts_with("move upstreams of web/a: +127.32.0.12 (node-3)\n"),
+        "{message}"
+    );
+    // `git log -- <snippet>` is the Service's history.
+    let log = std::process::Command::new("git")
+        .args(["log", "--format=%s", "--", "lb/lb-a/web/a.conf"])
+        .current_dir(&s.repo)
+        .output()
+        .expect("git log");
+    let subjects = String::from_utf8_lossy(&log.stdout).into_owned();
+    assert_eq!(subjects.lines().count(), 3, "{subjects}");
+    assert!(
+        subjects.lines().last().is_some_and(|l| l.starts_with("expose web/a")),
+        "{subjects}"
+    );
+}
