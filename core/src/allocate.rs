@@ -207,21 +207,8 @@ pub fn allocate(
             .into_iter()
             .filter(|h| svc.ipv4 || !h.pools.iter().any(|p| !p.is_v6()))
             .collect();
-        entry.addresses.retain(|host, ip| {
-            let keep = targets.iter().any(|t| &t.name == host);
-            if !keep {
-                events.push(AddressEvent::Dropped {
-                    key: key.clone(),
-                    host: host.clone(),
-                    ip: *ip,
-                });
-                if let Some(set) = used.get_mut(host) {
-                    set.remove(ip);
-                }
-                cursors.remove(host);
-            }
-            keep
-        });
+        let keep = |host: &LbHostName| targets.iter().any(|t| &t.name == host);
+        drop_hosts(key, &mut entry.addresses, keep, &mut used, &mut cursors, &mut events);
         for host in targets {
             let old = entry.addresses.get(&host.name).copied();
             if let Some(want) = svc.settings.requested.get(&host.name).copied() {
@@ -340,6 +327,33 @@ pub fn allocate(
         events,
         problems,
     }
+}
+
+/// Releases the addresses in `addresses` on hosts `keep` rejects: each becomes free at once (the
+/// Service still exists, so there is no grace) and is reported as `Dropped`.
+pub(crate) fn drop_hosts(
+    key: &ServiceKey,
+    addresses: &mut BTreeMap<LbHostName, IpAddr>,
+    keep: impl Fn(&LbHostName) -> bool,
+    used: &mut BTreeMap<LbHostName, BTreeSet<IpAddr>>,
+    cursors: &mut BTreeMap<LbHostName, Cursor>,
+    events: &mut Vec<AddressEvent>,
+) {
+    addresses.retain(|host, ip| {
+        if keep(host) {
+            return true;
+        }
+        events.push(AddressEvent::Dropped {
+            key: key.clone(),
+            host: host.clone(),
+            ip: *ip,
+        });
+        if let Some(set) = used.get_mut(host) {
+            set.remove(ip);
+        }
+        cursors.remove(host);
+        false
+    });
 }
 
 /// Where the search for the lowest free address resumes on one host within one decision: every

@@ -24,21 +24,8 @@ pub(crate) fn place(
     problems: &mut Vec<Problem>,
 ) {
     let key = &svc.key;
-    entry.addresses_v6.retain(|host, ip| {
-        let keep = svc.ipv6 && targets.iter().any(|t| &t.name == host);
-        if !keep {
-            events.push(AddressEvent::Dropped {
-                key: key.clone(),
-                host: host.clone(),
-                ip: *ip,
-            });
-            if let Some(set) = used.get_mut(host) {
-                set.remove(ip);
-            }
-            cursors.remove(host);
-        }
-        keep
-    });
+    let keep = |host: &LbHostName| svc.ipv6 && targets.iter().any(|t| &t.name == host);
+    crate::allocate::drop_hosts(key, &mut entry.addresses_v6, keep, used, cursors, events);
     if !svc.ipv6 {
         return;
     }

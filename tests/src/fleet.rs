@@ -10,7 +10,7 @@ use tempfile::TempDir;
 
 use crate::backends::Backends;
 use crate::bind::NamedInstance;
-use crate::cluster::{ManifestDir, applier, flipbit_yaml, generator, text};
+use crate::cluster::{ManifestDir, applier, generator, text};
 use crate::nginx::NginxInstance;
 use crate::{have_nginx, repo};
 
@@ -57,12 +57,7 @@ impl Fleet {
             Some((a, b)) => (a.to_owned(), b.to_owned()),
             None => (format!("127.{block}.1.0/24"), format!("127.{block}.2.0/24")),
         };
-        let config = flipbit_yaml(&[("lb-a", &pool_a), ("lb-b", &pool_b)]);
-        let repo = repo::create(
-            &tmp.path().join("state.git"),
-            &BTreeMap::from([("flipbit.yaml", config)]),
-        )
-        .expect("repo");
+        let repo = repo::two_hosts(tmp.path(), &pool_a, &pool_b);
         let cluster = ManifestDir::new(&tmp.path().join("cluster"));
         cluster.nodes(block);
         let nodes: Vec<std::net::IpAddr> = (10..15)

@@ -129,3 +129,9 @@ pub fn head_message(path: &Path) -> String {
     };
     commit.message().unwrap_or_default().to_owned()
 }
+
+/// A bare repo at `<dir>/state.git` whose flipbit.yaml has LB hosts lb-a and lb-b with one pool each.
+pub fn two_hosts(dir: &Path, pool_a: &str, pool_b: &str) -> PathBuf {
+    let config = crate::cluster::flipbit_yaml(&[("lb-a", pool_a), ("lb-b", pool_b)]);
+    create(&dir.join("state.git"), &BTreeMap::from([("flipbit.yaml", config)])).expect("creating the state repo")
+}

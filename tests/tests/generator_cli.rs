@@ -23,12 +23,7 @@ fn setup(block: u8) -> Setup {
 
 fn setup_with_pools(block: u8, pool_a: &str, pool_b: &str) -> Setup {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let config = flipbit_yaml(&[("lb-a", pool_a), ("lb-b", pool_b)]);
-    let repo = repo::create(
-        &tmp.path().join("state.git"),
-        &BTreeMap::from([("flipbit.yaml", config)]),
-    )
-    .expect("repo");
+    let repo = repo::two_hosts(tmp.path(), pool_a, pool_b);
     let cluster = ManifestDir::new(&tmp.path().join("cluster"));
     cluster.nodes(block);
     Setup {
