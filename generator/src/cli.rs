@@ -84,6 +84,9 @@ pub struct RepoArgs {
     pub author_name: String,
     #[arg(long, env = "FLIPBIT_AUTHOR_EMAIL", default_value = "flipbit-generator@localhost")]
     pub author_email: String,
+    /// OpenSSH private key (unencrypted) that signs every commit, in git's SSH signature format.
+    #[arg(long, env = "FLIPBIT_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

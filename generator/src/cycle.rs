@@ -26,6 +26,8 @@ pub struct RepoTarget {
     pub cache_dir: Option<PathBuf>,
     pub author_name: String,
     pub author_email: String,
+    /// OpenSSH private key that signs every commit.
+    pub signing_key: Option<PathBuf>,
 }
 
 pub struct Outcome {
@@ -51,7 +53,13 @@ pub fn open_store(target: &RepoTarget) -> Result<(Store, Option<tempfile::TempDi
             (temp.path().join("cache.git"), Some(temp))
         }
     };
-    Ok((Store::open(&cache, &target.url, &target.branch)?, temp))
+    let mut store = Store::open(&cache, &target.url, &target.branch)?;
+    if let Some(path) = &target.signing_key {
+        let signer = flipbit_store::SshSigner::load(path)?;
+        tracing::info!(key = %signer.fingerprint(), "signing commits");
+        store.sign_with(signer);
+    }
+    Ok((store, temp))
 }
 
 /// Decides from `snapshot`; commits and pushes when `push` (retrying lost races), else only

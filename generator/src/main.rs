@@ -74,6 +74,7 @@ fn target(repo: &RepoArgs) -> RepoTarget {
         cache_dir: repo.cache_dir.clone(),
         author_name: repo.author_name.clone(),
         author_email: repo.author_email.clone(),
+        signing_key: repo.signing_key.clone(),
     }
 }
 

@@ -4,9 +4,11 @@
 //! real remote, which may be any URL libgit2 supports or a plain path to a bare repo.
 
 mod auth;
+pub mod signing;
 mod tree;
 
 pub use auth::Credentials;
+pub use signing::SshSigner;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -39,6 +41,8 @@ pub enum StoreError {
     },
     #[error("writing commit: {0}")]
     Write(git2::Error),
+    #[error(transparent)]
+    Signing(#[from] signing::SigningError),
 }
 
 /// A bare cache of the state repo, tracking one branch of one remote.
@@ -47,6 +51,8 @@ pub struct Store {
     url: String,
     branch: String,
     credentials: Credentials,
+    /// Signs every commit this store makes, when set.
+    signer: Option<SshSigner>,
 }
 
 /// The result of a commit: its id and the paths whose content really changed.
@@ -72,7 +78,13 @@ impl Store {
             url: url.to_owned(),
             branch: branch.to_owned(),
             credentials: Credentials::from_env(),
+            signer: None,
         })
+    }
+
+    /// Signs every commit made from now on with `signer`.
+    pub fn sign_with(&mut self, signer: SshSigner) {
+        self.signer = Some(signer);
     }
 
     pub fn url(&self) -> &str {
@@ -241,11 +253,37 @@ impl Store {
         };
         let tree_id = tree::update(&self.repo, Some(&base), &changes).map_err(StoreError::Write)?;
         let tree = self.repo.find_tree(tree_id).map_err(StoreError::Write)?;
-        let id = self
-            .repo
-            .commit(None, author, author, &message, &tree, &[&parent_commit])
-            .map_err(StoreError::Write)?;
+        let id = self.write_commit(author, &message, &tree, &[&parent_commit])?;
         Ok(Some(Committed { id, changed }))
+    }
+
+    /// Writes a commit object (signed when there is a signer) without moving any reference.
+    fn write_commit(
+        &self,
+        author: &Signature<'_>,
+        message: &str,
+        tree: &git2::Tree<'_>,
+        parents: &[&git2::Commit<'_>],
+    ) -> Result<Oid, StoreError> {
+        let Some(signer) = &self.signer else {
+            return self
+                .repo
+                .commit(None, author, author, message, tree, parents)
+                .map_err(StoreError::Write);
+        };
+        let buffer = self
+            .repo
+            .commit_create_buffer(author, author, message, tree, parents)
+            .map_err(StoreError::Write)?;
+        let signature = signer.sign(&buffer)?;
+        let text = std::str::from_utf8(&buffer).map_err(|_| {
+            StoreError::Write(git2::Error::from_str(
+                "the commit object is not UTF-8 (author name or message)",
+            ))
+        })?;
+        self.repo
+            .commit_signed(text, &signature, Some("gpgsig"))
+            .map_err(StoreError::Write)
     }
 
     /// Every blob of `tree` by path, read in one walk (a lookup per path re-reads large trees).
