@@ -9,8 +9,9 @@ use jiff::Timestamp;
 use crate::allocate::{self, AddressEvent};
 use crate::config::Config;
 use crate::exposure::{self, ExposedService, Exposure, ServicePort};
+use crate::holds::HoldUpdate;
 use crate::layout;
-use crate::ledger::Ledger;
+use crate::ledger::{Entry, Ledger};
 use crate::model::Snapshot;
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
@@ -41,6 +42,10 @@ pub struct Decision {
     pub problems: Vec<Problem>,
     /// Every node of the snapshot by its address: its name and, when it carries no traffic, why.
     pub node_states: BTreeMap<IpAddr, (String, Option<&'static str>)>,
+    /// The holds in force after this decision, the ones it placed, and the lifted ones.
+    pub holds: HoldUpdate,
+    /// Services managed again because a human lifted their hold.
+    pub resumed: BTreeSet<ServiceKey>,
 }
 
 impl Decision {
@@ -60,8 +65,32 @@ impl Decision {
 }
 
 pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Timestamp) -> Decision {
+    decide_with_holds(snapshot, config, previous, &HoldUpdate::default(), now)
+}
+
+/// [`decide`] for a repo where humans changed generated files: held Services are left exactly as
+/// they are (files and ledger entry) and their reserved addresses stay out of reach; Services whose
+/// hold was lifted get their reserved addresses back when still free.
+pub fn decide_with_holds(
+    snapshot: &Snapshot,
+    config: &Config,
+    previous: &Ledger,
+    holds: &HoldUpdate,
+    now: Timestamp,
+) -> Decision {
     let mut problems = Vec::new();
     let mut kept = BTreeSet::new();
+    for (key, hold) in &holds.holds.holds {
+        kept.insert(key.clone());
+        problems.push(Problem::service_warning(
+            key,
+            "",
+            format!(
+                "on hold: {}; the generator leaves its files and ledger entry as they are. To lift the hold, delete {key} from holds.yaml and commit",
+                hold.because()
+            ),
+        ));
+    }
     let mut exposed: Vec<ExposedService> = Vec::new();
     for unreadable in &snapshot.unreadable_services {
         kept.insert(unreadable.key.clone());
@@ -101,8 +130,10 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
     let clashing = shared_port_clashes(&exposed, &mut problems);
     exposed.retain(|e| !clashing.contains(&e.key));
 
+    let (working, phantoms, resumed) = with_reservations(previous, holds, &exposed);
     let refs: Vec<&ExposedService> = exposed.iter().collect();
-    let alloc = allocate::allocate(config, previous, &refs, &kept, now);
+    let mut alloc = allocate::allocate(config, &working, &refs, &kept, now);
+    alloc.ledger.services.retain(|key, _| !phantoms.contains(key));
     problems.extend(alloc.problems);
 
     let (eligible, mut node_problems) = nodes::eligible(&snapshot.nodes, config);
@@ -195,7 +226,63 @@ pub fn decide(snapshot: &Snapshot, config: &Config, previous: &Ledger, now: Time
         events: alloc.events,
         problems,
         node_states,
+        holds: holds.clone(),
+        resumed,
     }
+}
+
+/// The ledger to allocate against: `previous` plus, for held Services without an entry (a revert
+/// removed it), a stand-in entry holding their reserved addresses so nobody else gets them (the
+/// stand-ins are returned and never written), plus, for exposed Services whose hold was lifted
+/// and that have no entry, their reserved addresses back. Addresses someone else holds by now
+/// are left out.
+fn with_reservations(
+    previous: &Ledger,
+    holds: &HoldUpdate,
+    exposed: &[ExposedService],
+) -> (Ledger, BTreeSet<ServiceKey>, BTreeSet<ServiceKey>) {
+    let mut working = previous.clone();
+    let mut taken: BTreeSet<(LbHostName, IpAddr)> = working
+        .services
+        .values()
+        .flat_map(|e| e.addresses.iter().chain(&e.addresses_v6))
+        .map(|(h, ip)| (h.clone(), *ip))
+        .collect();
+    let mut give = |key: &ServiceKey, hold: &crate::holds::Hold, working: &mut Ledger| -> bool {
+        if working.services.contains_key(key) {
+            return false;
+        }
+        let mut free = |map: &BTreeMap<LbHostName, IpAddr>| -> BTreeMap<LbHostName, IpAddr> {
+            map.iter()
+                .filter(|(h, ip)| taken.insert(((*h).clone(), **ip)))
+                .map(|(h, ip)| (h.clone(), *ip))
+                .collect()
+        };
+        let entry = Entry {
+            addresses: free(&hold.addresses),
+            addresses_v6: free(&hold.addresses_v6),
+            ..Entry::default()
+        };
+        if entry.addresses.is_empty() && entry.addresses_v6.is_empty() {
+            return false;
+        }
+        working.services.insert(key.clone(), entry);
+        true
+    };
+    let mut phantoms = BTreeSet::new();
+    for (key, hold) in &holds.holds.holds {
+        if give(key, hold, &mut working) {
+            phantoms.insert(key.clone());
+        }
+    }
+    let mut resumed = BTreeSet::new();
+    for (key, hold) in &holds.lifted {
+        if exposed.iter().any(|e| &e.key == key) {
+            give(key, hold, &mut working);
+            resumed.insert(key.clone());
+        }
+    }
+    (working, phantoms, resumed)
 }
 
 /// Services sharing addresses (one namespace, one `flipbit.io/shared-ip-key`) must not serve the

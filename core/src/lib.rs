@@ -9,6 +9,7 @@ pub mod config;
 pub mod decide;
 pub mod dns;
 pub mod exposure;
+pub mod holds;
 pub mod layout;
 pub mod ledger;
 pub mod message;

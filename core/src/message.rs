@@ -79,6 +79,27 @@ pub fn compose(
         });
         lines.entry(key.clone()).or_default().push(line);
     }
+    for (key, hold) in &decision.holds.placed {
+        let cause = match &hold.commit {
+            Some(c) => format!("human change in {}", c.short()),
+            None => "hold added by hand".to_owned(),
+        };
+        causes.insert(cause);
+        let by = match &hold.commit {
+            Some(c) => format!("commit {} changed its files", c.short()),
+            None => "held by hand".to_owned(),
+        };
+        lines.entry(key.clone()).or_default().push(format!(
+            "hold {key}: {by} (they stay as they are; delete its entry in holds.yaml to lift)"
+        ));
+    }
+    for key in &decision.resumed {
+        if !lines.contains_key(key) {
+            causes.insert(format!("hold on {key} lifted"));
+            let line = expose_line(decision, key, false).replacen("expose", "resume", 1);
+            lines.insert(key.clone(), vec![format!("{line} (hold lifted)")]);
+        }
+    }
     for (key, hosts) in &touched_hosts {
         if !lines.contains_key(key) {
             let line = match upstream_line(decision, key, old_upstreams.get(key), &mut causes) {

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 
 use flipbit_core::config::Config;
 use flipbit_core::decide::{self, Decision};
+use flipbit_core::holds::{self, Holds};
 use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::message;
@@ -119,10 +120,19 @@ fn decide_once(
             .with_context(|| format!("refusing to run on commit {head}: fix or revert the ledger by hand"))?,
         None => Ledger::empty(),
     };
+    let holds_text = store.read(head, holds::HOLDS_FILE)?;
+    let head_holds = match &holds_text {
+        Some(text) => Holds::parse(&String::from_utf8_lossy(text))
+            .with_context(|| format!("refusing to run on commit {head}: fix or revert holds.yaml by hand"))?,
+        None => Holds::default(),
+    };
+    let email = String::from_utf8_lossy(author.email_bytes()).into_owned();
+    let changes = crate::history::human_changes(store, head, &email)?;
+    let hold_update = holds::update(&head_holds, &changes);
     let mut current = store.list(head, layout::LB_DIR)?;
     current.extend(store.list(head, layout::DNS_DIR)?);
     let t = std::time::Instant::now();
-    let decision = decide::decide(snapshot, &config, &ledger, now);
+    let decision = decide::decide_with_holds(snapshot, &config, &ledger, &hold_update, now);
     tracing::debug!(
         ms = t.elapsed().as_millis() as u64,
         files = decision.files.len(),
@@ -134,6 +144,9 @@ fn decide_once(
     let mut writes = decision.files.clone();
     if ledger_text.is_none() && decision.ledger.services.is_empty() {
         writes.remove(layout::LEDGER_FILE);
+    }
+    if hold_update.holds != head_holds {
+        writes.insert(holds::HOLDS_FILE.to_owned(), hold_update.holds.to_yaml());
     }
     let mut message = None;
     let committed = store.commit(

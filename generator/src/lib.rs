@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod convert;
 pub mod cycle;
+pub mod history;
 pub mod live;
 pub mod manifests;
 pub mod offline;

@@ -4,10 +4,12 @@
 //! real remote, which may be any URL libgit2 supports or a plain path to a bare repo.
 
 mod auth;
+mod history;
 pub mod signing;
 mod tree;
 
 pub use auth::Credentials;
+pub use history::CommitMeta;
 pub use signing::SshSigner;
 
 use std::collections::{BTreeMap, BTreeSet};

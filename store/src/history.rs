@@ -1,0 +1,107 @@
+//! Reading history: which commits the generator has not looked at yet, and what each changed. A
+//! generator commit is made on top of the head it decided from, so every commit in its history
+//! was looked at; the rest (reverts, hand edits, merges of a review branch) are new.
+
+use std::collections::BTreeSet;
+
+use git2::{Oid, Sort};
+
+use crate::{Store, StoreError};
+
+/// The parts of a commit the generator needs to judge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitMeta {
+    pub id: Oid,
+    pub parents: Vec<Oid>,
+    pub committer_email: String,
+    /// First line of the message (for logs and Events only: it is never written to a file).
+    pub summary: String,
+}
+
+impl Store {
+    fn meta(&self, id: Oid) -> Result<CommitMeta, StoreError> {
+        let c = self.repo.find_commit(id).map_err(|source| StoreError::Read {
+            what: "commit".into(),
+            commit: id,
+            source,
+        })?;
+        Ok(CommitMeta {
+            id,
+            parents: c.parent_ids().collect(),
+            committer_email: String::from_utf8_lossy(c.committer().email_bytes()).into_owned(),
+            summary: String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned(),
+        })
+    }
+
+    /// Commits reachable from `head` that are in the history of no commit `ours` accepts, oldest
+    /// first (parents before children). `None` when no commit reachable from `head` is ours.
+    pub fn commits_since_ours(
+        &self,
+        head: Oid,
+        ours: impl Fn(&CommitMeta) -> bool,
+    ) -> Result<Option<Vec<CommitMeta>>, StoreError> {
+        let err = |source| StoreError::Read {
+            what: "history".into(),
+            commit: head,
+            source,
+        };
+        // Hide each commit of ours as it turns up and walk again, until a walk meets none: what is
+        // left is exactly what no commit of ours has in its history.
+        let mut hidden: Vec<Oid> = Vec::new();
+        loop {
+            let mut walk = self.repo.revwalk().map_err(err)?;
+            walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(err)?;
+            walk.push(head).map_err(err)?;
+            for id in &hidden {
+                walk.hide(*id).map_err(err)?;
+            }
+            let mut found = None;
+            let mut others = Vec::new();
+            for id in walk {
+                let meta = self.meta(id.map_err(err)?)?;
+                if ours(&meta) {
+                    found = Some(meta.id);
+                    break;
+                }
+                others.push(meta);
+            }
+            match found {
+                Some(id) => hidden.push(id),
+                None if hidden.is_empty() => return Ok(None),
+                None => {
+                    others.reverse();
+                    return Ok(Some(others));
+                }
+            }
+        }
+    }
+
+    /// Paths (files, full repo paths) whose content in `commit` differs from every parent's: what
+    /// the commit itself changed, not what a merge brought in from one side. Empty for a root commit.
+    pub fn changed_by(&self, commit: &CommitMeta) -> Result<BTreeSet<String>, StoreError> {
+        let err = |source| StoreError::Read {
+            what: "changes".into(),
+            commit: commit.id,
+            source,
+        };
+        let tree = self.repo.find_commit(commit.id).and_then(|c| c.tree()).map_err(err)?;
+        let mut common: Option<BTreeSet<String>> = None;
+        for parent in &commit.parents {
+            let parent_tree = self.repo.find_commit(*parent).and_then(|c| c.tree()).map_err(err)?;
+            let diff = self
+                .repo
+                .diff_tree_to_tree(Some(&parent_tree), Some(&tree), None)
+                .map_err(err)?;
+            let paths: BTreeSet<String> = diff
+                .deltas()
+                .filter_map(|d| d.new_file().path().or_else(|| d.old_file().path()))
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            common = Some(match common {
+                None => paths,
+                Some(c) => c.intersection(&paths).cloned().collect(),
+            });
+        }
+        Ok(common.unwrap_or_default())
+    }
+}
