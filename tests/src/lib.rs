@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod demo;
 pub mod fleet;
 pub mod genproc;
+pub mod human;
 pub mod nginx;
 pub mod probe;
 pub mod repo;

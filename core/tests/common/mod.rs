@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use flipbit_core::config::Config;
-use flipbit_core::decide::{Decision, decide};
+use flipbit_core::decide::{Decision, decide_with_holds};
+use flipbit_core::holds::HoldUpdate;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
 use jiff::Timestamp;
@@ -34,6 +35,17 @@ pub fn annotated(mut svc: ServiceInput, key: &str, value: &str) -> ServiceInput 
 
 /// Decides for `services` with one Ready node at `node_ip`, at a fixed time.
 pub fn decide_one_node(config: &Config, services: Vec<ServiceInput>, node_ip: &str, ledger: &Ledger) -> Decision {
+    decide_one_node_held(config, services, node_ip, ledger, &HoldUpdate::default())
+}
+
+/// [`decide_one_node`] with holds in force.
+pub fn decide_one_node_held(
+    config: &Config,
+    services: Vec<ServiceInput>,
+    node_ip: &str,
+    ledger: &Ledger,
+    holds: &HoldUpdate,
+) -> Decision {
     let node = NodeInput {
         name: "n1".into(),
         labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
@@ -46,10 +58,11 @@ pub fn decide_one_node(config: &Config, services: Vec<ServiceInput>, node_ip: &s
         nodes: vec![node],
         ..Snapshot::default()
     };
-    decide(
+    decide_with_holds(
         &snapshot,
         config,
         ledger,
+        holds,
         Timestamp::from_second(1_800_000_000).expect("time"),
     )
 }
