@@ -154,7 +154,7 @@ fn a_hand_edited_service_keeps_the_humans_files_and_ledger_entry() {
     assert_eq!(d.ledger.services[&key("shop")], edited.services[&key("shop")]);
     // Its snippet is neither rendered nor deleted; the other Service is managed as usual.
     assert!(!d.files.contains_key("lb/lb-1/a/shop.conf"));
-    let current = vec!["lb/lb-1/a/shop.conf".to_owned(), "lb/lb-1/a/blog.conf".to_owned()];
+    let current = ["lb/lb-1/a/shop.conf".to_owned(), "lb/lb-1/a/blog.conf".to_owned()];
     assert!(d.deletions(current.iter()).is_empty());
     assert_eq!(addr(&d, "blog").as_deref(), Some("127.4.1.1"));
     // The hold records the address before the edit, but the human's entry is what holds
