@@ -84,6 +84,10 @@ pub struct RepoArgs {
     pub author_name: String,
     #[arg(long, env = "FLIPBIT_AUTHOR_EMAIL", default_value = "flipbit-generator@localhost")]
     pub author_email: String,
+    /// Review mode: commit to this branch instead (rebased on --branch each time) for a human or CI
+    /// to merge; the LB hosts follow only --branch.
+    #[arg(long, env = "FLIPBIT_PROPOSE_BRANCH")]
+    pub propose_branch: Option<String>,
     /// OpenSSH private key (unencrypted) that signs every commit, in git's SSH signature format.
     #[arg(long, env = "FLIPBIT_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,

@@ -29,6 +29,19 @@ pub struct RepoTarget {
     pub author_email: String,
     /// OpenSSH private key that signs every commit.
     pub signing_key: Option<PathBuf>,
+    /// Review mode: commits go to this branch (rebased on `branch` each time) for a human to merge.
+    pub propose_branch: Option<String>,
+}
+
+/// What review mode did with the review branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proposal {
+    /// The branch now holds the commit, on top of the tracked branch's head.
+    Proposed { branch: String },
+    /// The branch already proposed exactly this change on this head.
+    Unchanged { branch: String },
+    /// Nothing is left to propose: the unmerged branch was deleted.
+    Withdrawn { branch: String },
 }
 
 pub struct Outcome {
@@ -41,6 +54,8 @@ pub struct Outcome {
     pub base: flipbit_store::CommitId,
     /// `flipbit.yaml` at that commit.
     pub config: Config,
+    /// Review mode only: what happened to the review branch.
+    pub proposal: Option<Proposal>,
 }
 
 const PUSH_ATTEMPTS: u32 = 5;
@@ -54,6 +69,14 @@ pub fn open_store(target: &RepoTarget) -> Result<(Store, Option<tempfile::TempDi
             (temp.path().join("cache.git"), Some(temp))
         }
     };
+    if let Some(branch) = &target.propose_branch {
+        if branch == &target.branch {
+            bail!("--propose-branch {branch}: the review branch must not be the branch the LB hosts follow");
+        }
+        if !flipbit_store::valid_branch_name(branch) {
+            bail!("--propose-branch {branch:?}: not a valid Git branch name");
+        }
+    }
     let mut store = Store::open(&cache, &target.url, &target.branch)?;
     if let Some(path) = &target.signing_key {
         let signer = flipbit_store::SshSigner::load(path)?;
@@ -73,6 +96,14 @@ pub fn run(
     now: Timestamp,
     push: bool,
 ) -> Result<Outcome> {
+    if let Some(branch) = &target.propose_branch {
+        let author = Store::signature(&target.author_name, &target.author_email)?;
+        let mut outcome = decide_once(store, snapshot, load_problems, now, &author)?;
+        if push {
+            outcome.proposal = propose(store, branch, &outcome)?;
+        }
+        return Ok(outcome);
+    }
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -90,6 +121,37 @@ pub fn run(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Review mode: the decision is always made on the tracked branch's head (so the proposal is
+/// rebased on whatever was merged, by fast-forward or merge commit), and the review branch is
+/// force-set to the new commit, or deleted when nothing is left to propose.
+fn propose(store: &Store, branch: &str, outcome: &Outcome) -> Result<Option<Proposal>> {
+    let tip = store.fetch_branch(branch)?;
+    let Some(committed) = &outcome.committed else {
+        return Ok(match tip {
+            Some(tip) if !store.descends_from(outcome.base, tip)? => {
+                store.push_branch(branch, None, true)?;
+                Some(Proposal::Withdrawn {
+                    branch: branch.to_owned(),
+                })
+            }
+            _ => None,
+        });
+    };
+    if let Some(tip) = tip {
+        let (tip_tree, tip_parents) = store.shape(tip)?;
+        let (new_tree, _) = store.shape(committed.id)?;
+        if tip_tree == new_tree && tip_parents == [outcome.base] {
+            return Ok(Some(Proposal::Unchanged {
+                branch: branch.to_owned(),
+            }));
+        }
+    }
+    store.push_branch(branch, Some(committed.id), true)?;
+    Ok(Some(Proposal::Proposed {
+        branch: branch.to_owned(),
+    }))
 }
 
 fn decide_once(
@@ -170,6 +232,7 @@ fn decide_once(
         message,
         base: head,
         config,
+        proposal: None,
     })
 }
 

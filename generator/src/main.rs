@@ -75,6 +75,7 @@ fn target(repo: &RepoArgs) -> RepoTarget {
         author_name: repo.author_name.clone(),
         author_email: repo.author_email.clone(),
         signing_key: repo.signing_key.clone(),
+        propose_branch: repo.propose_branch.clone(),
     }
 }
 

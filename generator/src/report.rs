@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::cycle::Outcome;
+use crate::cycle::{Outcome, Proposal};
 use crate::offline::Plan;
 
 /// The plan: the commit message that would be made, a summary table, and a unified diff of every
@@ -117,6 +117,27 @@ fn summary(plan: &Plan) -> Vec<(&'static str, usize)> {
 }
 
 pub fn rendered(outcome: &Outcome) -> String {
+    let base = short(&outcome.base.to_string()).to_owned();
+    let subject = outcome
+        .message
+        .as_deref()
+        .and_then(|m| m.lines().next())
+        .unwrap_or_default();
+    match (&outcome.proposal, &outcome.committed) {
+        (Some(Proposal::Proposed { branch }), Some(c)) => {
+            return format!(
+                "proposed {} on {branch} (on top of {base}; merge it to apply): {subject}",
+                short(&c.id.to_string())
+            );
+        }
+        (Some(Proposal::Unchanged { branch }), _) => {
+            return format!("no change: {branch} already proposes this on top of {base}: {subject}");
+        }
+        (Some(Proposal::Withdrawn { branch }), _) => {
+            return format!("no change: {base} is up to date; deleted the unmerged {branch}");
+        }
+        _ => {}
+    }
     match (&outcome.committed, &outcome.message) {
         (Some(c), Some(msg)) => format!(
             "committed {} ({} files): {}",

@@ -47,6 +47,15 @@ pub enum StoreError {
     Signing(#[from] signing::SigningError),
 }
 
+/// True when `refs/heads/<name>` is a reference name Git accepts.
+pub fn valid_branch_name(name: &str) -> bool {
+    git2::Reference::is_valid_name(&format!("refs/heads/{name}"))
+}
+
+fn tracking_ref(branch: &str) -> String {
+    format!("refs/remotes/origin/{branch}")
+}
+
 /// A bare cache of the state repo, tracking one branch of one remote.
 pub struct Store {
     repo: Repository,
@@ -97,36 +106,35 @@ impl Store {
         &self.branch
     }
 
-    fn tracking_ref(&self) -> String {
-        format!("refs/remotes/origin/{}", self.branch)
-    }
-
     /// Fetches the branch; returns its head, or `None` when the remote has no such branch.
     pub fn fetch(&self) -> Result<Option<Oid>, StoreError> {
+        self.fetch_branch(&self.branch)
+    }
+
+    /// Fetches `branch` (the tracked one or another, such as a review branch); returns its head,
+    /// or `None` when the remote has no such branch.
+    pub fn fetch_branch(&self, branch: &str) -> Result<Option<Oid>, StoreError> {
         let err = |source| StoreError::Fetch {
             url: self.url.clone(),
-            branch: self.branch.clone(),
+            branch: branch.to_owned(),
             source,
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
-        let refspec = format!("+refs/heads/{}:{}", self.branch, self.tracking_ref());
+        let refspec = format!("+refs/heads/{branch}:{}", tracking_ref(branch));
         let mut opts = FetchOptions::new();
         opts.download_tags(git2::AutotagOption::None);
         opts.remote_callbacks(self.credentials.callbacks());
-        match remote.fetch(&[refspec.as_str()], Some(&mut opts), None) {
-            Ok(()) => {}
-            Err(e) => return Err(err(e)),
-        }
+        remote.fetch(&[refspec.as_str()], Some(&mut opts), None).map_err(err)?;
         // A fetch that found no such branch leaves any old tracking ref; check the remote's list.
         let listed = remote
             .list()
             .map_err(err)?
             .iter()
-            .any(|h| h.name() == format!("refs/heads/{}", self.branch));
+            .any(|h| h.name() == format!("refs/heads/{branch}"));
         if !listed {
             return Ok(None);
         }
-        match self.repo.refname_to_id(&self.tracking_ref()) {
+        match self.repo.refname_to_id(&tracking_ref(branch)) {
             Ok(id) => Ok(Some(id)),
             Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
             Err(e) => Err(err(e)),
@@ -305,12 +313,20 @@ impl Store {
 
     /// Pushes `commit` to the branch, as a fast-forward only.
     pub fn push(&self, commit: Oid) -> Result<(), StoreError> {
+        self.push_branch(&self.branch, Some(commit), false)
+    }
+
+    /// Sets `branch` on the remote to `commit` (`None` deletes it). Without `force` only a
+    /// fast-forward is accepted; a rejection is [`StoreError::Rejected`].
+    pub fn push_branch(&self, branch: &str, commit: Option<Oid>, force: bool) -> Result<(), StoreError> {
         let err = |source| StoreError::Push {
             url: self.url.clone(),
             source,
         };
-        let local = format!("refs/flipbit/push/{}", self.branch);
-        self.repo.reference(&local, commit, true, "flipbit push").map_err(err)?;
+        let local = format!("refs/flipbit/push/{branch}");
+        if let Some(commit) = commit {
+            self.repo.reference(&local, commit, true, "flipbit push").map_err(err)?;
+        }
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
         let rejected = std::cell::RefCell::new(None::<String>);
         let mut callbacks = self.credentials.callbacks();
@@ -322,7 +338,11 @@ impl Store {
         });
         let mut opts = PushOptions::new();
         opts.remote_callbacks(callbacks);
-        let spec = format!("{local}:refs/heads/{}", self.branch);
+        let spec = match (commit, force) {
+            (None, _) => format!(":refs/heads/{branch}"),
+            (Some(_), false) => format!("{local}:refs/heads/{branch}"),
+            (Some(_), true) => format!("+{local}:refs/heads/{branch}"),
+        };
         let result = remote.push(&[spec.as_str()], Some(&mut opts));
         drop(opts);
         if let Some(reason) = rejected.into_inner() {
@@ -333,9 +353,11 @@ impl Store {
         }
         match result {
             Ok(()) => {
-                let _ = self
-                    .repo
-                    .reference(&self.tracking_ref(), commit, true, "flipbit pushed");
+                let tracking = tracking_ref(branch);
+                let _ = match commit {
+                    Some(c) => self.repo.reference(&tracking, c, true, "flipbit pushed").map(drop),
+                    None => self.repo.find_reference(&tracking).and_then(|mut r| r.delete()),
+                };
                 Ok(())
             }
             Err(e) if e.code() == ErrorCode::NotFastForward || e.message().contains("fast") => {
@@ -346,6 +368,16 @@ impl Store {
             }
             Err(e) => Err(err(e)),
         }
+    }
+
+    /// The tree and parents of `commit`.
+    pub fn shape(&self, commit: Oid) -> Result<(Oid, Vec<Oid>), StoreError> {
+        let c = self.repo.find_commit(commit).map_err(|source| StoreError::Read {
+            what: "commit".into(),
+            commit,
+            source,
+        })?;
+        Ok((c.tree_id(), c.parent_ids().collect()))
     }
 
     /// The signature commits are made with.

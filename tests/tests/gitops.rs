@@ -165,3 +165,118 @@ fn a_hand_edit_is_held_and_kept_while_other_changes_go_on() {
     let got = probe::eventually(Duration::from_secs(3), || probe::tcp(f.addr(1, 2, 8080))).expect("shop answers");
     assert!(got.starts_with("127.112.0.10:"), "{got}");
 }
+
+fn propose(f: &Fleet) -> String {
+    let out = generator(
+        "render",
+        &f.repo,
+        f.cluster.path(),
+        &["--propose-branch", "flipbit/review"],
+    );
+    assert!(out.status.success(), "render: {}", text(&out));
+    text(&out)
+}
+
+fn rev(f: &Fleet, what: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&f.repo)
+        .args(["rev-parse", "--verify", "-q", what])
+        .output()
+        .expect("git rev-parse");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn review_mode_proposes_on_a_branch_and_follows_fast_forwards_and_merges() {
+    let Some(f) = Fleet::start(113) else { return };
+    let carol = Human::clone(&f.repo, &f.tmp.path().join("carol"), "Carol", "carol@example.test");
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+
+    // The change goes to the review branch; main and the LB hosts do not see it.
+    let out = propose(&f);
+    assert!(out.contains("proposed") && out.contains("on flipbit/review"), "{out}");
+    assert!(
+        repo::files_under(&f.repo, "lb").is_empty(),
+        "main changed in review mode"
+    );
+    let p1 = rev(&f, "refs/heads/flipbit/review").expect("review branch");
+    f.apply_ok("lb-a");
+    assert!(!serves(&f, 1, 1), "served before the merge");
+    // Proposing the same change again does not move the branch.
+    assert!(propose(&f).contains("already proposes"));
+    assert_eq!(rev(&f, "refs/heads/flipbit/review").as_deref(), Some(p1.as_str()));
+
+    // A fast-forward merge puts it live.
+    carol.git(&["fetch", "-q", "origin"]);
+    carol.git(&["merge", "-q", "--ff-only", "origin/flipbit/review"]);
+    carol.git(&["push", "-q", "origin", "main"]);
+    f.apply_ok("lb-a");
+    assert!(serves(&f, 1, 1));
+    assert!(propose(&f).contains("no change"));
+
+    // The next proposal is made on top of main; main moves on meanwhile (a human commit), and the
+    // proposal goes in with a merge commit. Nothing is held: a merge is not a hand edit.
+    f.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    propose(&f);
+    carol.write("NOTES.md", "LB fleet notes\n");
+    carol.commit_all("notes for the fleet");
+    carol.git(&["fetch", "-q", "origin"]);
+    carol.git(&[
+        "merge",
+        "-q",
+        "--no-ff",
+        "-m",
+        "Merge flipbit/review",
+        "origin/flipbit/review",
+    ]);
+    carol.git(&["push", "-q", "origin", "main"]);
+    f.apply_ok("lb-a");
+    assert!(serves(&f, 1, 2));
+    let out = propose(&f);
+    assert!(out.contains("no change") && !out.contains("on hold"), "{out}");
+    assert!(repo::read(&f.repo, "holds.yaml").is_none());
+
+    // The proposal moves on before the merge (c, then c and d); the human merges the older one
+    // they reviewed. The generator proposes the rest on top of what was merged: the ledger stays
+    // consistent and nobody's address moves.
+    f.cluster.lb_service("web", "c", &[], &[("TCP", 8080, 30080)]);
+    propose(&f);
+    carol.git(&["fetch", "-q", "origin"]);
+    let reviewed = carol.git(&["rev-parse", "origin/flipbit/review"]).trim().to_owned();
+    f.cluster.lb_service("web", "d", &[], &[("TCP", 8080, 30080)]);
+    propose(&f);
+    carol.git(&["merge", "-q", "--no-ff", "-m", "Merge the reviewed proposal", &reviewed]);
+    carol.git(&["push", "-q", "origin", "main"]);
+    let out = propose(&f);
+    assert!(out.contains("proposed"), "{out}");
+    let review_ledger = {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&f.repo)
+            .args(["show", "flipbit/review:ledger.yaml"])
+            .output()
+            .expect("git show");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for (svc, last) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+        assert!(
+            review_ledger.contains(&format!("web/{svc}:\n    addresses:\n      lb-a: 127.113.1.{last}\n")),
+            "web/{svc}: {review_ledger}"
+        );
+    }
+    let parent = rev(&f, "flipbit/review^").expect("parent");
+    assert_eq!(
+        Some(parent),
+        rev(&f, "refs/heads/main"),
+        "the proposal is not on top of main"
+    );
+
+    // The Service goes away before anyone merges: nothing is left to propose, the branch goes.
+    f.cluster.remove("svc-web-d.yaml");
+    let out = propose(&f);
+    assert!(out.contains("deleted the unmerged flipbit/review"), "{out}");
+    assert_eq!(rev(&f, "refs/heads/flipbit/review"), None);
+}

@@ -144,12 +144,17 @@ async fn cycle_once(
             return;
         }
     };
-    if let (Some(c), Some(msg)) = (&outcome.committed, &outcome.message) {
+    let unchanged_proposal = matches!(outcome.proposal, Some(cycle::Proposal::Unchanged { .. }));
+    if let (Some(c), Some(msg), false) = (&outcome.committed, &outcome.message, unchanged_proposal) {
+        let branch = match &outcome.proposal {
+            Some(cycle::Proposal::Proposed { branch }) => branch.as_str(),
+            _ => opts.target.branch.as_str(),
+        };
         metrics.commits.inc();
         metrics
             .last_commit_seconds
             .set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
-        tracing::info!(commit = %c.id, files = c.changed.len(), subject = msg.lines().next().unwrap_or_default(), "pushed");
+        tracing::info!(commit = %c.id, branch, files = c.changed.len(), subject = msg.lines().next().unwrap_or_default(), "pushed");
     }
     for host in &outcome.config.lb_hosts {
         let held = outcome
