@@ -362,3 +362,59 @@ fn two_generators_racing_on_one_repo_never_share_an_address() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(t.ledger().services, first, "addresses moved after the race settled");
 }
+
+#[test]
+fn a_revert_while_running_holds_the_service_with_an_event_until_lifted() {
+    let t = Live::new(105);
+    let generator = t.generator("gen-a");
+    generator.wait_for_log("first full sync", WAIT).unwrap();
+    t.api.apply(objects::lb_service("web", "shop", &[], &[(8080, 30080)]));
+    t.wait_repo("web/shop committed", &generator, |t| {
+        t.file("lb/lb-a/web/shop.conf").is_some()
+    });
+
+    // A human reverts the generator's commit with the real git CLI.
+    let dir = t._tmp.path().join("dana");
+    let dana = flipbit_tests::human::Human::clone(&t.repo, &dir, "Dana", "dana@example.test");
+    dana.git(&["revert", "--no-edit", "HEAD"]);
+    dana.git(&["push", "-q", "origin", "main"]);
+    let revert = dana.git(&["rev-parse", "--short=12", "HEAD"]).trim().to_owned();
+
+    // On the next resync: held (not re-added), and an Event on the Service says why and how to lift.
+    t.wait_repo("the hold committed", &generator, |t| {
+        t.file("holds.yaml").is_some_and(|h| h.contains("web/shop:"))
+    });
+    assert!(t.file("lb/lb-a/web/shop.conf").is_none());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let held = t.api.events().into_iter().find(|e| {
+            e.get("reason").and_then(|r| r.as_str()) == Some("OnHold")
+                && e.pointer("/regarding/name").and_then(|n| n.as_str()) == Some("shop")
+        });
+        if let Some(e) = held {
+            let note = e.get("note").and_then(|n| n.as_str()).unwrap_or_default().to_owned();
+            assert!(
+                note.contains(&revert) && note.contains("delete web/shop from holds.yaml"),
+                "{note}"
+            );
+            assert_eq!(e.get("type").and_then(|v| v.as_str()), Some("Warning"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no OnHold Event; log:\n{}", generator.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+
+    // Lifted in Git: managed again, on the same addresses.
+    dana.pull();
+    dana.git(&["rm", "-q", "holds.yaml"]);
+    dana.git(&["commit", "-q", "-m", "lift all holds"]);
+    dana.git(&["push", "-q", "origin", "main"]);
+    t.wait_repo("web/shop resumed", &generator, |t| {
+        t.file("lb/lb-a/web/shop.conf").is_some()
+    });
+    let entry = t.ledger().services[&"web/shop".parse().unwrap()].clone();
+    assert_eq!(
+        entry.addresses.values().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["127.105.1.1", "127.105.2.1"]
+    );
+}

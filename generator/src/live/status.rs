@@ -185,7 +185,9 @@ impl StatusWriter {
 
 /// The Event reason for a problem line, so `kubectl get events` can be filtered by cause.
 fn reason(line: &str) -> (EventType, &'static str) {
-    if !line.starts_with("error") {
+    if line.contains(": on hold: ") {
+        (EventType::Warning, "OnHold")
+    } else if !line.starts_with("error") {
         (EventType::Normal, "ServiceWarning")
     } else if line.contains("no free address") {
         (EventType::Warning, "PoolExhausted")
