@@ -17,6 +17,7 @@ use crate::dns::{self, client::UpdateClient};
 use crate::dns_step::{self, DnsOutcome};
 use crate::nginx::Nginx;
 use crate::release::{FileSource, Lock, StateDir};
+use crate::signatures::SignaturePolicy;
 
 const NGINX_STEP: &str = "nginx";
 
@@ -31,6 +32,8 @@ pub struct ApplyOptions {
     pub allow_rewind: bool,
     /// The DNS step, when enabled.
     pub dns: Option<DnsSettings>,
+    /// Accept only commits signed by an allowed key, when set.
+    pub signatures: Option<SignaturePolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +89,8 @@ fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: Commit
     let commit = head.to_string();
     let applied = state.applied(NGINX_STEP);
     let current = state.current();
+    let verifier = opts.signatures.as_ref().map(SignaturePolicy::load).transpose()?;
+    let mut applied_id = None;
     if let Some(prev) = &applied {
         if prev == &commit && current.is_some() {
             return Ok(Applied::UpToDate { commit });
@@ -98,6 +103,11 @@ fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: Commit
                 "refusing commit {commit}: it does not descend from the applied commit {prev} (history rewritten by a force push?); run with --allow-rewind to accept it"
             );
         }
+        applied_id = Some(prev_id);
+    }
+    // Before anything is staged or recorded, also when this host's files did not change.
+    if let Some(verifier) = &verifier {
+        verifier.check(store, applied_id, head)?;
     }
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "history checked");
     check_host(store, head, &opts.lb)?;

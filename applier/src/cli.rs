@@ -70,6 +70,19 @@ pub struct ApplyArgs {
     /// TSIG key file in BIND format (as `tsig-keygen` writes it).
     #[arg(long, env = "FLIPBIT_TSIG_KEY", requires = "dns_server")]
     pub tsig_key: Option<PathBuf>,
+    /// Accept only commits signed (SSH, `git commit -S` with gpg.format=ssh) by a key in this
+    /// file, git's allowed signers format (as for gpg.ssh.allowedSignersFile); read on every run.
+    #[arg(long, env = "FLIPBIT_ALLOWED_SIGNERS")]
+    pub allowed_signers: Option<PathBuf>,
+    /// With --allowed-signers: this commit and its history are trusted unchecked (history from
+    /// before signing was turned on).
+    #[arg(
+        long,
+        env = "FLIPBIT_SIGNED_SINCE",
+        requires = "allowed_signers",
+        value_name = "COMMIT"
+    )]
+    pub signed_since: Option<String>,
     /// Seconds to wait for each DNS answer.
     #[arg(long, env = "FLIPBIT_DNS_TIMEOUT", default_value_t = 3)]
     pub dns_timeout: u64,

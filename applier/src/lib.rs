@@ -7,3 +7,4 @@ pub mod dns_step;
 pub mod fragment;
 pub mod nginx;
 pub mod release;
+pub mod signatures;

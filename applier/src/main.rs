@@ -8,6 +8,7 @@ use flipbit_applier::apply::{self, Applied, ApplyOptions, DnsSettings, Report};
 use flipbit_applier::cli::{ApplyArgs, Cli, Command};
 use flipbit_applier::dns_step::DnsOutcome;
 use flipbit_applier::nginx::Nginx;
+use flipbit_applier::signatures::SignaturePolicy;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -48,6 +49,10 @@ fn options(args: &ApplyArgs) -> anyhow::Result<ApplyOptions> {
             }),
             _ => None,
         },
+        signatures: args.allowed_signers.as_ref().map(|file| SignaturePolicy {
+            allowed_signers: file.clone(),
+            signed_since: args.signed_since.clone(),
+        }),
     })
 }
 

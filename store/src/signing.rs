@@ -2,6 +2,18 @@
 //! `SSHSIG` over the commit object without its `gpgsig` header, namespace `git`, SHA-512, armored
 //! as `-----BEGIN SSH SIGNATURE-----`. So `git log --show-signature` with an allowed signers file
 //! verifies the generator's commits, and appliers can verify human commits signed by `git commit -S`.
+//! Appliers check against git's allowed signers file (`allowed`, `options`) commit by commit
+//! (`verify`).
+
+mod allowed;
+mod options;
+#[cfg(test)]
+mod tests;
+mod verify;
+
+pub use allowed::{AllowedSigner, AllowedSigners, AllowedSignersError};
+pub use options::Options as SignerOptions;
+pub use verify::{CommitLabel, GoodSignature, VerifyError};
 
 use std::path::{Path, PathBuf};
 

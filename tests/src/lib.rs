@@ -14,6 +14,7 @@ pub mod human;
 pub mod nginx;
 pub mod probe;
 pub mod repo;
+pub mod sshkeys;
 
 /// True when running as root (needed for ports below 1024).
 pub fn is_root() -> bool {
