@@ -1,34 +1,9 @@
-//! `flipbit-bench render|dns N | example`: small measurements for BENCHMARKS.md, run on loopback with the
-//! real binaries, nginx and named. Prints one line per figure; asserts nothing.
-//!
-//! - `render N`: N Services × 2 LB hosts × 5 nodes: cold `flipbit-generator render`, then a
-//!   render with one Service changed, then one with nothing changed.
-//! - `dns N`: N Services on one LB host with the DNS step on: the first apply (N adds), then a
-//!   TTL change of all N (N deletes + N adds), both as the applier reports its DNS step.
-//! - `live N`: `flipbit-generator run` (production timings: 200 ms debounce) against the test API
-//!   server; N Services created one by one, each timed from its creation to its commit.
-//! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
-//!   host, the apply and its DNS step, as the binaries report them.
+//! The first slice's figures: `render`, `dns`, `live` and `example` (see main.rs).
 
 use std::time::Instant;
 
 use flipbit_tests::cluster::{generator, text};
 use flipbit_tests::fleet::Fleet;
-
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
-    match args.first().map(String::as_str) {
-        Some("render") => render(n),
-        Some("dns") => dns(n),
-        Some("example") => example(),
-        Some("live") => live(n),
-        _ => {
-            eprintln!("usage: flipbit-bench render|dns|live N | example");
-            std::process::exit(2);
-        }
-    }
-}
 
 fn services(f: &Fleet, n: usize, annotations: &[(&str, &str)]) {
     for i in 0..n {
@@ -44,7 +19,7 @@ fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
     out
 }
 
-fn render(n: usize) {
+pub fn render(n: usize) {
     let Some(f) = Fleet::with_pools(91, None, "127.91.32.0/19", "127.91.64.0/19") else {
         return;
     };
@@ -89,7 +64,7 @@ fn render(n: usize) {
     }
 }
 
-fn dns(n: usize) {
+pub fn dns(n: usize) {
     let Some(f) = Fleet::with_pools(92, Some(5380), "127.92.32.0/19", "127.92.64.0/19") else {
         return;
     };
@@ -117,7 +92,7 @@ fn report(label: &str, out: &str) {
     println!("{label}: {line}");
 }
 
-fn example() {
+pub fn example() {
     let work = match tempfile::tempdir() {
         Ok(w) => w,
         Err(e) => return eprintln!("error: {e}"),
@@ -169,7 +144,7 @@ fn example() {
     }
 }
 
-fn live(n: usize) {
+pub fn live(n: usize) {
     use flipbit_tests::apiserver::ApiServer;
     use flipbit_tests::genproc::{GeneratorProcess, objects};
     let Ok(tmp) = tempfile::tempdir() else { return };

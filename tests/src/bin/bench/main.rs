@@ -1,0 +1,28 @@
+//! `flipbit-bench render|dns N | example`: small measurements for BENCHMARKS.md, run on loopback with the
+//! real binaries, nginx and named. Prints one line per figure; asserts nothing.
+//!
+//! - `render N`: N Services × 2 LB hosts × 5 nodes: cold `flipbit-generator render`, then a
+//!   render with one Service changed, then one with nothing changed.
+//! - `dns N`: N Services on one LB host with the DNS step on: the first apply (N adds), then a
+//!   TTL change of all N (N deletes + N adds), both as the applier reports its DNS step.
+//! - `live N`: `flipbit-generator run` (production timings: 200 ms debounce) against the test API
+//!   server; N Services created one by one, each timed from its creation to its commit.
+//! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
+//!   host, the apply and its DNS step, as the binaries report them.
+
+mod classic;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    match args.first().map(String::as_str) {
+        Some("render") => classic::render(n),
+        Some("dns") => classic::dns(n),
+        Some("example") => classic::example(),
+        Some("live") => classic::live(n),
+        _ => {
+            eprintln!("usage: flipbit-bench render|dns|live N | example");
+            std::process::exit(2);
+        }
+    }
+}
