@@ -32,7 +32,7 @@ const KNOWN: &[&str] = &[
 ];
 /// Annotations whose behaviour is not built yet: refusing them is better than ignoring a request.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum Balance {
     #[default]
     RoundRobin,
@@ -42,7 +42,7 @@ pub enum Balance {
 }
 
 /// Per-Service settings from annotations.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct Settings {
     pub balance: Balance,
     pub proxy_protocol: bool,

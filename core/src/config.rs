@@ -38,6 +38,12 @@ pub struct Config {
     /// How long a withdrawn Service's addresses are held before another Service may take them.
     #[serde(default = "default_grace")]
     pub release_grace_seconds: u64,
+    /// At most this many eligible nodes carry one Service (chosen by rendezvous hashing, so a node
+    /// coming or going moves only the Services that had it): with 500 nodes, one upstream of 500
+    /// servers per Service port would make configs of gigabytes. Cloud load balancers subset the
+    /// same way (GKE's L4 subsetting uses 25). `flipbit.io/max-nodes` overrides it per Service.
+    #[serde(default = "default_max_nodes")]
+    pub max_nodes_per_service: usize,
     pub lb_hosts: Vec<LbHost>,
 }
 
@@ -60,6 +66,13 @@ fn default_grace() -> u64 {
     3600
 }
 
+/// The default of `maxNodesPerService`.
+pub const DEFAULT_MAX_NODES: usize = 25;
+
+fn default_max_nodes() -> usize {
+    DEFAULT_MAX_NODES
+}
+
 impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Config = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
@@ -76,6 +89,12 @@ impl Config {
                 .map_or(String::new(), |n| format!(" (line {})", n + 1))
         };
         crate::dns::check_dns_name(&self.zone).map_err(|e| ConfigError::Invalid(format!("zone: {e}")))?;
+        if self.max_nodes_per_service == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "maxNodesPerService: must be at least 1{}",
+                line("maxNodesPerService")
+            )));
+        }
         if self.lb_hosts.is_empty() {
             return Err(ConfigError::Invalid("lbHosts: at least one LB host is needed".into()));
         }
@@ -140,6 +159,13 @@ mod tests {
             Some("true")
         );
         assert_eq!(c.release_grace_seconds, 3600);
+        assert_eq!(c.max_nodes_per_service, 25);
+        let err = Config::parse(&format!("{GOOD}maxNodesPerService: 0\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("maxNodesPerService: must be at least 1 (line 7)"),
+            "{err}"
+        );
         assert_eq!(c.lb_hosts.len(), 2);
     }
 

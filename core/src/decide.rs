@@ -17,6 +17,7 @@ use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Severity};
 use crate::render;
+use crate::sink::{FileSink, TextFiles, fingerprint};
 
 /// What one exposed Service got, for tables and messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +78,22 @@ pub fn decide_with_holds(
     previous: &Ledger,
     holds: &HoldUpdate,
     now: Timestamp,
+) -> Decision {
+    let mut sink = TextFiles::default();
+    let mut decision = decide_into(snapshot, config, previous, holds, now, &mut sink);
+    decision.files = sink.files;
+    decision
+}
+
+/// The decision, its files handed to `sink` (the returned `files` is empty): the one code path
+/// behind [`decide`] and the generator's incremental engine.
+pub fn decide_into(
+    snapshot: &Snapshot,
+    config: &Config,
+    previous: &Ledger,
+    holds: &HoldUpdate,
+    now: Timestamp,
+    sink: &mut dyn FileSink,
 ) -> Decision {
     let mut problems = Vec::new();
     let mut kept = BTreeSet::new();
@@ -141,28 +158,33 @@ pub fn decide_with_holds(
     let ready = nodes::ready_nodes_by_service(&snapshot.endpoint_slices);
     let none = BTreeSet::new();
 
-    let mut files = BTreeMap::new();
     let mut summaries = BTreeMap::new();
     let mut name_owners: BTreeMap<String, ServiceKey> = BTreeMap::new();
+    let all_candidates: Vec<&Node> = eligible.iter().collect();
+    let all_fp = fingerprint(&eligible);
     for svc in &exposed {
         let Some(addresses) = alloc.addresses.get(&svc.key) else {
             continue;
         };
         let names = dns_names(svc, &config.zone, &mut name_owners, &mut problems);
-        let candidates: Vec<&Node> = if svc.local_traffic {
+        let local: Vec<&Node>;
+        let (candidates, candidates_fp) = if svc.local_traffic {
             let holders = ready
                 .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
                 .unwrap_or(&none);
-            eligible.iter().filter(|n| holders.contains(&n.name)).collect()
+            local = eligible.iter().filter(|n| holders.contains(&n.name)).collect();
+            (&local, fingerprint(&local))
         } else {
-            eligible.iter().collect()
+            (&all_candidates, all_fp)
         };
-        let chosen = nodes::choose(&svc.key, &candidates, svc.settings.max_nodes);
-        let mut failed = false;
-        let mut rendered = Vec::new();
+        let max = svc.settings.max_nodes.unwrap_or(config.max_nodes_per_service);
+        let chosen = sink.chosen_nodes(&svc.key, candidates, candidates_fp, max);
+        let chosen_refs: Vec<&Node> = chosen.iter().collect();
+        let service_fp = fingerprint(&(svc, &chosen));
         let none_v6 = BTreeMap::new();
         let addresses_v6 = alloc.addresses_v6.get(&svc.key).unwrap_or(&none_v6);
         let hosts: BTreeSet<&LbHostName> = addresses.keys().chain(addresses_v6.keys()).collect();
+        let mut failed = None;
         for host in hosts {
             let ips: Vec<IpAddr> = addresses
                 .get(host)
@@ -170,42 +192,44 @@ pub fn decide_with_holds(
                 .chain(addresses_v6.get(host))
                 .copied()
                 .collect();
-            match render::nginx_service(svc, host, &ips, &chosen) {
-                Ok(text) => rendered.push((layout::lb_service_path(host, &svc.key), text)),
-                Err(e) => {
-                    problems.push(Problem::service_error(&svc.key, "", e.to_string()));
-                    failed = true;
-                }
+            let fp = fingerprint(&(service_fp, host, &ips));
+            let mut render = || render::nginx_service(svc, host, &ips, &chosen_refs);
+            if let Err(e) = sink.file(layout::lb_service_path(host, &svc.key), fp, &mut render) {
+                failed = Some(e);
             }
         }
         if !names.is_empty() {
             let ttl = svc.settings.dns_ttl.unwrap_or(DEFAULT_TTL);
             let all: Vec<IpAddr> = addresses.values().chain(addresses_v6.values()).copied().collect();
-            match render::zone_fragment(svc, &config.zone, &names, ttl, &all) {
-                Ok(text) => rendered.push((layout::dns_service_path(&config.zone, &svc.key), text)),
-                Err(e) => {
-                    problems.push(Problem::service_error(&svc.key, "", e.to_string()));
-                    failed = true;
-                }
+            let fp = fingerprint(&(&svc.key, &config.zone, &names, ttl, &all));
+            let mut render = || render::zone_fragment(svc, &config.zone, &names, ttl, &all);
+            if let Err(e) = sink.file(layout::dns_service_path(&config.zone, &svc.key), fp, &mut render) {
+                failed = Some(e);
             }
         }
-        if failed {
+        if let Some(e) = failed {
+            problems.push(Problem::service_error(&svc.key, "", e.to_string()));
+            sink.discard();
             kept.insert(svc.key.clone());
             continue;
         }
-        files.extend(rendered);
+        sink.keep();
         summaries.insert(
             svc.key.clone(),
             ExposedSummary {
                 ports: svc.ports.clone(),
                 addresses: addresses.clone(),
                 addresses_v6: addresses_v6.clone(),
-                nodes: chosen.into_iter().cloned().collect(),
+                nodes: chosen,
                 dns_names: names,
             },
         );
     }
-    files.insert(layout::LEDGER_FILE.to_owned(), alloc.ledger.to_yaml());
+    let ledger_fp = fingerprint(&alloc.ledger);
+    let mut render_ledger = || Ok(alloc.ledger.to_yaml());
+    // Serialising the ledger cannot fail.
+    let _ = sink.file(layout::LEDGER_FILE.to_owned(), ledger_fp, &mut render_ledger);
+    sink.keep();
     let node_states = snapshot
         .nodes
         .iter()
@@ -220,7 +244,7 @@ pub fn decide_with_holds(
     problems.dedup();
     Decision {
         ledger: alloc.ledger,
-        files,
+        files: BTreeMap::new(),
         kept,
         exposed: summaries,
         events: alloc.events,

@@ -34,7 +34,7 @@ pub struct ServicePort {
 }
 
 /// A Service we manage, fully validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ExposedService {
     pub key: ServiceKey,
     /// Sorted by protocol, then port; no duplicates.

@@ -25,7 +25,7 @@ pub enum LedgerError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ledger {
     pub version: u32,
@@ -33,7 +33,7 @@ pub struct Ledger {
     pub services: BTreeMap<ServiceKey, Entry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Entry {
     /// One address per LB host (IPv4, or IPv6 on hosts with only IPv6 pools).
@@ -62,7 +62,7 @@ impl Entry {
 }
 
 /// `TCP/80`: a port as the ledger writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortSpec {
     pub protocol: Protocol,
     pub port: u16,

@@ -19,3 +19,4 @@ pub mod nodes;
 pub mod pool;
 pub mod problem;
 pub mod render;
+pub mod sink;

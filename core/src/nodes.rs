@@ -15,7 +15,7 @@ pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-b
 
 /// An eligible node: its name (for hashing and endpoint matching only, never rendered) and the
 /// InternalIP the LB hosts send to.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Node {
     pub name: String,
     pub ip: IpAddr,
@@ -81,15 +81,31 @@ pub fn ready_nodes_by_service(slices: &[EndpointSliceInput]) -> BTreeMap<(String
     out
 }
 
-/// Stable 64-bit hash: FNV-1a then a splitmix64 finaliser. Stable across Rust versions and
-/// machines, unlike `DefaultHasher`, because subsets must not move when the generator is rebuilt.
-fn score(key: &ServiceKey, node: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let text = key.to_string();
-    for b in text.bytes().chain([0u8]).chain(node.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
     }
+    h
+}
+
+/// The FNV-1a state after `<namespace>/<name>\0`, so scoring a Service against each node hashes
+/// only the node's name.
+fn score_prefix(key: &ServiceKey) -> u64 {
+    let h = fnv(FNV_OFFSET, key.namespace.as_str().as_bytes());
+    let h = fnv(h, b"/");
+    let h = fnv(h, key.name.as_str().as_bytes());
+    fnv(h, &[0])
+}
+
+/// Stable 64-bit hash of (Service, node): FNV-1a then a splitmix64 finaliser. Stable across Rust
+/// versions and machines, unlike `DefaultHasher`, because subsets must not move when the generator
+/// is rebuilt.
+fn score(prefix: u64, node: &str) -> u64 {
+    let mut h = fnv(prefix, node.as_bytes());
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
@@ -102,8 +118,13 @@ pub fn choose<'a>(key: &ServiceKey, candidates: &[&'a Node], max: Option<usize>)
     if let Some(max) = max
         && picked.len() > max
     {
-        picked.sort_by(|a, b| score(key, &b.name).cmp(&score(key, &a.name)).then(a.name.cmp(&b.name)));
-        picked.truncate(max);
+        let prefix = score_prefix(key);
+        let mut scored: Vec<(u64, &Node)> = picked.iter().map(|n| (score(prefix, &n.name), *n)).collect();
+        // Highest score first, name breaking ties; only the first `max` need ordering.
+        let by_rank = |a: &(u64, &Node), b: &(u64, &Node)| b.0.cmp(&a.0).then(a.1.name.cmp(&b.1.name));
+        scored.select_nth_unstable_by(max - 1, by_rank);
+        scored.truncate(max);
+        picked = scored.into_iter().map(|(_, n)| n).collect();
     }
     picked.sort_by(|a, b| a.ip.cmp(&b.ip).then(a.name.cmp(&b.name)));
     picked

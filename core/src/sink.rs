@@ -1,0 +1,71 @@
+//! Where a decision's files go. The decision hands over each generated file with a fingerprint of
+//! everything its text depends on and a way to render it; a sink that remembers the fingerprints it
+//! saw last time (the generator's engine) renders and stores only files whose inputs changed, so a
+//! one-Service change costs one Service's rendering at any scale. [`TextFiles`] keeps every text,
+//! for `plan`, the golden tests and small one-shot runs.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use crate::names::ServiceKey;
+use crate::nodes::{self, Node};
+use crate::render::RenderError;
+
+pub trait FileSink {
+    /// A file of the Service being decided. `render` makes its text when the sink needs it.
+    fn file(
+        &mut self,
+        path: String,
+        fingerprint: u64,
+        render: &mut dyn FnMut() -> Result<String, RenderError>,
+    ) -> Result<(), RenderError>;
+
+    /// The files given since the last `keep`/`discard` stand: the Service rendered completely.
+    fn keep(&mut self);
+
+    /// The files given since the last `keep`/`discard` are void: the Service failed to render and
+    /// keeps whatever it has in the repo.
+    fn discard(&mut self);
+
+    /// The nodes that carry `key` out of `candidates` (whose fingerprint is `candidates_fp`), at
+    /// most `max`: rendezvous hashing over every candidate, which a sink may remember.
+    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Vec<Node> {
+        let _ = candidates_fp;
+        nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect()
+    }
+}
+
+/// Every file's text, by path.
+#[derive(Debug, Default)]
+pub struct TextFiles {
+    pub files: BTreeMap<String, String>,
+    pending: Vec<(String, String)>,
+}
+
+impl FileSink for TextFiles {
+    fn file(
+        &mut self,
+        path: String,
+        _fingerprint: u64,
+        render: &mut dyn FnMut() -> Result<String, RenderError>,
+    ) -> Result<(), RenderError> {
+        let text = render()?;
+        self.pending.push((path, text));
+        Ok(())
+    }
+
+    fn keep(&mut self) {
+        self.files.extend(self.pending.drain(..));
+    }
+
+    fn discard(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// A fingerprint of `value` (in-process only: sinks compare fingerprints from the same build).
+pub fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
