@@ -260,11 +260,15 @@ pub fn decide_into(
 /// stand-ins are returned and never written), plus, for exposed Services whose hold was lifted
 /// and that have no entry, their reserved addresses back. Addresses someone else holds by now
 /// are left out.
-fn with_reservations(
-    previous: &Ledger,
+fn with_reservations<'a>(
+    previous: &'a Ledger,
     holds: &HoldUpdate,
     exposed: &[ExposedService],
-) -> (Ledger, BTreeSet<ServiceKey>, BTreeSet<ServiceKey>) {
+) -> (std::borrow::Cow<'a, Ledger>, BTreeSet<ServiceKey>, BTreeSet<ServiceKey>) {
+    if holds.holds.holds.is_empty() && holds.lifted.is_empty() {
+        // Nothing held or lifted (the usual case): no copy of a ledger of 50,000 entries.
+        return (std::borrow::Cow::Borrowed(previous), BTreeSet::new(), BTreeSet::new());
+    }
     let mut working = previous.clone();
     let mut taken: BTreeSet<(LbHostName, IpAddr)> = working
         .services
@@ -306,7 +310,7 @@ fn with_reservations(
             resumed.insert(key.clone());
         }
     }
-    (working, phantoms, resumed)
+    (std::borrow::Cow::Owned(working), phantoms, resumed)
 }
 
 /// Services sharing addresses (one namespace, one `flipbit.io/shared-ip-key`) must not serve the

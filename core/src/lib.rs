@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod config;
 pub mod decide;
 pub mod dns;
+pub mod engine;
 pub mod exposure;
 pub mod holds;
 pub mod layout;

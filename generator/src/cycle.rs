@@ -10,13 +10,14 @@ use jiff::Timestamp;
 
 use flipbit_core::config::Config;
 use flipbit_core::decide::{self, Decision};
+use flipbit_core::engine::{Blobs, Engine, Step};
 use flipbit_core::holds::{self, Holds};
 use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::message;
 use flipbit_core::model::Snapshot;
 use flipbit_core::problem::Problem;
-use flipbit_store::{Committed, Store, StoreError};
+use flipbit_store::{CommitId, Committed, Store, StoreError};
 
 /// Where the state repo is and who commits to it.
 #[derive(Debug, Clone)]
@@ -87,7 +88,8 @@ pub fn open_store(target: &RepoTarget) -> Result<(Store, Option<tempfile::TempDi
 }
 
 /// Decides from `snapshot`; commits and pushes when `push` (retrying lost races), else only
-/// reports what would be committed.
+/// reports what would be committed. With `memory` (the live generator's, kept between cycles) only
+/// what changed since the last cycle is rendered; without, every file is rendered as text.
 pub fn run(
     store: &Store,
     target: &RepoTarget,
@@ -95,12 +97,17 @@ pub fn run(
     load_problems: &[Problem],
     now: Timestamp,
     push: bool,
+    mut memory: Option<&mut Memory>,
 ) -> Result<Outcome> {
     if let Some(branch) = &target.propose_branch {
         let author = Store::signature(&target.author_name, &target.author_email)?;
-        let mut outcome = decide_once(store, snapshot, load_problems, now, &author)?;
+        let (mut outcome, step) = decide_once(store, snapshot, load_problems, now, &author, memory.as_deref_mut())?;
         if push {
             outcome.proposal = propose(store, branch, &outcome)?;
+            // The memory keeps describing the tracked branch, which the proposal did not change.
+            if let (Some(memory), Some(step)) = (memory, step) {
+                memory.engine.learn(&outcome.base.to_string(), &step);
+            }
         }
         return Ok(outcome);
     }
@@ -108,12 +115,23 @@ pub fn run(
     loop {
         attempt += 1;
         let author = Store::signature(&target.author_name, &target.author_email)?;
-        let outcome = decide_once(store, snapshot, load_problems, now, &author)?;
-        let Some(committed) = (if push { outcome.committed.as_ref() } else { None }) else {
+        let (outcome, step) = decide_once(store, snapshot, load_problems, now, &author, memory.as_deref_mut())?;
+        if !push {
+            return Ok(outcome);
+        }
+        let Some(committed) = outcome.committed.as_ref() else {
+            if let (Some(memory), Some(step)) = (memory, step) {
+                memory.advance(outcome.base, &step, &outcome.decision);
+            }
             return Ok(outcome);
         };
         match store.push(committed.id) {
-            Ok(()) => return Ok(outcome),
+            Ok(()) => {
+                if let (Some(memory), Some(step)) = (memory, step) {
+                    memory.advance(committed.id, &step, &outcome.decision);
+                }
+                return Ok(outcome);
+            }
             Err(StoreError::Rejected { reason, .. }) if attempt < PUSH_ATTEMPTS => {
                 tracing::warn!(%reason, attempt, "push lost a race; fetching and deciding again");
                 std::thread::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)));
@@ -154,13 +172,18 @@ fn propose(store: &Store, branch: &str, outcome: &Outcome) -> Result<Option<Prop
     }))
 }
 
-fn decide_once(
-    store: &Store,
-    snapshot: &Snapshot,
-    load_problems: &[Problem],
-    now: Timestamp,
-    author: &flipbit_store::Signature<'_>,
-) -> Result<Outcome> {
+/// What a decision starts from: the head and what it holds.
+struct Head {
+    id: CommitId,
+    config: Config,
+    ledger_id: Option<CommitId>,
+    ledger_present: bool,
+    ledger: std::sync::Arc<Ledger>,
+    holds: Holds,
+    hold_update: holds::HoldUpdate,
+}
+
+fn read_head(store: &Store, author: &flipbit_store::Signature<'_>, memory: Option<&Memory>) -> Result<Head> {
     let t = std::time::Instant::now();
     let fetched = store.fetch()?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "fetched");
@@ -176,11 +199,19 @@ fn decide_once(
         .with_context(|| format!("{} has no {} at {head}", store.url(), layout::CONFIG_FILE))?;
     let config = Config::parse(&String::from_utf8_lossy(&config_text))
         .with_context(|| format!("refusing to run on commit {head}"))?;
-    let ledger_text = store.read(head, layout::LEDGER_FILE)?;
-    let ledger = match &ledger_text {
-        Some(text) => Ledger::parse(&String::from_utf8_lossy(text))
-            .with_context(|| format!("refusing to run on commit {head}: fix or revert the ledger by hand"))?,
-        None => Ledger::empty(),
+    // The ledger parsed last time is reused while its blob is the same (50,000 entries take a
+    // while to parse).
+    let ledger_id = store.entry_id(head, layout::LEDGER_FILE)?;
+    let cached = memory
+        .and_then(|m| m.ledger.as_ref())
+        .filter(|(id, _)| Some(*id) == ledger_id);
+    let ledger = match (cached, ledger_id) {
+        (Some((_, ledger)), _) => ledger.clone(),
+        (None, None) => std::sync::Arc::new(Ledger::empty()),
+        (None, Some(id)) => std::sync::Arc::new(
+            Ledger::parse(&String::from_utf8_lossy(&store.blob(id)?))
+                .with_context(|| format!("refusing to run on commit {head}: fix or revert the ledger by hand"))?,
+        ),
     };
     let holds_text = store.read(head, holds::HOLDS_FILE)?;
     let head_holds = match &holds_text {
@@ -191,10 +222,71 @@ fn decide_once(
     let email = String::from_utf8_lossy(author.email_bytes()).into_owned();
     let changes = crate::history::human_changes(store, head, &email)?;
     let hold_update = holds::update(&head_holds, &changes);
-    let mut current = store.list(head, layout::LB_DIR)?;
-    current.extend(store.list(head, layout::DNS_DIR)?);
+    Ok(Head {
+        id: head,
+        config,
+        ledger_id,
+        ledger_present: ledger_id.is_some(),
+        ledger,
+        holds: head_holds,
+        hold_update,
+    })
+}
+
+fn decide_once(
+    store: &Store,
+    snapshot: &Snapshot,
+    load_problems: &[Problem],
+    now: Timestamp,
+    author: &flipbit_store::Signature<'_>,
+    memory: Option<&mut Memory>,
+) -> Result<(Outcome, Option<Step<CommitId>>)> {
+    let head = read_head(store, author, memory.as_deref())?;
+    let (decision, committed, message, step) = match memory {
+        Some(memory) => {
+            if let Some(id) = head.ledger_id {
+                memory.ledger = Some((id, head.ledger.clone()));
+            }
+            let (decision, committed, message, step) =
+                decide_incrementally(store, snapshot, &head, now, author, memory)?;
+            (decision, committed, message, Some(step))
+        }
+        None => {
+            let (decision, committed, message) = decide_in_full(store, snapshot, &head, now, author)?;
+            (decision, committed, message, None)
+        }
+    };
+    let mut problems = load_problems.to_vec();
+    problems.extend(decision.problems.iter().cloned());
+    Ok((
+        Outcome {
+            decision,
+            problems,
+            committed,
+            message,
+            base: head.id,
+            config: head.config,
+            proposal: None,
+        },
+        step,
+    ))
+}
+
+type Decided = (Decision, Option<Committed>, Option<String>);
+type DecidedStep = (Decision, Option<Committed>, Option<String>, Step<CommitId>);
+
+/// Every file rendered as text and compared: for `plan` (which shows the texts) and small runs.
+fn decide_in_full(
+    store: &Store,
+    snapshot: &Snapshot,
+    head: &Head,
+    now: Timestamp,
+    author: &flipbit_store::Signature<'_>,
+) -> Result<Decided> {
+    let mut current = store.list(head.id, layout::LB_DIR)?;
+    current.extend(store.list(head.id, layout::DNS_DIR)?);
     let t = std::time::Instant::now();
-    let decision = decide::decide_with_holds(snapshot, &config, &ledger, &hold_update, now);
+    let decision = decide::decide_with_holds(snapshot, &head.config, &head.ledger, &head.hold_update, now);
     tracing::debug!(
         ms = t.elapsed().as_millis() as u64,
         files = decision.files.len(),
@@ -204,36 +296,114 @@ fn decide_once(
     let deletions = decision.deletions(current.keys());
     // A fresh repo with nothing exposed yet needs no empty ledger commit.
     let mut writes = decision.files.clone();
-    if ledger_text.is_none() && decision.ledger.services.is_empty() {
+    if !head.ledger_present && decision.ledger.services.is_empty() {
         writes.remove(layout::LEDGER_FILE);
     }
-    if hold_update.holds != head_holds {
-        writes.insert(holds::HOLDS_FILE.to_owned(), hold_update.holds.to_yaml());
+    if head.hold_update.holds != head.holds {
+        writes.insert(holds::HOLDS_FILE.to_owned(), head.hold_update.holds.to_yaml());
     }
     let mut message = None;
     let committed = store.commit(
-        head,
+        head.id,
         &writes,
         &deletions,
         |changed: &BTreeSet<String>| {
-            let old_upstreams = old_upstreams(store, head, changed);
-            message = message::compose(&decision, changed, config.release_grace_seconds, &old_upstreams);
+            let old_upstreams = old_upstreams(store, head.id, changed);
+            message = message::compose(&decision, changed, head.config.release_grace_seconds, &old_upstreams);
             message.clone()
         },
         author,
     )?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "committed");
-    let mut problems = load_problems.to_vec();
-    problems.extend(decision.problems.iter().cloned());
-    Ok(Outcome {
-        decision,
-        problems,
-        committed,
-        message,
-        base: head,
-        config,
-        proposal: None,
-    })
+    Ok((decision, committed, message))
+}
+
+/// Only what changed since the engine's base is rendered and written (see flipbit_core::engine).
+fn decide_incrementally(
+    store: &Store,
+    snapshot: &Snapshot,
+    head: &Head,
+    now: Timestamp,
+    author: &flipbit_store::Signature<'_>,
+    memory: &mut Memory,
+) -> Result<DecidedStep> {
+    let head_hex = head.id.to_string();
+    if memory.engine.base() != Some(head_hex.as_str()) {
+        let t = std::time::Instant::now();
+        let mut tree = store.list(head.id, layout::LB_DIR)?;
+        tree.extend(store.list(head.id, layout::DNS_DIR)?);
+        if let Some(id) = store.entry_id(head.id, layout::LEDGER_FILE)? {
+            tree.insert(layout::LEDGER_FILE.to_owned(), id);
+        }
+        memory.engine.sync(&head_hex, tree);
+        tracing::debug!(
+            ms = t.elapsed().as_millis() as u64,
+            paths = memory.engine.len(),
+            "synced with the head"
+        );
+    }
+    let t = std::time::Instant::now();
+    let mut blobs = StoreBlobs(store);
+    let (decision, mut step) = memory
+        .engine
+        .decide(snapshot, &head.config, &head.ledger, &head.hold_update, now, &mut blobs)
+        .map_err(|e| anyhow::anyhow!("writing to the cache repo: {e}"))?;
+    tracing::debug!(
+        ms = t.elapsed().as_millis() as u64,
+        changed = step.changes.len(),
+        "decided"
+    );
+    let t = std::time::Instant::now();
+    if !head.ledger_present && decision.ledger.services.is_empty() {
+        step.changes.remove(layout::LEDGER_FILE);
+    }
+    if head.hold_update.holds != head.holds {
+        let id = store.write_blob(head.hold_update.holds.to_yaml().as_bytes())?;
+        step.changes.insert(holds::HOLDS_FILE.to_owned(), Some(id));
+    }
+    let mut message = None;
+    let committed = store.commit_blobs(
+        head.id,
+        &step.changes,
+        |changed: &BTreeSet<String>| {
+            let old_upstreams = old_upstreams(store, head.id, changed);
+            message = message::compose(&decision, changed, head.config.release_grace_seconds, &old_upstreams);
+            message.clone()
+        },
+        author,
+    )?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "committed");
+    Ok((decision, committed, message, step))
+}
+
+/// The generator's memory between cycles: the incremental engine and the last ledger it parsed.
+#[derive(Default)]
+pub struct Memory {
+    engine: Engine<CommitId>,
+    ledger: Option<(CommitId, std::sync::Arc<Ledger>)>,
+}
+
+impl Memory {
+    /// After a successful push (or nothing to commit): the engine's base moves to `commit`, and a
+    /// ledger the commit wrote is remembered as parsed.
+    fn advance(&mut self, commit: CommitId, step: &Step<CommitId>, decision: &Decision) {
+        self.engine.advance(&commit.to_string(), step, decision);
+        if let Some(change) = step.changes.get(layout::LEDGER_FILE) {
+            self.ledger = change.map(|id| (id, std::sync::Arc::new(decision.ledger.clone())));
+        }
+    }
+}
+
+struct StoreBlobs<'a>(&'a Store);
+
+impl Blobs for StoreBlobs<'_> {
+    type Id = CommitId;
+    fn id(&mut self, text: &str) -> Result<CommitId, String> {
+        Store::blob_id(text.as_bytes()).map_err(|e| e.to_string())
+    }
+    fn write(&mut self, text: &str) -> Result<CommitId, String> {
+        self.0.write_blob(text.as_bytes()).map_err(|e| e.to_string())
+    }
 }
 
 /// The node addresses each changed snippet sent to before the change (read from the first changed

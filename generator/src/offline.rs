@@ -16,7 +16,10 @@ pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp, push: boo
         "manifests loaded"
     );
     let (store, _temp) = cycle::open_store(target)?;
-    cycle::run(&store, target, &snapshot, &load_problems, now, push)
+    // One shot: the engine starts empty, but still writes only what changed and never holds
+    // every rendered text at once.
+    let mut memory = cycle::Memory::default();
+    cycle::run(&store, target, &snapshot, &load_problems, now, push, Some(&mut memory))
 }
 
 /// What `plan` shows: the outcome, and the content before the change of every changed path
@@ -31,7 +34,7 @@ pub struct Plan {
 pub fn plan(target: &RepoTarget, dir: &std::path::Path, now: Timestamp) -> Result<Plan> {
     let (snapshot, load_problems) = manifests::load_dir(dir)?;
     let (store, _temp) = cycle::open_store(target)?;
-    let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, false)?;
+    let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, false, None)?;
     let mut before = std::collections::BTreeMap::new();
     if let Some(c) = &outcome.committed {
         for path in &c.changed {

@@ -267,6 +267,58 @@ impl Store {
         Ok(Some(Committed { id, changed }))
     }
 
+    /// The id `text` has as a blob, computed in memory (nothing is written).
+    pub fn blob_id(text: &[u8]) -> Result<Oid, StoreError> {
+        Oid::hash_object(git2::ObjectType::Blob, text).map_err(StoreError::Write)
+    }
+
+    /// Writes `text` as a blob.
+    pub fn write_blob(&self, text: &[u8]) -> Result<Oid, StoreError> {
+        self.repo.blob(text).map_err(StoreError::Write)
+    }
+
+    /// The blob id of `path` at `commit`, or `None` when there is no such file.
+    pub fn entry_id(&self, commit: Oid, path: &str) -> Result<Option<Oid>, StoreError> {
+        let err = |source| StoreError::Read {
+            what: path.to_owned(),
+            commit,
+            source,
+        };
+        let tree = self.repo.find_commit(commit).and_then(|c| c.tree()).map_err(err)?;
+        match tree.get_path(Path::new(path)) {
+            Ok(entry) => Ok(Some(entry.id())),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Commits blobs already written (`changes`: path → blob, `None` deletes) on top of `parent`,
+    /// rebuilding only the trees on their paths. `None` when the tree would not change.
+    pub fn commit_blobs(
+        &self,
+        parent: Oid,
+        changes: &BTreeMap<String, Option<Oid>>,
+        message_for: impl FnOnce(&BTreeSet<String>) -> Option<String>,
+        author: &Signature<'_>,
+    ) -> Result<Option<Committed>, StoreError> {
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let parent_commit = self.repo.find_commit(parent).map_err(StoreError::Write)?;
+        let base = parent_commit.tree().map_err(StoreError::Write)?;
+        let tree_id = tree::update(&self.repo, Some(&base), changes).map_err(StoreError::Write)?;
+        if tree_id == base.id() {
+            return Ok(None);
+        }
+        let changed: BTreeSet<String> = changes.keys().cloned().collect();
+        let Some(message) = message_for(&changed) else {
+            return Ok(None);
+        };
+        let tree = self.repo.find_tree(tree_id).map_err(StoreError::Write)?;
+        let id = self.write_commit(author, &message, &tree, &[&parent_commit])?;
+        Ok(Some(Committed { id, changed }))
+    }
+
     /// Writes a commit object (signed when there is a signer) without moving any reference.
     fn write_commit(
         &self,

@@ -15,6 +15,7 @@ pub mod nginx;
 pub mod probe;
 pub mod repo;
 pub mod sshkeys;
+pub mod synth;
 
 /// True when running as root (needed for ports below 1024).
 pub fn is_root() -> bool {

@@ -76,7 +76,8 @@ async fn run_async(opts: LiveOptions) -> Result<()> {
     tracing::info!("first full sync of Services, Nodes and EndpointSlices done");
 
     let (store, _temp) = cycle::open_store(&opts.target)?;
-    let store = Arc::new(Mutex::new(store));
+    // The state repo cache and the engine's memory of it travel together: one cycle at a time.
+    let store = Arc::new(Mutex::new((store, cycle::Memory::default())));
     let mut status = status::StatusWriter::new(client.clone(), &opts.lease.identity);
     let mut terminate = shutdown_signal();
     loop {
@@ -115,7 +116,7 @@ async fn settle(changes: &mut watch::Receiver<u64>, quiet: Duration, max: Durati
 async fn cycle_once(
     opts: &LiveOptions,
     stores: &stores::Stores,
-    store: &Arc<Mutex<flipbit_store::Store>>,
+    store: &Arc<Mutex<(flipbit_store::Store, cycle::Memory)>>,
     metrics: &Metrics,
     status: &mut status::StatusWriter,
 ) {
@@ -124,8 +125,22 @@ async fn cycle_once(
     let services = stores.services.state();
     let (store, target) = (store.clone(), opts.target.clone());
     let result = tokio::task::spawn_blocking(move || {
-        let store = store.lock().map_err(|_| anyhow::anyhow!("state repo lock poisoned"))?;
-        cycle::run(&store, &target, &snapshot, &[], jiff::Timestamp::now(), true)
+        let mut guard = store.lock().map_err(|_| anyhow::anyhow!("state repo lock poisoned"))?;
+        let (store, memory) = &mut *guard;
+        let result = cycle::run(
+            store,
+            &target,
+            &snapshot,
+            &[],
+            jiff::Timestamp::now(),
+            true,
+            Some(memory),
+        );
+        if result.is_err() {
+            // A failed cycle may have left the memory between two commits: start it afresh.
+            *memory = cycle::Memory::default();
+        }
+        result
     })
     .await;
     let outcome = match result {

@@ -7,10 +7,13 @@
 //!   TTL change of all N (N deletes + N adds), both as the applier reports its DNS step.
 //! - `live N`: `flipbit-generator run` (production timings: 200 ms debounce) against the test API
 //!   server; N Services created one by one, each timed from its creation to its commit.
+//! - `scale N [NODES]`: the generator in process at scale (see scale.rs).
+//! - `synth N DIR [NODES]`: writes a synthetic cluster as manifests.
 //! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
 //!   host, the apply and its DNS step, as the binaries report them.
 
 mod classic;
+mod scale;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +23,18 @@ fn main() {
         Some("dns") => classic::dns(n),
         Some("example") => classic::example(),
         Some("live") => classic::live(n),
+        Some("scale") => scale::scale(n, args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500)),
+        Some("synth") => match (args.get(2), args.get(3)) {
+            (Some(dir), nodes) => {
+                let nodes = nodes.and_then(|s| s.parse().ok()).unwrap_or(500);
+                let snapshot = flipbit_tests::synth::snapshot(n, nodes);
+                if let Err(e) = flipbit_tests::synth::write_manifests(&snapshot, std::path::Path::new(dir)) {
+                    eprintln!("error: {dir}: {e}");
+                    std::process::exit(1);
+                }
+            }
+            _ => eprintln!("usage: flipbit-bench synth N DIR [NODES]"),
+        },
         _ => {
             eprintln!("usage: flipbit-bench render|dns|live N | example");
             std::process::exit(2);

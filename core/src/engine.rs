@@ -1,0 +1,280 @@
+//! The generator's memory between decisions, so work follows what changed: for every generated
+//! path, the fingerprint of the inputs its text came from and the id of the blob holding it. A
+//! decision renders only files whose fingerprint is new, hands each new text to the blob store at
+//! once (a cold run over 150,000 files never holds them all), and reports the paths to write and
+//! delete. Node subsets are remembered too, so an unchanged node set is not rescored.
+//!
+//! The memory describes one commit (`base`). When the branch head is another commit (a human's,
+//! another writer's), [`Engine::sync`] re-reads the paths and blob ids there: fingerprints survive
+//! for blobs that did not change, so one external commit costs only what it touched.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Debug;
+
+use jiff::Timestamp;
+
+use crate::config::Config;
+use crate::decide::{self, Decision};
+use crate::holds::HoldUpdate;
+use crate::layout;
+use crate::ledger::Ledger;
+use crate::model::Snapshot;
+use crate::names::ServiceKey;
+use crate::nodes::{self, Node};
+use crate::render::RenderError;
+use crate::sink::FileSink;
+
+/// Names and stores texts; the generator's is the Git object store.
+pub trait Blobs {
+    type Id: Copy + Eq + Debug;
+    /// The id `text` would have, computed without storing it.
+    fn id(&mut self, text: &str) -> Result<Self::Id, String>;
+    /// Stores `text`; returns its id.
+    fn write(&mut self, text: &str) -> Result<Self::Id, String>;
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Known<Id> {
+    /// `None` until a decision renders this path (after a sync, the blob is known, not its inputs).
+    fingerprint: Option<u64>,
+    blob: Id,
+}
+
+#[derive(Debug, Clone)]
+struct Choice {
+    candidates: u64,
+    max: usize,
+    nodes: Vec<Node>,
+}
+
+#[derive(Debug)]
+pub struct Engine<Id> {
+    files: HashMap<String, Known<Id>>,
+    choices: HashMap<ServiceKey, Choice>,
+    base: Option<String>,
+}
+
+impl<Id> Default for Engine<Id> {
+    fn default() -> Self {
+        Self {
+            files: HashMap::new(),
+            choices: HashMap::new(),
+            base: None,
+        }
+    }
+}
+
+/// The repo changes one incremental decision implies (its [`Decision`] is returned beside it,
+/// with `files` empty).
+#[derive(Debug)]
+pub struct Step<Id> {
+    /// Paths to write (with their blob) or delete (`None`), relative to the engine's base.
+    pub changes: BTreeMap<String, Option<Id>>,
+    /// Fingerprints learned for paths whose text turned out unchanged.
+    learned: Vec<(String, u64, Id)>,
+    written: Vec<(String, u64, Id)>,
+}
+
+impl<Id: Copy + Eq + Debug> Engine<Id> {
+    /// The commit the memory describes.
+    pub fn base(&self) -> Option<&str> {
+        self.base.as_deref()
+    }
+
+    /// Aligns the memory with the generated files at `commit` (every path under `lb/` and `dns/`
+    /// and the ledger, with blob ids), keeping fingerprints of blobs that did not change.
+    pub fn sync(&mut self, commit: &str, tree: impl IntoIterator<Item = (String, Id)>) {
+        let mut files = HashMap::new();
+        for (path, blob) in tree {
+            let fingerprint = self
+                .files
+                .get(&path)
+                .filter(|k| k.blob == blob)
+                .and_then(|k| k.fingerprint);
+            files.insert(path, Known { fingerprint, blob });
+        }
+        self.files = files;
+        self.base = Some(commit.to_owned());
+    }
+
+    /// Decides, rendering only what changed since the base, and storing new texts in `blobs`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide<B: Blobs<Id = Id>>(
+        &mut self,
+        snapshot: &Snapshot,
+        config: &Config,
+        previous: &Ledger,
+        holds: &HoldUpdate,
+        now: Timestamp,
+        blobs: &mut B,
+    ) -> Result<(Decision, Step<Id>), String> {
+        let mut sink = EngineSink {
+            engine: self,
+            blobs,
+            pending: Vec::new(),
+            seen: HashSet::new(),
+            changes: BTreeMap::new(),
+            learned: Vec::new(),
+            written: Vec::new(),
+            error: None,
+        };
+        let decision = decide::decide_into(snapshot, config, previous, holds, now, &mut sink);
+        if let Some(e) = sink.error {
+            return Err(e);
+        }
+        let (seen, mut changes, learned, written) = (sink.seen, sink.changes, sink.learned, sink.written);
+        for path in self.files.keys() {
+            if seen.contains(path) {
+                continue;
+            }
+            let owner_kept = layout::service_of(path).is_some_and(|key| decision.kept.contains(&key));
+            if !owner_kept {
+                changes.insert(path.clone(), None);
+            }
+        }
+        Ok((
+            decision,
+            Step {
+                changes,
+                learned,
+                written,
+            },
+        ))
+    }
+
+    /// Records that `step` is now the content of `commit` (committed and pushed, or nothing to
+    /// commit): the memory moves to it.
+    pub fn advance(&mut self, commit: &str, step: &Step<Id>, decision: &Decision) {
+        for (path, change) in &step.changes {
+            if change.is_none() {
+                self.files.remove(path);
+            }
+        }
+        for (path, fingerprint, blob) in step.written.iter().chain(&step.learned) {
+            self.files.insert(
+                path.clone(),
+                Known {
+                    fingerprint: Some(*fingerprint),
+                    blob: *blob,
+                },
+            );
+        }
+        let exposed = &decision.exposed;
+        self.choices.retain(|key, _| exposed.contains_key(key));
+        self.base = Some(commit.to_owned());
+    }
+
+    /// Records what `step` learned about unchanged paths of `commit` (the base it was decided on),
+    /// without its writes: for a decision that was proposed elsewhere, not committed on the base.
+    pub fn learn(&mut self, commit: &str, step: &Step<Id>) {
+        if self.base.as_deref() != Some(commit) {
+            return;
+        }
+        for (path, fingerprint, blob) in &step.learned {
+            self.files.insert(
+                path.clone(),
+                Known {
+                    fingerprint: Some(*fingerprint),
+                    blob: *blob,
+                },
+            );
+        }
+    }
+
+    /// Forgets everything (after an error that may have left the memory out of step).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// How many paths the memory describes.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+struct EngineSink<'a, B: Blobs> {
+    engine: &'a mut Engine<B::Id>,
+    blobs: &'a mut B,
+    /// Files of the Service being decided: (path, fingerprint, new blob when rendered).
+    pending: Vec<(String, u64, Option<B::Id>)>,
+    seen: HashSet<String>,
+    changes: BTreeMap<String, Option<B::Id>>,
+    learned: Vec<(String, u64, B::Id)>,
+    written: Vec<(String, u64, B::Id)>,
+    /// The blob store failed: the whole decision is void.
+    error: Option<String>,
+}
+
+impl<B: Blobs> FileSink for EngineSink<'_, B> {
+    fn file(
+        &mut self,
+        path: String,
+        fingerprint: u64,
+        render: &mut dyn FnMut() -> Result<String, RenderError>,
+    ) -> Result<(), RenderError> {
+        let known = self.engine.files.get(&path);
+        if known.and_then(|k| k.fingerprint) == Some(fingerprint) {
+            self.pending.push((path, fingerprint, None));
+            return Ok(());
+        }
+        let text = render()?;
+        // Text that turns out unchanged (a sync forgot its inputs) is only hashed, not stored again.
+        let stored = match known {
+            Some(k) => match self.blobs.id(&text) {
+                Ok(id) if id == k.blob => Ok(id),
+                Ok(_) => self.blobs.write(&text),
+                Err(e) => Err(e),
+            },
+            None => self.blobs.write(&text),
+        };
+        match stored {
+            Ok(blob) => self.pending.push((path, fingerprint, Some(blob))),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self) {
+        for (path, fingerprint, blob) in self.pending.drain(..) {
+            if let Some(blob) = blob {
+                match self.engine.files.get(&path) {
+                    Some(k) if k.blob == blob => self.learned.push((path.clone(), fingerprint, blob)),
+                    _ => {
+                        self.changes.insert(path.clone(), Some(blob));
+                        self.written.push((path.clone(), fingerprint, blob));
+                    }
+                }
+            }
+            self.seen.insert(path);
+        }
+    }
+
+    fn discard(&mut self) {
+        self.pending.clear();
+    }
+
+    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Vec<Node> {
+        if let Some(c) = self.engine.choices.get(key)
+            && c.candidates == candidates_fp
+            && c.max == max
+        {
+            return c.nodes.clone();
+        }
+        let nodes: Vec<Node> = nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect();
+        self.engine.choices.insert(
+            key.clone(),
+            Choice {
+                candidates: candidates_fp,
+                max,
+                nodes: nodes.clone(),
+            },
+        );
+        nodes
+    }
+}

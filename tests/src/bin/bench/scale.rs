@@ -1,0 +1,95 @@
+//! `scale N [NODES]`: the generator at scale, in process (as `flipbit-generator run` works: the
+//! cluster in memory, a warm cache repo): N synthetic Services × 3 LB hosts × NODES nodes (500 by
+//! default). Cold allocate + render + commit + push, a one-Service change, a new Service, a node
+//! going NotReady, nothing changed; then the process's peak RSS.
+
+use std::time::Instant;
+
+use flipbit_generator::cycle::{self, RepoTarget};
+use flipbit_tests::synth;
+
+pub fn scale(n: usize, nodes: usize) {
+    // RUST_LOG=flipbit_generator=debug shows where each step's time goes.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let Ok(tmp) = tempfile::tempdir() else {
+        return eprintln!("error: no temporary directory");
+    };
+    let repo = match flipbit_tests::repo::create(
+        &tmp.path().join("state.git"),
+        &[("flipbit.yaml", synth::flipbit_yaml())].into(),
+    ) {
+        Ok(r) => r,
+        Err(e) => return eprintln!("error: {e}"),
+    };
+    let target = RepoTarget {
+        url: repo.display().to_string(),
+        branch: "main".into(),
+        cache_dir: Some(tmp.path().join("cache.git")),
+        author_name: "flipbit-generator".into(),
+        author_email: "flipbit-generator@localhost".into(),
+        signing_key: None,
+        propose_branch: None,
+    };
+    let store = match cycle::open_store(&target) {
+        Ok((store, _)) => store,
+        Err(e) => return eprintln!("error: {e:#}"),
+    };
+    let mut snapshot = synth::snapshot(n, nodes);
+    let label = format!("{n} Services x 3 LB hosts x {nodes} nodes");
+    let mut memory = cycle::Memory::default();
+    let mut step = |what: &str, snapshot: &flipbit_core::model::Snapshot| {
+        let started = Instant::now();
+        let outcome = cycle::run(
+            &store,
+            &target,
+            snapshot,
+            &[],
+            jiff::Timestamp::now(),
+            true,
+            Some(&mut memory),
+        );
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match outcome {
+            Ok(o) => {
+                let files = o.committed.as_ref().map_or(0, |c| c.changed.len());
+                println!("{what}, {label}: {ms:.0} ms ({files} files changed)");
+            }
+            Err(e) => eprintln!("error: {what}: {e:#}"),
+        }
+    };
+    step("cold: allocate, render, commit, push", &snapshot);
+    // FLIPBIT_BENCH_REPEAT=K repeats this step K times, to profile the steady state.
+    let repeat: usize = std::env::var("FLIPBIT_BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for _ in 0..repeat {
+        step("nothing changed", &snapshot);
+    }
+    snapshot.services[0]
+        .annotations
+        .insert("flipbit.io/balance".into(), "least-conn".into());
+    step("one Service changed (balance annotation)", &snapshot);
+    snapshot.services.push(synth::service(n));
+    step("one new Service", &snapshot);
+    snapshot.nodes[0].ready = false;
+    step("node flap (one node NotReady)", &snapshot);
+    println!("peak RSS, {label}: {} MB", peak_rss_mb());
+}
+
+/// VmHWM of this process.
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        })
+        .map_or(0, |kb| kb / 1024)
+}
