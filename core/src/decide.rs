@@ -26,7 +26,7 @@ pub struct ExposedSummary {
     pub addresses: BTreeMap<LbHostName, IpAddr>,
     /// IPv6 addresses of a dual-stack Service.
     pub addresses_v6: BTreeMap<LbHostName, IpAddr>,
-    pub nodes: Vec<Node>,
+    pub nodes: std::sync::Arc<[Node]>,
     /// DNS names that get a record per address.
     pub dns_names: BTreeSet<String>,
 }

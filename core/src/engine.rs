@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
@@ -38,18 +39,22 @@ struct Known<Id> {
     /// `None` until a decision renders this path (after a sync, the blob is known, not its inputs).
     fingerprint: Option<u64>,
     blob: Id,
+    /// The last decision that produced this path (paths no decision produced go).
+    seen: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Choice {
     candidates: u64,
     max: usize,
-    nodes: Vec<Node>,
+    nodes: Arc<[Node]>,
 }
 
 #[derive(Debug)]
 pub struct Engine<Id> {
     files: HashMap<String, Known<Id>>,
+    /// Counts decisions, to mark the paths each produced without a set of 150,000 names.
+    generation: u64,
     choices: HashMap<ServiceKey, Choice>,
     base: Option<String>,
 }
@@ -58,6 +63,7 @@ impl<Id> Default for Engine<Id> {
     fn default() -> Self {
         Self {
             files: HashMap::new(),
+            generation: 0,
             choices: HashMap::new(),
             base: None,
         }
@@ -91,7 +97,14 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
                 .get(&path)
                 .filter(|k| k.blob == blob)
                 .and_then(|k| k.fingerprint);
-            files.insert(path, Known { fingerprint, blob });
+            files.insert(
+                path,
+                Known {
+                    fingerprint,
+                    blob,
+                    seen: 0,
+                },
+            );
         }
         self.files = files;
         self.base = Some(commit.to_owned());
@@ -108,11 +121,14 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         now: Timestamp,
         blobs: &mut B,
     ) -> Result<(Decision, Step<Id>), String> {
+        self.generation += 1;
+        let generation = self.generation;
         let mut sink = EngineSink {
             engine: self,
             blobs,
             pending: Vec::new(),
-            seen: HashSet::new(),
+            generation,
+            new_paths: HashSet::new(),
             changes: BTreeMap::new(),
             learned: Vec::new(),
             written: Vec::new(),
@@ -122,9 +138,9 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         if let Some(e) = sink.error {
             return Err(e);
         }
-        let (seen, mut changes, learned, written) = (sink.seen, sink.changes, sink.learned, sink.written);
-        for path in self.files.keys() {
-            if seen.contains(path) {
+        let (new_paths, mut changes, learned, written) = (sink.new_paths, sink.changes, sink.learned, sink.written);
+        for (path, known) in &self.files {
+            if known.seen == generation || new_paths.contains(path) {
                 continue;
             }
             let owner_kept = layout::service_of(path).is_some_and(|key| decision.kept.contains(&key));
@@ -156,6 +172,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
                 Known {
                     fingerprint: Some(*fingerprint),
                     blob: *blob,
+                    seen: self.generation,
                 },
             );
         }
@@ -176,6 +193,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
                 Known {
                     fingerprint: Some(*fingerprint),
                     blob: *blob,
+                    seen: self.generation,
                 },
             );
         }
@@ -201,7 +219,9 @@ struct EngineSink<'a, B: Blobs> {
     blobs: &'a mut B,
     /// Files of the Service being decided: (path, fingerprint, new blob when rendered).
     pending: Vec<(String, u64, Option<B::Id>)>,
-    seen: HashSet<String>,
+    generation: u64,
+    /// Paths produced that the memory does not know yet.
+    new_paths: HashSet<String>,
     changes: BTreeMap<String, Option<B::Id>>,
     learned: Vec<(String, u64, B::Id)>,
     written: Vec<(String, u64, B::Id)>,
@@ -251,7 +271,12 @@ impl<B: Blobs> FileSink for EngineSink<'_, B> {
                     }
                 }
             }
-            self.seen.insert(path);
+            match self.engine.files.get_mut(&path) {
+                Some(known) => known.seen = self.generation,
+                None => {
+                    self.new_paths.insert(path);
+                }
+            }
         }
     }
 
@@ -259,14 +284,14 @@ impl<B: Blobs> FileSink for EngineSink<'_, B> {
         self.pending.clear();
     }
 
-    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Vec<Node> {
+    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Arc<[Node]> {
         if let Some(c) = self.engine.choices.get(key)
             && c.candidates == candidates_fp
             && c.max == max
         {
             return c.nodes.clone();
         }
-        let nodes: Vec<Node> = nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect();
+        let nodes: Arc<[Node]> = nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect();
         self.engine.choices.insert(
             key.clone(),
             Choice {

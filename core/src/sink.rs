@@ -29,7 +29,13 @@ pub trait FileSink {
 
     /// The nodes that carry `key` out of `candidates` (whose fingerprint is `candidates_fp`), at
     /// most `max`: rendezvous hashing over every candidate, which a sink may remember.
-    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Vec<Node> {
+    fn chosen_nodes(
+        &mut self,
+        key: &ServiceKey,
+        candidates: &[&Node],
+        candidates_fp: u64,
+        max: usize,
+    ) -> std::sync::Arc<[Node]> {
         let _ = candidates_fp;
         nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect()
     }
