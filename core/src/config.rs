@@ -52,6 +52,28 @@ pub struct Config {
 pub struct LbHost {
     pub name: LbHostName,
     pub pools: Vec<Pool>,
+    /// How this host's nginx routes connections; see [`Layout`].
+    #[serde(default, skip_serializing_if = "Layout::is_default")]
+    pub layout: Layout,
+}
+
+/// The nginx layout of one LB host. `per-service` (the default) gives every Service port its own
+/// `listen <address>:<port>` and `upstream`: every nginx feature per Service, but `nginx -t` and
+/// reloads grow quadratically with the Services (seconds at 10k). `shared-listeners` gives each
+/// port one wildcard listener and routes by a `map` of per-Service entries: linear, for hosts with
+/// thousands of Services, at the price listed in `render_map`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    #[default]
+    PerService,
+    SharedListeners,
+}
+
+impl Layout {
+    pub fn is_default(&self) -> bool {
+        *self == Layout::default()
+    }
 }
 
 fn default_class() -> String {
@@ -193,5 +215,22 @@ mod tests {
         assert!(err.to_string().contains("lbHosts[1].name"), "{err}");
         let err = Config::parse(&GOOD.replace("lb-2", "LB_2")).unwrap_err();
         assert!(err.to_string().contains("LB_2"), "{err}");
+    }
+
+    #[test]
+    fn layout_defaults_to_per_service_and_is_strict() {
+        let c = Config::parse(GOOD).unwrap();
+        assert!(c.lb_hosts.iter().all(|h| h.layout == Layout::PerService));
+        let text = GOOD.replace("  - name: lb-2\n", "  - name: lb-2\n    layout: shared-listeners\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.lb_hosts[1].layout, Layout::SharedListeners);
+        assert_eq!(c.lb_hosts[0].layout, Layout::PerService);
+        let err = Config::parse(&text.replace("shared-listeners", "shared"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lbHosts[1].layout") && err.contains("per-service") && err.contains("line"),
+            "{err}"
+        );
     }
 }

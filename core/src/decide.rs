@@ -8,6 +8,7 @@ use jiff::Timestamp;
 
 use crate::allocate::{self, AddressEvent};
 use crate::config::Config;
+use crate::config::Layout;
 use crate::exposure::{self, ExposedService, Exposure, ServicePort};
 use crate::holds::HoldUpdate;
 use crate::layout;
@@ -17,6 +18,7 @@ use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Severity};
 use crate::render;
+use crate::render_map::{self, Listener};
 use crate::sink::{FileSink, TextFiles, fingerprint};
 
 /// What one exposed Service got, for tables and messages.
@@ -160,6 +162,7 @@ pub fn decide_into(
 
     let mut summaries = BTreeMap::new();
     let mut name_owners: BTreeMap<String, ServiceKey> = BTreeMap::new();
+    let mut listeners: BTreeMap<LbHostName, BTreeSet<Listener>> = BTreeMap::new();
     let all_candidates: Vec<&Node> = eligible.iter().collect();
     let all_fp = fingerprint(&eligible);
     for svc in &exposed {
@@ -192,9 +195,29 @@ pub fn decide_into(
                 .chain(addresses_v6.get(host))
                 .copied()
                 .collect();
-            let fp = fingerprint(&(service_fp, host, &ips));
-            let mut render = || render::nginx_service(svc, host, &ips, &chosen_refs);
-            if let Err(e) = sink.file(layout::lb_service_path(host, &svc.key), fp, &mut render) {
+            let shared = config.host(host).is_some_and(|h| h.layout == Layout::SharedListeners);
+            let result = if shared && render_map::per_service_reason(svc).is_none() {
+                // Map entries depend on the Service and its addresses only: node churn goes to
+                // the host's nodes file, not to every Service.
+                listeners
+                    .entry(host.clone())
+                    .or_default()
+                    .extend(render_map::listeners_of(svc, &ips));
+                let fp = fingerprint(&(svc, host, &ips));
+                let mut render = || render_map::service_entries(svc, host, &ips);
+                sink.file(layout::lb_service_map_path(host, &svc.key), fp, &mut render)
+            } else {
+                if shared {
+                    listeners
+                        .entry(host.clone())
+                        .or_default()
+                        .extend(render_map::listeners_of(svc, &ips));
+                }
+                let fp = fingerprint(&(service_fp, host, &ips));
+                let mut render = || render::nginx_service(svc, host, &ips, &chosen_refs);
+                sink.file(layout::lb_service_path(host, &svc.key), fp, &mut render)
+            };
+            if let Err(e) = result {
                 failed = Some(e);
             }
         }
@@ -225,6 +248,7 @@ pub fn decide_into(
             },
         );
     }
+    shared_host_files(config, previous, &kept, listeners, &all_candidates, sink, &mut problems);
     let ledger_fp = fingerprint(&alloc.ledger);
     let mut render_ledger = || Ok(alloc.ledger.to_yaml());
     // Serialising the ledger cannot fail.
@@ -311,6 +335,58 @@ fn with_reservations<'a>(
         }
     }
     (std::borrow::Cow::Owned(working), phantoms, resumed)
+}
+
+/// The host-level files of every shared-listeners host: a wildcard listener for every port a
+/// Service uses there (Services served through the map, per-service ones on the same host, and
+/// Services kept as they are, from their ledger entries, so their committed entries stay
+/// reachable), and the node set every map entry sends to.
+fn shared_host_files(
+    config: &Config,
+    previous: &Ledger,
+    kept: &BTreeSet<ServiceKey>,
+    mut listeners: BTreeMap<LbHostName, BTreeSet<Listener>>,
+    nodes: &[&Node],
+    sink: &mut dyn FileSink,
+    problems: &mut Vec<Problem>,
+) {
+    for host in config.lb_hosts.iter().filter(|h| h.layout == Layout::SharedListeners) {
+        let set = listeners.entry(host.name.clone()).or_default();
+        for key in kept {
+            let Some(entry) = previous.services.get(key) else {
+                continue;
+            };
+            let ips = entry
+                .addresses
+                .get(&host.name)
+                .into_iter()
+                .chain(entry.addresses_v6.get(&host.name));
+            for ip in ips {
+                set.extend(entry.ports.iter().map(|p| Listener {
+                    protocol: p.protocol,
+                    port: p.port,
+                    ipv6: ip.is_ipv6(),
+                }));
+            }
+        }
+        let fp = fingerprint(&(&host.name, &*set, nodes));
+        let rendered = render_map::host_files(&host.name, set, nodes);
+        match rendered {
+            Ok(files) => {
+                for (path, text) in files {
+                    let mut render = || Ok(text.clone());
+                    let _ = sink.file(path, fp, &mut render);
+                }
+                sink.keep();
+            }
+            Err(e) => problems.push(Problem {
+                severity: Severity::Error,
+                object: format!("LB host {}", host.name),
+                field: String::new(),
+                message: format!("{e}; its listeners and nodes files stay as they are"),
+            }),
+        }
+    }
 }
 
 /// Services sharing addresses (one namespace, one `flipbit.io/shared-ip-key`) must not serve the

@@ -8,10 +8,46 @@ pub const LEDGER_FILE: &str = "ledger.yaml";
 pub const LB_DIR: &str = "lb";
 /// Directory of the per-Service zone fragments.
 pub const DNS_DIR: &str = "dns";
+/// Directory, inside `lb/<host>/`, of a shared-listeners host's own files (listeners, nodes). A
+/// namespace name cannot contain `_`, so no Service path can ever land in it.
+pub const HOST_FILES_DIR: &str = "_flipbit";
 
 /// `lb/<host>/<namespace>/<service>.conf`
 pub fn lb_service_path(host: &LbHostName, key: &ServiceKey) -> String {
     format!("{LB_DIR}/{host}/{}/{}.conf", key.namespace, key.name)
+}
+
+/// `lb/<host>/<namespace>/<service>.map`: a Service's map entries on a shared-listeners host. Not
+/// `.conf`, so nginx's `*/*.conf` include skips it; the host's map block includes it instead.
+pub fn lb_service_map_path(host: &LbHostName, key: &ServiceKey) -> String {
+    format!("{LB_DIR}/{host}/{}/{}.map", key.namespace, key.name)
+}
+
+/// `lb/<host>/_flipbit/<name>.conf`: a file of the host, not of one Service. `name` is one of
+/// the fixed names the renderer uses.
+pub fn lb_host_file_path(host: &LbHostName, name: &str) -> String {
+    format!("{LB_DIR}/{host}/{HOST_FILES_DIR}/{name}.conf")
+}
+
+/// The host and file name of a host-level file (`lb/<host>/_flipbit/<name>.conf`, `name` a DNS
+/// label); `None` for anything else.
+pub fn parse_lb_host_path(path: &str) -> Option<(LbHostName, String)> {
+    let rest = path.strip_prefix(LB_DIR)?.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let (host, dir, file) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || dir != HOST_FILES_DIR {
+        return None;
+    }
+    let name = file.strip_suffix(".conf")?;
+    crate::names::check_dns_label("host file name", name).ok()?;
+    Some((host.parse().ok()?, name.to_owned()))
+}
+
+/// True for a release-relative path of a host-level file (`_flipbit/<name>.conf`). Its text names
+/// the release it sits in (see `render_map::bind_release`), so the applier writes it fresh into
+/// every release and never hard-links it from another.
+pub fn binds_release(rel: &str) -> bool {
+    rel.starts_with(HOST_FILES_DIR) && rel.as_bytes().get(HOST_FILES_DIR.len()) == Some(&b'/')
 }
 
 /// `lb/<host>`: the subtree an applier on that host reads.
@@ -19,7 +55,8 @@ pub fn lb_host_dir(host: &LbHostName) -> String {
     format!("{LB_DIR}/{host}")
 }
 
-/// The host and Service a generated path belongs to; `None` for anything else.
+/// The host and Service a generated per-Service path (`.conf` snippet or, on a shared-listeners
+/// host, `.map` entries) belongs to; `None` for anything else.
 pub fn parse_lb_path(path: &str) -> Option<(LbHostName, ServiceKey)> {
     let rest = path.strip_prefix(LB_DIR)?.strip_prefix('/')?;
     let mut parts = rest.split('/');
@@ -27,7 +64,7 @@ pub fn parse_lb_path(path: &str) -> Option<(LbHostName, ServiceKey)> {
     if parts.next().is_some() {
         return None;
     }
-    let name = file.strip_suffix(".conf")?;
+    let name = file.strip_suffix(".conf").or_else(|| file.strip_suffix(".map"))?;
     Some((host.parse().ok()?, ServiceKey::new(ns, name).ok()?))
 }
 
@@ -74,5 +111,32 @@ mod tests {
         assert_eq!(parse_dns_path(&dns), Some(("k8s.example.test".to_owned(), key.clone())));
         assert_eq!(service_of(&dns), Some(key));
         assert_eq!(parse_dns_path("dns/Bad_Zone/blog/frontend.zone"), None);
+    }
+
+    #[test]
+    fn shared_listener_paths_never_collide_with_service_paths() {
+        let host: LbHostName = "lb-1".parse().unwrap();
+        let key: ServiceKey = "blog/frontend".parse().unwrap();
+        let map = lb_service_map_path(&host, &key);
+        assert_eq!(map, "lb/lb-1/blog/frontend.map");
+        assert_eq!(parse_lb_path(&map), Some((host.clone(), key.clone())));
+        assert_eq!(service_of(&map), Some(key));
+        let listeners = lb_host_file_path(&host, "listeners");
+        assert_eq!(listeners, "lb/lb-1/_flipbit/listeners.conf");
+        assert_eq!(parse_lb_path(&listeners), None, "_flipbit is not a namespace");
+        assert_eq!(service_of(&listeners), None);
+        assert_eq!(parse_lb_host_path(&listeners), Some((host, "listeners".to_owned())));
+        for other in [
+            "lb/lb-1/_flipbit/x.map",
+            "lb/lb-1/_flipbit/a/b.conf",
+            "lb/lb-1/_other/x.conf",
+            "lb/lb-1/blog/frontend.conf",
+            "lb/lb-1/_flipbit/X_Y.conf",
+        ] {
+            assert_eq!(parse_lb_host_path(other), None, "{other}");
+        }
+        assert!(binds_release("_flipbit/listeners.conf"));
+        assert!(!binds_release("_flipbitx/listeners.conf"));
+        assert!(!binds_release("blog/frontend.conf"));
     }
 }

@@ -20,4 +20,5 @@ pub mod nodes;
 pub mod pool;
 pub mod problem;
 pub mod render;
+pub mod render_map;
 pub mod sink;

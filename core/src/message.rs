@@ -113,12 +113,26 @@ pub fn compose(
             lines.insert(key.clone(), vec![line]);
         }
     }
+    let mut host_lines = Vec::new();
+    for path in changed {
+        if let Some((host, name)) = layout::parse_lb_host_path(path) {
+            let down: Vec<String> = decision
+                .node_states
+                .values()
+                .filter_map(|(node, why)| why.map(|w| format!("{node} {w}")))
+                .collect();
+            if name == crate::render_map::NODES_FILE && !down.is_empty() {
+                causes.insert(format!("nodes without traffic: {}", down.join(", ")));
+            }
+            host_lines.push(format!("update the shared {name} of {host}"));
+        }
+    }
     for key in &touched_dns {
         if !lines.contains_key(key) {
             lines.insert(key.clone(), vec![format!("update {key} DNS records (names or TTL)")]);
         }
     }
-    let all: Vec<&String> = lines.values().flatten().collect();
+    let all: Vec<&String> = lines.values().flatten().chain(&host_lines).collect();
     let subject = match all.as_slice() {
         [] => "update the ledger".to_owned(),
         [one] => (*one).clone(),
@@ -219,8 +233,11 @@ fn summary_subject(lines: &[&String]) -> String {
     for line in lines {
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("update");
-        let key = words
+        // A Service's key, or for a host-level file the host ("update the shared nodes of lb-1").
+        let key = line
+            .split_whitespace()
             .find(|w| w.contains('/'))
+            .or_else(|| words.last())
             .unwrap_or_default()
             .trim_end_matches(':');
         by_verb.entry(verb).or_default().push(key);

@@ -16,12 +16,25 @@ const NGINX_SERVICE: &str = "nginx-service.conf";
 const NGINX_SERVICE_TEMPLATE: &str = include_str!("../../templates/nginx-service.conf.tera");
 const DNS_SERVICE: &str = "dns-service.zone";
 const DNS_SERVICE_TEMPLATE: &str = include_str!("../../templates/dns-service.zone.tera");
+/// The shared-listeners layout's templates (see `render_map`).
+pub(crate) const SHARED_ENTRIES: &str = "nginx-service.map";
+pub(crate) const SHARED_LISTENERS: &str = "nginx-listeners.conf";
+pub(crate) const SHARED_NODES: &str = "nginx-nodes.conf";
 
 #[derive(Debug, thiserror::Error)]
 #[error("rendering {template}: {message}")]
 pub struct RenderError {
     template: &'static str,
     message: String,
+}
+
+impl RenderError {
+    pub(crate) fn new(template: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            template,
+            message: message.into(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -50,6 +63,12 @@ fn templates() -> Result<&'static tera::Tera, RenderError> {
         t.add_raw_templates(vec![
             (NGINX_SERVICE, NGINX_SERVICE_TEMPLATE),
             (DNS_SERVICE, DNS_SERVICE_TEMPLATE),
+            (SHARED_ENTRIES, include_str!("../../templates/nginx-service.map.tera")),
+            (
+                SHARED_LISTENERS,
+                include_str!("../../templates/nginx-listeners.conf.tera"),
+            ),
+            (SHARED_NODES, include_str!("../../templates/nginx-nodes.conf.tera")),
         ])
         .map_err(|e| format!("{e:?}"))?;
         Ok(t)
@@ -106,7 +125,7 @@ pub fn zone_fragment(
     render(DNS_SERVICE, &view)
 }
 
-fn render(template: &'static str, view: &impl Serialize) -> Result<String, RenderError> {
+pub(crate) fn render(template: &'static str, view: &impl Serialize) -> Result<String, RenderError> {
     let ctx = tera::Context::from_serialize(view).map_err(|e| RenderError {
         template,
         message: e.to_string(),
