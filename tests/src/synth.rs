@@ -65,13 +65,19 @@ pub fn snapshot(services: usize, nodes: usize) -> Snapshot {
     }
 }
 
-/// `flipbit.yaml` for three LB hosts with a /16 pool each (room for 65,534 Services).
-pub fn flipbit_yaml() -> String {
-    crate::cluster::flipbit_yaml(&[
+/// `flipbit.yaml` for three LB hosts with a /16 pool each (room for 65,534 Services), in the
+/// per-service layout or, with `shared`, the shared-listeners one.
+pub fn flipbit_yaml(shared: bool) -> String {
+    let text = crate::cluster::flipbit_yaml(&[
         ("lb-1", "127.201.0.0/16"),
         ("lb-2", "127.202.0.0/16"),
         ("lb-3", "127.203.0.0/16"),
-    ])
+    ]);
+    if shared {
+        text.replace("    pools:", "    layout: shared-listeners\n    pools:")
+    } else {
+        text
+    }
 }
 
 /// Writes `snapshot` as Kubernetes manifests (one List per kind) into `dir`.

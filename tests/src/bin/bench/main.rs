@@ -7,7 +7,7 @@
 //!   TTL change of all N (N deletes + N adds), both as the applier reports its DNS step.
 //! - `live N`: `flipbit-generator run` (production timings: 200 ms debounce) against the test API
 //!   server; N Services created one by one, each timed from its creation to its commit.
-//! - `scale N [NODES]`: the generator in process at scale (see scale.rs).
+//! - `scale N [NODES] [shared]`: the generator in process at scale (see scale.rs).
 //! - `synth N DIR [NODES]`: writes a synthetic cluster as manifests.
 //! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
 //!   host, the apply and its DNS step, as the binaries report them.
@@ -23,7 +23,11 @@ fn main() {
         Some("dns") => classic::dns(n),
         Some("example") => classic::example(),
         Some("live") => classic::live(n),
-        Some("scale") => scale::scale(n, args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500)),
+        Some("scale") => scale::scale(
+            n,
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500),
+            args.get(3).is_some_and(|s| s == "shared"),
+        ),
         Some("synth") => match (args.get(2), args.get(3)) {
             (Some(dir), nodes) => {
                 let nodes = nodes.and_then(|s| s.parse().ok()).unwrap_or(500);

@@ -1,4 +1,4 @@
-//! `scale N [NODES]`: the generator at scale, in process (as `flipbit-generator run` works: the
+//! `scale N [NODES] [shared]`: the generator at scale, in process (as `flipbit-generator run` works: the
 //! cluster in memory, a warm cache repo): N synthetic Services × 3 LB hosts × NODES nodes (500 by
 //! default). Cold allocate + render + commit + push, a one-Service change, a new Service, a node
 //! going NotReady, nothing changed; then the process's peak RSS.
@@ -8,7 +8,7 @@ use std::time::Instant;
 use flipbit_generator::cycle::{self, RepoTarget};
 use flipbit_tests::synth;
 
-pub fn scale(n: usize, nodes: usize) {
+pub fn scale(n: usize, nodes: usize, shared: bool) {
     // RUST_LOG=flipbit_generator=debug shows where each step's time goes.
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -21,7 +21,7 @@ pub fn scale(n: usize, nodes: usize) {
     };
     let repo = match flipbit_tests::repo::create(
         &tmp.path().join("state.git"),
-        &[("flipbit.yaml", synth::flipbit_yaml())].into(),
+        &[("flipbit.yaml", synth::flipbit_yaml(shared))].into(),
     ) {
         Ok(r) => r,
         Err(e) => return eprintln!("error: {e}"),
@@ -40,7 +40,8 @@ pub fn scale(n: usize, nodes: usize) {
         Err(e) => return eprintln!("error: {e:#}"),
     };
     let mut snapshot = synth::snapshot(n, nodes);
-    let label = format!("{n} Services x 3 LB hosts x {nodes} nodes");
+    let layout = if shared { "shared-listeners" } else { "per-service" };
+    let label = format!("{n} Services x 3 LB hosts ({layout}) x {nodes} nodes");
     let mut memory = cycle::Memory::default();
     let mut step = |what: &str, snapshot: &flipbit_core::model::Snapshot| {
         let started = Instant::now();
@@ -63,6 +64,7 @@ pub fn scale(n: usize, nodes: usize) {
         }
     };
     step("cold: allocate, render, commit, push", &snapshot);
+    println!("peak RSS after the cold run, {label}: {} MB", peak_rss_mb());
     // FLIPBIT_BENCH_REPEAT=K repeats this step K times, to profile the steady state.
     let repeat: usize = std::env::var("FLIPBIT_BENCH_REPEAT")
         .ok()
