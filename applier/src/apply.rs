@@ -11,11 +11,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use flipbit_core::config::Config;
 use flipbit_core::layout;
 use flipbit_core::names::LbHostName;
+use flipbit_core::render_map;
 use flipbit_store::{CommitId, Store};
 
 use crate::dns::{self, client::UpdateClient};
 use crate::dns_step::{self, DnsOutcome};
-use crate::nginx::Nginx;
+use crate::nginx::{Nginx, Reloaded};
 use crate::release::{FileSource, Lock, StateDir};
 use crate::signatures::SignaturePolicy;
 
@@ -62,29 +63,52 @@ pub struct DnsSettings {
 }
 
 pub fn apply_once(opts: &ApplyOptions) -> Result<Report> {
+    tracing::debug!(lb = %opts.lb, "apply started");
     let state = StateDir::new(opts.state_dir.clone())?;
     let _lock = Lock::take(&state)?;
     let store = Store::open(&state.cache_repo(), &opts.repo, &opts.branch)?;
+    tracing::debug!("cache opened");
     let head = store
         .fetch()?
         .ok_or_else(|| anyhow!("branch {} not found in {}", opts.branch, opts.repo))?;
-    let nginx = nginx_step(opts, &state, &store, head)?;
-    let dns = match &opts.dns {
-        None => None,
-        Some(settings) => {
-            let key = dns::key::load(&settings.key_file)?;
-            let client = UpdateClient {
-                server: settings.server,
-                key,
-                timeout: settings.timeout,
-            };
-            Some(dns_step::run(&store, &state, &opts.lb, head, &client)?)
+    tracing::debug!(%head, "fetched");
+    let (mut nginx, reloaded) = nginx_step(opts, &state, &store, head)?;
+    // The DNS step needs only the new workers: the addresses it adds are new listeners, which
+    // the old workers never had. So it runs while nginx's old generation winds down (~100 ms),
+    // and the run ends once that generation no longer accepts.
+    let dns = dns_step(opts, &state, &store, head);
+    if let Some(reloaded) = reloaded {
+        let waited = Instant::now();
+        reloaded.finish();
+        if let Applied::Reloaded { millis, .. } = &mut nginx {
+            *millis += waited.elapsed().as_millis();
         }
-    };
-    Ok(Report { nginx, dns })
+    }
+    Ok(Report { nginx, dns: dns? })
 }
 
-fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: CommitId) -> Result<Applied> {
+fn dns_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: CommitId) -> Result<Option<DnsOutcome>> {
+    let Some(settings) = &opts.dns else {
+        return Ok(None);
+    };
+    let key = dns::key::load(&settings.key_file)?;
+    let client = UpdateClient {
+        server: settings.server,
+        key,
+        timeout: settings.timeout,
+    };
+    let outcome = dns_step::run(store, state, &opts.lb, head, &client)?;
+    tracing::debug!("dns step done");
+    Ok(Some(outcome))
+}
+
+/// The nginx step; when it reloaded, also the reload whose old workers may still be accepting.
+fn nginx_step(
+    opts: &ApplyOptions,
+    state: &StateDir,
+    store: &Store,
+    head: CommitId,
+) -> Result<(Applied, Option<Reloaded>)> {
     let started = Instant::now();
     let commit = head.to_string();
     let applied = state.applied(NGINX_STEP);
@@ -93,7 +117,7 @@ fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: Commit
     let mut applied_id = None;
     if let Some(prev) = &applied {
         if prev == &commit && current.is_some() {
-            return Ok(Applied::UpToDate { commit });
+            return Ok((Applied::UpToDate { commit }, None));
         }
         let prev_id =
             CommitId::from_str(prev).with_context(|| format!("{}: corrupt applied commit", state.root().display()))?;
@@ -119,36 +143,11 @@ fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: Commit
         && store.tree_id(release_id, &host_dir).ok().flatten() == store.tree_id(head, &host_dir)?
     {
         state.record_applied(NGINX_STEP, &commit)?;
-        return Ok(Applied::Recorded { commit });
+        return Ok((Applied::Recorded { commit }, None));
     }
 
-    // Files whose blob is unchanged since the running release are hard-linked from it (releases are
-    // never modified in place), so a one-Service change writes one file, not every file.
-    let running: BTreeMap<String, CommitId> = match current.as_deref().map(CommitId::from_str) {
-        Some(Ok(id)) => store.list(id, &host_dir).unwrap_or_default(),
-        _ => BTreeMap::new(),
-    };
-    let running_dir = current.as_deref().map(|r| state.release_dir(r));
-    let mut files = BTreeMap::new();
-    for (path, blob) in store.list(head, &host_dir)? {
-        if layout::parse_lb_path(&path).is_none() {
-            tracing::warn!(%path, %commit, "not a generated snippet path; skipped");
-            continue;
-        }
-        let rel = path.trim_start_matches(&format!("{host_dir}/")).to_owned();
-        let source = match &running_dir {
-            Some(dir) if running.get(&path) == Some(&blob) => FileSource::Link(dir.join(&rel)),
-            _ => FileSource::Content(store.blob(blob)?),
-        };
-        files.insert(rel, source);
-    }
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "files read from git");
-    let release = state.write_release(&commit, &files)?;
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        files = files.len(),
-        "release written"
-    );
+    let (release, files) = stage(store, state, head, &commit, &host_dir, current.as_deref())?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, files, "release staged");
     let result = validate(opts, state, &release);
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "nginx -t done");
     if let Err(e) = result {
@@ -161,28 +160,123 @@ fn nginx_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: Commit
 
     let previous = state.current();
     state.switch_to(Some(&commit))?;
-    let result = opts.nginx.reload();
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "reload confirmed");
-    if let Err(e) = result {
-        // A failed reload leaves nginx running its previous config; put the files back to match.
-        state.switch_to(previous.as_deref())?;
-        let back = previous.as_deref().unwrap_or("no release");
-        return Err(anyhow!(e).context(format!(
-            "commit {commit} on {}: nginx kept its running config; rolled back to {back}",
-            opts.lb
-        )));
-    }
+    let result = opts.nginx.start_reload();
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "reload took: new workers serve"
+    );
+    let reloaded = match result {
+        Ok(reloaded) => reloaded,
+        Err(e) => {
+            // A failed reload leaves nginx running its previous config; put the files back to match.
+            state.switch_to(previous.as_deref())?;
+            let back = previous.as_deref().unwrap_or("no release");
+            return Err(anyhow!(e).context(format!(
+                "commit {commit} on {}: nginx kept its running config; rolled back to {back}",
+                opts.lb
+            )));
+        }
+    };
     state.record_applied(NGINX_STEP, &commit)?;
     let mut keep = vec![commit.as_str()];
     if let Some(p) = &previous {
         keep.push(p.as_str());
     }
     state.prune(&keep);
-    Ok(Applied::Reloaded {
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "recorded");
+    let applied = Applied::Reloaded {
         commit,
-        files: files.len(),
+        files,
         millis: started.elapsed().as_millis(),
-    })
+    };
+    Ok((applied, Some(reloaded)))
+}
+
+/// This host's snippet files at `commit` (a release id), by path inside the release; other paths
+/// are skipped (with a warning when `warn`, so each is reported once per apply).
+fn host_files(store: &Store, commit: CommitId, host_dir: &str, warn: bool) -> Result<BTreeMap<String, CommitId>> {
+    let prefix = format!("{host_dir}/");
+    let mut out = BTreeMap::new();
+    for (path, blob) in store.list(commit, host_dir)? {
+        if layout::parse_lb_path(&path).is_none() && layout::parse_lb_host_path(&path).is_none() {
+            if warn {
+                tracing::warn!(%path, %commit, "not a generated snippet path; skipped");
+            }
+            continue;
+        }
+        out.insert(path.trim_start_matches(&prefix).to_owned(), blob);
+    }
+    Ok(out)
+}
+
+/// The files of the release `id` as they were staged, when `id` is a commit the cache knows.
+fn release_files(store: &Store, id: &str, host_dir: &str) -> Option<BTreeMap<String, CommitId>> {
+    host_files(store, CommitId::from_str(id).ok()?, host_dir, false).ok()
+}
+
+/// Stages this host's files at `head` as release `commit`; returns its directory and file count.
+///
+/// Unchanged files are hard-linked from the running release (releases are never modified in
+/// place). When a release nginx no longer runs is on disk (normally the one before the running
+/// one, kept as a fallback), it is brought to `head` by the difference instead of writing a whole
+/// new release, so a one-Service change costs a few file operations, not one per Service.
+fn stage(
+    store: &Store,
+    state: &StateDir,
+    head: CommitId,
+    commit: &str,
+    host_dir: &str,
+    current: Option<&str>,
+) -> Result<(PathBuf, usize)> {
+    let wanted = host_files(store, head, host_dir, true)?;
+    let running = current.and_then(|id| Some((state.release_dir(id), release_files(store, id, host_dir)?)));
+    let release_dir = state.release_dir(commit);
+    let source = |rel: &String, blob: &CommitId| -> Result<FileSource> {
+        if layout::binds_release(rel) {
+            // A shared-listeners host file names the release it sits in: never shared with another.
+            let text = String::from_utf8(store.blob(*blob)?).map_err(|_| anyhow!("{rel}: not UTF-8"))?;
+            let bound = render_map::bind_release(&text, &release_dir).map_err(|e| anyhow!("{rel}: {e}"))?;
+            return Ok(FileSource::Content(bound.into_bytes()));
+        }
+        Ok(match &running {
+            Some((dir, files)) if files.get(rel) == Some(blob) => FileSource::Link(dir.join(rel)),
+            _ => FileSource::Content(store.blob(*blob)?),
+        })
+    };
+    // The release being staged may itself be on disk whole (a run that stopped before the
+    // swap): it is the best spare, needing no change at all.
+    let mut spares: Vec<String> = state
+        .releases()
+        .into_iter()
+        .filter(|id| Some(id.as_str()) != current)
+        .collect();
+    spares.sort_by_key(|id| id != commit);
+    for spare in spares {
+        let Some(old) = release_files(store, &spare, host_dir) else {
+            continue;
+        };
+        let removes: Vec<String> = old.keys().filter(|rel| !wanted.contains_key(*rel)).cloned().collect();
+        let mut writes = BTreeMap::new();
+        for (rel, blob) in &wanted {
+            if old.get(rel) != Some(blob) || layout::binds_release(rel) {
+                writes.insert(rel.clone(), source(rel, blob)?);
+            }
+        }
+        match state.update_release(&spare, commit, &removes, &writes) {
+            Ok(dir) => {
+                tracing::debug!(%spare, removed = removes.len(), written = writes.len(), "release staged from a spare");
+                return Ok((dir, wanted.len()));
+            }
+            // Half-updated: it is no spare any more; a whole release is written below.
+            Err(e) => tracing::warn!(%spare, error = %e, "could not reuse a spare release"),
+        }
+        break;
+    }
+    let mut files = BTreeMap::new();
+    for (rel, blob) in &wanted {
+        files.insert(rel.clone(), source(rel, blob)?);
+    }
+    Ok((state.write_release(commit, &files)?, wanted.len()))
 }
 
 fn check_host(store: &Store, head: CommitId, lb: &LbHostName) -> Result<()> {
@@ -208,11 +302,21 @@ fn validate(opts: &ApplyOptions, state: &StateDir, release: &std::path::Path) ->
             main.display()
         );
     }
-    let candidate = text.replace(&current, &format!("{}/", release.display()));
+    // nginx reads the candidate through `<state>/next`, a link shaped like `current`, rather than
+    // through `releases/<commit>/`: with 10k Services in the per-Service layout, `nginx -t` spent
+    // ~50% more CPU on the longer file names (its quadratic upstream lookup walks structures they
+    // spread further apart in memory), and this way it reads the files as the reload will.
+    let id = release
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("{}: not a release directory", release.display()))?;
+    let next = state.point_next(id)?;
+    let candidate = text.replace(&current, &format!("{}/", next.display()));
     let dir = main.parent().unwrap_or(std::path::Path::new("."));
     let test_conf = dir.join(format!(".flipbit-test-{}.conf", std::process::id()));
     std::fs::write(&test_conf, candidate).with_context(|| format!("writing {}", test_conf.display()))?;
     let result = opts.nginx.test(&test_conf);
     let _ = std::fs::remove_file(&test_conf);
+    state.remove_next();
     Ok(result?)
 }

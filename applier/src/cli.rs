@@ -23,9 +23,12 @@ pub enum Command {
     Watch {
         #[command(flatten)]
         args: ApplyArgs,
-        /// Seconds between fetches.
-        #[arg(long, env = "FLIPBIT_INTERVAL", default_value_t = 10)]
-        interval: u64,
+        /// Seconds from one fetch to the next (fractions allowed, at least 0.05). The interval is
+        /// most of the time from a commit to this host serving it; a fetch that finds nothing new
+        /// costs one round trip to the Git server and a few milliseconds here (raise it for a
+        /// hosted Git service that limits fetches).
+        #[arg(long, env = "FLIPBIT_INTERVAL", default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
     },
 }
 
@@ -86,4 +89,16 @@ pub struct ApplyArgs {
     /// Seconds to wait for each DNS answer.
     #[arg(long, env = "FLIPBIT_DNS_TIMEOUT", default_value_t = 3)]
     pub dns_timeout: u64,
+}
+
+/// Seconds between two watch runs: a finite number, at least 0.05 (below that the loop would
+/// only burn CPU) and at most a day.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(0.05..=86_400.0).contains(&secs) {
+        return Err(format!("{text} is out of range: use 0.05 to 86400 seconds"));
+    }
+    Ok(secs)
 }

@@ -10,6 +10,7 @@ use crate::dns::client::AddressRecord;
 /// Parses `text`, the fragment of a Service in `zone`.
 pub fn parse(zone: &str, text: &str) -> Result<Vec<AddressRecord>, String> {
     let mut out = Vec::new();
+    let suffix = format!(".{zone}");
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split(';').next().unwrap_or_default().trim();
         if line.is_empty() {
@@ -25,20 +26,20 @@ pub fn parse(zone: &str, text: &str) -> Result<Vec<AddressRecord>, String> {
             .ok_or_else(|| fail("the name must be absolute (end with a dot)"))?
             .to_ascii_lowercase();
         flipbit_core::dns::check_dns_name(&name).map_err(|e| fail(&e))?;
-        if name != zone && !name.ends_with(&format!(".{zone}")) {
+        if name != zone && !name.ends_with(&suffix) {
             return Err(fail(&format!("{name} is outside the zone {zone}")));
         }
         let ttl: u32 = ttl.parse().map_err(|_| fail("the TTL is not a number"))?;
         if !class.eq_ignore_ascii_case("IN") {
             return Err(fail("only class IN is allowed"));
         }
-        let rtype = rtype.to_ascii_uppercase();
-        if rtype != "A" && rtype != "AAAA" {
+        let (a, aaaa) = (rtype.eq_ignore_ascii_case("A"), rtype.eq_ignore_ascii_case("AAAA"));
+        if !a && !aaaa {
             return Err(fail("only A and AAAA records are allowed"));
         }
         let addr: IpAddr = address.parse().map_err(|_| fail("not an address"))?;
-        match (rtype.as_str(), addr) {
-            ("A", IpAddr::V4(_)) | ("AAAA", IpAddr::V6(_)) => {}
+        match (a, addr) {
+            (true, IpAddr::V4(_)) | (false, IpAddr::V6(_)) => {}
             _ => return Err(fail("only A (IPv4) and AAAA (IPv6) records are allowed")),
         }
         out.push(AddressRecord { name, ttl, addr });

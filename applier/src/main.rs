@@ -89,13 +89,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Watch { args, interval } => {
             let opts = options(&args)?;
+            let period = Duration::from_secs_f64(interval);
             loop {
+                // Runs start every `period`, however long an apply took (an apply that took
+                // longer is followed at once by the next run).
+                let started = std::time::Instant::now();
                 match apply::apply_once(&opts) {
                     Ok(outcome) if !changed(&outcome) => {}
                     Ok(outcome) => report(&outcome),
                     Err(e) => tracing::error!(error = format!("{e:#}"), "apply failed; the running config is kept"),
                 }
-                std::thread::sleep(Duration::from_secs(interval.max(1)));
+                std::thread::sleep(period.saturating_sub(started.elapsed()));
             }
         }
     }

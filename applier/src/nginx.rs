@@ -94,11 +94,19 @@ impl Nginx {
         }
     }
 
-    /// Reloads and waits until a new worker generation runs; an `[emerg]` logged since the
-    /// reload, or no new workers by the deadline, is a failure (nginx then keeps its old config).
+    /// Reloads and waits until a new worker generation runs and the old one stopped accepting;
+    /// an `[emerg]` logged since the reload, or no new workers by the deadline, is a failure
+    /// (nginx then keeps its old config).
     pub fn reload(&self) -> Result<(), NginxError> {
+        self.start_reload().map(Reloaded::finish)
+    }
+
+    /// [`Nginx::reload`] up to the new worker generation running: the new config serves, every
+    /// new listener answers, and the caller may do what needs only that (publish DNS for new
+    /// addresses) before [`Reloaded::finish`] waits out the old generation.
+    pub fn start_reload(&self) -> Result<Reloaded, NginxError> {
         let master = self.master()?;
-        let before = children(master);
+        let before = all_children(master);
         let log_offset = self.error_log_len();
         match &self.reload_command {
             Some(cmd) => {
@@ -136,8 +144,7 @@ impl Nginx {
             let now = children(master);
             if failure.is_none() && now.iter().any(|pid| !before.contains(pid)) {
                 tracing::debug!("new worker generation is running");
-                self.wait_for_old_generation(&before, deadline);
-                return Ok(());
+                return Ok(Reloaded { old: before, deadline });
             }
             if let Some((emerg, len)) = &failure {
                 std::thread::sleep(QUIET);
@@ -152,22 +159,6 @@ impl Nginx {
                     self.reload_timeout
                 )));
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Waits until each old worker has exited or begun its graceful shutdown, in which it closes
-    /// its listening sockets; until then it may still accept connections for the old config.
-    /// Workers draining long connections are left to finish in their own time.
-    fn wait_for_old_generation(&self, old: &BTreeSet<i32>, deadline: Instant) {
-        while Instant::now() < deadline {
-            let pending = old.iter().any(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| !String::from_utf8_lossy(&c).contains("shutting down"))
-            });
-            if !pending {
-                return;
-            }
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -179,18 +170,70 @@ impl Nginx {
             .map_or(0, |m| m.len())
     }
 
+    /// `[emerg]` lines written to the error log past `offset`. Reads only that part: the log
+    /// grows with every reload, and this runs every few milliseconds while one is under way.
     fn errors_since(&self, offset: u64) -> Option<String> {
+        use std::io::{Read, Seek, SeekFrom};
         let path = self.error_log.as_ref()?;
-        let text = std::fs::read(path).ok()?;
-        let start = usize::try_from(offset).ok()?.min(text.len());
-        let tail = String::from_utf8_lossy(&text[start..]);
+        let mut file = std::fs::File::open(path).ok()?;
+        // A log rotated (shorter than before) since the reload is read from its start.
+        let start = if file.metadata().ok()?.len() < offset {
+            0
+        } else {
+            offset
+        };
+        file.seek(SeekFrom::Start(start)).ok()?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).ok()?;
+        let tail = String::from_utf8_lossy(&text);
         let errors: Vec<&str> = tail.lines().filter(|l| l.contains("[emerg]")).collect();
         (!errors.is_empty()).then(|| errors.join("; "))
     }
 }
 
-/// Pids whose parent is `parent`, from `/proc`.
+/// A reload whose new workers run while the old ones may still accept connections for the old
+/// config: nginx's master sleeps ~100 ms after starting the new generation before it tells the
+/// old one to stop. Dropping it without [`Reloaded::finish`] skips that wait.
+#[must_use = "finish() waits until the old workers stopped accepting"]
+#[derive(Debug)]
+pub struct Reloaded {
+    old: BTreeSet<i32>,
+    deadline: Instant,
+}
+
+impl Reloaded {
+    /// Waits until each old worker has exited or begun its graceful shutdown, in which it closes
+    /// its listening sockets; until then it may still accept connections for the old config.
+    /// Workers draining long connections are left to finish in their own time.
+    pub fn finish(self) {
+        while Instant::now() < self.deadline {
+            let pending = self.old.iter().any(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| !String::from_utf8_lossy(&c).contains("shutting down"))
+            });
+            if !pending {
+                tracing::debug!("old worker generation stopped accepting");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Pids whose parent is `parent` (single-threaded, as nginx's master is), for polling: one small
+/// read of `/proc/<pid>/task/<pid>/children` where the kernel offers it, so the reload is watched
+/// finely without taking CPU from the nginx it waits for. The kernel may miss a child that comes
+/// or goes during the read, which a poll only sees one round later; the generation before the
+/// reload is taken with [`all_children`], which cannot miss one.
 fn children(parent: i32) -> BTreeSet<i32> {
+    match std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")) {
+        Ok(text) => text.split_whitespace().filter_map(|s| s.parse().ok()).collect(),
+        Err(_) => all_children(parent),
+    }
+}
+
+/// Pids whose parent is `parent`, from a scan of every process in `/proc`.
+fn all_children(parent: i32) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;

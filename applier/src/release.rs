@@ -73,38 +73,109 @@ impl StateDir {
         }
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         for (rel, content) in files {
-            let path = tmp.join(rel);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-            }
-            match content {
-                FileSource::Link(from) if std::fs::hard_link(from, &path).is_ok() => {}
-                FileSource::Link(from) => {
-                    // The running release lost the file (a hand edit?): copy what is there, if anything.
-                    std::fs::copy(from, &path).map_err(io_err(from))?;
-                }
-                FileSource::Content(bytes) => std::fs::write(&path, bytes).map_err(io_err(&path))?,
-            }
+            put(&tmp.join(rel), content)?;
         }
         std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
         Ok(dir)
+    }
+
+    /// Turns the release `spare` (one nginx no longer runs) into release `id` in place of writing
+    /// a whole new one: its directory is renamed aside, `removes` are deleted and `writes` put in,
+    /// and it is renamed to `id`. The work follows the change, not the number of files, which
+    /// matters when a host carries thousands of Services (a full release of 10k files costs
+    /// ~0.2 s to link and ~0.1 s to delete again on this kind of machine).
+    ///
+    /// Files of one release are hard links shared with others (the running one included), so an
+    /// existing file is never opened for writing: it is unlinked and a new one created.
+    pub fn update_release(
+        &self,
+        spare: &str,
+        id: &str,
+        removes: &[String],
+        writes: &BTreeMap<String, FileSource>,
+    ) -> Result<PathBuf, ReleaseError> {
+        let from = self.release_dir(spare);
+        let dir = self.release_dir(id);
+        let tmp = self.root.join("releases").join(format!(".tmp-{id}"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        std::fs::rename(&from, &tmp).map_err(io_err(&from))?;
+        for rel in removes {
+            let path = tmp.join(rel);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
+                _ => {}
+            }
+            // A namespace whose last Service went: its directory goes too (nginx globs `*/*.conf`).
+            if let Some(parent) = path.parent().filter(|p| *p != tmp) {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+        for (rel, content) in writes {
+            let path = tmp.join(rel);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
+                _ => {}
+            }
+            put(&path, content)?;
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+        Ok(dir)
+    }
+
+    /// Release ids on disk, other than partial ones being written.
+    pub fn releases(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("releases")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Points `current` at release `id` (or at nothing) with one atomic rename.
     pub fn switch_to(&self, id: Option<&str>) -> Result<(), ReleaseError> {
         let link = self.current_link();
         match id {
-            Some(id) => {
-                let tmp = self.root.join(".current.new");
-                let _ = std::fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(Path::new("releases").join(id), &tmp).map_err(io_err(&tmp))?;
-                std::fs::rename(&tmp, &link).map_err(io_err(&link))
-            }
+            Some(id) => self.point("current", id),
             None => match std::fs::remove_file(&link) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&link)(e)),
                 _ => Ok(()),
             },
         }
+    }
+
+    /// `<state>/next`: the release being validated, reached by a path shaped like `current`'s
+    /// (why that matters: `apply::validate`).
+    pub fn next_link(&self) -> PathBuf {
+        self.root.join("next")
+    }
+
+    /// Points `next` at release `id`; returns the link.
+    pub fn point_next(&self, id: &str) -> Result<PathBuf, ReleaseError> {
+        self.point("next", id)?;
+        Ok(self.next_link())
+    }
+
+    pub fn remove_next(&self) {
+        let _ = std::fs::remove_file(self.next_link());
+    }
+
+    /// Points the link `<state>/<name>` at release `id` with one atomic rename.
+    fn point(&self, name: &str, id: &str) -> Result<(), ReleaseError> {
+        let link = self.root.join(name);
+        let tmp = self.root.join(format!(".{name}.new"));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(Path::new("releases").join(id), &tmp).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &link).map_err(io_err(&link))
     }
 
     pub fn remove_release(&self, id: &str) {
@@ -139,6 +210,21 @@ impl StateDir {
     }
 }
 
+/// Creates the file at `path` (which must not exist) from `content`, and its directory.
+fn put(path: &Path, content: &FileSource) -> Result<(), ReleaseError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    match content {
+        FileSource::Link(from) if std::fs::hard_link(from, path).is_ok() => Ok(()),
+        FileSource::Link(from) => {
+            // The running release lost the file (a hand edit?): copy what is there, if anything.
+            std::fs::copy(from, path).map(drop).map_err(io_err(from))
+        }
+        FileSource::Content(bytes) => std::fs::write(path, bytes).map_err(io_err(path)),
+    }
+}
+
 /// An exclusive lock on the state dir, held for one apply, so a timer run and a manual run
 /// cannot interleave.
 pub struct Lock {
@@ -160,5 +246,59 @@ impl Lock {
             return Err(io_err(&path)(std::io::Error::last_os_error()));
         }
         Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> BTreeMap<String, FileSource> {
+        list.iter()
+            .map(|(p, t)| ((*p).to_owned(), FileSource::Content(t.as_bytes().to_vec())))
+            .collect()
+    }
+
+    fn read(dir: &Path, rel: &str) -> Option<String> {
+        std::fs::read_to_string(dir.join(rel)).ok()
+    }
+
+    #[test]
+    fn updating_a_spare_release_never_touches_the_files_it_shares() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path().join("state")).unwrap();
+        let a = state
+            .write_release(
+                "a",
+                &files(&[("ns1/x.conf", "x1"), ("ns1/y.conf", "y1"), ("ns2/z.conf", "z1")]),
+            )
+            .unwrap();
+        // b shares every file of a but x through hard links, as a one-Service change stages it.
+        let mut b_files: BTreeMap<String, FileSource> = ["ns1/y.conf", "ns2/z.conf"]
+            .iter()
+            .map(|p| ((*p).to_owned(), FileSource::Link(a.join(p))))
+            .collect();
+        b_files.extend(files(&[("ns1/x.conf", "x2")]));
+        let b = state.write_release("b", &b_files).unwrap();
+
+        // c from the spare a: y changes, z goes (and its namespace), w comes.
+        let c = state
+            .update_release(
+                "a",
+                "c",
+                &["ns2/z.conf".to_owned()],
+                &files(&[("ns1/y.conf", "y3"), ("ns3/w.conf", "w3"), ("ns1/x.conf", "x2")]),
+            )
+            .unwrap();
+        assert!(!a.exists());
+        assert_eq!(state.releases(), vec!["b".to_owned(), "c".to_owned()]);
+        assert_eq!(read(&c, "ns1/x.conf").as_deref(), Some("x2"));
+        assert_eq!(read(&c, "ns1/y.conf").as_deref(), Some("y3"));
+        assert_eq!(read(&c, "ns3/w.conf").as_deref(), Some("w3"));
+        assert!(!c.join("ns2").exists(), "an emptied namespace directory stays behind");
+        // b still holds exactly what it was written with.
+        assert_eq!(read(&b, "ns1/x.conf").as_deref(), Some("x2"));
+        assert_eq!(read(&b, "ns1/y.conf").as_deref(), Some("y1"));
+        assert_eq!(read(&b, "ns2/z.conf").as_deref(), Some("z1"));
     }
 }

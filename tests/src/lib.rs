@@ -14,6 +14,7 @@ pub mod human;
 pub mod nginx;
 pub mod probe;
 pub mod repo;
+pub mod shared_layout;
 pub mod sshkeys;
 pub mod synth;
 

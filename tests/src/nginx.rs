@@ -20,6 +20,12 @@ impl NginxInstance {
     /// Writes a main config whose `stream {}` includes the applier's current release, and starts
     /// nginx on it. Nothing listens until the first apply.
     pub fn start(dir: &Path) -> Result<Self, String> {
+        Self::start_with_connections(dir, 1024)
+    }
+
+    /// The same with `worker_connections` set: every listening socket takes one in each worker,
+    /// so thousands of Services need more than the default.
+    pub fn start_with_connections(dir: &Path, worker_connections: usize) -> Result<Self, String> {
         std::fs::create_dir_all(dir.join("state")).map_err(|e| e.to_string())?;
         let dir = dir.canonicalize().map_err(|e| e.to_string())?;
         let conf = dir.join("nginx.conf");
@@ -29,7 +35,7 @@ impl NginxInstance {
         let text = format!(
             "load_module {STREAM_MODULE};\n\
              pid {pid};\nerror_log {log} notice;\ndaemon off;\nworker_processes 1;\n\
-             events {{ worker_connections 1024; }}\n\
+             events {{ worker_connections {worker_connections}; }}\n\
              stream {{\n    include {state}/current/*/*.conf;\n}}\n",
             pid = pid_file.display(),
             log = error_log.display(),

@@ -135,3 +135,23 @@ pub fn two_hosts(dir: &Path, pool_a: &str, pool_b: &str) -> PathBuf {
     let config = crate::cluster::flipbit_yaml(&[("lb-a", pool_a), ("lb-b", pool_b)]);
     create(&dir.join("state.git"), &BTreeMap::from([("flipbit.yaml", config)])).expect("creating the state repo")
 }
+
+/// The paths the head commit of `main` changed against its first parent.
+pub fn head_changed(path: &Path) -> Vec<String> {
+    let Ok(repo) = Repository::open_bare(path) else {
+        return Vec::new();
+    };
+    let Ok(commit) = repo.find_reference("refs/heads/main").and_then(|r| r.peel_to_commit()) else {
+        return Vec::new();
+    };
+    let (Ok(tree), Ok(parent)) = (commit.tree(), commit.parent(0).and_then(|p| p.tree())) else {
+        return Vec::new();
+    };
+    let Ok(diff) = repo.diff_tree_to_tree(Some(&parent), Some(&tree), None) else {
+        return Vec::new();
+    };
+    diff.deltas()
+        .filter_map(|d| d.new_file().path().or_else(|| d.old_file().path()))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}

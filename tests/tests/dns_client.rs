@@ -284,3 +284,63 @@ fn a_big_update_goes_over_tcp_in_several_messages() {
     assert!(named.query(&fqdn("host-1234.big"), "A").is_empty());
     println!("2000 adds: {add_time:?}, 2000 deletes: {delete_time:?} ({stats:?})");
 }
+
+#[test]
+fn a_ttl_change_is_one_add_per_record_and_replaces_the_ttl() {
+    let Some((_dir, named, client)) = named(5412) else {
+        return;
+    };
+    let at = |ttl: u32| {
+        ["127.93.0.1", "127.93.0.2"]
+            .iter()
+            .map(|a| AddressRecord { ttl, ..rec("ttl", a) })
+            .collect::<Vec<_>>()
+    };
+    client.send(&adds(at(300))).unwrap();
+    let stats = client
+        .send(&ZoneUpdate {
+            zone: ZONE.into(),
+            deletes: at(300),
+            adds: at(60),
+        })
+        .unwrap();
+    // The deletes of the re-added addresses are left out: the adds replace them.
+    assert_eq!((stats.messages, stats.records), (1, 2));
+    let out = std::process::Command::new("dig")
+        .args(["+noall", "+answer", "-p", &named.port.to_string(), "@127.0.0.1"])
+        .arg(fqdn("ttl"))
+        .arg("A")
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    let ttls: Vec<&str> = answer.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(ttls, ["60", "60"], "{answer}");
+}
+
+#[test]
+fn every_address_of_a_big_update_moves_in_batches() {
+    let Some((_dir, named, client)) = named(5413) else {
+        return;
+    };
+    // 600 names with one address each, then every address moves: 1,200 RRs, three messages of
+    // at most 500, each name's delete and add in the same one.
+    let old: Vec<_> = (0..600u32)
+        .map(|i| rec(&format!("n{i:03}.move"), &format!("10.1.{}.{}", i >> 8, i & 0xff)))
+        .collect();
+    let new: Vec<_> = (0..600u32)
+        .map(|i| rec(&format!("n{i:03}.move"), &format!("10.2.{}.{}", i >> 8, i & 0xff)))
+        .collect();
+    client.send(&adds(old.clone())).unwrap();
+    let stats = client
+        .send(&ZoneUpdate {
+            zone: ZONE.into(),
+            deletes: old,
+            adds: new,
+        })
+        .unwrap();
+    assert_eq!((stats.messages, stats.records, stats.over_tcp), (3, 1200, 3));
+    for i in [0u32, 249, 250, 599] {
+        let want = format!("10.2.{}.{}", i >> 8, i & 0xff);
+        assert_eq!(named.query(&fqdn(&format!("n{i:03}.move")), "A"), [want]);
+    }
+}

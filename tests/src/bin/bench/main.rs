@@ -9,11 +9,19 @@
 //!   server; N Services created one by one, each timed from its creation to its commit.
 //! - `scale N [NODES] [shared]`: the generator in process at scale (see scale.rs).
 //! - `synth N DIR [NODES]`: writes a synthetic cluster as manifests.
+//! - `overhead N`, `dns-ratio N`, `convergence N`, `under-load`: issue 7's applier, DNS,
+//!   convergence and reloads-under-load figures beside their floors (see each module; options
+//!   such as `--block B` keep runs apart).
 //! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
 //!   host, the apply and its DNS step, as the binaries report them.
 
 mod classic;
+mod convergence;
+mod dns_ratio;
+mod overhead;
+mod rig;
 mod scale;
+mod under_load;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,9 +47,22 @@ fn main() {
             }
             _ => eprintln!("usage: flipbit-bench synth N DIR [NODES]"),
         },
+        Some("overhead") => figure(overhead::run(n, &args[2..])),
+        Some("dns-ratio") => figure(dns_ratio::run(n, &args[2..])),
+        Some("convergence") => figure(convergence::run(n, &args[2..])),
+        Some("under-load") => figure(under_load::run(&args[1..])),
         _ => {
             eprintln!("usage: flipbit-bench render|dns|live N | example");
             std::process::exit(2);
         }
+    }
+}
+
+/// Ends the process non-zero with the figure's one-line error, so scripts/bench and the smoke
+/// tests see a failed figure as a failure rather than as missing lines.
+fn figure(result: Result<(), String>) {
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
 }

@@ -1,0 +1,103 @@
+//! Smoke runs of the issue-7 benchmarks (`flipbit-bench overhead|dns-ratio|convergence|under-load`)
+//! at tiny sizes, so the benches keep working as the code moves. Nothing here is timed: each run
+//! must finish and print its figure lines, and under load no TCP connection may fail. Each run
+//! has its own address block (127.121–124.x.x) and DNS port, like every other end-to-end test.
+
+use std::process::Command;
+
+/// Runs `flipbit-bench args`; None when nginx (or BIND, for `dns`) is missing, so a contributor
+/// without them still gets a green `cargo test`.
+fn bench(args: &[&str], dns: bool) -> Option<String> {
+    if !flipbit_tests::have_nginx() || (dns && !flipbit_tests::bind::have_bind()) {
+        eprintln!("skipped: nginx with the stream module and BIND are needed (scripts/test installs them)");
+        return None;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_flipbit-bench"))
+        .args(args)
+        .output()
+        .expect("running flipbit-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "flipbit-bench {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout)
+}
+
+fn has_line(out: &str, starts: &str, contains: &str) -> bool {
+    out.lines().any(|l| l.starts_with(starts) && l.contains(contains))
+}
+
+#[test]
+fn overhead_prints_the_applier_its_floor_and_their_ratio() {
+    let Some(out) = bench(&["overhead", "20", "--reps", "2", "--block", "121"], false) else {
+        return;
+    };
+    assert!(
+        has_line(&out, "overhead, 20 Services: flipbit-applier apply", "ms"),
+        "{out}"
+    );
+    assert!(has_line(&out, "overhead, 20 Services: floor", "ms"), "{out}");
+    assert!(has_line(&out, "overhead, 20 Services: ratio", "target <= 1.3"), "{out}");
+}
+
+#[test]
+fn dns_ratio_prints_the_applier_nsupdate_and_their_ratio() {
+    let Some(out) = bench(
+        &["dns-ratio", "50", "--reps", "2", "--block", "122", "--dns-port", "5410"],
+        true,
+    ) else {
+        return;
+    };
+    assert!(
+        has_line(&out, "dns-ratio, 50 names: the applier's DNS step", "ms"),
+        "{out}"
+    );
+    assert!(
+        has_line(&out, "dns-ratio, 50 names: one nsupdate -k batch", "ms"),
+        "{out}"
+    );
+    assert!(has_line(&out, "dns-ratio, 50 names: ratio", "target <= 1.0"), "{out}");
+    assert!(
+        has_line(&out, "dns-ratio, 50 names: whole flipbit-applier apply", "x nsupdate"),
+        "{out}"
+    );
+}
+
+#[test]
+fn convergence_prints_percentiles() {
+    let Some(out) = bench(
+        &[
+            "convergence",
+            "3",
+            "--block",
+            "123",
+            "--dns-port",
+            "5411",
+            "--interval",
+            "1",
+        ],
+        true,
+    ) else {
+        return;
+    };
+    assert!(has_line(&out, "convergence, 3 Services x 3 LB hosts", "p99"), "{out}");
+    assert!(has_line(&out, "convergence, 3 Services: medians", "DNS"), "{out}");
+}
+
+#[test]
+fn under_load_loses_no_tcp_connection() {
+    let Some(out) = bench(
+        &["under-load", "--connections", "300", "--changes", "3", "--block", "124"],
+        false,
+    ) else {
+        return;
+    };
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("under-load, 3 reloads"))
+        .unwrap_or_else(|| panic!("no under-load line:\n{out}"));
+    assert!(line.contains(", 0 failed (target 0)"), "{out}");
+    assert!(has_line(&out, "under-load: UDP", "answered"), "{out}");
+}
