@@ -166,16 +166,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
                 self.files.remove(path);
             }
         }
-        for (path, fingerprint, blob) in step.written.iter().chain(&step.learned) {
-            self.files.insert(
-                path.clone(),
-                Known {
-                    fingerprint: Some(*fingerprint),
-                    blob: *blob,
-                    seen: self.generation,
-                },
-            );
-        }
+        self.remember(step.written.iter().chain(&step.learned));
         let exposed = &decision.exposed;
         self.choices.retain(|key, _| exposed.contains_key(key));
         self.base = Some(commit.to_owned());
@@ -187,7 +178,15 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         if self.base.as_deref() != Some(commit) {
             return;
         }
-        for (path, fingerprint, blob) in &step.learned {
+        self.remember(&step.learned);
+    }
+
+    /// Records rendered paths with the fingerprint of their inputs and their blob.
+    fn remember<'a>(&mut self, rendered: impl IntoIterator<Item = &'a (String, u64, Id)>)
+    where
+        Id: 'a,
+    {
+        for (path, fingerprint, blob) in rendered {
             self.files.insert(
                 path.clone(),
                 Known {

@@ -308,8 +308,7 @@ fn decide_in_full(
         &writes,
         &deletions,
         |changed: &BTreeSet<String>| {
-            let old_upstreams = old_upstreams(store, head.id, changed);
-            message = message::compose(&decision, changed, head.config.release_grace_seconds, &old_upstreams);
+            message = compose(store, head, &decision, changed);
             message.clone()
         },
         author,
@@ -366,8 +365,7 @@ fn decide_incrementally(
         head.id,
         &step.changes,
         |changed: &BTreeSet<String>| {
-            let old_upstreams = old_upstreams(store, head.id, changed);
-            message = message::compose(&decision, changed, head.config.release_grace_seconds, &old_upstreams);
+            message = compose(store, head, &decision, changed);
             message.clone()
         },
         author,
@@ -404,6 +402,12 @@ impl Blobs for StoreBlobs<'_> {
     fn write(&mut self, text: &str) -> Result<CommitId, String> {
         self.0.write_blob(text.as_bytes()).map_err(|e| e.to_string())
     }
+}
+
+/// The commit message for `changed` paths, naming the nodes whose upstreams came and went.
+fn compose(store: &Store, head: &Head, decision: &Decision, changed: &BTreeSet<String>) -> Option<String> {
+    let old_upstreams = old_upstreams(store, head.id, changed);
+    message::compose(decision, changed, head.config.release_grace_seconds, &old_upstreams)
 }
 
 /// The node addresses each changed snippet sent to before the change (read from the first changed

@@ -69,32 +69,35 @@ pub fn human_changes(store: &Store, head: CommitId, generator_email: &str) -> Re
     Ok(out)
 }
 
-/// The ledger at `at`, `None` when it is missing or does not parse (then the commit is judged by
-/// paths alone).
+/// The ledger at `at`, `None` when it does not parse (then the commit is judged by paths alone).
 fn ledger_at(store: &Store, meta: &CommitMeta, at: CommitId) -> Option<Ledger> {
-    match store.read(at, layout::LEDGER_FILE) {
-        Ok(Some(text)) => match Ledger::parse(&String::from_utf8_lossy(&text)) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(commit = %meta.id, at = %at, error = %e, "ledger does not parse; judging the commit by paths");
-                None
-            }
-        },
-        Ok(None) => Some(Ledger::empty()),
-        Err(_) => None,
-    }
+    parsed_at(store, meta, at, layout::LEDGER_FILE, Ledger::empty, Ledger::parse)
 }
 
+/// `holds.yaml` at `at`, `None` when it does not parse (then no hold counts as lifted there).
 fn holds_at(store: &Store, meta: &CommitMeta, at: CommitId) -> Option<Holds> {
-    match store.read(at, holds::HOLDS_FILE) {
-        Ok(Some(text)) => match Holds::parse(&String::from_utf8_lossy(&text)) {
-            Ok(h) => Some(h),
+    parsed_at(store, meta, at, holds::HOLDS_FILE, Holds::default, Holds::parse)
+}
+
+/// `path` at `at` parsed by `parse`; `missing()` when there is no such file; `None` (with a
+/// warning) when it cannot be read or parsed.
+fn parsed_at<T, E: std::fmt::Display>(
+    store: &Store,
+    meta: &CommitMeta,
+    at: CommitId,
+    path: &str,
+    missing: impl FnOnce() -> T,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Option<T> {
+    match store.read(at, path) {
+        Ok(Some(text)) => match parse(&String::from_utf8_lossy(&text)) {
+            Ok(value) => Some(value),
             Err(e) => {
-                tracing::warn!(commit = %meta.id, at = %at, error = %e, "holds.yaml does not parse there");
+                tracing::warn!(commit = %meta.id, at = %at, error = %e, "{path} does not parse there");
                 None
             }
         },
-        Ok(None) => Some(Holds::default()),
+        Ok(None) => Some(missing()),
         Err(_) => None,
     }
 }

@@ -47,3 +47,14 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>
         }
     }
 }
+
+/// The distinct answers of `n` probes of `addr` (TCP, or UDP when `udp`), each retried for up to
+/// 3 s; panics naming the address when one never answers. Used to see which nodes a route reaches.
+pub fn answers(addr: SocketAddr, udp: bool, n: usize) -> std::collections::BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            eventually(Duration::from_secs(3), || if udp { self::udp(addr) } else { tcp(addr) })
+                .unwrap_or_else(|e| panic!("no answer from {addr}: {e}"))
+        })
+        .collect()
+}

@@ -2,24 +2,12 @@
 //! followed, a commit nginx rejects never replaces the running config, a failed reload rolls back,
 //! and a rewritten history is refused. Ports are above 1024, so these run unprivileged.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
 
 use flipbit_tests::cluster::{applier, text};
 use flipbit_tests::fleet::Fleet;
 use flipbit_tests::{probe, repo};
-
-fn answers(addr: SocketAddr, udp: bool, n: usize) -> BTreeSet<String> {
-    (0..n)
-        .map(|_| {
-            probe::eventually(Duration::from_secs(3), || {
-                if udp { probe::udp(addr) } else { probe::tcp(addr) }
-            })
-            .unwrap_or_else(|e| panic!("no answer from {addr}: {e}"))
-        })
-        .collect()
-}
 
 #[test]
 fn appliers_serve_tcp_and_udp_and_follow_changes() {
@@ -34,15 +22,15 @@ fn appliers_serve_tcp_and_udp_and_follow_changes() {
     }
     // web/dns sorts first, so it holds .1 on each host and web/shop .2.
     for host in [1, 2] {
-        let got = answers(f.addr(host, 2, 8080), false, 10);
+        let got = probe::answers(f.addr(host, 2, 8080), false, 10);
         assert!(got.len() > 1, "round-robin reached one node only: {got:?}");
         assert!(
             got.iter()
                 .all(|a| a.starts_with(&format!("127.{}.0.", f.block)) && a.ends_with(":30080")),
             "{got:?}"
         );
-        assert_eq!(answers(f.addr(host, 1, 8053), true, 1).len(), 1);
-        assert_eq!(answers(f.addr(host, 1, 8053), false, 1).len(), 1);
+        assert_eq!(probe::answers(f.addr(host, 1, 8053), true, 1).len(), 1);
+        assert_eq!(probe::answers(f.addr(host, 1, 8053), false, 1).len(), 1);
     }
 
     // A node going NotReady leaves the upstreams after the next render and apply.
@@ -50,7 +38,7 @@ fn appliers_serve_tcp_and_udp_and_follow_changes() {
     f.render();
     f.apply_ok("lb-a");
     let gone = format!("127.{}.0.10:30080", f.block);
-    let got = answers(f.addr(1, 2, 8080), false, 12);
+    let got = probe::answers(f.addr(1, 2, 8080), false, 12);
     assert!(!got.contains(&gone), "a NotReady node still gets traffic: {got:?}");
 
     // Deleting a Service takes its listener away.
@@ -79,7 +67,7 @@ fn appliers_serve_tcp_and_udp_and_follow_changes() {
         "a withdrawn Service still answers"
     );
     assert_eq!(
-        answers(f.addr(1, 1, 8053), true, 1).len(),
+        probe::answers(f.addr(1, 1, 8053), true, 1).len(),
         1,
         "the other Service stopped answering"
     );
@@ -125,7 +113,7 @@ fn a_commit_nginx_rejects_never_replaces_the_running_config() {
         std::fs::read_to_string(f.lbs["lb-a"].state_dir.join("applied-nginx")).unwrap(),
         applied
     );
-    assert!(!answers(f.addr(1, 1, 8080), false, 3).is_empty());
+    assert!(!probe::answers(f.addr(1, 1, 8080), false, 3).is_empty());
 
     // The human fixes it with another commit; the applier moves on.
     repo::human_commit(
@@ -136,7 +124,7 @@ fn a_commit_nginx_rejects_never_replaces_the_running_config() {
     )
     .unwrap();
     f.apply_ok("lb-a");
-    assert!(!answers(f.addr(1, 1, 8080), false, 3).is_empty());
+    assert!(!probe::answers(f.addr(1, 1, 8080), false, 3).is_empty());
 }
 
 #[test]
@@ -169,13 +157,13 @@ fn a_failed_reload_rolls_back_to_the_previous_release() {
         "current does not point at the previous release"
     );
     assert!(
-        !answers(f.addr(1, 1, 8080), false, 3).is_empty(),
+        !probe::answers(f.addr(1, 1, 8080), false, 3).is_empty(),
         "the old Service stopped answering"
     );
 
     drop(squatter);
     f.apply_ok("lb-a");
-    assert!(!answers(f.addr(1, 2, 8081), false, 2).is_empty());
+    assert!(!probe::answers(f.addr(1, 2, 8081), false, 2).is_empty());
 }
 
 #[test]
@@ -207,7 +195,7 @@ fn a_rewritten_history_is_refused_unless_allowed() {
         "{}",
         text(&out)
     );
-    assert!(!answers(f.addr(1, 1, 8080), false, 1).is_empty());
+    assert!(!probe::answers(f.addr(1, 1, 8080), false, 1).is_empty());
 
     let out = f.apply("lb-a", &["--allow-rewind"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -248,10 +236,10 @@ fn a_dual_stack_service_answers_on_ipv6_loopback_too() {
     f.apply_ok("lb-b");
     let v6_tcp: SocketAddr = "[::1]:8080".parse().unwrap();
     let v6_udp: SocketAddr = "[::1]:8053".parse().unwrap();
-    assert!(!answers(v6_tcp, false, 3).is_empty());
-    assert!(!answers(v6_udp, true, 1).is_empty());
+    assert!(!probe::answers(v6_tcp, false, 3).is_empty());
+    assert!(!probe::answers(v6_udp, true, 1).is_empty());
     assert!(
-        !answers(f.addr(1, 1, 8080), false, 1).is_empty(),
+        !probe::answers(f.addr(1, 1, 8080), false, 1).is_empty(),
         "the IPv4 address stopped answering"
     );
     let snippet = repo::read(&f.repo, "lb/lb-b/web/dual.conf").unwrap();

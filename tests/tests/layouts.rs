@@ -7,21 +7,9 @@
 //! address: its Services use ports 14150–14199, which no other test uses, and lb-b's another.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use flipbit_tests::fleet::Fleet;
 use flipbit_tests::{probe, repo};
-
-fn answers(addr: std::net::SocketAddr, udp: bool, n: usize) -> BTreeSet<String> {
-    (0..n)
-        .map(|_| {
-            probe::eventually(Duration::from_secs(3), || {
-                if udp { probe::udp(addr) } else { probe::tcp(addr) }
-            })
-            .unwrap_or_else(|e| panic!("no answer from {addr}: {e}"))
-        })
-        .collect()
-}
 
 #[test]
 fn a_shared_listeners_host_serves_beside_a_per_service_host() {
@@ -85,19 +73,19 @@ fn a_shared_listeners_host_serves_beside_a_per_service_host() {
     }
 
     // On lb-a web/dns holds .1, web/local .2, web/shop .3; on lb-b web/blog holds .1.
-    let shop = answers(f.addr(1, 3, 14180), false, 12);
+    let shop = probe::answers(f.addr(1, 3, 14180), false, 12);
     assert!(shop.len() > 1 && shop.iter().all(|a| a.ends_with(":30080")), "{shop:?}");
-    let udp = answers(f.addr(1, 1, 14153), true, 3);
+    let udp = probe::answers(f.addr(1, 1, 14153), true, 3);
     assert!(udp.iter().all(|a| a.ends_with(":30053")), "{udp:?}");
-    let tcp = answers(f.addr(1, 1, 14153), false, 3);
+    let tcp = probe::answers(f.addr(1, 1, 14153), false, 3);
     assert!(tcp.iter().all(|a| a.ends_with(":30053")), "{tcp:?}");
-    let local = answers(f.addr(1, 2, 14181), false, 6);
+    let local = probe::answers(f.addr(1, 2, 14181), false, 6);
     assert_eq!(
         local,
         BTreeSet::from([format!("127.{}.0.11:30080", f.block)]),
         "Local policy"
     );
-    let blog = answers(f.addr(2, 1, 8080), false, 6);
+    let blog = probe::answers(f.addr(2, 1, 8080), false, 6);
     assert!(blog.iter().all(|a| a.ends_with(":30080")), "{blog:?}");
 
     // A node goes NotReady: on lb-a only the nodes file changes; lb-b's snippets change.
@@ -114,6 +102,6 @@ fn a_shared_listeners_host_serves_beside_a_per_service_host() {
     assert!(subject.contains("update the shared nodes of lb-a"), "{subject}");
     f.apply_ok("lb-a");
     let gone = format!("127.{}.0.10:30080", f.block);
-    let shop = answers(f.addr(1, 3, 14180), false, 15);
+    let shop = probe::answers(f.addr(1, 3, 14180), false, 15);
     assert!(!shop.contains(&gone), "a NotReady node still gets traffic: {shop:?}");
 }

@@ -110,17 +110,6 @@ impl Host {
     }
 }
 
-fn answers(to: SocketAddr, udp: bool, n: usize) -> BTreeSet<String> {
-    (0..n)
-        .map(|_| {
-            probe::eventually(Duration::from_secs(3), || {
-                if udp { probe::udp(to) } else { probe::tcp(to) }
-            })
-            .unwrap_or_else(|e| panic!("no answer from {to}: {e}"))
-        })
-        .collect()
-}
-
 #[test]
 fn each_address_port_and_protocol_reaches_its_own_node_port() {
     if !have_nginx() {
@@ -152,25 +141,25 @@ fn each_address_port_and_protocol_reaches_its_own_node_port() {
     let out = h.apply_ok();
     assert!(out.contains("nginx reloaded"), "{out}");
 
-    let got = answers(addr("127.131.1.1:13180"), false, 12);
+    let got = probe::answers(addr("127.131.1.1:13180"), false, 12);
     assert!(got.len() > 1, "one node took every connection: {got:?}");
     assert!(got.iter().all(|a| a.ends_with(":31001")), "{got:?}");
-    let v6 = answers(addr("[::1]:13180"), false, 3);
+    let v6 = probe::answers(addr("[::1]:13180"), false, 3);
     assert!(v6.iter().all(|a| a.ends_with(":31001")), "{v6:?}");
-    let b = answers(addr("127.131.1.2:13180"), false, 6);
+    let b = probe::answers(addr("127.131.1.2:13180"), false, 6);
     assert!(b.iter().all(|a| a.ends_with(":31002")), "{b:?}");
     // One port, two protocols, two node ports.
-    let dns_udp = answers(addr("127.131.1.3:13153"), true, 3);
+    let dns_udp = probe::answers(addr("127.131.1.3:13153"), true, 3);
     assert!(dns_udp.iter().all(|a| a.ends_with(":31053")), "{dns_udp:?}");
-    let dns_tcp = answers(addr("127.131.1.3:13153"), false, 3);
+    let dns_tcp = probe::answers(addr("127.131.1.3:13153"), false, 3);
     assert!(dns_tcp.iter().all(|a| a.ends_with(":31001")), "{dns_tcp:?}");
     // Hash: one client address, one node.
-    assert_eq!(answers(addr("127.131.1.4:13180"), false, 8).len(), 1);
+    assert_eq!(probe::answers(addr("127.131.1.4:13180"), false, 8).len(), 1);
     // The specific listener beside the wildcard on the same port, TCP and UDP.
     let only = BTreeSet::from(["127.131.0.12:31002".to_owned()]);
-    assert_eq!(answers(addr("127.131.1.5:13180"), false, 6), only);
+    assert_eq!(probe::answers(addr("127.131.1.5:13180"), false, 6), only);
     let only_udp = BTreeSet::from(["127.131.0.12:31053".to_owned()]);
-    assert_eq!(answers(addr("127.131.1.5:13153"), true, 3), only_udp);
+    assert_eq!(probe::answers(addr("127.131.1.5:13153"), true, 3), only_udp);
     // An address no Service holds: accepted by the wildcard, then closed without an answer.
     assert!(probe::tcp(addr("127.131.1.99:13180")).is_err());
     assert!(probe::udp(addr("127.131.1.99:13153")).is_err());
@@ -203,7 +192,7 @@ fn a_broken_entry_is_refused_and_the_running_release_keeps_serving() {
     let h = Host::start(&files);
     h.apply_ok();
     let good = h.current().expect("current");
-    assert!(!answers(addr("127.132.1.1:13280"), false, 2).is_empty());
+    assert!(!probe::answers(addr("127.132.1.1:13280"), false, 2).is_empty());
 
     let entries = files["lb/lb-s/web/a.map"].clone();
     // nginx names the file of a syntax error, not that of an unknown variable.
@@ -226,7 +215,7 @@ fn a_broken_entry_is_refused_and_the_running_release_keeps_serving() {
         assert!(err.contains(&bad) && err.contains(nginx_says), "{err}");
         assert!(err.contains("a.map") || nginx_says.contains("variable"), "{err}");
         assert_eq!(h.current(), Some(good.clone()), "the running release was swapped");
-        assert!(!answers(addr("127.132.1.1:13280"), false, 2).is_empty());
+        assert!(!probe::answers(addr("127.132.1.1:13280"), false, 2).is_empty());
     }
 
     // Fixed, then three one-Service changes: releases are staged from spares and links, and the
@@ -246,7 +235,7 @@ fn a_broken_entry_is_refused_and_the_running_release_keeps_serving() {
         for (i, p) in services.iter().enumerate() {
             let to = SocketAddr::new(p.ips[0], 13280);
             let want = if i == 0 { ":31001" } else { ":31002" };
-            let got = answers(to, false, 2);
+            let got = probe::answers(to, false, 2);
             assert!(got.iter().all(|g| g.ends_with(want)), "{to}: {got:?}");
         }
     }
@@ -261,7 +250,7 @@ fn a_broken_entry_is_refused_and_the_running_release_keeps_serving() {
         probe::tcp(addr("127.132.1.1:13280")).is_err(),
         "a removed Service answers"
     );
-    assert!(!answers(addr("127.132.1.4:13280"), false, 2).is_empty());
+    assert!(!probe::answers(addr("127.132.1.4:13280"), false, 2).is_empty());
 }
 
 #[test]
@@ -276,7 +265,7 @@ fn switching_a_running_host_to_shared_listeners_needs_its_listeners_dropped_firs
     h.apply_ok();
     let old = h.current().expect("current");
     let to = addr("127.133.1.1:13380");
-    assert!(!answers(to, false, 2).is_empty());
+    assert!(!probe::answers(to, false, 2).is_empty());
 
     // nginx cannot trade the socket of 127.133.1.1:13380 for one on *:13380 in a reload.
     commit(
@@ -292,7 +281,10 @@ fn switching_a_running_host_to_shared_listeners_needs_its_listeners_dropped_firs
         "{err}"
     );
     assert_eq!(h.current(), Some(old));
-    assert!(!answers(to, false, 2).is_empty(), "the old layout stopped serving");
+    assert!(
+        !probe::answers(to, false, 2).is_empty(),
+        "the old layout stopped serving"
+    );
 
     // The procedure: drop the current release and reload (nothing listens), then apply.
     std::fs::remove_file(h.nginx.state_dir.join("current")).unwrap();
@@ -309,7 +301,7 @@ fn switching_a_running_host_to_shared_listeners_needs_its_listeners_dropped_firs
     })
     .expect("the old listener stayed");
     h.apply_ok();
-    let got = answers(to, false, 6);
+    let got = probe::answers(to, false, 6);
     assert!(got.iter().all(|a| a.ends_with(":31001")), "{got:?}");
     let release = h.nginx.state_dir.join(h.current().expect("current"));
     assert!(release.join("web/a.map").exists() && !release.join("web/a.conf").exists());
