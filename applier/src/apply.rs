@@ -229,19 +229,27 @@ fn stage(
     current: Option<&str>,
 ) -> Result<(PathBuf, usize)> {
     let wanted = host_files(store, head, host_dir, true)?;
-    let running = current.and_then(|id| Some((state.release_dir(id), release_files(store, id, host_dir)?)));
     let release_dir = state.release_dir(commit);
-    let source = |rel: &String, blob: &CommitId| -> Result<FileSource> {
+    let running_dir = current.map(|id| state.release_dir(id));
+    // Where a file's content comes from: a file the running release holds unchanged (`same`) is
+    // hard-linked from it, so releases share what did not change.
+    let source = |rel: &String, blob: &CommitId, same: bool| -> Result<FileSource> {
         if layout::binds_release(rel) {
             // A shared-listeners host file names the release it sits in: never shared with another.
             let text = String::from_utf8(store.blob(*blob)?).map_err(|_| anyhow!("{rel}: not UTF-8"))?;
             let bound = render_map::bind_release(&text, &release_dir).map_err(|e| anyhow!("{rel}: {e}"))?;
             return Ok(FileSource::Content(bound.into_bytes()));
         }
-        Ok(match &running {
-            Some((dir, files)) if files.get(rel) == Some(blob) => FileSource::Link(dir.join(rel)),
+        Ok(match &running_dir {
+            Some(dir) if same => FileSource::Link(dir.join(rel)),
             _ => FileSource::Content(store.blob(*blob)?),
         })
+    };
+    // For the few files a change writes, the running release's blob is looked up path by path
+    // (listing all its files costs ~10 ms at 10k Services).
+    let running_id = current.and_then(|id| CommitId::from_str(id).ok());
+    let same_in_running = |rel: &str, blob: &CommitId| {
+        running_id.is_some_and(|id| store.tree_id(id, &format!("{host_dir}/{rel}")).ok().flatten() == Some(*blob))
     };
     // The release being staged may itself be on disk whole (a run that stopped before the
     // swap): it is the best spare, needing no change at all.
@@ -259,7 +267,7 @@ fn stage(
         let mut writes = BTreeMap::new();
         for (rel, blob) in &wanted {
             if old.get(rel) != Some(blob) || layout::binds_release(rel) {
-                writes.insert(rel.clone(), source(rel, blob)?);
+                writes.insert(rel.clone(), source(rel, blob, same_in_running(rel, blob))?);
             }
         }
         match state.update_release(&spare, commit, &removes, &writes) {
@@ -272,9 +280,12 @@ fn stage(
         }
         break;
     }
+    let running = current
+        .and_then(|id| release_files(store, id, host_dir))
+        .unwrap_or_default();
     let mut files = BTreeMap::new();
     for (rel, blob) in &wanted {
-        files.insert(rel.clone(), source(rel, blob)?);
+        files.insert(rel.clone(), source(rel, blob, running.get(rel) == Some(blob))?);
     }
     Ok((state.write_release(commit, &files)?, wanted.len()))
 }
@@ -302,21 +313,22 @@ fn validate(opts: &ApplyOptions, state: &StateDir, release: &std::path::Path) ->
             main.display()
         );
     }
-    // nginx reads the candidate through `<state>/next`, a link shaped like `current`, rather than
-    // through `releases/<commit>/`: with 10k Services in the per-Service layout, `nginx -t` spent
-    // ~50% more CPU on the longer file names (its quadratic upstream lookup walks structures they
-    // spread further apart in memory), and this way it reads the files as the reload will.
+    // nginx reads the candidate through `<state>/staging`, a link as long as `current`, rather
+    // than through `releases/<commit>/`: with 10k Services in the per-Service layout, `nginx -t`
+    // took up to ~50% more CPU on other path lengths (its quadratic upstream lookup walks
+    // structures whose spacing in memory follows the file names' lengths). Through a path of the
+    // same length it works as the reload will, in the same time.
     let id = release
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| anyhow!("{}: not a release directory", release.display()))?;
-    let next = state.point_next(id)?;
-    let candidate = text.replace(&current, &format!("{}/", next.display()));
+    let staging = state.point_staging(id)?;
+    let candidate = text.replace(&current, &format!("{}/", staging.display()));
     let dir = main.parent().unwrap_or(std::path::Path::new("."));
     let test_conf = dir.join(format!(".flipbit-test-{}.conf", std::process::id()));
     std::fs::write(&test_conf, candidate).with_context(|| format!("writing {}", test_conf.display()))?;
     let result = opts.nginx.test(&test_conf);
     let _ = std::fs::remove_file(&test_conf);
-    state.remove_next();
+    state.remove_staging();
     Ok(result?)
 }

@@ -153,20 +153,20 @@ impl StateDir {
         }
     }
 
-    /// `<state>/next`: the release being validated, reached by a path shaped like `current`'s
-    /// (why that matters: `apply::validate`).
-    pub fn next_link(&self) -> PathBuf {
-        self.root.join("next")
+    /// `<state>/staging`: the release being validated, reached by a path of the same shape and
+    /// length as through `current` (why that matters: `apply::validate`).
+    pub fn staging_link(&self) -> PathBuf {
+        self.root.join("staging")
     }
 
-    /// Points `next` at release `id`; returns the link.
-    pub fn point_next(&self, id: &str) -> Result<PathBuf, ReleaseError> {
-        self.point("next", id)?;
-        Ok(self.next_link())
+    /// Points `staging` at release `id`; returns the link.
+    pub fn point_staging(&self, id: &str) -> Result<PathBuf, ReleaseError> {
+        self.point("staging", id)?;
+        Ok(self.staging_link())
     }
 
-    pub fn remove_next(&self) {
-        let _ = std::fs::remove_file(self.next_link());
+    pub fn remove_staging(&self) {
+        let _ = std::fs::remove_file(self.staging_link());
     }
 
     /// Points the link `<state>/<name>` at release `id` with one atomic rename.

@@ -300,7 +300,8 @@ fn only_the_leader_writes_and_a_standby_takes_over() {
     b.wait_for_log("first full sync", WAIT).unwrap();
     t.api.apply(objects::lb_service("web", "a", &[], &[(8080, 30080)]));
     t.wait_repo("web/a committed", &a, |t| t.file("lb/lb-a/web/a.conf").is_some());
-    assert!(a.log().contains("pushed"), "{}", a.log());
+    // The remote moves before the generator logs the push: wait for the line, do not race it.
+    a.wait_for_log("pushed", WAIT).unwrap();
     assert!(!b.log().contains("pushed"), "the standby pushed:\n{}", b.log());
     let address = t.ledger().services[&"web/a".parse().unwrap()].addresses.clone();
 
@@ -310,7 +311,7 @@ fn only_the_leader_writes_and_a_standby_takes_over() {
     t.wait_repo("web/b committed by the standby", &b, |t| {
         t.file("lb/lb-a/web/b.conf").is_some()
     });
-    assert!(b.log().contains("pushed"), "{}", b.log());
+    b.wait_for_log("pushed", WAIT).unwrap();
     assert_eq!(
         t.ledger().services[&"web/a".parse().unwrap()].addresses,
         address,

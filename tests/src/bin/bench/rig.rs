@@ -27,8 +27,10 @@ pub const NODE_PORT_TCP: u16 = 30080;
 pub const NODE_PORT_UDP: u16 = 30053;
 
 /// Command-line options after `<figure> N`: `--block B`, `--dns-port P`, `--reps R`,
-/// `--interval S`, `--connections C`, `--changes K`, and `--host-option key=value` (repeatable:
-/// a line added to every LB host in flipbit.yaml, e.g. a layout option).
+/// `--namespaces K`, `--interval S`, `--connections C`, `--changes K`, `--log FILTER` (the
+/// applier's `RUST_LOG`, its output printed), and `--host-option key=value` (repeatable: a line
+/// added to every LB host in flipbit.yaml, e.g. `layout=shared-listeners`). Each figure reads the
+/// ones it uses.
 #[derive(Debug, Clone)]
 pub struct Flags {
     values: BTreeMap<String, String>,
