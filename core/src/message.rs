@@ -10,6 +10,10 @@ use crate::layout;
 use crate::names::ServiceKey;
 use crate::problem::Severity;
 
+/// Lines listed in a body and Services in the trailer, at most. A first commit of 50,000 Services
+/// would otherwise carry a 5 MB message that nobody reads and that every later history walk parses.
+pub const MAX_LISTED: usize = 500;
+
 /// The message for committing `changed` paths (the ones whose content really changed), or `None`
 /// when nothing changed.
 ///
@@ -141,8 +145,14 @@ pub fn compose(
     let mut msg = format!("{subject}\n");
     if all.len() > 1 {
         msg.push('\n');
-        for line in &all {
+        for line in all.iter().take(MAX_LISTED) {
             msg.push_str(&format!("- {line}\n"));
+        }
+        if all.len() > MAX_LISTED {
+            msg.push_str(&format!(
+                "- ... and {} more (the diff has them all: git show --stat)\n",
+                all.len() - MAX_LISTED
+            ));
         }
     }
     let skipped: Vec<String> = decision
@@ -153,12 +163,18 @@ pub fn compose(
         .collect();
     if !skipped.is_empty() {
         msg.push_str("\nLeft as they were, for errors:\n");
-        for p in skipped {
+        for p in skipped.iter().take(MAX_LISTED) {
             msg.push_str(&format!("- {p}\n"));
+        }
+        if skipped.len() > MAX_LISTED {
+            msg.push_str(&format!("- ... and {} more errors\n", skipped.len() - MAX_LISTED));
         }
     }
     if !lines.is_empty() {
-        let keys: Vec<String> = lines.keys().map(ToString::to_string).collect();
+        let mut keys: Vec<String> = lines.keys().take(MAX_LISTED).map(ToString::to_string).collect();
+        if lines.len() > MAX_LISTED {
+            keys.push(format!("and {} more", lines.len() - MAX_LISTED));
+        }
         msg.push_str(&format!("\nFlipbit-Services: {}\n", keys.join(", ")));
         if !causes.is_empty() {
             msg.push_str(&format!(

@@ -378,3 +378,25 @@ fn commit_messages_say_what_and_why() {
     );
     assert!(msg.contains("Flipbit-Cause: Service a/one withdrawn"), "{msg}");
 }
+
+#[test]
+fn a_huge_first_commit_lists_the_first_services_and_counts_the_rest() {
+    // Wide pools, so 520 Services all get addresses.
+    let wide = CONFIG
+        .replace("127.1.5.0/29", "127.5.0.0/16")
+        .replace("127.1.1.0/24", "127.4.0.0/16");
+    let cfg = Config::parse(&wide).unwrap();
+    let services: Vec<ServiceInput> = (0..520).map(|i| svc("a", &format!("s{i:03}"))).collect();
+    let d = decide(&snapshot(services), &cfg, &Ledger::empty(), t(0));
+    assert_eq!(d.exposed.len(), 520);
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    let changed = d.files.keys().cloned().collect();
+    let msg = message::compose(&d, &changed, 60, &BTreeMap::new()).unwrap();
+    assert!(msg.starts_with("expose 520 Services\n"), "{}", &msg[..200]);
+    let listed = msg.lines().filter(|l| l.starts_with("- expose a/")).count();
+    assert_eq!(listed, message::MAX_LISTED);
+    assert!(msg.contains("- ... and 20 more (the diff has them all"), "{msg}");
+    let trailer = msg.lines().find(|l| l.starts_with("Flipbit-Services: ")).unwrap();
+    assert!(trailer.starts_with("Flipbit-Services: a/s000, a/s001,"), "{trailer}");
+    assert!(trailer.ends_with("a/s499, and 20 more"), "{trailer}");
+}

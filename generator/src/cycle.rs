@@ -342,11 +342,12 @@ fn decide_incrementally(
         );
     }
     let t = std::time::Instant::now();
-    let mut blobs = StoreBlobs(store);
+    let mut blobs = StoreBlobs(store.batch());
     let (decision, mut step) = memory
         .engine
         .decide(snapshot, &head.config, &head.ledger, &head.hold_update, now, &mut blobs)
         .map_err(|e| anyhow::anyhow!("writing to the cache repo: {e}"))?;
+    blobs.0.finish().context("writing to the cache repo")?;
     tracing::debug!(
         ms = t.elapsed().as_millis() as u64,
         changed = step.changes.len(),
@@ -392,7 +393,9 @@ impl Memory {
     }
 }
 
-struct StoreBlobs<'a>(&'a Store);
+/// The engine's blob store: one batch per decision (a pack when it is large, see
+/// `flipbit_store::BlobBatch`), finished before the commit's trees are built.
+struct StoreBlobs<'a>(flipbit_store::BlobBatch<'a>);
 
 impl Blobs for StoreBlobs<'_> {
     type Id = CommitId;
@@ -400,7 +403,7 @@ impl Blobs for StoreBlobs<'_> {
         Store::blob_id(text.as_bytes()).map_err(|e| e.to_string())
     }
     fn write(&mut self, text: &str) -> Result<CommitId, String> {
-        self.0.write_blob(text.as_bytes()).map_err(|e| e.to_string())
+        self.0.add(text.as_bytes()).map_err(|e| e.to_string())
     }
 }
 

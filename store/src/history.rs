@@ -45,35 +45,43 @@ impl Store {
             commit: head,
             source,
         };
-        // Hide each commit of ours as it turns up and walk again, until a walk meets none: what is
-        // left is exactly what no commit of ours has in its history.
-        let mut hidden: Vec<Oid> = Vec::new();
-        loop {
+        let walk_from = |sorting: Sort, hidden: &[Oid]| -> Result<git2::Revwalk<'_>, StoreError> {
             let mut walk = self.repo.revwalk().map_err(err)?;
-            walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(err)?;
+            walk.set_sorting(sorting).map_err(err)?;
             walk.push(head).map_err(err)?;
-            for id in &hidden {
+            for id in hidden {
                 walk.hide(*id).map_err(err)?;
             }
+            Ok(walk)
+        };
+        // Hide each commit of ours as it turns up and walk again, until a walk meets none: what is
+        // left is exactly what no commit of ours has in its history. These walks are unsorted, so
+        // libgit2 reads commits only as far as it yields them (a topological walk reads the whole
+        // history first, every cycle: with a long-lived repo that grows without bound).
+        let mut hidden: Vec<Oid> = Vec::new();
+        loop {
             let mut found = None;
-            let mut others = Vec::new();
-            for id in walk {
+            for id in walk_from(Sort::NONE, &hidden)? {
                 let meta = self.meta(id.map_err(err)?)?;
                 if ours(&meta) {
                     found = Some(meta.id);
                     break;
                 }
-                others.push(meta);
             }
             match found {
                 Some(id) => hidden.push(id),
-                None if hidden.is_empty() => return Ok(None),
-                None => {
-                    others.reverse();
-                    return Ok(Some(others));
-                }
+                None => break,
             }
         }
+        if hidden.is_empty() {
+            return Ok(None);
+        }
+        // The rest, bounded by our commits, in order: parents before children.
+        let mut others = Vec::new();
+        for id in walk_from(Sort::TOPOLOGICAL | Sort::TIME | Sort::REVERSE, &hidden)? {
+            others.push(self.meta(id.map_err(err)?)?);
+        }
+        Ok(Some(others))
     }
 
     /// Paths (files, full repo paths) whose content in `commit` differs from every parent's: what

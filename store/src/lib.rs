@@ -4,8 +4,10 @@
 //! real remote, which may be any URL libgit2 supports or a plain path to a bare repo.
 
 mod auth;
+mod batch;
 mod history;
 pub mod signing;
+pub use batch::BlobBatch;
 mod tree;
 
 pub use auth::Credentials;
@@ -390,6 +392,9 @@ impl Store {
         });
         let mut opts = PushOptions::new();
         opts.remote_callbacks(callbacks);
+        // Delta search over a first push of 200,000 objects is most of its time: on every core
+        // (libgit2 uses one by default).
+        opts.packbuilder_parallelism(0);
         let spec = match (commit, force) {
             (None, _) => format!(":refs/heads/{branch}"),
             (Some(_), false) => format!("{local}:refs/heads/{branch}"),

@@ -23,6 +23,10 @@ mod rig;
 mod scale;
 mod under_load;
 
+/// The generator binary's allocator, so in-process figures are the generator's (see its main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
