@@ -171,10 +171,13 @@ pub fn allocate(
 
     // Who holds each address, and requested addresses that are free: reserved for their first
     // requester (by key) before any lowest-free allocation can take them.
+    // Only requested addresses consult it: without any, it is not built (150,000 entries at 50k).
     let mut holders: BTreeMap<(LbHostName, IpAddr), ServiceKey> = BTreeMap::new();
-    for (key, entry) in &ledger.services {
-        for (host, ip) in &entry.addresses {
-            holders.insert((host.clone(), *ip), key.clone());
+    if sorted.iter().any(|svc| !svc.settings.requested.is_empty()) {
+        for (key, entry) in &ledger.services {
+            for (host, ip) in &entry.addresses {
+                holders.insert((host.clone(), *ip), key.clone());
+            }
         }
     }
     for svc in &sorted {

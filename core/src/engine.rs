@@ -8,7 +8,7 @@
 //! another writer's), [`Engine::sync`] re-reads the paths and blob ids there: fingerprints survive
 //! for blobs that did not change, so one external commit costs only what it touched.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -24,6 +24,11 @@ use crate::names::ServiceKey;
 use crate::nodes::{self, Node};
 use crate::render::RenderError;
 use crate::sink::FileSink;
+
+/// Maps keyed by paths and Service keys, looked up 200,000 times a cycle at 50k Services:
+/// foldhash (seeded per process) rather than SipHash.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
+type HashSet<K> = foldhash::HashSet<K>;
 
 /// Names and stores texts; the generator's is the Git object store.
 pub trait Blobs {
@@ -62,9 +67,9 @@ pub struct Engine<Id> {
 impl<Id> Default for Engine<Id> {
     fn default() -> Self {
         Self {
-            files: HashMap::new(),
+            files: HashMap::default(),
             generation: 0,
-            choices: HashMap::new(),
+            choices: HashMap::default(),
             base: None,
         }
     }
@@ -90,7 +95,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
     /// Aligns the memory with the generated files at `commit` (every path under `lb/` and `dns/`
     /// and the ledger, with blob ids), keeping fingerprints of blobs that did not change.
     pub fn sync(&mut self, commit: &str, tree: impl IntoIterator<Item = (String, Id)>) {
-        let mut files = HashMap::new();
+        let mut files = HashMap::default();
         for (path, blob) in tree {
             let fingerprint = self
                 .files
@@ -128,7 +133,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             blobs,
             pending: Vec::new(),
             generation,
-            new_paths: HashSet::new(),
+            new_paths: HashSet::default(),
             changes: BTreeMap::new(),
             learned: Vec::new(),
             written: Vec::new(),
@@ -168,7 +173,10 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         }
         self.remember(step.written.iter().chain(&step.learned));
         let exposed = &decision.exposed;
-        self.choices.retain(|key, _| exposed.contains_key(key));
+        // Every exposed Service has a choice: more choices than Services means some went.
+        if self.choices.len() > exposed.len() {
+            self.choices.retain(|key, _| exposed.contains_key(key));
+        }
         self.base = Some(commit.to_owned());
     }
 

@@ -58,6 +58,10 @@ impl Store {
         // left is exactly what no commit of ours has in its history. These walks are unsorted, so
         // libgit2 reads commits only as far as it yields them (a topological walk reads the whole
         // history first, every cycle: with a long-lived repo that grows without bound).
+        // The usual case, the head is ours: nothing new, one commit read.
+        if ours(&self.meta(head)?) {
+            return Ok(Some(Vec::new()));
+        }
         let mut hidden: Vec<Oid> = Vec::new();
         loop {
             let mut found = None;
