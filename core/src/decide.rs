@@ -175,17 +175,16 @@ pub fn decide_into(
             let holders = ready
                 .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
                 .unwrap_or(&none);
-            local = eligible.iter().filter(|n| holders.contains(&n.name)).collect();
+            local = eligible.iter().filter(|n| holders.contains(&*n.name)).collect();
             (&local, fingerprint(&local))
         } else {
             (&all_candidates, all_fp)
         };
         let max = svc.settings.max_nodes.unwrap_or(config.max_nodes_per_service);
         let chosen = sink.chosen_nodes(&svc.key, candidates, candidates_fp, max);
+        let service_fp = fingerprint(&(svc, chosen.fingerprint));
+        let chosen = chosen.nodes;
         let chosen_refs: Vec<&Node> = chosen.iter().collect();
-        // The chosen nodes follow from the Service's key, its candidates and the maximum: their
-        // fingerprints stand in for hashing 25 nodes per Service on every cycle.
-        let service_fp = fingerprint(&(svc, candidates_fp, max));
         let none_v6 = BTreeMap::new();
         let addresses_v6 = alloc.addresses_v6.get(&svc.key).unwrap_or(&none_v6);
         let hosts: BTreeSet<&LbHostName> = addresses.keys().chain(addresses_v6.keys()).collect();

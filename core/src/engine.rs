@@ -23,7 +23,7 @@ use crate::model::Snapshot;
 use crate::names::ServiceKey;
 use crate::nodes::{self, Node};
 use crate::render::RenderError;
-use crate::sink::FileSink;
+use crate::sink::{Chosen, FileSink};
 
 /// Maps keyed by paths and Service keys, looked up 200,000 times a cycle at 50k Services:
 /// foldhash (seeded per process) rather than SipHash.
@@ -52,7 +52,7 @@ struct Known<Id> {
 struct Choice {
     candidates: u64,
     max: usize,
-    nodes: Arc<[Node]>,
+    chosen: Chosen,
 }
 
 #[derive(Debug)]
@@ -291,22 +291,23 @@ impl<B: Blobs> FileSink for EngineSink<'_, B> {
         self.pending.clear();
     }
 
-    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Arc<[Node]> {
+    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Chosen {
         if let Some(c) = self.engine.choices.get(key)
             && c.candidates == candidates_fp
             && c.max == max
         {
-            return c.nodes.clone();
+            return c.chosen.clone();
         }
         let nodes: Arc<[Node]> = nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect();
+        let chosen = Chosen::new(nodes);
         self.engine.choices.insert(
             key.clone(),
             Choice {
                 candidates: candidates_fp,
                 max,
-                nodes: nodes.clone(),
+                chosen: chosen.clone(),
             },
         );
-        nodes
+        chosen
     }
 }

@@ -17,7 +17,8 @@ pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-b
 /// InternalIP the LB hosts send to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Node {
-    pub name: String,
+    /// Shared: every Service's chosen nodes are clones (25 per Service, 1.25 million at 50k).
+    pub name: std::sync::Arc<str>,
     pub ip: IpAddr,
 }
 
@@ -32,7 +33,7 @@ pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem
         }
         match internal_ip(node) {
             Some(ip) => out.push(Node {
-                name: node.name.clone(),
+                name: node.name.as_str().into(),
                 ip,
             }),
             None => problems.push(Problem {
@@ -170,7 +171,7 @@ mod tests {
             ],
             &config(),
         );
-        assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(nodes.iter().map(|n| &*n.name).collect::<Vec<_>>(), ["a"]);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].to_string().contains("Node \"f\""));
     }
@@ -179,11 +180,11 @@ mod tests {
     fn rendezvous_moves_little_when_a_node_leaves() {
         let all: Vec<Node> = (0..10)
             .map(|i| Node {
-                name: format!("n{i}"),
+                name: format!("n{i}").into(),
                 ip: format!("127.0.0.{}", 10 + i).parse().unwrap(),
             })
             .collect();
-        let fewer: Vec<Node> = all.iter().filter(|n| n.name != "n3").cloned().collect();
+        let fewer: Vec<Node> = all.iter().filter(|n| &*n.name != "n3").cloned().collect();
         let mut moved = 0;
         for s in 0..200 {
             let key = ServiceKey::new("ns", &format!("svc{s}")).unwrap();

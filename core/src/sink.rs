@@ -29,15 +29,25 @@ pub trait FileSink {
 
     /// The nodes that carry `key` out of `candidates` (whose fingerprint is `candidates_fp`), at
     /// most `max`: rendezvous hashing over every candidate, which a sink may remember.
-    fn chosen_nodes(
-        &mut self,
-        key: &ServiceKey,
-        candidates: &[&Node],
-        candidates_fp: u64,
-        max: usize,
-    ) -> std::sync::Arc<[Node]> {
+    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Chosen {
         let _ = candidates_fp;
-        nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect()
+        Chosen::new(nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect())
+    }
+}
+
+/// The nodes chosen for a Service, with their fingerprint (computed once per choice: a Service's
+/// files depend on the nodes it got, not on every candidate, so a node flap re-renders only the
+/// Services whose choice changed).
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub nodes: std::sync::Arc<[Node]>,
+    pub fingerprint: u64,
+}
+
+impl Chosen {
+    pub fn new(nodes: std::sync::Arc<[Node]>) -> Self {
+        let fingerprint = fingerprint(&*nodes);
+        Self { nodes, fingerprint }
     }
 }
 

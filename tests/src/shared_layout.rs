@@ -51,7 +51,7 @@ pub fn nodes(ips: &[IpAddr]) -> Vec<Node> {
     ips.iter()
         .enumerate()
         .map(|(i, ip)| Node {
-            name: format!("node-{i}"),
+            name: format!("node-{i}").into(),
             ip: *ip,
         })
         .collect()

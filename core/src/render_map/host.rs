@@ -121,7 +121,7 @@ pub(super) fn ring_owners(nodes: &[&Node]) -> Vec<usize> {
         let seed = fnv1a(node.name.as_bytes());
         for v in 0..RING_POINTS as u64 {
             let at = mix(seed ^ mix(v ^ 0x9e37_79b9_7f4a_7c15)) % SHARE_UNITS as u64;
-            points.push((at as usize, node.name.as_str(), i));
+            points.push((at as usize, &*node.name, i));
         }
     }
     points.sort_unstable();

@@ -33,7 +33,7 @@ fn ip(s: &str) -> IpAddr {
 fn nodes(n: usize) -> Vec<Node> {
     (0..n)
         .map(|i| Node {
-            name: format!("node-{i}"),
+            name: format!("node-{i}").into(),
             ip: format!("127.0.{}.{}", i / 250, 10 + i % 200).parse().unwrap(),
         })
         .collect()
@@ -193,11 +193,11 @@ fn hash_slots_move_only_with_the_node_that_went() {
     let all = nodes(10);
     let refs: Vec<&Node> = all.iter().collect();
     let before = ring_owners(&refs);
-    let fewer: Vec<&Node> = refs.iter().copied().filter(|n| n.name != "node-3").collect();
+    let fewer: Vec<&Node> = refs.iter().copied().filter(|n| &*n.name != "node-3").collect();
     let after = ring_owners(&fewer);
     let mut moved = 0;
     for (b, a) in before.iter().zip(&after) {
-        if refs[*b].name == "node-3" {
+        if &*refs[*b].name == "node-3" {
             moved += 1;
         } else {
             assert_eq!(refs[*b].name, fewer[*a].name, "a slot moved between two staying nodes");
@@ -230,7 +230,7 @@ fn percentages_are_written_as_nginx_reads_them() {
 fn too_many_nodes_for_the_shares_is_an_error() {
     let many: Vec<Node> = (0..10_001)
         .map(|i| Node {
-            name: format!("n{i}"),
+            name: format!("n{i}").into(),
             ip: IpAddr::from([10, (i / 65536) as u8, (i / 256 % 256) as u8, (i % 256) as u8]),
         })
         .collect();
