@@ -29,3 +29,15 @@ ensure_rust_components() {
 NGINX_PACKAGES=(nginx libnginx-mod-stream)
 # BIND 9 for the DNS step: named, tsig-keygen, nsupdate, dig, named-checkzone.
 BIND_PACKAGES=(bind9 bind9-dnsutils)
+# HAProxy for LB hosts whose flavor is haproxy; tests and the demo run private instances.
+HAPROXY_PACKAGES=(haproxy)
+
+# Debian's haproxy package enables haproxy.service. Where an install may start services (no
+# policy-rc.d blocking it, as on a full system), stop and disable that instance so it holds no
+# address or socket a test or the demo uses; the private instances need nothing from it.
+quiet_system_haproxy() {
+  if command -v systemctl >/dev/null && systemctl is-active --quiet haproxy 2>/dev/null; then
+    echo "stopping the system haproxy.service (tests run private instances)"
+    systemctl disable --now haproxy >/dev/null 2>&1 || true
+  fi
+}

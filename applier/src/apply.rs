@@ -1,6 +1,8 @@
 //! One apply on one LB host (DESIGN.md §5): fetch, check the commit, stage this host's files as a
-//! release, `nginx -t`, swap, reload, confirm, record. Any failure before the swap leaves nginx
-//! untouched; a failed reload swaps back and reloads the old release.
+//! release, validate (`nginx -t`, `haproxy -c`), swap, reload, confirm, record. Any failure before
+//! the swap leaves the load balancer untouched; a failed reload swaps back to the old release,
+//! which the load balancer still runs. The steps that differ per flavour sit behind
+//! [`LoadBalancer`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,19 +10,23 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use flipbit_core::config::Config;
+use flipbit_core::config::{Config, Flavor};
 use flipbit_core::layout;
 use flipbit_core::names::LbHostName;
 use flipbit_core::render_map;
 use flipbit_store::{CommitId, Store};
 
+use crate::balancer::{self, Draining, LoadBalancer};
 use crate::dns::{self, client::UpdateClient};
 use crate::dns_step::{self, DnsOutcome};
-use crate::nginx::{Nginx, Reloaded};
+use crate::haproxy::Haproxy;
+use crate::nginx::Nginx;
 use crate::release::{FileSource, Lock, StateDir};
 use crate::signatures::SignaturePolicy;
 
-const NGINX_STEP: &str = "nginx";
+/// The step's name in `<state>/applied-<step>`: `nginx` from before HAProxy hosts, kept for
+/// every flavour so existing state dirs carry over.
+const LB_STEP: &str = "nginx";
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -29,6 +35,8 @@ pub struct ApplyOptions {
     pub lb: LbHostName,
     pub state_dir: PathBuf,
     pub nginx: Nginx,
+    /// Used when this host's `flavor` in flipbit.yaml is `haproxy`.
+    pub haproxy: Haproxy,
     /// Accept a head that does not descend from the last applied commit (a force push).
     pub allow_rewind: bool,
     /// The DNS step, when enabled.
@@ -41,10 +49,15 @@ pub struct ApplyOptions {
 pub enum Applied {
     /// Already at this commit.
     UpToDate { commit: String },
-    /// A new commit that does not change this host's files: recorded, nginx left alone.
+    /// A new commit that does not change this host's files: recorded, the load balancer left alone.
     Recorded { commit: String },
-    /// nginx now runs this commit's files.
-    Reloaded { commit: String, files: usize, millis: u128 },
+    /// The load balancer (`nginx` or `haproxy`, as `balancer` says) now runs this commit's files.
+    Reloaded {
+        commit: String,
+        files: usize,
+        millis: u128,
+        balancer: &'static str,
+    },
 }
 
 /// What one apply did: the nginx step, then the DNS step when one is configured.
@@ -102,16 +115,17 @@ fn dns_step(opts: &ApplyOptions, state: &StateDir, store: &Store, head: CommitId
     Ok(Some(outcome))
 }
 
-/// The nginx step; when it reloaded, also the reload whose old workers may still be accepting.
+/// The load-balancer step; when it reloaded, also the reload whose old workers may still be
+/// accepting.
 fn nginx_step(
     opts: &ApplyOptions,
     state: &StateDir,
     store: &Store,
     head: CommitId,
-) -> Result<(Applied, Option<Reloaded>)> {
+) -> Result<(Applied, Option<Box<dyn Draining>>)> {
     let started = Instant::now();
     let commit = head.to_string();
-    let applied = state.applied(NGINX_STEP);
+    let applied = state.applied(LB_STEP);
     let current = state.current();
     let verifier = opts.signatures.as_ref().map(SignaturePolicy::load).transpose()?;
     let mut applied_id = None;
@@ -134,7 +148,8 @@ fn nginx_step(
         verifier.check(store, applied_id, head)?;
     }
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "history checked");
-    check_host(store, head, &opts.lb)?;
+    let flavor = check_host(store, head, &opts.lb)?;
+    let lb = balancer::for_flavor(flavor, &opts.nginx, &opts.haproxy);
 
     // The running release has the same files for this host: nothing for nginx to do.
     let host_dir = layout::lb_host_dir(&opts.lb);
@@ -142,25 +157,24 @@ fn nginx_step(
         && let Ok(release_id) = CommitId::from_str(release)
         && store.tree_id(release_id, &host_dir).ok().flatten() == store.tree_id(head, &host_dir)?
     {
-        state.record_applied(NGINX_STEP, &commit)?;
+        state.record_applied(LB_STEP, &commit)?;
         return Ok((Applied::Recorded { commit }, None));
     }
 
-    let (release, files) = stage(store, state, head, &commit, &host_dir, current.as_deref())?;
+    let (release, files) = stage(store, state, lb, head, &commit, &host_dir, current.as_deref())?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, files, "release staged");
-    let result = validate(opts, state, &release);
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "nginx -t done");
+    let result = lb.validate(state, &release);
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "validated");
     if let Err(e) = result {
         state.remove_release(&commit);
         return Err(e.context(format!("commit {commit} refused for {}", opts.lb)));
     }
-    opts.nginx
-        .master()
+    lb.check_running(state)
         .with_context(|| format!("commit {commit} staged but not applied"))?;
 
     let previous = state.current();
     state.switch_to(Some(&commit))?;
-    let result = opts.nginx.start_reload();
+    let result = lb.reload();
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "reload took: new workers serve"
@@ -168,16 +182,18 @@ fn nginx_step(
     let reloaded = match result {
         Ok(reloaded) => reloaded,
         Err(e) => {
-            // A failed reload leaves nginx running its previous config; put the files back to match.
+            // A failed reload leaves the load balancer running its previous config; put the files
+            // back to match.
             state.switch_to(previous.as_deref())?;
             let back = previous.as_deref().unwrap_or("no release");
-            return Err(anyhow!(e).context(format!(
-                "commit {commit} on {}: nginx kept its running config; rolled back to {back}",
-                opts.lb
+            return Err(e.context(format!(
+                "commit {commit} on {}: {} kept its running config; rolled back to {back}",
+                opts.lb,
+                lb.name()
             )));
         }
     };
-    state.record_applied(NGINX_STEP, &commit)?;
+    state.record_applied(LB_STEP, &commit)?;
     let mut keep = vec![commit.as_str()];
     if let Some(p) = &previous {
         keep.push(p.as_str());
@@ -188,30 +204,40 @@ fn nginx_step(
         commit,
         files,
         millis: started.elapsed().as_millis(),
+        balancer: lb.name(),
     };
     Ok((applied, Some(reloaded)))
 }
 
-/// This host's snippet files at `commit` (a release id), by path inside the release; other paths
-/// are skipped (with a warning when `warn`, so each is reported once per apply).
-fn host_files(store: &Store, commit: CommitId, host_dir: &str, warn: bool) -> Result<BTreeMap<String, CommitId>> {
+/// A file of this host at one commit: its path inside `lb/<host>/` and its blob.
+type HostFile = (String, CommitId);
+
+/// This host's files at `commit` (a release id) that `lb` reads, by path inside the release;
+/// other paths are skipped (with a warning when `warn`, so each is reported once per apply).
+fn host_files(
+    store: &Store,
+    lb: &dyn LoadBalancer,
+    commit: CommitId,
+    host_dir: &str,
+    warn: bool,
+) -> Result<BTreeMap<String, HostFile>> {
     let prefix = format!("{host_dir}/");
     let mut out = BTreeMap::new();
     for (path, blob) in store.list(commit, host_dir)? {
-        if layout::parse_lb_path(&path).is_none() && layout::parse_lb_host_path(&path).is_none() {
+        let Some(rel) = lb.release_path(&path) else {
             if warn {
-                tracing::warn!(%path, %commit, "not a generated snippet path; skipped");
+                tracing::warn!(%path, %commit, lb = lb.name(), "not a generated file of this flavour; skipped");
             }
             continue;
-        }
-        out.insert(path.trim_start_matches(&prefix).to_owned(), blob);
+        };
+        out.insert(rel, (path.trim_start_matches(&prefix).to_owned(), blob));
     }
     Ok(out)
 }
 
 /// The files of the release `id` as they were staged, when `id` is a commit the cache knows.
-fn release_files(store: &Store, id: &str, host_dir: &str) -> Option<BTreeMap<String, CommitId>> {
-    host_files(store, CommitId::from_str(id).ok()?, host_dir, false).ok()
+fn release_files(store: &Store, lb: &dyn LoadBalancer, id: &str, host_dir: &str) -> Option<BTreeMap<String, HostFile>> {
+    host_files(store, lb, CommitId::from_str(id).ok()?, host_dir, false).ok()
 }
 
 /// Stages this host's files at `head` as release `commit`; returns its directory and file count.
@@ -223,12 +249,13 @@ fn release_files(store: &Store, id: &str, host_dir: &str) -> Option<BTreeMap<Str
 fn stage(
     store: &Store,
     state: &StateDir,
+    lb: &dyn LoadBalancer,
     head: CommitId,
     commit: &str,
     host_dir: &str,
     current: Option<&str>,
 ) -> Result<(PathBuf, usize)> {
-    let wanted = host_files(store, head, host_dir, true)?;
+    let wanted = host_files(store, lb, head, host_dir, true)?;
     let release_dir = state.release_dir(commit);
     let running_dir = current.map(|id| state.release_dir(id));
     // Where a file's content comes from: a file the running release holds unchanged (`same`) is
@@ -248,8 +275,8 @@ fn stage(
     // For the few files a change writes, the running release's blob is looked up path by path
     // (listing all its files costs ~10 ms at 10k Services).
     let running_id = current.and_then(|id| CommitId::from_str(id).ok());
-    let same_in_running = |rel: &str, blob: &CommitId| {
-        running_id.is_some_and(|id| store.tree_id(id, &format!("{host_dir}/{rel}")).ok().flatten() == Some(*blob))
+    let same_in_running = |(repo_rel, blob): &HostFile| {
+        running_id.is_some_and(|id| store.tree_id(id, &format!("{host_dir}/{repo_rel}")).ok().flatten() == Some(*blob))
     };
     // The release being staged may itself be on disk whole (a run that stopped before the
     // swap): it is the best spare, needing no change at all.
@@ -260,14 +287,14 @@ fn stage(
         .collect();
     spares.sort_by_key(|id| id != commit);
     for spare in spares {
-        let Some(old) = release_files(store, &spare, host_dir) else {
+        let Some(old) = release_files(store, lb, &spare, host_dir) else {
             continue;
         };
         let removes: Vec<String> = old.keys().filter(|rel| !wanted.contains_key(*rel)).cloned().collect();
         let mut writes = BTreeMap::new();
-        for (rel, blob) in &wanted {
-            if old.get(rel) != Some(blob) || layout::binds_release(rel) {
-                writes.insert(rel.clone(), source(rel, blob, same_in_running(rel, blob))?);
+        for (rel, file) in &wanted {
+            if old.get(rel).map(|(_, b)| b) != Some(&file.1) || layout::binds_release(rel) {
+                writes.insert(rel.clone(), source(rel, &file.1, same_in_running(file))?);
             }
         }
         match state.update_release(&spare, commit, &removes, &writes) {
@@ -281,54 +308,24 @@ fn stage(
         break;
     }
     let running = current
-        .and_then(|id| release_files(store, id, host_dir))
+        .and_then(|id| release_files(store, lb, id, host_dir))
         .unwrap_or_default();
     let mut files = BTreeMap::new();
-    for (rel, blob) in &wanted {
-        files.insert(rel.clone(), source(rel, blob, running.get(rel) == Some(blob))?);
+    for (rel, (_, blob)) in &wanted {
+        let same = running.get(rel).map(|(_, b)| b) == Some(blob);
+        files.insert(rel.clone(), source(rel, blob, same)?);
     }
     Ok((state.write_release(commit, &files)?, wanted.len()))
 }
 
-fn check_host(store: &Store, head: CommitId, lb: &LbHostName) -> Result<()> {
+/// This host's flavour at `head`; an error when flipbit.yaml does not parse or lacks the host.
+fn check_host(store: &Store, head: CommitId, lb: &LbHostName) -> Result<Flavor> {
     let text = store
         .read(head, layout::CONFIG_FILE)?
         .ok_or_else(|| anyhow!("commit {head} has no {}", layout::CONFIG_FILE))?;
     let config = Config::parse(&String::from_utf8_lossy(&text)).with_context(|| format!("commit {head} refused"))?;
-    if config.host(lb).is_none() {
-        bail!("commit {head} refused: LB host {lb} is not in its flipbit.yaml");
+    match config.host(lb) {
+        Some(host) => Ok(host.flavor),
+        None => bail!("commit {head} refused: LB host {lb} is not in its flipbit.yaml"),
     }
-    Ok(())
-}
-
-/// `nginx -t` on a copy of the main config whose include points at the candidate release. The
-/// copy sits beside the main config so its relative includes resolve the same way.
-fn validate(opts: &ApplyOptions, state: &StateDir, release: &std::path::Path) -> Result<()> {
-    let main = &opts.nginx.conf;
-    let text = std::fs::read_to_string(main).with_context(|| format!("reading {}", main.display()))?;
-    let current = format!("{}/", state.current_link().display());
-    if !text.contains(&current) {
-        bail!(
-            "{} does not include {current}*/*.conf inside its stream {{}} block, so Flipbit's files would never be used",
-            main.display()
-        );
-    }
-    // nginx reads the candidate through `<state>/staging`, a link as long as `current`, rather
-    // than through `releases/<commit>/`: with 10k Services in the per-Service layout, `nginx -t`
-    // took up to ~50% more CPU on other path lengths (its quadratic upstream lookup walks
-    // structures whose spacing in memory follows the file names' lengths). Through a path of the
-    // same length it works as the reload will, in the same time.
-    let id = release
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| anyhow!("{}: not a release directory", release.display()))?;
-    let staging = state.point_staging(id)?;
-    let candidate = text.replace(&current, &format!("{}/", staging.display()));
-    let dir = main.parent().unwrap_or(std::path::Path::new("."));
-    let test_conf = dir.join(format!(".flipbit-test-{}.conf", std::process::id()));
-    std::fs::write(&test_conf, candidate).with_context(|| format!("writing {}", test_conf.display()))?;
-    let result = opts.nginx.test(&test_conf);
-    let _ = std::fs::remove_file(&test_conf);
-    state.remove_staging();
-    Ok(result?)
 }

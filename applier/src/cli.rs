@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "flipbit-applier",
     version,
-    about = "Applies this LB host's part of the Flipbit state repo to nginx"
+    about = "Applies this LB host's part of the Flipbit state repo to its nginx or HAProxy"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -58,7 +58,22 @@ pub struct ApplyArgs {
     pub nginx_error_log: Option<PathBuf>,
     #[arg(long, env = "FLIPBIT_NGINX_PID", default_value = "/run/nginx.pid")]
     pub nginx_pid: PathBuf,
-    /// Reload with this shell command instead of SIGHUP to the master.
+    /// HAProxy binary, on a host whose `flavor` in flipbit.yaml is `haproxy`.
+    #[arg(long, env = "FLIPBIT_HAPROXY", default_value = "haproxy")]
+    pub haproxy: PathBuf,
+    /// HAProxy main config; haproxy runs in master-worker mode with
+    /// `-f <this> -f <state-dir>/current` (the directory of this host's `.cfg` files).
+    #[arg(long, env = "FLIPBIT_HAPROXY_CONF", default_value = "/etc/haproxy/haproxy.cfg")]
+    pub haproxy_conf: PathBuf,
+    /// HAProxy's master CLI socket (`haproxy -W -S <this>`): reloads are sent and confirmed there.
+    #[arg(long, env = "FLIPBIT_HAPROXY_SOCKET", default_value = "/run/haproxy-master.sock")]
+    pub haproxy_socket: PathBuf,
+    /// A file the HAProxy master's stderr goes to, when not to the journal: a failed reload's
+    /// alerts are quoted from it.
+    #[arg(long, env = "FLIPBIT_HAPROXY_LOG")]
+    pub haproxy_log: Option<PathBuf>,
+    /// Reload with this shell command instead of SIGHUP to the nginx master (or the `reload`
+    /// command on HAProxy's master CLI); the reload is confirmed the same way.
     #[arg(long, env = "FLIPBIT_RELOAD_COMMAND")]
     pub reload_command: Option<String>,
     /// Seconds a reload may take to show new workers.

@@ -7,6 +7,7 @@ use clap::Parser;
 use flipbit_applier::apply::{self, Applied, ApplyOptions, DnsSettings, Report};
 use flipbit_applier::cli::{ApplyArgs, Cli, Command};
 use flipbit_applier::dns_step::DnsOutcome;
+use flipbit_applier::haproxy::Haproxy;
 use flipbit_applier::nginx::Nginx;
 use flipbit_applier::signatures::SignaturePolicy;
 
@@ -40,6 +41,14 @@ fn options(args: &ApplyArgs) -> anyhow::Result<ApplyOptions> {
             reload_command: args.reload_command.clone(),
             reload_timeout: Duration::from_secs(args.reload_timeout),
         },
+        haproxy: Haproxy {
+            bin: args.haproxy.clone(),
+            conf: args.haproxy_conf.clone(),
+            master_socket: args.haproxy_socket.clone(),
+            log: args.haproxy_log.clone(),
+            reload_command: args.reload_command.clone(),
+            reload_timeout: Duration::from_secs(args.reload_timeout),
+        },
         allow_rewind: args.allow_rewind,
         dns: match (args.dns_server, &args.tsig_key) {
             (Some(server), Some(key_file)) => Some(DnsSettings {
@@ -60,8 +69,13 @@ fn report(report: &Report) {
     match &report.nginx {
         Applied::UpToDate { commit } => println!("up to date at {commit}"),
         Applied::Recorded { commit } => println!("recorded {commit}: no change for this host"),
-        Applied::Reloaded { commit, files, millis } => {
-            println!("applied {commit}: {files} files, nginx reloaded in {millis} ms")
+        Applied::Reloaded {
+            commit,
+            files,
+            millis,
+            balancer,
+        } => {
+            println!("applied {commit}: {files} files, {balancer} reloaded in {millis} ms")
         }
     }
     if let Some(DnsOutcome::Applied {

@@ -1,5 +1,6 @@
-//! The releases on this host: `<state>/releases/<commit>/<namespace>/<service>.conf`, and
-//! `<state>/current`, a symlink swapped by an atomic rename so nginx only ever sees a whole release.
+//! The releases on this host: `<state>/releases/<commit>/` with this host's files (nginx:
+//! `<namespace>/<service>.conf`; HAProxy: flat `<namespace>.<service>.cfg`), and `<state>/current`,
+//! a symlink swapped by an atomic rename so the load balancer only ever sees a whole release.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -198,6 +198,8 @@ pub fn allocate(
             .lb_hosts
             .iter()
             .filter(|h| svc.settings.lb_hosts.as_ref().is_none_or(|set| set.contains(&h.name)))
+            // A host that can carry none of its ports (UDP on HAProxy) holds no address for it.
+            .filter(|h| crate::flavor::host_serves(h, svc))
             .collect();
         // The second (IPv6) address, on hosts with pools of both families.
         let targets_v6: Vec<&LbHost> = targets

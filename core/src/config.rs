@@ -55,6 +55,40 @@ pub struct LbHost {
     /// How this host's nginx routes connections; see [`Layout`].
     #[serde(default, skip_serializing_if = "Layout::is_default")]
     pub layout: Layout,
+    /// Which load balancer runs on this host; see [`Flavor`].
+    #[serde(default, skip_serializing_if = "Flavor::is_default")]
+    pub flavor: Flavor,
+}
+
+/// The load balancer an LB host runs, so one fleet can mix them. `nginx` (the default) serves TCP
+/// and UDP in either [`Layout`]; `haproxy` serves TCP only, per Service (its UDP ports are skipped
+/// with a warning, and a Service with no TCP port gets no address on such a host).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flavor {
+    #[default]
+    Nginx,
+    Haproxy,
+}
+
+impl Flavor {
+    pub fn is_default(&self) -> bool {
+        *self == Flavor::default()
+    }
+
+    /// True when this flavour can carry `protocol`.
+    pub fn serves(&self, protocol: crate::exposure::Protocol) -> bool {
+        *self == Flavor::Nginx || protocol == crate::exposure::Protocol::Tcp
+    }
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flavor::Nginx => "nginx",
+            Flavor::Haproxy => "haproxy",
+        })
+    }
 }
 
 /// The nginx layout of one LB host. `per-service` (the default) gives every Service port its own
@@ -110,6 +144,15 @@ impl Config {
                 .position(|l| l.contains(needle))
                 .map_or(String::new(), |n| format!(" (line {})", n + 1))
         };
+        // The first line holding `needle` after the first one holding `anchor` (a host's name).
+        let line_after = |anchor: &str, needle: &str| {
+            let start = text.lines().position(|l| l.contains(anchor)).unwrap_or(0);
+            text.lines()
+                .enumerate()
+                .skip(start)
+                .find(|(_, l)| l.contains(needle))
+                .map_or(String::new(), |(n, _)| format!(" (line {})", n + 1))
+        };
         crate::dns::check_dns_name(&self.zone).map_err(|e| ConfigError::Invalid(format!("zone: {e}")))?;
         if self.max_nodes_per_service == 0 {
             return Err(ConfigError::Invalid(format!(
@@ -132,6 +175,13 @@ impl Config {
                         .filter(|(_, l)| l.contains(host.name.as_str()))
                         .nth(1)
                         .map_or(String::new(), |(n, _)| format!(" (line {})", n + 1))
+                )));
+            }
+            if host.flavor == Flavor::Haproxy && host.layout == Layout::SharedListeners {
+                return Err(ConfigError::Invalid(format!(
+                    "lbHosts[{i}] ({}).layout: shared-listeners is an nginx layout; a haproxy host renders per Service (remove layout or set flavor: nginx){}",
+                    host.name,
+                    line_after(host.name.as_str(), "shared-listeners")
                 )));
             }
             if host.pools.is_empty() {
@@ -230,6 +280,36 @@ mod tests {
             .to_string();
         assert!(
             err.contains("lbHosts[1].layout") && err.contains("per-service") && err.contains("line"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flavor_defaults_to_nginx_and_is_strict() {
+        let c = Config::parse(GOOD).unwrap();
+        assert!(c.lb_hosts.iter().all(|h| h.flavor == Flavor::Nginx));
+        let text = GOOD.replace("  - name: lb-2\n", "  - name: lb-2\n    flavor: haproxy\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.lb_hosts[1].flavor, Flavor::Haproxy);
+        assert_eq!(c.lb_hosts[0].flavor, Flavor::Nginx);
+        let err = Config::parse(&text.replace("flavor: haproxy", "flavor: envoy"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lbHosts[1].flavor") && err.contains("haproxy") && err.contains("line 6"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shared_listeners_is_refused_on_a_haproxy_host() {
+        let text = GOOD.replace(
+            "  - name: lb-2\n",
+            "  - name: lb-2\n    flavor: haproxy\n    layout: shared-listeners\n",
+        );
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("lbHosts[1] (lb-2).layout: shared-listeners is an nginx layout") && err.contains("(line 7)"),
             "{err}"
         );
     }

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use crate::allocate::{self, AddressEvent};
 use crate::config::Config;
-use crate::config::Layout;
+use crate::config::{Flavor, Layout};
 use crate::exposure::{self, ExposedService, Exposure, ServicePort};
 use crate::holds::HoldUpdate;
 use crate::layout;
@@ -18,6 +18,7 @@ use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Severity};
 use crate::render;
+use crate::render_haproxy;
 use crate::render_map::{self, Listener};
 use crate::sink::{FileSink, TextFiles, fingerprint};
 
@@ -120,6 +121,7 @@ pub fn decide_into(
             Exposure::NotManaged => {}
             Exposure::Exposed(e, mut warnings) => {
                 problems.append(&mut warnings);
+                problems.extend(crate::flavor::unserved_ports(&e, config));
                 exposed.push(e);
             }
             Exposure::Invalid(key, mut errors) => {
@@ -196,8 +198,13 @@ pub fn decide_into(
                 .chain(addresses_v6.get(host))
                 .copied()
                 .collect();
-            let shared = config.host(host).is_some_and(|h| h.layout == Layout::SharedListeners);
-            let result = if shared && render_map::per_service_reason(svc).is_none() {
+            let host_config = config.host(host);
+            let shared = host_config.is_some_and(|h| h.layout == Layout::SharedListeners);
+            let result = if host_config.is_some_and(|h| h.flavor == Flavor::Haproxy) {
+                let fp = fingerprint(&(service_fp, host, &ips, Flavor::Haproxy));
+                let mut render = || render_haproxy::haproxy_service(svc, host, &ips, &chosen_refs);
+                sink.file(layout::lb_service_cfg_path(host, &svc.key), fp, &mut render)
+            } else if shared && render_map::per_service_reason(svc).is_none() {
                 // Map entries depend on the Service and its addresses only: node churn goes to
                 // the host's nodes file, not to every Service.
                 listeners

@@ -17,6 +17,12 @@ pub fn lb_service_path(host: &LbHostName, key: &ServiceKey) -> String {
     format!("{LB_DIR}/{host}/{}/{}.conf", key.namespace, key.name)
 }
 
+/// `lb/<host>/<namespace>/<service>.cfg`: a Service's `frontend`s and `backend`s on a HAProxy
+/// host. Its own extension, so neither flavour ever loads the other's files.
+pub fn lb_service_cfg_path(host: &LbHostName, key: &ServiceKey) -> String {
+    format!("{LB_DIR}/{host}/{}/{}.cfg", key.namespace, key.name)
+}
+
 /// `lb/<host>/<namespace>/<service>.map`: a Service's map entries on a shared-listeners host. Not
 /// `.conf`, so nginx's `*/*.conf` include skips it; the host's map block includes it instead.
 pub fn lb_service_map_path(host: &LbHostName, key: &ServiceKey) -> String {
@@ -55,8 +61,8 @@ pub fn lb_host_dir(host: &LbHostName) -> String {
     format!("{LB_DIR}/{host}")
 }
 
-/// The host and Service a generated per-Service path (`.conf` snippet or, on a shared-listeners
-/// host, `.map` entries) belongs to; `None` for anything else.
+/// The host and Service a generated per-Service path (`.conf` snippet, on a shared-listeners
+/// host `.map` entries, on a HAProxy host `.cfg`) belongs to; `None` for anything else.
 pub fn parse_lb_path(path: &str) -> Option<(LbHostName, ServiceKey)> {
     let rest = path.strip_prefix(LB_DIR)?.strip_prefix('/')?;
     let mut parts = rest.split('/');
@@ -64,7 +70,9 @@ pub fn parse_lb_path(path: &str) -> Option<(LbHostName, ServiceKey)> {
     if parts.next().is_some() {
         return None;
     }
-    let name = file.strip_suffix(".conf").or_else(|| file.strip_suffix(".map"))?;
+    let name = [".conf", ".map", ".cfg"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))?;
     Some((host.parse().ok()?, ServiceKey::new(ns, name).ok()?))
 }
 
@@ -102,15 +110,18 @@ mod tests {
         let key: ServiceKey = "blog/frontend".parse().unwrap();
         let path = lb_service_path(&host, &key);
         assert_eq!(path, "lb/lb-1/blog/frontend.conf");
-        assert_eq!(parse_lb_path(&path), Some((host, key.clone())));
+        assert_eq!(parse_lb_path(&path), Some((host.clone(), key.clone())));
         assert_eq!(parse_lb_path("lb/lb-1/blog/frontend.txt"), None);
         assert_eq!(parse_lb_path("lb/lb-1/x/y/z.conf"), None);
         assert_eq!(parse_lb_path("dns/lb-1/blog/frontend.conf"), None);
         let dns = dns_service_path("k8s.example.test", &key);
         assert_eq!(dns, "dns/k8s.example.test/blog/frontend.zone");
         assert_eq!(parse_dns_path(&dns), Some(("k8s.example.test".to_owned(), key.clone())));
-        assert_eq!(service_of(&dns), Some(key));
+        assert_eq!(service_of(&dns), Some(key.clone()));
         assert_eq!(parse_dns_path("dns/Bad_Zone/blog/frontend.zone"), None);
+        let cfg = lb_service_cfg_path(&host, &key);
+        assert_eq!(cfg, "lb/lb-1/blog/frontend.cfg");
+        assert_eq!(parse_lb_path(&cfg), Some((host, key)));
     }
 
     #[test]

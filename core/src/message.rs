@@ -170,6 +170,26 @@ pub fn compose(
             msg.push_str(&format!("- ... and {} more errors\n", skipped.len() - MAX_LISTED));
         }
     }
+    // Warnings about the Services this commit touches (a port an LB flavour cannot carry, an
+    // unknown annotation): the change is made, and the log says what it leaves out.
+    let warned: Vec<String> = decision
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+        .filter(|p| {
+            p.object
+                .strip_prefix("Service ")
+                .and_then(|k| k.parse::<ServiceKey>().ok())
+                .is_some_and(|k| lines.contains_key(&k))
+        })
+        .map(ToString::to_string)
+        .collect();
+    if !warned.is_empty() {
+        msg.push_str("\nWarnings:\n");
+        for p in warned {
+            msg.push_str(&format!("- {p}\n"));
+        }
+    }
     if !lines.is_empty() {
         let mut keys: Vec<String> = lines.keys().take(MAX_LISTED).map(ToString::to_string).collect();
         if lines.len() > MAX_LISTED {

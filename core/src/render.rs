@@ -1,6 +1,6 @@
-//! nginx `stream {}` snippets, rendered with tera from `templates/`. The template sees only
-//! strings built here from typed values (addresses, port numbers, validated names), so nothing a
-//! Service author writes can reach the file as text.
+//! nginx `stream {}` snippets (and, through `render_haproxy`, HAProxy files), rendered with tera
+//! from `templates/`. The template sees only strings built here from typed values (addresses,
+//! port numbers, validated names), so nothing a Service author writes can reach the file as text.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
@@ -69,6 +69,10 @@ fn templates() -> Result<&'static tera::Tera, RenderError> {
                 include_str!("../../templates/nginx-listeners.conf.tera"),
             ),
             (SHARED_NODES, include_str!("../../templates/nginx-nodes.conf.tera")),
+            (
+                crate::render_haproxy::HAPROXY_SERVICE,
+                crate::render_haproxy::HAPROXY_SERVICE_TEMPLATE,
+            ),
         ])
         .map_err(|e| format!("{e:?}"))?;
         Ok(t)

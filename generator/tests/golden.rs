@@ -74,3 +74,11 @@ fn golden_features() {
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/features");
     check("features", case.join("flipbit.yaml"), case.join("input"));
 }
+
+/// One HAProxy host (lb-1, dual-stack pools) beside an nginx host: TCP ports as frontends and
+/// backends, UDP ports skipped with a warning, a UDP-only Service without an address on lb-1.
+#[test]
+fn golden_haproxy() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/haproxy");
+    check("haproxy", case.join("flipbit.yaml"), case.join("input"));
+}

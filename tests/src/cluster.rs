@@ -38,6 +38,22 @@ impl ManifestDir {
         );
     }
 
+    /// A LoadBalancer Service with `externalTrafficPolicy: Local` and an EndpointSlice whose one
+    /// ready endpoint is on node `ready_node`.
+    pub fn local_service(&self, ns: &str, name: &str, annotations: &[(&str, &str)], ports: &[Port], ready_node: &str) {
+        self.put(
+            &format!("svc-{ns}-{name}.yaml"),
+            &service_yaml(ns, name, "LoadBalancer", Some("flipbit.io/nginx"), annotations, ports)
+                .replace("spec:\n", "spec:\n  externalTrafficPolicy: Local\n"),
+        );
+        self.put(
+            &format!("slice-{ns}-{name}.yaml"),
+            &format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\nendpoints:\n  - nodeName: {ready_node}\n    conditions: {{ready: true}}\n"
+            ),
+        );
+    }
+
     /// Five Ready, labelled nodes `node-1..5` at `127.<block>.0.10..14`.
     pub fn nodes(&self, block: u8) {
         for i in 1..=5u8 {
@@ -124,6 +140,20 @@ pub fn generator(cmd: &str, repo: &Path, manifests: &Path, extra: &[&str]) -> Ou
         .args(extra)
         .output()
         .unwrap_or_else(|e| panic!("running flipbit-generator: {e}"))
+}
+
+/// `flipbit-applier apply --repo REPO --lb LB --state-dir DIR`: what every host's arguments start
+/// with, whatever its load balancer.
+pub fn apply_args(repo: &Path, lb: &str, state_dir: &Path) -> Vec<String> {
+    vec![
+        "apply".into(),
+        "--repo".into(),
+        repo.display().to_string(),
+        "--lb".into(),
+        lb.into(),
+        "--state-dir".into(),
+        state_dir.display().to_string(),
+    ]
 }
 
 /// Runs `flipbit-applier` with `args`.

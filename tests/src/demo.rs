@@ -1,7 +1,7 @@
 //! The seed's example on loopback, start to finish: a bare state repo, stand-in node backends,
-//! `flipbit-generator render`, one real nginx plus `flipbit-applier apply` per LB host, then real
-//! TCP and UDP traffic through every LB address and port. Used by `scripts/demo` and by the
-//! end-to-end test, which asserts on the same report.
+//! `flipbit-generator render`, one real nginx (or, with `haproxy`, a HAProxy on lb-3) plus
+//! `flipbit-applier apply` per LB host, then real TCP and UDP traffic through every LB address and
+//! port. Used by `scripts/demo` and by the end-to-end test, which asserts on the same report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use flipbit_core::config::Config;
+use flipbit_core::config::{Config, Flavor};
 use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::model::Snapshot;
 
 use crate::backends::Backends;
 use crate::bind::NamedInstance;
+use crate::haproxy::HaproxyInstance;
 use crate::nginx::NginxInstance;
 use crate::{probe, repo};
 
@@ -27,6 +28,8 @@ pub struct DemoOptions {
     pub applier: PathBuf,
     /// Port of the demo's `named` on 127.0.0.1; `None` runs without the DNS step.
     pub dns_port: Option<u16>,
+    /// Make lb-3 a HAProxy host (`flavor: haproxy` in the example's flipbit.yaml).
+    pub haproxy: bool,
 }
 
 /// One proof: traffic to `target` answered by a node of the Service.
@@ -42,6 +45,7 @@ pub struct Running {
     pub repo: PathBuf,
     pub named: Option<NamedInstance>,
     pub nginx: BTreeMap<String, NginxInstance>,
+    pub haproxy: BTreeMap<String, HaproxyInstance>,
     pub backends: Backends,
     pub snapshot: Snapshot,
     pub log: String,
@@ -83,7 +87,10 @@ fn run_cmd(bin: &Path, args: &[String], log: &mut String) -> Result<String, Stri
 pub fn start(opts: &DemoOptions) -> Result<Running, String> {
     let mut log = String::new();
     std::fs::create_dir_all(&opts.work).map_err(|e| e.to_string())?;
-    let config_text = std::fs::read_to_string(opts.example.join(layout::CONFIG_FILE)).map_err(|e| e.to_string())?;
+    let mut config_text = std::fs::read_to_string(opts.example.join(layout::CONFIG_FILE)).map_err(|e| e.to_string())?;
+    if opts.haproxy {
+        config_text = config_text.replacen("  - name: lb-3\n", "  - name: lb-3\n    flavor: haproxy\n", 1);
+    }
     let config = Config::parse(&config_text).map_err(|e| e.to_string())?;
     let repo_path = opts.work.join("state.git");
     repo::create(&repo_path, &BTreeMap::from([(layout::CONFIG_FILE, config_text)])).map_err(|e| e.to_string())?;
@@ -108,9 +115,23 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
         None => None,
     };
     let mut nginx = BTreeMap::new();
+    let mut haproxy = BTreeMap::new();
     for host in &config.lb_hosts {
-        let instance = NginxInstance::start(&opts.work.join(host.name.as_str()))?;
-        let mut args = instance.applier_args(&repo_path, host.name.as_str());
+        let dir = opts.work.join(host.name.as_str());
+        let mut args = match host.flavor {
+            Flavor::Nginx => {
+                let instance = NginxInstance::start(&dir)?;
+                let args = instance.applier_args(&repo_path, host.name.as_str());
+                nginx.insert(host.name.to_string(), instance);
+                args
+            }
+            Flavor::Haproxy => {
+                let instance = HaproxyInstance::start(&dir)?;
+                let args = instance.applier_args(&repo_path, host.name.as_str());
+                haproxy.insert(host.name.to_string(), instance);
+                args
+            }
+        };
         if let Some(named) = &named {
             args.extend([
                 "--dns-server".to_owned(),
@@ -120,12 +141,12 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
             ]);
         }
         run_cmd(&opts.applier, &args, &mut log)?;
-        nginx.insert(host.name.to_string(), instance);
     }
     Ok(Running {
         repo: repo_path,
         named,
         nginx,
+        haproxy,
         backends,
         snapshot,
         log,
@@ -169,7 +190,36 @@ pub struct Route {
     pub servers: BTreeSet<SocketAddr>,
 }
 
-/// Reads the routes out of a rendered snippet.
+/// Reads the routes out of a rendered HAProxy file: each `frontend`'s `bind`s with the servers
+/// of the `backend` that follows it (TCP only).
+pub fn haproxy_routes(text: &str) -> Vec<Route> {
+    let mut out = Vec::new();
+    let mut binds: Vec<SocketAddr> = Vec::new();
+    let mut servers = BTreeSet::new();
+    let mut flush = |binds: &mut Vec<SocketAddr>, servers: &mut BTreeSet<SocketAddr>| {
+        for listen in binds.drain(..) {
+            out.push(Route {
+                listen,
+                udp: false,
+                servers: servers.clone(),
+            });
+        }
+        servers.clear();
+    };
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["frontend", ..] => flush(&mut binds, &mut servers),
+            ["bind", addr, ..] => binds.extend(addr.parse::<SocketAddr>().ok()),
+            ["server", _, addr, ..] => servers.extend(addr.parse::<SocketAddr>().ok()),
+            _ => {}
+        }
+    }
+    flush(&mut binds, &mut servers);
+    out
+}
+
+/// Reads the routes out of a rendered nginx snippet.
 pub fn routes(snippet: &str) -> Vec<Route> {
     let mut out = Vec::new();
     let mut servers = BTreeSet::new();
@@ -206,7 +256,12 @@ pub fn prove(running: &Running) -> Result<Report, String> {
             continue;
         };
         let text = repo::read(&running.repo, &path).unwrap_or_default();
-        for route in routes(&text) {
+        let routes = if path.ends_with(".cfg") {
+            haproxy_routes(&text)
+        } else {
+            routes(&text)
+        };
+        for route in routes {
             let proto = if route.udp { "udp" } else { "tcp" };
             lb_ports
                 .entry(key.to_string())

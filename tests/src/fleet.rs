@@ -1,6 +1,6 @@
 //! A small fleet for end-to-end tests: a bare state repo with LB hosts lb-a and lb-b, five nodes
-//! with stand-in backends, one real nginx per host and, optionally, a real `named`. Every address
-//! lives in the test's own block `127.<block>.0.0/16`.
+//! with stand-in backends, one real nginx per host and, optionally, a real `named` or a third
+//! host lb-c that runs HAProxy. Every address lives in the test's own block `127.<block>.0.0/16`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use tempfile::TempDir;
 use crate::backends::Backends;
 use crate::bind::NamedInstance;
 use crate::cluster::{ManifestDir, applier, generator, text};
+use crate::haproxy::{HaproxyInstance, have_haproxy};
 use crate::nginx::NginxInstance;
 use crate::{have_nginx, repo};
 
@@ -22,6 +23,8 @@ pub struct Fleet {
     pub lbs: BTreeMap<&'static str, NginxInstance>,
     /// The fleet's `named`, when started with DNS.
     pub named: Option<NamedInstance>,
+    /// lb-c, a HAProxy host, when started with one.
+    pub haproxy: Option<HaproxyInstance>,
     _backends: Backends,
 }
 
@@ -30,6 +33,30 @@ impl Fleet {
     /// node ports 30080 (TCP) and 30053 (TCP and UDP).
     pub fn start(block: u8) -> Option<Self> {
         Self::start_inner(block, None, None)
+    }
+
+    /// lb-a and lb-b (nginx) plus lb-c (127.<block>.3.0/24), whose `flavor` is `haproxy`.
+    pub fn with_haproxy(block: u8) -> Option<Self> {
+        if !have_haproxy() {
+            eprintln!("skipped: haproxy is not installed (scripts/test installs it)");
+            return None;
+        }
+        let mut fleet = Self::start_inner(block, None, None)?;
+        let config = crate::cluster::flipbit_yaml(&[
+            ("lb-a", &format!("127.{block}.1.0/24")),
+            ("lb-b", &format!("127.{block}.2.0/24")),
+            ("lb-c", &format!("127.{block}.3.0/24")),
+        ])
+        .replace("  - name: lb-c\n", "  - name: lb-c\n    flavor: haproxy\n");
+        repo::human_commit(
+            &fleet.repo,
+            &BTreeMap::from([("flipbit.yaml", config)]),
+            &[],
+            "lb-c: a HAProxy host",
+        )
+        .expect("committing flipbit.yaml");
+        fleet.haproxy = Some(HaproxyInstance::start(&fleet.tmp.path().join("lb-c")).expect("haproxy"));
+        Some(fleet)
     }
 
     /// A fleet whose hosts draw from the given pools (for more than 254 Services).
@@ -82,6 +109,7 @@ impl Fleet {
             block,
             lbs,
             named,
+            haproxy: None,
             _backends: backends,
         })
     }
@@ -92,7 +120,10 @@ impl Fleet {
     }
 
     pub fn apply(&self, lb: &str, extra: &[&str]) -> std::process::Output {
-        let mut args = self.lbs[lb].applier_args(&self.repo, lb);
+        let mut args = match (&self.haproxy, lb) {
+            (Some(haproxy), "lb-c") => haproxy.applier_args(&self.repo, lb),
+            _ => self.lbs[lb].applier_args(&self.repo, lb),
+        };
         if let Some(named) = &self.named {
             args.extend(self.dns_args(&named.key_file));
         }
@@ -124,6 +155,14 @@ impl Fleet {
     }
 
     pub fn current(&self, lb: &str) -> Option<PathBuf> {
-        std::fs::read_link(self.lbs[lb].state_dir.join("current")).ok()
+        std::fs::read_link(self.state_dir(lb).join("current")).ok()
+    }
+
+    /// The applier's state dir on `lb`.
+    pub fn state_dir(&self, lb: &str) -> &std::path::Path {
+        match (&self.haproxy, lb) {
+            (Some(haproxy), "lb-c") => &haproxy.state_dir,
+            _ => &self.lbs[lb].state_dir,
+        }
     }
 }

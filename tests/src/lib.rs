@@ -1,4 +1,4 @@
-//! End-to-end harness: real nginx instances with private prefixes, stand-in "kube-proxy"
+//! End-to-end harness: real nginx and HAProxy instances with private prefixes, stand-in "kube-proxy"
 //! backends on node addresses, bare state repos, and the built binaries. Shared by the tests in
 //! `tests/tests/` and by the demo, so the demo proves exactly what the tests assert.
 
@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod demo;
 pub mod fleet;
 pub mod genproc;
+pub mod haproxy;
 pub mod human;
 pub mod nginx;
 pub mod probe;

@@ -71,14 +71,8 @@ impl NginxInstance {
 
     /// `flipbit-applier apply` arguments for this instance.
     pub fn applier_args(&self, repo: &Path, lb: &str) -> Vec<String> {
-        vec![
-            "apply".into(),
-            "--repo".into(),
-            repo.display().to_string(),
-            "--lb".into(),
-            lb.into(),
-            "--state-dir".into(),
-            self.state_dir.display().to_string(),
+        let mut args = crate::cluster::apply_args(repo, lb, &self.state_dir);
+        args.extend([
             "--nginx-conf".into(),
             self.conf.display().to_string(),
             "--nginx-prefix".into(),
@@ -87,7 +81,8 @@ impl NginxInstance {
             self.error_log.display().to_string(),
             "--nginx-pid".into(),
             self.pid_file.display().to_string(),
-        ]
+        ]);
+        args
     }
 }
 

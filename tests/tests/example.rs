@@ -1,6 +1,7 @@
 //! The seed's example exactly as `scripts/demo` runs it: three LB hosts with real nginx, traffic
-//! through every address and port, and DNS answers from a real `named`. It listens on ports 53, 80
-//! and 443, so it needs root.
+//! through every address and port, and DNS answers from a real `named`; then as
+//! `scripts/demo --haproxy` runs it, with lb-3 a HAProxy host. It listens on ports 53, 80 and 443,
+//! so it needs root (and both runs sit in one test: they use the same addresses).
 
 use flipbit_tests::{bins, demo, have_nginx, is_root};
 
@@ -18,6 +19,7 @@ fn the_example_serves_traffic_on_three_lb_hosts() {
         generator: bins::generator(),
         applier: bins::applier(),
         dns_port: flipbit_tests::bind::have_bind().then_some(15399),
+        haproxy: false,
     };
     let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup: {e}"));
     let report = demo::prove(&running).unwrap_or_else(|e| panic!("demo proof: {e}"));
@@ -56,4 +58,36 @@ fn the_example_serves_traffic_on_three_lb_hosts() {
     // max-nodes: 3 of the 5 nodes carry the frontend.
     let frontend = rows.iter().find(|r| r.starts_with("frontend")).unwrap();
     assert_eq!(frontend.matches("127.0.0.").count(), 3, "{frontend}");
+    drop(running);
+    if flipbit_tests::haproxy::have_haproxy() {
+        with_haproxy_on_lb_3(&opts);
+    }
+}
+
+/// `scripts/demo --haproxy`: lb-3 serves every TCP route and skips the one UDP route.
+fn with_haproxy_on_lb_3(opts: &demo::DemoOptions) {
+    let work = tempfile::tempdir().unwrap();
+    let opts = demo::DemoOptions {
+        example: opts.example.clone(),
+        work: work.path().to_path_buf(),
+        generator: opts.generator.clone(),
+        applier: opts.applier.clone(),
+        dns_port: opts.dns_port,
+        haproxy: true,
+    };
+    let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup with --haproxy: {e}"));
+    assert_eq!(running.haproxy.keys().collect::<Vec<_>>(), ["lb-3"]);
+    let report = demo::prove(&running).unwrap_or_else(|e| panic!("demo proof: {e}"));
+    for c in &report.checks {
+        assert!(c.ok, "{} {}: {:?}", c.service, c.target, c.answer);
+    }
+    let lb3: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| c.target.contains("127.1.7."))
+        .map(|c| c.target.as_str())
+        .collect();
+    assert_eq!(lb3.len(), 4, "{lb3:?}");
+    assert!(lb3.iter().all(|t| t.starts_with("tcp ")), "{lb3:?}");
+    assert_eq!(report.checks.iter().filter(|c| c.target.starts_with("udp")).count(), 2);
 }

@@ -1,5 +1,6 @@
 //! The golden outputs pass the real tools: every nginx snippet `nginx -t` (included the way the
-//! applier includes it), every zone fragment `named-checkzone`.
+//! applier includes it), every HAProxy file `haproxy -c` (staged flat the way the applier stages
+//! it), every zone fragment `named-checkzone`.
 
 use std::path::Path;
 use std::process::Command;
@@ -163,5 +164,49 @@ fn golden_zone_fragments_pass_named_checkzone() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 2, "expected one zone per golden case");
+    let cases = std::fs::read_dir(&golden).unwrap().count();
+    assert_eq!(checked, cases, "expected one zone per golden case");
+}
+
+#[test]
+fn golden_haproxy_files_pass_haproxy_c() {
+    if !flipbit_tests::haproxy::have_haproxy() {
+        eprintln!("skipped: haproxy is not installed");
+        return;
+    }
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");
+    let mut checked = 0;
+    for host in std::fs::read_dir(golden.join("haproxy/expected/lb")).unwrap().flatten() {
+        let mut files = 0;
+        let tmp = tempfile::tempdir().unwrap();
+        for ns in std::fs::read_dir(host.path()).unwrap().flatten() {
+            for file in std::fs::read_dir(ns.path()).unwrap().flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if let Some(svc) = name.strip_suffix(".cfg") {
+                    let flat = format!("{}.{svc}.cfg", ns.file_name().to_string_lossy());
+                    std::fs::copy(file.path(), tmp.path().join(flat)).unwrap();
+                    files += 1;
+                }
+            }
+        }
+        if files == 0 {
+            continue;
+        }
+        let main = tmp.path().join("main.cfg.d");
+        std::fs::create_dir(&main).unwrap();
+        std::fs::write(main.join("haproxy.cfg"), "global\n    nbthread 1\n").unwrap();
+        let out = Command::new("haproxy")
+            .arg("-c")
+            .arg("-f")
+            .arg(main.join("haproxy.cfg"))
+            .arg("-f")
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stderr}", host.path().display());
+        assert!(!stderr.contains("[WARNING]"), "{}: {stderr}", host.path().display());
+        checked += files;
+    }
+    assert!(checked >= 4, "only {checked} HAProxy files checked");
 }

@@ -36,22 +36,8 @@ fn a_shared_listeners_host_serves_beside_a_per_service_host() {
         &[("TCP", 8080, 30080)],
     );
     // Local traffic policy needs its own node set: per-service rendering on lb-a too.
-    f.cluster.put(
-        "svc-web-local.yaml",
-        &flipbit_tests::cluster::service_yaml(
-            "web",
-            "local",
-            "LoadBalancer",
-            Some("flipbit.io/nginx"),
-            &only_a,
-            &[("TCP", 14181, 30080)],
-        )
-        .replace("spec:\n", "spec:\n  externalTrafficPolicy: Local\n"),
-    );
-    f.cluster.put(
-        "slice-web-local.yaml",
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-1\n  namespace: web\n  labels: {kubernetes.io/service-name: local}\nendpoints:\n  - nodeName: node-2\n    conditions: {ready: true}\n",
-    );
+    f.cluster
+        .local_service("web", "local", &only_a, &[("TCP", 14181, 30080)], "node-2");
     f.render();
     let files = repo::files_under(&f.repo, "lb/lb-a");
     for want in [

@@ -115,13 +115,13 @@ impl StatusWriter {
             let known = self.reported.get(key);
             for line in lines.iter().filter(|l| known.is_none_or(|k| !k.contains(*l))) {
                 let (type_, reason) = reason(line);
-                self.publish(
-                    svc,
-                    type_,
-                    reason,
-                    format!("{line}; the Service keeps its last committed state"),
-                )
-                .await;
+                // Only an error leaves the Service as it was; a warning comes with the change.
+                let note = if line.starts_with("error") {
+                    format!("{line}; the Service keeps its last committed state")
+                } else {
+                    line.clone()
+                };
+                self.publish(svc, type_, reason, note).await;
             }
         }
         self.reported = now;
@@ -187,6 +187,8 @@ impl StatusWriter {
 fn reason(line: &str) -> (EventType, &'static str) {
     if line.contains(": on hold: ") {
         (EventType::Warning, "OnHold")
+    } else if line.contains("carries TCP only") {
+        (EventType::Warning, "PortNotServed")
     } else if !line.starts_with("error") {
         (EventType::Normal, "ServiceWarning")
     } else if line.contains("no free address") {

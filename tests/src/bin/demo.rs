@@ -1,5 +1,6 @@
-//! `flipbit-demo EXAMPLE_DIR WORK_DIR`: runs the seed's example on loopback and proves it with
-//! real traffic. Exits 0 only when every check passed; everything it started stops on exit.
+//! `flipbit-demo EXAMPLE_DIR WORK_DIR [--haproxy]`: runs the seed's example on loopback and proves
+//! it with real traffic (with `--haproxy`, lb-3 is a HAProxy host). Exits 0 only when every check
+//! passed; everything it started stops on exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,9 +12,13 @@ const DEMO_DNS_PORT: u16 = 15353;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [example, work] = args.as_slice() else {
-        eprintln!("usage: flipbit-demo EXAMPLE_DIR WORK_DIR");
-        return ExitCode::from(2);
+    let (example, work, haproxy) = match args.as_slice() {
+        [example, work] => (example, work, false),
+        [example, work, flag] if flag == "--haproxy" => (example, work, true),
+        _ => {
+            eprintln!("usage: flipbit-demo EXAMPLE_DIR WORK_DIR [--haproxy]");
+            return ExitCode::from(2);
+        }
     };
     let opts = demo::DemoOptions {
         example: PathBuf::from(example),
@@ -21,6 +26,7 @@ fn main() -> ExitCode {
         generator: bins::generator(),
         applier: bins::applier(),
         dns_port: Some(DEMO_DNS_PORT),
+        haproxy,
     };
     let running = match demo::start(&opts) {
         Ok(r) => r,

@@ -104,6 +104,7 @@ pub fn example() {
         generator: flipbit_tests::bins::generator(),
         applier: flipbit_tests::bins::applier(),
         dns_port: Some(15398),
+        haproxy: false,
     };
     let started = Instant::now();
     match flipbit_tests::demo::start(&opts) {
