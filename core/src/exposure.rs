@@ -207,3 +207,24 @@ fn ports(key: &ServiceKey, svc: &ServiceInput) -> Result<Vec<ServicePort>, Vec<P
     out.sort();
     if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
+
+/// A plain exposed Service for unit tests: default settings, IPv4, cluster traffic policy.
+#[cfg(test)]
+pub(crate) fn test_service(key: &str, ports: &[(Protocol, u16, u16)]) -> ExposedService {
+    ExposedService {
+        key: key.parse().expect("a test key"),
+        ports: ports
+            .iter()
+            .map(|&(protocol, port, node_port)| ServicePort {
+                protocol,
+                port,
+                node_port,
+            })
+            .collect(),
+        settings: crate::annotations::Settings::default(),
+        local_traffic: false,
+        created: None,
+        ipv4: true,
+        ipv6: false,
+    }
+}

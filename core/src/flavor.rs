@@ -68,26 +68,14 @@ fn flavor_name(flavor: Flavor) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotations::Settings;
-    use crate::exposure::{Protocol, ServicePort};
+    use crate::exposure::Protocol;
 
     fn svc(ports: &[(Protocol, u16)]) -> ExposedService {
-        ExposedService {
-            key: "apps/game".parse().unwrap(),
-            ports: ports
-                .iter()
-                .map(|&(protocol, port)| ServicePort {
-                    protocol,
-                    port,
-                    node_port: 30000 + port,
-                })
-                .collect(),
-            settings: Settings::default(),
-            local_traffic: false,
-            created: None,
-            ipv4: true,
-            ipv6: false,
-        }
+        let ports: Vec<_> = ports
+            .iter()
+            .map(|&(protocol, port)| (protocol, port, 30000 + port))
+            .collect();
+        crate::exposure::test_service("apps/game", &ports)
     }
 
     const MIXED: &str = "zone: k8s.example.test\nlbHosts:\n  - name: lb-1\n    pools: [127.1.1.0/24]\n  - name: lb-3\n    flavor: haproxy\n    pools: [127.1.7.0/24]\n";

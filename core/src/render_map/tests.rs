@@ -3,27 +3,10 @@ use std::path::Path;
 
 use super::host::{percent, ring_owners};
 use super::*;
-use crate::annotations::Settings;
-use crate::exposure::ServicePort;
 use crate::nodes::Node;
 
 fn svc(key: &str, ports: &[(Protocol, u16, u16)]) -> ExposedService {
-    ExposedService {
-        key: key.parse().unwrap(),
-        ports: ports
-            .iter()
-            .map(|(protocol, port, node_port)| ServicePort {
-                protocol: *protocol,
-                port: *port,
-                node_port: *node_port,
-            })
-            .collect(),
-        settings: Settings::default(),
-        local_traffic: false,
-        created: None,
-        ipv4: true,
-        ipv6: false,
-    }
+    crate::exposure::test_service(key, ports)
 }
 
 fn ip(s: &str) -> IpAddr {
