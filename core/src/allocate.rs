@@ -80,6 +80,20 @@ pub struct Allocation {
     pub problems: Vec<Problem>,
 }
 
+/// The addresses in use on each LB host: every ledger entry's, withdrawn ones included.
+pub type Used = BTreeMap<LbHostName, BTreeSet<IpAddr>>;
+
+/// The addresses in use in `ledger`.
+pub fn used_addresses(ledger: &Ledger) -> Used {
+    let mut used: Used = BTreeMap::new();
+    for entry in ledger.services.values() {
+        for (host, ip) in entry.addresses.iter().chain(&entry.addresses_v6) {
+            used.entry(host.clone()).or_default().insert(*ip);
+        }
+    }
+    used
+}
+
 /// Allocates for `exposed`, keeps the entries of `kept` (Services skipped for errors) untouched,
 /// and withdraws every other ledger entry.
 pub fn allocate(
@@ -91,57 +105,54 @@ pub fn allocate(
 ) -> Allocation {
     let mut ledger = previous.clone();
     let mut events = Vec::new();
-    let mut problems = Vec::new();
     let grace = SignedDuration::from_secs(i64::try_from(config.release_grace_seconds).unwrap_or(i64::MAX));
     let exposed_keys: BTreeSet<&ServiceKey> = exposed.iter().map(|s| &s.key).collect();
 
-    // Hosts gone from flipbit.yaml take their addresses with them.
-    for (key, entry) in ledger.services.iter_mut() {
-        entry.addresses.retain(|host, ip| {
-            let keep = config.host(host).is_some();
-            if !keep {
-                events.push(AddressEvent::Dropped {
-                    key: key.clone(),
-                    host: host.clone(),
-                    ip: *ip,
-                });
-            }
-            keep
-        });
+    // Hosts gone from flipbit.yaml take their addresses with them. Entries are written only when
+    // they change: the ledger is shared with `previous` until then.
+    for (key, entry) in previous.services.iter() {
+        if entry.addresses.keys().all(|host| config.host(host).is_some()) {
+            continue;
+        }
+        if let Some(entry) = ledger.services.get_mut(key) {
+            entry.addresses.retain(|host, ip| {
+                let keep = config.host(host).is_some();
+                if !keep {
+                    events.push(AddressEvent::Dropped {
+                        key: key.clone(),
+                        host: host.clone(),
+                        ip: *ip,
+                    });
+                }
+                keep
+            });
+        }
     }
 
     // Withdraw and free.
-    ledger.services.retain(|key, entry| {
+    for (key, entry) in previous.services.iter() {
         if exposed_keys.contains(key) || kept.contains(key) {
-            return true;
+            continue;
         }
         match entry.released_at {
             None => {
-                entry.released_at = Some(now);
+                if let Some(entry) = ledger.services.get_mut(key) {
+                    entry.released_at = Some(now);
+                }
                 events.push(AddressEvent::Withdrawn { key: key.clone() });
-                true
             }
             Some(at) if now >= at.saturating_add(grace).unwrap_or(Timestamp::MAX) => {
+                ledger.services.remove(key);
                 events.push(AddressEvent::Freed { key: key.clone() });
-                false
             }
-            Some(_) => true,
-        }
-    });
-
-    let mut used: BTreeMap<LbHostName, BTreeSet<IpAddr>> = BTreeMap::new();
-    for entry in ledger.services.values() {
-        for (host, ip) in entry.addresses.iter().chain(&entry.addresses_v6) {
-            used.entry(host.clone()).or_default().insert(*ip);
+            Some(_) => {}
         }
     }
-    let mut cursors: BTreeMap<LbHostName, Cursor> = BTreeMap::new();
-    let mut cursors_v6: BTreeMap<LbHostName, Cursor> = BTreeMap::new();
-    let mut addresses = BTreeMap::new();
-    let mut addresses_v6 = BTreeMap::new();
 
     let mut sorted: Vec<&&ExposedService> = exposed.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut placement = Placement::new(used_addresses(&ledger));
+    placement.events = events;
 
     // Shared addresses: the groups, and the address each group already has on each host (the
     // first member in creation order that holds one there). Members with an address keep it.
@@ -154,7 +165,6 @@ pub fn allocate(
                 .push(svc);
         }
     }
-    let mut group_address: BTreeMap<((String, String), LbHostName), IpAddr> = BTreeMap::new();
     for (group, members) in groups.iter_mut() {
         members.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
         for member in members.iter() {
@@ -164,7 +174,7 @@ pub fn allocate(
                 .map(|e| e.addresses.clone())
                 .unwrap_or_default()
             {
-                group_address.entry((group.clone(), host)).or_insert(ip);
+                placement.group_address.entry((group.clone(), host)).or_insert(ip);
             }
         }
     }
@@ -172,23 +182,72 @@ pub fn allocate(
     // Who holds each address, and requested addresses that are free: reserved for their first
     // requester (by key) before any lowest-free allocation can take them.
     // Only requested addresses consult it: without any, it is not built (150,000 entries at 50k).
-    let mut holders: BTreeMap<(LbHostName, IpAddr), ServiceKey> = BTreeMap::new();
     if sorted.iter().any(|svc| !svc.settings.requested.is_empty()) {
-        for (key, entry) in &ledger.services {
+        for (key, entry) in ledger.services.iter() {
             for (host, ip) in &entry.addresses {
-                holders.insert((host.clone(), *ip), key.clone());
+                placement.holders.insert((host.clone(), *ip), key.clone());
             }
         }
     }
     for svc in &sorted {
         for (host, ip) in &svc.settings.requested {
-            if let std::collections::btree_map::Entry::Vacant(slot) = holders.entry((host.clone(), *ip)) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = placement.holders.entry((host.clone(), *ip)) {
                 slot.insert(svc.key.clone());
-                used.entry(host.clone()).or_default().insert(*ip);
+                placement.used.entry(host.clone()).or_default().insert(*ip);
             }
         }
     }
     for svc in sorted {
+        placement.place(config, &mut ledger, svc);
+    }
+    placement.events.sort();
+    Allocation {
+        ledger,
+        addresses: placement.addresses,
+        addresses_v6: placement.addresses_v6,
+        events: placement.events,
+        problems: placement.problems,
+    }
+}
+
+/// One decision's address bookkeeping, and what it placed.
+#[derive(Debug, Default)]
+pub(crate) struct Placement {
+    pub(crate) used: Used,
+    cursors: BTreeMap<LbHostName, Cursor>,
+    cursors_v6: BTreeMap<LbHostName, Cursor>,
+    /// Who holds each requested address (built only when some Service requests one).
+    holders: BTreeMap<(LbHostName, IpAddr), ServiceKey>,
+    /// The address each shared-key group has on each host.
+    group_address: BTreeMap<((String, String), LbHostName), IpAddr>,
+    pub(crate) addresses: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
+    pub(crate) addresses_v6: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
+    pub(crate) events: Vec<AddressEvent>,
+    pub(crate) problems: Vec<Problem>,
+}
+
+impl Placement {
+    pub(crate) fn new(used: Used) -> Self {
+        Self {
+            used,
+            ..Self::default()
+        }
+    }
+
+    /// Gives `svc` its addresses: kept while valid, requested ones, its group's, or the lowest
+    /// free; records them in its ledger entry (removed when it got none).
+    pub(crate) fn place(&mut self, config: &Config, ledger: &mut Ledger, svc: &ExposedService) {
+        let Placement {
+            used,
+            cursors,
+            cursors_v6,
+            holders,
+            group_address,
+            addresses,
+            addresses_v6,
+            events,
+            problems,
+        } = self;
         let key = &svc.key;
         let entry = ledger.services.entry(key.clone()).or_default();
         if entry.released_at.take().is_some() {
@@ -213,7 +272,7 @@ pub fn allocate(
             .filter(|h| svc.ipv4 || !h.pools.iter().any(|p| !p.is_v6()))
             .collect();
         let keep = |host: &LbHostName| targets.iter().any(|t| &t.name == host);
-        drop_hosts(key, &mut entry.addresses, keep, &mut used, &mut cursors, &mut events);
+        drop_hosts(key, &mut entry.addresses, keep, used, cursors, events);
         for host in targets {
             let old = entry.addresses.get(&host.name).copied();
             if let Some(want) = svc.settings.requested.get(&host.name).copied() {
@@ -304,15 +363,7 @@ pub fn allocate(
                 )),
             }
         }
-        crate::allocate_v6::place(
-            svc,
-            &targets_v6,
-            entry,
-            &mut used,
-            &mut cursors_v6,
-            &mut events,
-            &mut problems,
-        );
+        crate::allocate_v6::place(svc, &targets_v6, entry, used, cursors_v6, events, problems);
         entry.ports = svc.ports.iter().map(PortSpec::from).collect();
         entry.shared_key = svc.settings.shared_key.clone();
         if entry.addresses.is_empty() && entry.addresses_v6.is_empty() {
@@ -323,14 +374,6 @@ pub fn allocate(
                 addresses_v6.insert(key.clone(), entry.addresses_v6.clone());
             }
         }
-    }
-    events.sort();
-    Allocation {
-        ledger,
-        addresses,
-        addresses_v6,
-        events,
-        problems,
     }
 }
 

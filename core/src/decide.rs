@@ -154,7 +154,9 @@ pub fn decide_into(
     let (working, phantoms, resumed) = with_reservations(previous, holds, &exposed);
     let refs: Vec<&ExposedService> = exposed.iter().collect();
     let mut alloc = allocate::allocate(config, &working, &refs, &kept, now);
-    alloc.ledger.services.retain(|key, _| !phantoms.contains(key));
+    for key in &phantoms {
+        alloc.ledger.services.remove(key);
+    }
     problems.extend(alloc.problems);
 
     let (eligible, mut node_problems) = nodes::eligible(&snapshot.nodes, config);

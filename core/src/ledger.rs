@@ -25,12 +25,16 @@ pub enum LedgerError {
     Invalid(String),
 }
 
+/// The entries by Service: a persistent map, so a decision's copy of a ledger of 50,000 entries
+/// costs nothing until an entry changes, and then only that entry's path.
+pub type Services = imbl::OrdMap<ServiceKey, Entry>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ledger {
     pub version: u32,
     #[serde(default)]
-    pub services: BTreeMap<ServiceKey, Entry>,
+    pub services: Services,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
@@ -108,7 +112,7 @@ impl Ledger {
     pub fn empty() -> Self {
         Self {
             version: VERSION,
-            services: BTreeMap::new(),
+            services: Services::new(),
         }
     }
 

@@ -210,7 +210,10 @@ fn addresses_are_kept_withdrawn_held_and_freed() {
     assert!(d2.events.contains(&AddressEvent::Withdrawn {
         key: "a/one".parse().unwrap()
     }));
-    assert_eq!(d2.ledger.services[&"a/one".parse().unwrap()].released_at, Some(t(10)));
+    assert_eq!(
+        d2.ledger.services[&"a/one".parse::<flipbit_core::names::ServiceKey>().unwrap()].released_at,
+        Some(t(10))
+    );
     assert!(
         d2.deletions([&"lb/lb-1/a/one.conf".to_owned()])
             .contains("lb/lb-1/a/one.conf")

@@ -83,7 +83,7 @@ fn a_mixed_service_serves_tcp_on_haproxy_and_warns_about_udp() {
 fn a_udp_only_service_gets_no_address_on_a_haproxy_host_until_it_has_a_tcp_port() {
     let udp = with_ports(lb_service("apps", "voice"), vec![port("UDP", 3478, 31008)]);
     let d1 = decide_one_node(&config(), vec![udp], "127.0.0.10", &Ledger::empty());
-    let key = "apps/voice".parse().unwrap();
+    let key: flipbit_core::names::ServiceKey = "apps/voice".parse().unwrap();
     let entry = &d1.ledger.services[&key];
     assert_eq!(
         entry.addresses.keys().map(ToString::to_string).collect::<Vec<_>>(),

@@ -26,7 +26,7 @@ fn ledger(f: &Fleet) -> Ledger {
 fn address(f: &Fleet, key: &str, lb: &str) -> Option<IpAddr> {
     ledger(f)
         .services
-        .get(&key.parse().expect("key"))
+        .get(&key.parse::<flipbit_core::names::ServiceKey>().expect("key"))
         .and_then(|e| e.addresses.get(&lb.parse().expect("host")).copied())
 }
 

@@ -220,7 +220,7 @@ fn services_nodes_and_slices_flow_into_commits_and_status() {
     assert!(
         t.ledger()
             .services
-            .get(&"web/shop".parse().unwrap())
+            .get(&"web/shop".parse::<flipbit_core::names::ServiceKey>().unwrap())
             .is_some_and(|e| e.released_at.is_some())
     );
 
@@ -303,7 +303,9 @@ fn only_the_leader_writes_and_a_standby_takes_over() {
     // The remote moves before the generator logs the push: wait for the line, do not race it.
     a.wait_for_log("pushed", WAIT).unwrap();
     assert!(!b.log().contains("pushed"), "the standby pushed:\n{}", b.log());
-    let address = t.ledger().services[&"web/a".parse().unwrap()].addresses.clone();
+    let address = t.ledger().services[&"web/a".parse::<flipbit_core::names::ServiceKey>().unwrap()]
+        .addresses
+        .clone();
 
     a.kill();
     b.wait_for_log("leading=true", WAIT).unwrap();
@@ -313,7 +315,7 @@ fn only_the_leader_writes_and_a_standby_takes_over() {
     });
     b.wait_for_log("pushed", WAIT).unwrap();
     assert_eq!(
-        t.ledger().services[&"web/a".parse().unwrap()].addresses,
+        t.ledger().services[&"web/a".parse::<flipbit_core::names::ServiceKey>().unwrap()].addresses,
         address,
         "the takeover moved an address"
     );
@@ -413,7 +415,7 @@ fn a_revert_while_running_holds_the_service_with_an_event_until_lifted() {
     t.wait_repo("web/shop resumed", &generator, |t| {
         t.file("lb/lb-a/web/shop.conf").is_some()
     });
-    let entry = t.ledger().services[&"web/shop".parse().unwrap()].clone();
+    let entry = t.ledger().services[&"web/shop".parse::<flipbit_core::names::ServiceKey>().unwrap()].clone();
     assert_eq!(
         entry.addresses.values().map(ToString::to_string).collect::<Vec<_>>(),
         vec!["127.105.1.1", "127.105.2.1"]
