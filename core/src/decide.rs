@@ -34,6 +34,9 @@ pub struct ExposedSummary {
     pub dns_names: BTreeSet<String>,
 }
 
+/// What each exposed Service got: a persistent map, shared between decisions until one changes.
+pub type ExposedMap = imbl::OrdMap<ServiceKey, ExposedSummary>;
+
 #[derive(Debug, Clone)]
 pub struct Decision {
     pub ledger: Ledger,
@@ -41,7 +44,7 @@ pub struct Decision {
     pub files: BTreeMap<String, String>,
     /// Services skipped for errors: whatever files they have stay exactly as they are.
     pub kept: BTreeSet<ServiceKey>,
-    pub exposed: BTreeMap<ServiceKey, ExposedSummary>,
+    pub exposed: ExposedMap,
     pub events: Vec<AddressEvent>,
     pub problems: Vec<Problem>,
     /// Every node of the snapshot by its address: its name and, when it carries no traffic, why.
@@ -117,7 +120,12 @@ pub fn decide_into(
         problems.push(Problem::service_error(&unreadable.key, "", unreadable.message.clone()));
     }
     for svc in &snapshot.services {
-        match exposure::classify(svc, config) {
+        let exposure = exposure::classify(svc, config);
+        sink.classified(
+            svc,
+            matches!(&exposure, Exposure::Exposed(_, w) if w.is_empty()) || exposure == Exposure::NotManaged,
+        );
+        match exposure {
             Exposure::NotManaged => {}
             Exposure::Exposed(e, mut warnings) => {
                 problems.append(&mut warnings);
@@ -162,103 +170,40 @@ pub fn decide_into(
     let (eligible, mut node_problems) = nodes::eligible(&snapshot.nodes, config);
     problems.append(&mut node_problems);
     let ready = nodes::ready_nodes_by_service(&snapshot.endpoint_slices);
-    let none = BTreeSet::new();
 
-    let mut summaries = BTreeMap::new();
+    let mut summaries = ExposedMap::new();
     let mut name_owners: BTreeMap<String, ServiceKey> = BTreeMap::new();
     let mut listeners: BTreeMap<LbHostName, BTreeSet<Listener>> = BTreeMap::new();
-    let all_candidates: Vec<&Node> = eligible.iter().collect();
-    let all_fp = fingerprint(&eligible);
+    let backends = Backends::new(&eligible, &ready);
     for svc in &exposed {
         let Some(addresses) = alloc.addresses.get(&svc.key) else {
             continue;
         };
         let names = dns_names(svc, &config.zone, &mut name_owners, &mut problems);
-        let local: Vec<&Node>;
-        let (candidates, candidates_fp) = if svc.local_traffic {
-            let holders = ready
-                .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
-                .unwrap_or(&none);
-            local = eligible.iter().filter(|n| holders.contains(&*n.name)).collect();
-            (&local, fingerprint(&local))
-        } else {
-            (&all_candidates, all_fp)
-        };
-        let max = svc.settings.max_nodes.unwrap_or(config.max_nodes_per_service);
-        let chosen = sink.chosen_nodes(&svc.key, candidates, candidates_fp, max);
-        let service_fp = fingerprint(&(svc, chosen.fingerprint));
-        let chosen = chosen.nodes;
-        let chosen_refs: Vec<&Node> = chosen.iter().collect();
-        let none_v6 = BTreeMap::new();
-        let addresses_v6 = alloc.addresses_v6.get(&svc.key).unwrap_or(&none_v6);
-        let hosts: BTreeSet<&LbHostName> = addresses.keys().chain(addresses_v6.keys()).collect();
-        let mut failed = None;
-        for host in hosts {
-            let ips: Vec<IpAddr> = addresses
-                .get(host)
-                .into_iter()
-                .chain(addresses_v6.get(host))
-                .copied()
-                .collect();
-            let host_config = config.host(host);
-            let shared = host_config.is_some_and(|h| h.layout == Layout::SharedListeners);
-            let result = if host_config.is_some_and(|h| h.flavor == Flavor::Haproxy) {
-                let fp = fingerprint(&(service_fp, host, &ips, Flavor::Haproxy));
-                let mut render = || render_haproxy::haproxy_service(svc, host, &ips, &chosen_refs);
-                sink.file(layout::lb_service_cfg_path(host, &svc.key), fp, &mut render)
-            } else if shared && render_map::per_service_reason(svc).is_none() {
-                // Map entries depend on the Service and its addresses only: node churn goes to
-                // the host's nodes file, not to every Service.
-                listeners
-                    .entry(host.clone())
-                    .or_default()
-                    .extend(render_map::listeners_of(svc, &ips));
-                let fp = fingerprint(&(svc, host, &ips));
-                let mut render = || render_map::service_entries(svc, host, &ips);
-                sink.file(layout::lb_service_map_path(host, &svc.key), fp, &mut render)
-            } else {
-                if shared {
-                    listeners
-                        .entry(host.clone())
-                        .or_default()
-                        .extend(render_map::listeners_of(svc, &ips));
-                }
-                let fp = fingerprint(&(service_fp, host, &ips));
-                let mut render = || render::nginx_service(svc, host, &ips, &chosen_refs);
-                sink.file(layout::lb_service_path(host, &svc.key), fp, &mut render)
-            };
-            if let Err(e) = result {
-                failed = Some(e);
-            }
-        }
-        if !names.is_empty() {
-            let ttl = svc.settings.dns_ttl.unwrap_or(DEFAULT_TTL);
-            let all: Vec<IpAddr> = addresses.values().chain(addresses_v6.values()).copied().collect();
-            let fp = fingerprint(&(&svc.key, &config.zone, &names, ttl, &all));
-            let mut render = || render::zone_fragment(svc, &config.zone, &names, ttl, &all);
-            if let Err(e) = sink.file(layout::dns_service_path(&config.zone, &svc.key), fp, &mut render) {
-                failed = Some(e);
-            }
-        }
-        if let Some(e) = failed {
-            problems.push(Problem::service_error(&svc.key, "", e.to_string()));
-            sink.discard();
-            kept.insert(svc.key.clone());
-            continue;
-        }
-        sink.keep();
-        summaries.insert(
-            svc.key.clone(),
-            ExposedSummary {
-                ports: svc.ports.clone(),
-                addresses: addresses.clone(),
-                addresses_v6: addresses_v6.clone(),
-                nodes: chosen,
-                dns_names: names,
-            },
+        let addresses_v6 = alloc.addresses_v6.get(&svc.key).cloned().unwrap_or_default();
+        let result = service_files(
+            svc,
+            addresses.clone(),
+            addresses_v6,
+            names,
+            config,
+            &backends,
+            sink,
+            &mut listeners,
         );
+        match result {
+            Ok(summary) => {
+                sink.keep();
+                summaries.insert(svc.key.clone(), summary);
+            }
+            Err(e) => {
+                problems.push(Problem::service_error(&svc.key, "", e.to_string()));
+                sink.discard();
+                kept.insert(svc.key.clone());
+            }
+        }
     }
-    shared_host_files(config, previous, &kept, listeners, &all_candidates, sink, &mut problems);
+    shared_host_files(config, previous, &kept, listeners, &backends.all, sink, &mut problems);
     let ledger_fp = fingerprint(&alloc.ledger);
     let mut render_ledger = || Ok(alloc.ledger.to_yaml());
     // Serialising the ledger cannot fail.
@@ -286,6 +231,121 @@ pub fn decide_into(
         node_states,
         holds: holds.clone(),
         resumed,
+    }
+}
+
+/// The nodes every Service's backends are chosen from in one decision.
+pub(crate) struct Backends<'a> {
+    eligible: &'a [Node],
+    all: Vec<&'a Node>,
+    all_fp: u64,
+    /// Nodes with a ready endpoint, by Service (for `externalTrafficPolicy: Local`).
+    ready: &'a BTreeMap<(String, String), BTreeSet<String>>,
+}
+
+impl<'a> Backends<'a> {
+    pub(crate) fn new(eligible: &'a [Node], ready: &'a BTreeMap<(String, String), BTreeSet<String>>) -> Self {
+        Self {
+            eligible,
+            all: eligible.iter().collect(),
+            all_fp: fingerprint(eligible),
+            ready,
+        }
+    }
+}
+
+/// Hands the files of one exposed Service to `sink` (its snippet on every host it has an address
+/// on, its zone fragment) and returns what it got. On an error the caller discards the files.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn service_files(
+    svc: &ExposedService,
+    addresses: BTreeMap<LbHostName, IpAddr>,
+    addresses_v6: BTreeMap<LbHostName, IpAddr>,
+    names: BTreeSet<String>,
+    config: &Config,
+    backends: &Backends<'_>,
+    sink: &mut dyn FileSink,
+    listeners: &mut BTreeMap<LbHostName, BTreeSet<Listener>>,
+) -> Result<ExposedSummary, crate::render::RenderError> {
+    let none = BTreeSet::new();
+    let local: Vec<&Node>;
+    let (candidates, candidates_fp) = if svc.local_traffic {
+        let holders = backends
+            .ready
+            .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
+            .unwrap_or(&none);
+        local = backends
+            .eligible
+            .iter()
+            .filter(|n| holders.contains(&*n.name))
+            .collect();
+        (&local, fingerprint(&local))
+    } else {
+        (&backends.all, backends.all_fp)
+    };
+    let max = svc.settings.max_nodes.unwrap_or(config.max_nodes_per_service);
+    let chosen = sink.chosen_nodes(&svc.key, candidates, candidates_fp, max);
+    let service_fp = fingerprint(&(svc, chosen.fingerprint));
+    let chosen = chosen.nodes;
+    let chosen_refs: Vec<&Node> = chosen.iter().collect();
+    let hosts: BTreeSet<&LbHostName> = addresses.keys().chain(addresses_v6.keys()).collect();
+    let mut failed = None;
+    for host in hosts {
+        let ips: Vec<IpAddr> = addresses
+            .get(host)
+            .into_iter()
+            .chain(addresses_v6.get(host))
+            .copied()
+            .collect();
+        let host_config = config.host(host);
+        let shared = host_config.is_some_and(|h| h.layout == Layout::SharedListeners);
+        let result = if host_config.is_some_and(|h| h.flavor == Flavor::Haproxy) {
+            let fp = fingerprint(&(service_fp, host, &ips, Flavor::Haproxy));
+            let mut render = || render_haproxy::haproxy_service(svc, host, &ips, &chosen_refs);
+            sink.file(layout::lb_service_cfg_path(host, &svc.key), fp, &mut render)
+        } else if shared && render_map::per_service_reason(svc).is_none() {
+            // Map entries depend on the Service and its addresses only: node churn goes to
+            // the host's nodes file, not to every Service.
+            listeners
+                .entry(host.clone())
+                .or_default()
+                .extend(render_map::listeners_of(svc, &ips));
+            let fp = fingerprint(&(svc, host, &ips));
+            let mut render = || render_map::service_entries(svc, host, &ips);
+            sink.file(layout::lb_service_map_path(host, &svc.key), fp, &mut render)
+        } else {
+            if shared {
+                listeners
+                    .entry(host.clone())
+                    .or_default()
+                    .extend(render_map::listeners_of(svc, &ips));
+            }
+            let fp = fingerprint(&(service_fp, host, &ips));
+            let mut render = || render::nginx_service(svc, host, &ips, &chosen_refs);
+            sink.file(layout::lb_service_path(host, &svc.key), fp, &mut render)
+        };
+        if let Err(e) = result {
+            failed = Some(e);
+        }
+    }
+    if !names.is_empty() {
+        let ttl = svc.settings.dns_ttl.unwrap_or(DEFAULT_TTL);
+        let all: Vec<IpAddr> = addresses.values().chain(addresses_v6.values()).copied().collect();
+        let fp = fingerprint(&(&svc.key, &config.zone, &names, ttl, &all));
+        let mut render = || render::zone_fragment(svc, &config.zone, &names, ttl, &all);
+        if let Err(e) = sink.file(layout::dns_service_path(&config.zone, &svc.key), fp, &mut render) {
+            failed = Some(e);
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ExposedSummary {
+            ports: svc.ports.clone(),
+            addresses,
+            addresses_v6,
+            nodes: chosen,
+            dns_names: names,
+        }),
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::names::ServiceKey;
 
 /// One Service as read from the cluster or a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct ServiceInput {
     pub namespace: String,
     pub name: String,
@@ -23,7 +23,7 @@ pub struct ServiceInput {
     pub ip_families: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct PortInput {
     pub name: Option<String>,
     /// `TCP` (the default when absent), `UDP` or `SCTP`.
@@ -33,7 +33,7 @@ pub struct PortInput {
 }
 
 /// One Node as read from the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct NodeInput {
     pub name: String,
     pub labels: BTreeMap<String, String>,
@@ -46,7 +46,7 @@ pub struct NodeInput {
 }
 
 /// The endpoints of one EndpointSlice that matter here: which nodes hold a ready endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct EndpointSliceInput {
     pub namespace: String,
     /// The `kubernetes.io/service-name` label.
@@ -57,7 +57,7 @@ pub struct EndpointSliceInput {
 
 /// A Service whose object could be identified but not read (a malformed manifest). It keeps its
 /// last committed state; the message says what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UnreadableService {
     pub key: ServiceKey,
     pub message: String,

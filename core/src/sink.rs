@@ -27,6 +27,12 @@ pub trait FileSink {
     /// keeps whatever it has in the repo.
     fn discard(&mut self);
 
+    /// `svc` was read: `clean` when it is exposed without any warning, or not ours. A sink that
+    /// decides incrementally looks at Services that were not clean again every time.
+    fn classified(&mut self, svc: &crate::model::ServiceInput, clean: bool) {
+        let _ = (svc, clean);
+    }
+
     /// The nodes that carry `key` out of `candidates` (whose fingerprint is `candidates_fp`), at
     /// most `max`: rendezvous hashing over every candidate, which a sink may remember.
     fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Chosen {

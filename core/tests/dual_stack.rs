@@ -30,14 +30,14 @@ fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
 #[test]
 fn dual_stack_services_get_an_ipv6_address_where_there_is_a_pool() {
     let d = run(vec![svc("dual", &["IPv4", "IPv6"]), svc("v4", &[])], &Ledger::empty());
-    let dual = &d.exposed[&"a/dual".parse().unwrap()];
+    let dual = &d.exposed[&"a/dual".parse::<flipbit_core::names::ServiceKey>().unwrap()];
     let list = |m: &BTreeMap<_, std::net::IpAddr>| m.iter().map(|(h, ip)| format!("{h} {ip}")).collect::<Vec<_>>();
     assert_eq!(
         list(&dual.addresses),
         ["lb-1 127.6.1.1", "lb-2 127.6.2.1", "lb-6 fd00:66::10"]
     );
     assert_eq!(list(&dual.addresses_v6), ["lb-1 fd00:6::1"]);
-    let v4 = &d.exposed[&"a/v4".parse().unwrap()];
+    let v4 = &d.exposed[&"a/v4".parse::<flipbit_core::names::ServiceKey>().unwrap()];
     assert!(v4.addresses_v6.is_empty());
     assert_eq!(
         list(&v4.addresses),
@@ -63,15 +63,18 @@ fn dual_stack_services_get_an_ipv6_address_where_there_is_a_pool() {
 fn dropping_ipv6_releases_only_the_ipv6_address() {
     let d1 = run(vec![svc("dual", &["IPv4", "IPv6"])], &Ledger::empty());
     let d2 = run(vec![svc("dual", &["IPv4"])], &d1.ledger);
-    let dual = &d2.exposed[&"a/dual".parse().unwrap()];
+    let dual = &d2.exposed[&"a/dual".parse::<flipbit_core::names::ServiceKey>().unwrap()];
     assert!(dual.addresses_v6.is_empty());
-    assert_eq!(dual.addresses, d1.exposed[&"a/dual".parse().unwrap()].addresses);
+    assert_eq!(
+        dual.addresses,
+        d1.exposed[&"a/dual".parse::<flipbit_core::names::ServiceKey>().unwrap()].addresses
+    );
     let d3 = run(
         vec![svc("dual", &["IPv4"]), svc("other", &["IPv6", "IPv4"])],
         &d2.ledger,
     );
     assert_eq!(
-        d3.exposed[&"a/other".parse().unwrap()]
+        d3.exposed[&"a/other".parse::<flipbit_core::names::ServiceKey>().unwrap()]
             .addresses_v6
             .values()
             .next()

@@ -112,13 +112,17 @@ fn a_udp_only_service_gets_no_address_on_a_haproxy_host_until_it_has_a_tcp_port(
     let d2 = decide_one_node(&config(), vec![mixed], "127.0.0.10", &d1.ledger);
     let entry2 = &d2.ledger.services[&key];
     assert_eq!(
-        entry2.addresses.get(&"lb-1".parse().unwrap()),
-        entry.addresses.get(&"lb-1".parse().unwrap())
+        entry2
+            .addresses
+            .get(&"lb-1".parse::<flipbit_core::names::LbHostName>().unwrap()),
+        entry
+            .addresses
+            .get(&"lb-1".parse::<flipbit_core::names::LbHostName>().unwrap())
     );
     assert_eq!(
         entry2
             .addresses
-            .get(&"lb-3".parse().unwrap())
+            .get(&"lb-3".parse::<flipbit_core::names::LbHostName>().unwrap())
             .map(ToString::to_string)
             .as_deref(),
         Some("127.1.7.1")

@@ -29,7 +29,7 @@ fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
 }
 
 fn addr(d: &Decision, name: &str, host: &str) -> Option<String> {
-    let key = format!("a/{name}").parse().unwrap();
+    let key: flipbit_core::names::ServiceKey = format!("a/{name}").parse().unwrap();
     d.exposed
         .get(&key)
         .and_then(|s| s.addresses.iter().find(|(h, _)| h.as_str() == host))

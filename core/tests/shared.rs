@@ -32,7 +32,7 @@ fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
 
 fn addrs(d: &Decision, key: &str) -> Vec<String> {
     d.exposed
-        .get(&key.parse().unwrap())
+        .get(&key.parse::<flipbit_core::names::ServiceKey>().unwrap())
         .map(|s| s.addresses.values().map(ToString::to_string).collect())
         .unwrap_or_default()
 }
