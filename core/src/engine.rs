@@ -23,6 +23,7 @@ use crate::model::Snapshot;
 use crate::names::ServiceKey;
 use crate::nodes::{self, Node};
 use crate::render::RenderError;
+use crate::settled::{Fast, Settled};
 use crate::sink::{Chosen, FileSink};
 
 /// Maps keyed by paths and Service keys, looked up 200,000 times a cycle at 50k Services:
@@ -62,6 +63,10 @@ pub struct Engine<Id> {
     generation: u64,
     choices: HashMap<ServiceKey, Choice>,
     base: Option<String>,
+    /// The last decision, when it describes `base`: the next one may look at changed Services only.
+    settled: Option<Settled>,
+    /// How many decisions took that shortcut.
+    fast_decisions: u64,
 }
 
 impl<Id> Default for Engine<Id> {
@@ -71,6 +76,8 @@ impl<Id> Default for Engine<Id> {
             generation: 0,
             choices: HashMap::default(),
             base: None,
+            settled: None,
+            fast_decisions: 0,
         }
     }
 }
@@ -84,6 +91,8 @@ pub struct Step<Id> {
     /// Fingerprints learned for paths whose text turned out unchanged.
     learned: Vec<(String, u64, Id)>,
     written: Vec<(String, u64, Id)>,
+    /// The memory of this decision, kept once it is the base's content.
+    settled: Option<Settled>,
 }
 
 impl<Id: Copy + Eq + Debug> Engine<Id> {
@@ -113,6 +122,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         }
         self.files = files;
         self.base = Some(commit.to_owned());
+        self.settled = None;
     }
 
     /// Decides, rendering only what changed since the base, and storing new texts in `blobs`.
@@ -128,6 +138,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
     ) -> Result<(Decision, Step<Id>), String> {
         self.generation += 1;
         let generation = self.generation;
+        let settled = self.settled.take();
         let mut sink = EngineSink {
             engine: self,
             blobs,
@@ -137,20 +148,50 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             changes: BTreeMap::new(),
             learned: Vec::new(),
             written: Vec::new(),
+            unclean: HashSet::default(),
             error: None,
         };
-        let decision = decide::decide_into(snapshot, config, previous, holds, now, &mut sink);
+        let fast = settled.and_then(|s| s.decide_fast(snapshot, config, previous, holds, now, &mut sink));
+        let (decision, settled, touched) = match fast {
+            Some(Fast {
+                decision,
+                settled,
+                touched,
+            }) => (decision, Some(settled), Some(touched)),
+            None => {
+                let decision = decide::decide_into(snapshot, config, previous, holds, now, &mut sink);
+                let unclean = std::mem::take(&mut sink.unclean);
+                let settled = Settled::after_full(snapshot, config, holds, &decision, unclean);
+                (decision, settled, None)
+            }
+        };
         if let Some(e) = sink.error {
             return Err(e);
         }
         let (new_paths, mut changes, learned, written) = (sink.new_paths, sink.changes, sink.learned, sink.written);
-        for (path, known) in &self.files {
-            if known.seen == generation || new_paths.contains(path) {
-                continue;
+        let gone = |path: &String, known: &Known<Id>| {
+            known.seen != generation
+                && !new_paths.contains(path)
+                && !layout::service_of(path).is_some_and(|key| decision.kept.contains(&key))
+        };
+        match &touched {
+            // Only the Services looked at can have lost files.
+            Some(touched) => {
+                self.fast_decisions += 1;
+                for key in touched {
+                    for path in layout::service_paths(config, key) {
+                        if self.files.get(&path).is_some_and(|known| gone(&path, known)) {
+                            changes.insert(path, None);
+                        }
+                    }
+                }
             }
-            let owner_kept = layout::service_of(path).is_some_and(|key| decision.kept.contains(&key));
-            if !owner_kept {
-                changes.insert(path.clone(), None);
+            None => {
+                for (path, known) in &self.files {
+                    if gone(path, known) {
+                        changes.insert(path.clone(), None);
+                    }
+                }
             }
         }
         Ok((
@@ -159,13 +200,14 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
                 changes,
                 learned,
                 written,
+                settled,
             },
         ))
     }
 
     /// Records that `step` is now the content of `commit` (committed and pushed, or nothing to
     /// commit): the memory moves to it.
-    pub fn advance(&mut self, commit: &str, step: &Step<Id>, decision: &Decision) {
+    pub fn advance(&mut self, commit: &str, step: &mut Step<Id>, decision: &Decision) {
         for (path, change) in &step.changes {
             if change.is_none() {
                 self.files.remove(path);
@@ -178,6 +220,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             self.choices.retain(|key, _| exposed.contains_key(key));
         }
         self.base = Some(commit.to_owned());
+        self.settled = step.settled.take();
     }
 
     /// Records what `step` learned about unchanged paths of `commit` (the base it was decided on),
@@ -211,6 +254,11 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         *self = Self::default();
     }
 
+    /// How many decisions looked only at the Services that changed (see `settled`).
+    pub fn fast_decisions(&self) -> u64 {
+        self.fast_decisions
+    }
+
     /// How many paths the memory describes.
     pub fn len(&self) -> usize {
         self.files.len()
@@ -232,6 +280,8 @@ struct EngineSink<'a, B: Blobs> {
     changes: BTreeMap<String, Option<B::Id>>,
     learned: Vec<(String, u64, B::Id)>,
     written: Vec<(String, u64, B::Id)>,
+    /// Inputs that were not plainly exposed or ignored (for the next decision's memory).
+    unclean: HashSet<(String, String)>,
     /// The blob store failed: the whole decision is void.
     error: Option<String>,
 }
@@ -289,6 +339,12 @@ impl<B: Blobs> FileSink for EngineSink<'_, B> {
 
     fn discard(&mut self) {
         self.pending.clear();
+    }
+
+    fn classified(&mut self, svc: &crate::model::ServiceInput, clean: bool) {
+        if !clean {
+            self.unclean.insert((svc.namespace.clone(), svc.name.clone()));
+        }
     }
 
     fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Chosen {

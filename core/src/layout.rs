@@ -17,6 +17,24 @@ pub fn lb_service_path(host: &LbHostName, key: &ServiceKey) -> String {
     format!("{LB_DIR}/{host}/{}/{}.conf", key.namespace, key.name)
 }
 
+/// Every path a Service's files can have under `config`: its snippet, map entries and HAProxy
+/// file on each LB host, and its zone fragment.
+pub fn service_paths(config: &crate::config::Config, key: &ServiceKey) -> Vec<String> {
+    let mut paths: Vec<String> = config
+        .lb_hosts
+        .iter()
+        .flat_map(|h| {
+            [
+                lb_service_path(&h.name, key),
+                lb_service_map_path(&h.name, key),
+                lb_service_cfg_path(&h.name, key),
+            ]
+        })
+        .collect();
+    paths.push(dns_service_path(&config.zone, key));
+    paths
+}
+
 /// `lb/<host>/<namespace>/<service>.cfg`: a Service's `frontend`s and `backend`s on a HAProxy
 /// host. Its own extension, so neither flavour ever loads the other's files.
 pub fn lb_service_cfg_path(host: &LbHostName, key: &ServiceKey) -> String {

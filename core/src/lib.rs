@@ -23,4 +23,5 @@ pub mod problem;
 pub mod render;
 pub mod render_haproxy;
 pub mod render_map;
+mod settled;
 pub mod sink;

@@ -81,7 +81,7 @@ impl Repo {
     fn cycle(&mut self, snapshot: &Snapshot) -> usize {
         let before = self.store.writes;
         let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let (decision, step) = self
+        let (decision, mut step) = self
             .engine
             .decide(
                 snapshot,
@@ -99,7 +99,7 @@ impl Repo {
             };
         }
         self.commits += 1;
-        self.engine.advance(&format!("c{}", self.commits), &step, &decision);
+        self.engine.advance(&format!("c{}", self.commits), &mut step, &decision);
         self.ledger = decision.ledger.clone();
         self.store.writes - before
     }

@@ -120,15 +120,15 @@ pub fn run(
             return Ok(outcome);
         }
         let Some(committed) = outcome.committed.as_ref() else {
-            if let (Some(memory), Some(step)) = (memory, step) {
-                memory.advance(outcome.base, &step, &outcome.decision);
+            if let (Some(memory), Some(mut step)) = (memory, step) {
+                memory.advance(outcome.base, &mut step, &outcome.decision);
             }
             return Ok(outcome);
         };
         match store.push(committed.id) {
             Ok(()) => {
-                if let (Some(memory), Some(step)) = (memory, step) {
-                    memory.advance(committed.id, &step, &outcome.decision);
+                if let (Some(memory), Some(mut step)) = (memory, step) {
+                    memory.advance(committed.id, &mut step, &outcome.decision);
                 }
                 return Ok(outcome);
             }
@@ -385,9 +385,10 @@ pub struct Memory {
 impl Memory {
     /// After a successful push (or nothing to commit): the engine's base moves to `commit`, and a
     /// ledger the commit wrote is remembered as parsed.
-    fn advance(&mut self, commit: CommitId, step: &Step<CommitId>, decision: &Decision) {
+    fn advance(&mut self, commit: CommitId, step: &mut Step<CommitId>, decision: &Decision) {
         self.engine.advance(&commit.to_string(), step, decision);
         if let Some(change) = step.changes.get(layout::LEDGER_FILE) {
+            // A persistent map: this copy shares every entry with the decision's.
             self.ledger = change.map(|id| (id, std::sync::Arc::new(decision.ledger.clone())));
         }
     }

@@ -1,0 +1,434 @@
+//! The engine's memory of its last decision, so the next one looks only at the Services that
+//! changed. At 50,000 Services a full decision reads, allocates and fingerprints every one of them
+//! (~0.6 s); a change to one of them should cost about one Service's work.
+//!
+//! A full decision is the truth; this is a shortcut that must reach the same result, so it is taken
+//! only where that is plain to see:
+//! - everything but the Services is as it was (`flipbit.yaml`, nodes, EndpointSlices, unreadable
+//!   Services, no holds), and no withdrawn address comes free yet;
+//! - the Services looked at again (changed, new, gone, and every Service that had a problem last
+//!   time) involve no other Service: no shared address key, no requested address, no
+//!   `flipbit.io/hostname` and no default DNS name someone else wants, no listener change on a
+//!   shared-listeners host.
+//!
+//! Anything else gets a full decision, which rebuilds this memory. Services that had no problem and
+//! did not change keep exactly what they had: a full decision would give them the same.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::allocate::{self, AddressEvent, Placement, Used};
+use crate::config::{Config, Layout};
+use crate::decide::{self, Backends, Decision, ExposedMap};
+use crate::exposure::{self, ExposedService, Exposure};
+use crate::holds::HoldUpdate;
+use crate::layout;
+use crate::ledger::Ledger;
+use crate::model::{ServiceInput, Snapshot};
+use crate::names::ServiceKey;
+use crate::nodes::{self, Node};
+use crate::problem::Problem;
+use crate::sink::FileSink;
+
+type HashMap<K, V> = foldhash::HashMap<K, V>;
+type HashSet<K> = foldhash::HashSet<K>;
+
+/// `namespace`/`name` as written in the input (not necessarily a valid key).
+type RawKey = (String, String);
+
+/// A Service input as last seen.
+#[derive(Debug, Clone)]
+struct Seen {
+    key: RawKey,
+    fingerprint: u64,
+    /// The last fast decision that found it in the snapshot.
+    generation: u64,
+}
+
+/// What the last decision decided, and the inputs it decided from.
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    config: Config,
+    /// Nodes, EndpointSlices and unreadable Services.
+    context: u64,
+    /// Every Service input by the hash of its raw key.
+    inputs: HashMap<u64, Seen>,
+    /// Inputs that had a problem, or were not plainly exposed or ignored: looked at every time.
+    troubled: HashSet<RawKey>,
+    generation: u64,
+    ledger: Ledger,
+    exposed: ExposedMap,
+    kept: BTreeSet<ServiceKey>,
+    /// Keys of Services that could not be read: kept, whatever input has the same key.
+    unreadable: BTreeSet<ServiceKey>,
+    /// Problems not of one Service input: nodes, unreadable Services, LB host files.
+    context_problems: Vec<Problem>,
+    node_states: BTreeMap<IpAddr, (String, Option<&'static str>)>,
+    eligible: Vec<Node>,
+    ready: BTreeMap<(String, String), BTreeSet<String>>,
+    used: Used,
+    /// DNS names Services hold through `flipbit.io/hostname`.
+    custom_names: HashSet<String>,
+    /// The first moment a withdrawn address comes free.
+    next_expiry: Option<Timestamp>,
+}
+
+/// A fast decision: the decision, the memory after it, and every Service it looked at.
+pub(crate) struct Fast {
+    pub(crate) decision: Decision,
+    pub(crate) settled: Settled,
+    pub(crate) touched: Vec<ServiceKey>,
+}
+
+fn hash_of<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x666c_6970).hash_one(value)
+}
+
+fn raw_key(svc: &ServiceInput) -> RawKey {
+    (svc.namespace.clone(), svc.name.clone())
+}
+
+fn context_of(snapshot: &Snapshot) -> u64 {
+    hash_of(&(
+        &snapshot.nodes,
+        &snapshot.endpoint_slices,
+        &snapshot.unreadable_services,
+    ))
+}
+
+/// The key a Service problem is about, when it is one.
+fn problem_key(problem: &Problem) -> Option<ServiceKey> {
+    problem.object.strip_prefix("Service ")?.parse().ok()
+}
+
+fn default_name(key: &ServiceKey, zone: &str) -> String {
+    format!("{}.{}.{zone}", key.name, key.namespace)
+}
+
+impl Settled {
+    /// The memory after a full decision; `None` where the shortcut can never apply to it (holds,
+    /// a Service listed twice, a key both unreadable and read).
+    pub(crate) fn after_full(
+        snapshot: &Snapshot,
+        config: &Config,
+        holds: &HoldUpdate,
+        decision: &Decision,
+        unclean: HashSet<RawKey>,
+    ) -> Option<Settled> {
+        if !holds.holds.holds.is_empty() || !holds.lifted.is_empty() {
+            return None;
+        }
+        let mut inputs = HashMap::default();
+        for svc in &snapshot.services {
+            let key = raw_key(svc);
+            let seen = Seen {
+                fingerprint: hash_of(svc),
+                key,
+                generation: 0,
+            };
+            if inputs.insert(hash_of(&seen.key), seen).is_some() {
+                return None;
+            }
+        }
+        let unreadable: BTreeSet<&ServiceKey> = snapshot.unreadable_services.iter().map(|u| &u.key).collect();
+        let mut troubled = unclean;
+        let mut context_problems = Vec::new();
+        for problem in &decision.problems {
+            match problem_key(problem) {
+                Some(key) if unreadable.contains(&key) => context_problems.push(problem.clone()),
+                Some(key) => {
+                    troubled.insert((key.namespace.to_string(), key.name.to_string()));
+                }
+                None if problem.object.starts_with("Service ") => {
+                    // An input whose name is not even a key: `classified` marked it.
+                }
+                None => context_problems.push(problem.clone()),
+            }
+        }
+        if unreadable
+            .iter()
+            .any(|k| inputs.contains_key(&hash_of(&(k.namespace.to_string(), k.name.to_string()))))
+        {
+            return None;
+        }
+        let mut custom_names = HashSet::default();
+        for (key, summary) in decision.exposed.iter() {
+            let default = default_name(key, &config.zone);
+            custom_names.extend(summary.dns_names.iter().filter(|n| **n != default).cloned());
+        }
+        let grace = grace_of(config);
+        let next_expiry = decision
+            .ledger
+            .services
+            .values()
+            .filter_map(|e| e.released_at)
+            .map(|at| at.saturating_add(grace).unwrap_or(Timestamp::MAX))
+            .min();
+        Some(Settled {
+            config: config.clone(),
+            context: context_of(snapshot),
+            inputs,
+            troubled,
+            generation: 0,
+            ledger: decision.ledger.clone(),
+            exposed: decision.exposed.clone(),
+            kept: decision.kept.clone(),
+            unreadable: unreadable.into_iter().cloned().collect(),
+            context_problems,
+            node_states: decision.node_states.clone(),
+            eligible: nodes::eligible(&snapshot.nodes, config).0,
+            ready: nodes::ready_nodes_by_service(&snapshot.endpoint_slices),
+            used: allocate::used_addresses(&decision.ledger),
+            custom_names,
+            next_expiry,
+        })
+    }
+
+    /// Decides by looking at changed and troubled Services only; `None` when a full decision is
+    /// needed (the memory is spent either way: a full decision rebuilds it).
+    pub(crate) fn decide_fast(
+        mut self,
+        snapshot: &Snapshot,
+        config: &Config,
+        previous: &Ledger,
+        holds: &HoldUpdate,
+        now: Timestamp,
+        sink: &mut dyn FileSink,
+    ) -> Option<Fast> {
+        let plain = holds.holds.holds.is_empty() && holds.lifted.is_empty();
+        // The memory is of the ledger it is asked to decide on (the same map, or an equal one).
+        let same_ledger = previous.services.ptr_eq(&self.ledger.services) || *previous == self.ledger;
+        if !plain
+            || !same_ledger
+            || *config != self.config
+            || context_of(snapshot) != self.context
+            || self.next_expiry.is_some_and(|at| now >= at)
+        {
+            return None;
+        }
+        let (dirty, gone) = self.dirty_inputs(snapshot)?;
+
+        let mut problems = Vec::new();
+        let mut exposed: Vec<ExposedService> = Vec::new();
+        let mut kept_now: Vec<ServiceKey> = Vec::new();
+        let mut touched: Vec<ServiceKey> = Vec::new();
+        let mut unclean: Vec<RawKey> = Vec::new();
+        for svc in &dirty {
+            match exposure::classify(svc, config) {
+                Exposure::NotManaged => {
+                    touched.extend(ServiceKey::new(&svc.namespace, &svc.name).ok());
+                }
+                Exposure::Exposed(e, mut warnings) => {
+                    if !warnings.is_empty() {
+                        unclean.push(raw_key(svc));
+                    }
+                    problems.append(&mut warnings);
+                    problems.extend(crate::flavor::unserved_ports(&e, config));
+                    touched.push(e.key.clone());
+                    exposed.push(e);
+                }
+                Exposure::Invalid(key, mut errors) => {
+                    unclean.push(raw_key(svc));
+                    problems.append(&mut errors);
+                    touched.push(key.clone());
+                    kept_now.push(key);
+                }
+                Exposure::Unkeyed(p) => {
+                    unclean.push(raw_key(svc));
+                    problems.push(p);
+                }
+            }
+        }
+        touched.extend(gone.iter().filter_map(|(ns, name)| ServiceKey::new(ns, name).ok()));
+        if !self.alone(config, &exposed, &touched) {
+            return None;
+        }
+
+        // Addresses: gone Services are withdrawn, exposed ones placed as a full decision would.
+        let exposed_keys: BTreeSet<&ServiceKey> = exposed.iter().map(|e| &e.key).collect();
+        let before: Vec<_> = touched.iter().map(|k| self.ledger.services.get(k).cloned()).collect();
+        let mut placement = Placement::new(std::mem::take(&mut self.used));
+        for key in &touched {
+            if exposed_keys.contains(key) || kept_now.contains(key) {
+                continue;
+            }
+            if let Some(entry) = self.ledger.services.get_mut(key)
+                && entry.released_at.is_none()
+            {
+                entry.released_at = Some(now);
+                placement.events.push(AddressEvent::Withdrawn { key: key.clone() });
+                let free_at = now.saturating_add(grace_of(config)).unwrap_or(Timestamp::MAX);
+                self.next_expiry = Some(self.next_expiry.map_or(free_at, |at| at.min(free_at)));
+            }
+        }
+        exposed.sort_by(|a, b| a.key.cmp(&b.key));
+        for svc in &exposed {
+            placement.place(config, &mut self.ledger, svc);
+        }
+        let ledger_changed = touched
+            .iter()
+            .zip(&before)
+            .any(|(k, old)| self.ledger.services.get(k) != old.as_ref());
+        problems.append(&mut placement.problems);
+        let mut events = std::mem::take(&mut placement.events);
+        events.sort();
+        self.used = std::mem::take(&mut placement.used);
+
+        // Files and summaries.
+        for key in &touched {
+            self.exposed.remove(key);
+            self.kept.remove(key);
+        }
+        self.kept.extend(kept_now);
+        let backends = Backends::new(&self.eligible, &self.ready);
+        let mut listeners = BTreeMap::new();
+        for svc in &exposed {
+            let Some(addresses) = placement.addresses.remove(&svc.key) else {
+                continue;
+            };
+            let addresses_v6 = placement.addresses_v6.remove(&svc.key).unwrap_or_default();
+            let names = BTreeSet::from([default_name(&svc.key, &config.zone)]);
+            match decide::service_files(
+                svc,
+                addresses,
+                addresses_v6,
+                names,
+                config,
+                &backends,
+                sink,
+                &mut listeners,
+            ) {
+                Ok(summary) => {
+                    sink.keep();
+                    self.exposed.insert(svc.key.clone(), summary);
+                }
+                Err(e) => {
+                    problems.push(Problem::service_error(&svc.key, "", e.to_string()));
+                    sink.discard();
+                    self.kept.insert(svc.key.clone());
+                }
+            }
+        }
+        if ledger_changed {
+            // Any fingerprint the engine has not seen: the text is rendered and compared.
+            let fp = hash_of(&(now, self.generation, layout::LEDGER_FILE));
+            let ledger = &self.ledger;
+            let mut render = || Ok(ledger.to_yaml());
+            let _ = sink.file(layout::LEDGER_FILE.to_owned(), fp, &mut render);
+            sink.keep();
+        }
+
+        for key in &touched {
+            self.troubled.remove(&(key.namespace.to_string(), key.name.to_string()));
+        }
+        for (ns, name) in &gone {
+            self.troubled.remove(&(ns.clone(), name.clone()));
+        }
+        self.troubled.extend(unclean);
+        for p in &problems {
+            if let Some(key) = problem_key(p) {
+                self.troubled.insert((key.namespace.to_string(), key.name.to_string()));
+            }
+        }
+        problems.extend(self.context_problems.iter().cloned());
+        problems.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.object.cmp(&b.object)));
+        problems.dedup();
+        let decision = Decision {
+            ledger: self.ledger.clone(),
+            files: BTreeMap::new(),
+            kept: self.kept.clone(),
+            exposed: self.exposed.clone(),
+            events,
+            problems,
+            node_states: self.node_states.clone(),
+            holds: holds.clone(),
+            resumed: BTreeSet::new(),
+        };
+        Some(Fast {
+            decision,
+            settled: self,
+            touched,
+        })
+    }
+
+    /// The inputs to look at (changed, new, troubled) and the raw keys of inputs that went; `None`
+    /// when one key is listed twice.
+    fn dirty_inputs<'s>(&mut self, snapshot: &'s Snapshot) -> Option<(Vec<&'s ServiceInput>, Vec<RawKey>)> {
+        self.generation += 1;
+        let generation = self.generation;
+        let mut dirty = Vec::new();
+        for svc in &snapshot.services {
+            let key_hash = hash_of(&(&svc.namespace, &svc.name));
+            let fingerprint = hash_of(svc);
+            match self.inputs.get_mut(&key_hash) {
+                Some(seen) => {
+                    if seen.key.0 != svc.namespace || seen.key.1 != svc.name || seen.generation == generation {
+                        return None;
+                    }
+                    seen.generation = generation;
+                    if seen.fingerprint != fingerprint || self.troubled.contains(&seen.key) {
+                        seen.fingerprint = fingerprint;
+                        dirty.push(svc);
+                    }
+                }
+                None => {
+                    self.inputs.insert(
+                        key_hash,
+                        Seen {
+                            key: raw_key(svc),
+                            fingerprint,
+                            generation,
+                        },
+                    );
+                    dirty.push(svc);
+                }
+            }
+        }
+        let mut gone = Vec::new();
+        if self.inputs.len() > snapshot.services.len() {
+            self.inputs.retain(|_, seen| {
+                let here = seen.generation == generation;
+                if !here {
+                    gone.push(seen.key.clone());
+                }
+                here
+            });
+        }
+        Some((dirty, gone))
+    }
+
+    /// True when none of the Services looked at can change what another Service gets.
+    fn alone(&self, config: &Config, exposed: &[ExposedService], touched: &[ServiceKey]) -> bool {
+        let solitary = exposed.iter().all(|svc| {
+            svc.settings.shared_key.is_none()
+                && svc.settings.requested.is_empty()
+                && svc.settings.hostnames.is_none()
+                && !self.custom_names.contains(&default_name(&svc.key, &config.zone))
+        });
+        let was_shared = touched
+            .iter()
+            .any(|k| self.ledger.services.get(k).is_some_and(|e| e.shared_key.is_some()));
+        let unreadable = touched.iter().any(|k| self.unreadable.contains(k));
+        solitary && !was_shared && !unreadable && self.same_listeners(config, exposed, touched)
+    }
+
+    /// On shared-listeners hosts every Service's ports are listeners of the host: the Services
+    /// looked at must keep exactly the ports they had.
+    fn same_listeners(&self, config: &Config, exposed: &[ExposedService], touched: &[ServiceKey]) -> bool {
+        if !config.lb_hosts.iter().any(|h| h.layout == Layout::SharedListeners) {
+            return true;
+        }
+        touched.iter().all(|key| {
+            let now = exposed.iter().find(|e| &e.key == key).map(|e| &e.ports);
+            let before = self.exposed.get(key).map(|s| &s.ports);
+            now == before
+        })
+    }
+}
+
+fn grace_of(config: &Config) -> SignedDuration {
+    SignedDuration::from_secs(i64::try_from(config.release_grace_seconds).unwrap_or(i64::MAX))
+}
