@@ -189,6 +189,16 @@ pub fn allocate(
             }
         }
     }
+    // Addresses held by more than one entry (members of a sharing group): a Service that leaves
+    // its group must not take the group's address with it.
+    if ledger.services.values().any(|e| e.shared_key.is_some()) {
+        for entry in ledger.services.values() {
+            for (host, ip) in &entry.addresses {
+                *placement.co_held.entry((host.clone(), *ip)).or_insert(0) += 1;
+            }
+        }
+        placement.co_held.retain(|_, holders| *holders > 1);
+    }
     for svc in &sorted {
         for (host, ip) in &svc.settings.requested {
             if let std::collections::btree_map::Entry::Vacant(slot) = placement.holders.entry((host.clone(), *ip)) {
@@ -220,6 +230,8 @@ pub(crate) struct Placement {
     holders: BTreeMap<(LbHostName, IpAddr), ServiceKey>,
     /// The address each shared-key group has on each host.
     group_address: BTreeMap<((String, String), LbHostName), IpAddr>,
+    /// Addresses several entries hold, with how many.
+    co_held: BTreeMap<(LbHostName, IpAddr), usize>,
     pub(crate) addresses: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
     pub(crate) addresses_v6: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
     pub(crate) events: Vec<AddressEvent>,
@@ -243,6 +255,7 @@ impl Placement {
             cursors_v6,
             holders,
             group_address,
+            co_held,
             addresses,
             addresses_v6,
             events,
@@ -307,14 +320,29 @@ impl Placement {
                 });
                 continue;
             }
+            // Leaving a sharing group (or changing it) with an address others still hold: the
+            // address stays theirs and this Service gets another.
+            let left_group = entry.shared_key != svc.settings.shared_key
+                && old.is_some_and(|ip| co_held.contains_key(&(host.name.clone(), ip)));
             if let Some(ip) = old
                 && host.in_pools(ip)
+                && !left_group
             {
                 continue;
             }
             let host_used = used.entry(host.name.clone()).or_default();
             if let Some(ip) = old {
-                host_used.remove(&ip);
+                match co_held.get_mut(&(host.name.clone(), ip)) {
+                    Some(holders) if left_group => {
+                        *holders -= 1;
+                        if *holders < 2 {
+                            co_held.remove(&(host.name.clone(), ip));
+                        }
+                    }
+                    _ => {
+                        host_used.remove(&ip);
+                    }
+                }
                 entry.addresses.remove(&host.name);
             }
             let group = svc

@@ -22,13 +22,13 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::allocate::{self, AddressEvent, Placement, Used};
 use crate::config::{Config, Layout};
-use crate::decide::{self, Backends, Decision, ExposedMap};
-use crate::exposure::{self, ExposedService, Exposure};
+use crate::decide::{self, Backends, Decision, ExposedMap, ExposedSummary};
+use crate::exposure::{self, ExposedService, Exposure, Protocol};
 use crate::holds::HoldUpdate;
 use crate::layout;
 use crate::ledger::Ledger;
 use crate::model::{ServiceInput, Snapshot};
-use crate::names::ServiceKey;
+use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::Problem;
 use crate::sink::FileSink;
@@ -70,6 +70,8 @@ pub(crate) struct Settled {
     eligible: Vec<Node>,
     ready: BTreeMap<(String, String), BTreeSet<String>>,
     used: Used,
+    /// How many Services give each listener of a shared-listeners host.
+    listeners: BTreeMap<(LbHostName, Protocol, u16, bool), usize>,
     /// DNS names Services hold through `flipbit.io/hostname`.
     custom_names: HashSet<String>,
     /// The first moment a withdrawn address comes free.
@@ -167,7 +169,7 @@ impl Settled {
             .filter_map(|e| e.released_at)
             .map(|at| at.saturating_add(grace).unwrap_or(Timestamp::MAX))
             .min();
-        Some(Settled {
+        let mut settled = Settled {
             config: config.clone(),
             context: context_of(snapshot),
             inputs,
@@ -184,7 +186,20 @@ impl Settled {
             used: allocate::used_addresses(&decision.ledger),
             custom_names,
             next_expiry,
-        })
+            listeners: BTreeMap::new(),
+        };
+        if config.lb_hosts.iter().any(|h| h.layout == Layout::SharedListeners) {
+            let mut counts = BTreeMap::new();
+            let keys = settled.exposed.keys().chain(&settled.kept);
+            for key in keys {
+                let given = settled.listeners_of(config, key, settled.exposed.get(key), settled.kept.contains(key));
+                for listener in given {
+                    *counts.entry(listener).or_insert(0) += 1;
+                }
+            }
+            settled.listeners = counts;
+        }
+        Some(settled)
     }
 
     /// Decides by looking at changed and troubled Services only; `None` when a full decision is
@@ -250,6 +265,14 @@ impl Settled {
         // Addresses: gone Services are withdrawn, exposed ones placed as a full decision would.
         let exposed_keys: BTreeSet<&ServiceKey> = exposed.iter().map(|e| &e.key).collect();
         let before: Vec<_> = touched.iter().map(|k| self.ledger.services.get(k).cloned()).collect();
+        let shared_hosts = config.lb_hosts.iter().any(|h| h.layout == Layout::SharedListeners);
+        let old_listeners: Vec<Listeners> = match shared_hosts {
+            true => touched
+                .iter()
+                .map(|k| self.listeners_of(config, k, self.exposed.get(k), self.kept.contains(k)))
+                .collect(),
+            false => Vec::new(),
+        };
         let mut placement = Placement::new(std::mem::take(&mut self.used));
         for key in &touched {
             if exposed_keys.contains(key) || kept_now.contains(key) {
@@ -272,6 +295,39 @@ impl Settled {
             .iter()
             .zip(&before)
             .any(|(k, old)| self.ledger.services.get(k) != old.as_ref());
+        // On shared-listeners hosts every Service's ports are listeners of the host, which only a
+        // full decision renders: the Services looked at may only add to or take from listeners
+        // other Services keep.
+        if shared_hosts {
+            let mut counts = std::mem::take(&mut self.listeners);
+            for (key, old) in touched.iter().zip(&old_listeners) {
+                let new_summary = exposed.iter().find(|e| &e.key == key).and_then(|svc| {
+                    Some(ExposedSummary {
+                        ports: svc.ports.clone(),
+                        addresses: placement.addresses.get(key)?.clone(),
+                        addresses_v6: placement.addresses_v6.get(key).cloned().unwrap_or_default(),
+                        nodes: std::sync::Arc::from(Vec::new()),
+                        dns_names: BTreeSet::new(),
+                    })
+                });
+                let new = self.listeners_of(config, key, new_summary.as_ref(), kept_now.contains(key));
+                for listener in old.difference(&new) {
+                    match counts.get_mut(listener) {
+                        Some(n) if *n > 1 => *n -= 1,
+                        // The host's last Service on that port went: its listener goes too.
+                        _ => return None,
+                    }
+                }
+                for listener in new.difference(old) {
+                    match counts.get_mut(listener) {
+                        Some(n) => *n += 1,
+                        // A port no Service used on that host: a new listener.
+                        None => return None,
+                    }
+                }
+            }
+            self.listeners = counts;
+        }
         problems.append(&mut placement.problems);
         let mut events = std::mem::take(&mut placement.events);
         events.sort();
@@ -412,22 +468,40 @@ impl Settled {
             .iter()
             .any(|k| self.ledger.services.get(k).is_some_and(|e| e.shared_key.is_some()));
         let unreadable = touched.iter().any(|k| self.unreadable.contains(k));
-        solitary && !was_shared && !unreadable && self.same_listeners(config, exposed, touched)
+        solitary && !was_shared && !unreadable
     }
 
-    /// On shared-listeners hosts every Service's ports are listeners of the host: the Services
-    /// looked at must keep exactly the ports they had.
-    fn same_listeners(&self, config: &Config, exposed: &[ExposedService], touched: &[ServiceKey]) -> bool {
-        if !config.lb_hosts.iter().any(|h| h.layout == Layout::SharedListeners) {
-            return true;
+    /// The listeners `key` gives shared-listeners hosts: an exposed Service's ports on its
+    /// addresses, a kept one's from its ledger entry, none for others.
+    fn listeners_of(
+        &self,
+        config: &Config,
+        key: &ServiceKey,
+        exposed: Option<&ExposedSummary>,
+        kept: bool,
+    ) -> Listeners {
+        let mut out = Listeners::new();
+        let mut add = |ports: &mut dyn Iterator<Item = (Protocol, u16)>, addresses: &[(&LbHostName, &IpAddr)]| {
+            let ports: Vec<(Protocol, u16)> = ports.collect();
+            for (host, ip) in addresses {
+                if config.host(host).is_some_and(|h| h.layout == Layout::SharedListeners) {
+                    out.extend(ports.iter().map(|(p, n)| ((*host).clone(), *p, *n, ip.is_ipv6())));
+                }
+            }
+        };
+        if let Some(summary) = exposed {
+            let addresses: Vec<_> = summary.addresses.iter().chain(&summary.addresses_v6).collect();
+            add(&mut summary.ports.iter().map(|p| (p.protocol, p.port)), &addresses);
+        } else if kept && let Some(entry) = self.ledger.services.get(key) {
+            let addresses: Vec<_> = entry.addresses.iter().chain(&entry.addresses_v6).collect();
+            add(&mut entry.ports.iter().map(|p| (p.protocol, p.port)), &addresses);
         }
-        touched.iter().all(|key| {
-            let now = exposed.iter().find(|e| &e.key == key).map(|e| &e.ports);
-            let before = self.exposed.get(key).map(|s| &s.ports);
-            now == before
-        })
+        out
     }
 }
+
+/// Listeners of shared-listeners hosts: host, protocol, port, IPv6.
+type Listeners = BTreeSet<(LbHostName, Protocol, u16, bool)>;
 
 fn grace_of(config: &Config) -> SignedDuration {
     SignedDuration::from_secs(i64::try_from(config.release_grace_seconds).unwrap_or(i64::MAX))

@@ -128,3 +128,20 @@ fn a_ledger_with_a_double_holding_outside_a_group_is_refused() {
     let err = Ledger::parse(&broken).unwrap_err().to_string();
     assert!(err.contains("is also held by"), "{err}");
 }
+
+#[test]
+fn a_service_leaving_its_group_gets_its_own_address_and_the_group_keeps_its() {
+    let d1 = run(
+        vec![svc("a", "web", Some("k"), 80, 0), svc("a", "api", Some("k"), 443, 1)],
+        &Ledger::empty(),
+    );
+    assert_eq!(addrs(&d1, "a/api"), addrs(&d1, "a/web"));
+    // api drops the key: it may not keep an address web still holds.
+    let d2 = run(
+        vec![svc("a", "web", Some("k"), 80, 0), svc("a", "api", None, 443, 1)],
+        &d1.ledger,
+    );
+    assert_eq!(addrs(&d2, "a/web"), addrs(&d1, "a/web"), "the group keeps its address");
+    assert_eq!(addrs(&d2, "a/api"), ["127.4.1.2", "127.4.2.2"]);
+    Ledger::parse(&d2.ledger.to_yaml()).expect("no address is held twice outside a group");
+}

@@ -1,0 +1,306 @@
+//! The engine's shortcut (a decision that looks only at the Services that changed) reaches exactly
+//! the decision a full one does: same ledger, addresses, summaries, kept Services, events, problems
+//! and files, through random sequences of Service changes of every kind (annotations valid and
+//! not, ports, hostnames, shared keys, requested addresses, Services that stop being ours, keys
+//! that are not keys, Services listed twice), node churn and time passing, on a per-service host,
+//! a shared-listeners host and a HAProxy host.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+use flipbit_core::config::Config;
+use flipbit_core::decide::decide_with_holds;
+use flipbit_core::engine::{Blobs, Engine};
+use flipbit_core::holds::HoldUpdate;
+use flipbit_core::layout;
+use flipbit_core::ledger::Ledger;
+use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+const SERVICES: usize = 10;
+const NODES: usize = 4;
+
+#[derive(Default)]
+struct Store {
+    texts: HashMap<u64, String>,
+}
+
+fn id_of(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+impl Blobs for Store {
+    type Id = u64;
+    fn id(&mut self, text: &str) -> Result<u64, String> {
+        Ok(id_of(text))
+    }
+    fn write(&mut self, text: &str) -> Result<u64, String> {
+        let id = id_of(text);
+        self.texts.insert(id, text.to_owned());
+        Ok(id)
+    }
+}
+
+fn config() -> Config {
+    Config::parse(
+        "zone: k.test\nreleaseGraceSeconds: 600\nmaxNodesPerService: 2\nlbHosts:\n  - {name: lb-1, pools: [127.5.1.0/28]}\n  - {name: lb-2, layout: shared-listeners, pools: [127.5.2.0/28]}\n  - {name: lb-3, flavor: haproxy, pools: [127.5.3.0/28]}\n",
+    )
+    .expect("config")
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(usize),
+    Delete(usize),
+    Annotate(usize, &'static str, &'static str),
+    Unannotate(usize, &'static str),
+    Ports(usize, u8),
+    NotOurs(usize),
+    Twice(usize),
+    NodeFlip(usize),
+    Advance(u32),
+    Nothing,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let annotation = prop_oneof![
+        Just(("flipbit.io/balance", "least-conn")),
+        Just(("flipbit.io/balance", "bogus")),
+        Just(("flipbit.io/max-nodes", "1")),
+        Just(("flipbit.io/dns-ttl", "60")),
+        Just(("flipbit.io/hostname", "www.k.test")),
+        Just(("flipbit.io/hostname", "s1.a.k.test")),
+        Just(("flipbit.io/shared-ip-key", "web")),
+        Just(("flipbit.io/ips", "127.5.1.3")),
+        Just(("flipbit.io/load-balancers", "lb-1")),
+    ];
+    let key = prop_oneof![
+        Just("flipbit.io/balance"),
+        Just("flipbit.io/hostname"),
+        Just("flipbit.io/shared-ip-key"),
+        Just("flipbit.io/ips"),
+        Just("flipbit.io/load-balancers"),
+    ];
+    prop_oneof![
+        4 => (0..SERVICES).prop_map(Op::Create),
+        2 => (0..SERVICES).prop_map(Op::Delete),
+        4 => (0..SERVICES, annotation).prop_map(|(i, (k, v))| Op::Annotate(i, k, v)),
+        2 => (0..SERVICES, key).prop_map(|(i, k)| Op::Unannotate(i, k)),
+        2 => (0..SERVICES, 0u8..4).prop_map(|(i, p)| Op::Ports(i, p)),
+        1 => (0..SERVICES).prop_map(Op::NotOurs),
+        1 => (0..SERVICES).prop_map(Op::Twice),
+        1 => (0..NODES).prop_map(Op::NodeFlip),
+        1 => (1u32..900).prop_map(Op::Advance),
+        2 => Just(Op::Nothing),
+    ]
+}
+
+fn node(i: usize, ready: bool) -> NodeInput {
+    NodeInput {
+        name: format!("n{i}"),
+        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
+        ready,
+        unschedulable: false,
+        internal_ips: vec![format!("127.5.0.{}", 10 + i)],
+    }
+}
+
+/// Service `i`; number 9 has a name that is not a Kubernetes name.
+fn service(i: usize) -> ServiceInput {
+    let name = if i == 9 { "Bad_Name".to_owned() } else { format!("s{i}") };
+    common::lb_service("a", &name)
+}
+
+fn ports(p: u8) -> Vec<PortInput> {
+    let port = |protocol: &str, port: i32, node_port: i32| PortInput {
+        name: Some(format!("{}-{port}", protocol.to_lowercase())),
+        protocol: Some(protocol.into()),
+        port,
+        node_port: Some(node_port),
+    };
+    match p {
+        0 => vec![port("TCP", 80, 30080)],
+        1 => vec![port("TCP", 80, 30080), port("TCP", 443, 30443)],
+        2 => vec![port("UDP", 53, 30053)],
+        _ => vec![port("TCP", 80, 30080), port("UDP", 53, 30053)],
+    }
+}
+
+struct World {
+    snapshot: Snapshot,
+    now: Timestamp,
+    engine: Engine<u64>,
+    store: Store,
+    tree: BTreeMap<String, u64>,
+    ledger: Ledger,
+    commits: usize,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            snapshot: Snapshot {
+                nodes: (0..NODES).map(|i| node(i, true)).collect(),
+                ..Snapshot::default()
+            },
+            now: Timestamp::from_second(1_800_000_000).expect("time"),
+            engine: Engine::default(),
+            store: Store::default(),
+            tree: BTreeMap::new(),
+            ledger: Ledger::empty(),
+            commits: 0,
+        }
+    }
+
+    fn position(&self, i: usize) -> Option<usize> {
+        let name = service(i).name;
+        self.snapshot.services.iter().position(|s| s.name == name)
+    }
+
+    fn service_mut(&mut self, i: usize) -> Option<&mut ServiceInput> {
+        let p = self.position(i)?;
+        self.snapshot.services.get_mut(p)
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op.clone() {
+            Op::Create(i) => {
+                if self.position(i).is_none() {
+                    self.snapshot.services.push(service(i));
+                }
+            }
+            Op::Delete(i) => self.snapshot.services.retain(|s| s.name != service(i).name),
+            Op::Annotate(i, k, v) => {
+                if let Some(s) = self.service_mut(i) {
+                    s.annotations.insert(k.into(), v.into());
+                }
+            }
+            Op::Unannotate(i, k) => {
+                if let Some(s) = self.service_mut(i) {
+                    s.annotations.remove(k);
+                }
+            }
+            Op::Ports(i, p) => {
+                if let Some(s) = self.service_mut(i) {
+                    s.ports = ports(p);
+                }
+            }
+            Op::NotOurs(i) => {
+                if let Some(s) = self.service_mut(i) {
+                    s.service_type = if s.service_type == "ClusterIP" {
+                        "LoadBalancer"
+                    } else {
+                        "ClusterIP"
+                    }
+                    .into();
+                }
+            }
+            Op::Twice(i) => {
+                if let Some(p) = self.position(i) {
+                    let copy = self.snapshot.services[p].clone();
+                    if self.snapshot.services.iter().filter(|s| s.name == copy.name).count() > 1 {
+                        self.snapshot.services.remove(p);
+                    } else {
+                        self.snapshot.services.push(copy);
+                    }
+                }
+            }
+            Op::NodeFlip(i) => self.snapshot.nodes[i].ready = !self.snapshot.nodes[i].ready,
+            Op::Advance(s) => {
+                self.now = self
+                    .now
+                    .saturating_add(jiff::SignedDuration::from_secs(s.into()))
+                    .expect("time")
+            }
+            Op::Nothing => {}
+        }
+    }
+
+    /// One engine decision, checked against a full decision on the same inputs, then committed.
+    fn cycle(&mut self) -> Result<(), TestCaseError> {
+        let config = config();
+        let holds = HoldUpdate::default();
+        let full = decide_with_holds(&self.snapshot, &config, &self.ledger, &holds, self.now);
+        let (decision, mut step) = self
+            .engine
+            .decide(&self.snapshot, &config, &self.ledger, &holds, self.now, &mut self.store)
+            .map_err(TestCaseError::fail)?;
+        prop_assert_eq!(&decision.ledger, &full.ledger);
+        prop_assert_eq!(&decision.exposed, &full.exposed);
+        prop_assert_eq!(&decision.kept, &full.kept);
+        prop_assert_eq!(&decision.events, &full.events);
+        prop_assert_eq!(&decision.problems, &full.problems);
+        prop_assert_eq!(&decision.node_states, &full.node_states);
+        let before = self.tree.clone();
+        for (path, change) in &step.changes {
+            match change {
+                Some(id) => self.tree.insert(path.clone(), *id),
+                None => self.tree.remove(path),
+            };
+        }
+        // A kept Service's files stay exactly as they were; every other file is what the full
+        // decision rendered.
+        let kept = |path: &String| layout::service_of(path).is_some_and(|k| full.kept.contains(&k));
+        let mut wrong: Vec<&String> = Vec::new();
+        for path in self.tree.keys().chain(full.files.keys()) {
+            let ours = self.tree.get(path).map(|id| &self.store.texts[id]);
+            let right = if kept(path) {
+                before.get(path).map(|id| &self.store.texts[id])
+            } else {
+                full.files.get(path)
+            };
+            if ours != right {
+                wrong.push(path);
+            }
+        }
+        prop_assert!(wrong.is_empty(), "files differ from a full decision's: {:?}", wrong);
+        self.commits += 1;
+        self.engine.advance(&format!("c{}", self.commits), &mut step, &decision);
+        self.ledger = decision.ledger.clone();
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_shortcut_decides_exactly_as_a_full_decision(ops in proptest::collection::vec(op(), 1..30)) {
+        let mut world = World::new();
+        for i in 0..4 {
+            world.apply(&Op::Create(i));
+        }
+        world.cycle()?;
+        for op in &ops {
+            world.apply(op);
+            world.cycle()?;
+        }
+    }
+}
+
+#[test]
+fn a_change_to_one_plain_service_takes_the_shortcut() {
+    let mut world = World::new();
+    for i in 0..6 {
+        world.apply(&Op::Create(i));
+    }
+    world.cycle().expect("cold");
+    assert_eq!(world.engine.fast_decisions(), 0, "the first decision is a full one");
+    world.apply(&Op::Annotate(2, "flipbit.io/balance", "least-conn"));
+    world.cycle().expect("annotation");
+    world.apply(&Op::Create(7));
+    world.cycle().expect("new Service");
+    world.apply(&Op::Delete(0));
+    world.cycle().expect("deleted Service");
+    world.cycle().expect("nothing changed");
+    assert_eq!(world.engine.fast_decisions(), 4);
+    // A node change is a change to everything: a full decision.
+    world.apply(&Op::NodeFlip(1));
+    world.cycle().expect("node flip");
+    assert_eq!(world.engine.fast_decisions(), 4);
+}
