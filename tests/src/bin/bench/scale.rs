@@ -65,7 +65,7 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
     };
     step("cold: allocate, render, commit, push", &snapshot);
     println!("peak RSS after the cold run, {label}: {} MB", peak_rss_mb());
-    // FLIPBIT_BENCH_REPEAT=K repeats this step K times, to profile the steady state.
+    // FLIPBIT_BENCH_REPEAT=K repeats the steady steps K times (to profile them, or for a median).
     let repeat: usize = std::env::var("FLIPBIT_BENCH_REPEAT")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -73,10 +73,13 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
     for _ in 0..repeat {
         step("nothing changed", &snapshot);
     }
-    snapshot.services[0]
-        .annotations
-        .insert("flipbit.io/balance".into(), "least-conn".into());
-    step("one Service changed (balance annotation)", &snapshot);
+    for i in 0..repeat {
+        let balance = if i % 2 == 0 { "least-conn" } else { "hash" };
+        snapshot.services[0]
+            .annotations
+            .insert("flipbit.io/balance".into(), balance.into());
+        step("one Service changed (balance annotation)", &snapshot);
+    }
     snapshot.services.push(synth::service(n));
     step("one new Service", &snapshot);
     snapshot.nodes[0].ready = false;
