@@ -211,6 +211,8 @@ pub fn allocate(
         placement.place(config, &mut ledger, svc);
     }
     placement.events.sort();
+    // A cold decision places 150,000 addresses: the vector may have grown to twice that.
+    placement.events.shrink_to_fit();
     Allocation {
         ledger,
         addresses: placement.addresses,

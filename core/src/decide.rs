@@ -29,7 +29,7 @@ pub struct ExposedSummary {
     pub addresses: BTreeMap<LbHostName, IpAddr>,
     /// IPv6 addresses of a dual-stack Service.
     pub addresses_v6: BTreeMap<LbHostName, IpAddr>,
-    pub nodes: std::sync::Arc<[Node]>,
+    pub nodes: nodes::NodeSet,
     /// DNS names that get a record per address.
     pub dns_names: BTreeSet<String>,
 }
@@ -168,6 +168,7 @@ pub fn decide_into(
     problems.extend(alloc.problems);
 
     let (eligible, mut node_problems) = nodes::eligible(&snapshot.nodes, config);
+    let eligible: std::sync::Arc<[Node]> = eligible.into();
     problems.append(&mut node_problems);
     let ready = nodes::ready_nodes_by_service(&snapshot.endpoint_slices);
 
@@ -236,7 +237,7 @@ pub fn decide_into(
 
 /// The nodes every Service's backends are chosen from in one decision.
 pub(crate) struct Backends<'a> {
-    eligible: &'a [Node],
+    eligible: &'a std::sync::Arc<[Node]>,
     all: Vec<&'a Node>,
     all_fp: u64,
     /// Nodes with a ready endpoint, by Service (for `externalTrafficPolicy: Local`).
@@ -244,11 +245,14 @@ pub(crate) struct Backends<'a> {
 }
 
 impl<'a> Backends<'a> {
-    pub(crate) fn new(eligible: &'a [Node], ready: &'a BTreeMap<(String, String), BTreeSet<String>>) -> Self {
+    pub(crate) fn new(
+        eligible: &'a std::sync::Arc<[Node]>,
+        ready: &'a BTreeMap<(String, String), BTreeSet<String>>,
+    ) -> Self {
         Self {
             eligible,
             all: eligible.iter().collect(),
-            all_fp: fingerprint(eligible),
+            all_fp: fingerprint(&**eligible),
             ready,
         }
     }
@@ -284,7 +288,7 @@ pub(crate) fn service_files(
         (&backends.all, backends.all_fp)
     };
     let max = svc.settings.max_nodes.unwrap_or(config.max_nodes_per_service);
-    let chosen = sink.chosen_nodes(&svc.key, candidates, candidates_fp, max);
+    let chosen = sink.chosen_nodes(&svc.key, backends.eligible, candidates, candidates_fp, max);
     let service_fp = fingerprint(&(svc, chosen.fingerprint));
     let chosen = chosen.nodes;
     let chosen_refs: Vec<&Node> = chosen.iter().collect();

@@ -144,7 +144,6 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             blobs,
             pending: Vec::new(),
             generation,
-            new_paths: HashSet::default(),
             changes: BTreeMap::new(),
             learned: Vec::new(),
             written: Vec::new(),
@@ -168,11 +167,9 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         if let Some(e) = sink.error {
             return Err(e);
         }
-        let (new_paths, mut changes, learned, written) = (sink.new_paths, sink.changes, sink.learned, sink.written);
+        let (mut changes, learned, written) = (sink.changes, sink.learned, sink.written);
         let gone = |path: &String, known: &Known<Id>| {
-            known.seen != generation
-                && !new_paths.contains(path)
-                && !layout::service_of(path).is_some_and(|key| decision.kept.contains(&key))
+            known.seen != generation && !layout::service_of(path).is_some_and(|key| decision.kept.contains(&key))
         };
         match &touched {
             // Only the Services looked at can have lost files.
@@ -275,8 +272,6 @@ struct EngineSink<'a, B: Blobs> {
     /// Files of the Service being decided: (path, fingerprint, new blob when rendered).
     pending: Vec<(String, u64, Option<B::Id>)>,
     generation: u64,
-    /// Paths produced that the memory does not know yet.
-    new_paths: HashSet<String>,
     changes: BTreeMap<String, Option<B::Id>>,
     learned: Vec<(String, u64, B::Id)>,
     written: Vec<(String, u64, B::Id)>,
@@ -328,11 +323,9 @@ impl<B: Blobs> FileSink for EngineSink<'_, B> {
                     }
                 }
             }
-            match self.engine.files.get_mut(&path) {
-                Some(known) => known.seen = self.generation,
-                None => {
-                    self.new_paths.insert(path);
-                }
+            // A path the memory does not know yet is new: `advance` records it.
+            if let Some(known) = self.engine.files.get_mut(&path) {
+                known.seen = self.generation;
             }
         }
     }
@@ -347,15 +340,21 @@ impl<B: Blobs> FileSink for EngineSink<'_, B> {
         }
     }
 
-    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Chosen {
+    fn chosen_nodes(
+        &mut self,
+        key: &ServiceKey,
+        all: &Arc<[Node]>,
+        candidates: &[&Node],
+        candidates_fp: u64,
+        max: usize,
+    ) -> Chosen {
         if let Some(c) = self.engine.choices.get(key)
             && c.candidates == candidates_fp
             && c.max == max
         {
             return c.chosen.clone();
         }
-        let nodes: Arc<[Node]> = nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect();
-        let chosen = Chosen::new(nodes);
+        let chosen = Chosen::new(nodes::NodeSet::new(all, &nodes::choose(key, candidates, Some(max))));
         self.engine.choices.insert(
             key.clone(),
             Choice {

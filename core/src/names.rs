@@ -46,13 +46,16 @@ pub fn check_dns_label(kind: &'static str, value: &str) -> Result<(), NameError>
 macro_rules! label_newtype {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        ///
+        /// Shared text: a Service's key is copied into the ledger, the decision, the engine's
+        /// memory and every event (a dozen copies of 50,000 keys), and a copy costs a count.
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             pub fn new(value: &str) -> Result<Self, NameError> {
                 check_dns_label($kind, value)?;
-                Ok(Self(value.to_owned()))
+                Ok(Self(value.into()))
             }
 
             pub fn as_str(&self) -> &str {

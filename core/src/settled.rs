@@ -67,7 +67,7 @@ pub(crate) struct Settled {
     /// Problems not of one Service input: nodes, unreadable Services, LB host files.
     context_problems: Vec<Problem>,
     node_states: BTreeMap<IpAddr, (String, Option<&'static str>)>,
-    eligible: Vec<Node>,
+    eligible: std::sync::Arc<[Node]>,
     ready: BTreeMap<(String, String), BTreeSet<String>>,
     used: Used,
     /// How many Services give each listener of a shared-listeners host.
@@ -181,7 +181,7 @@ impl Settled {
             unreadable: unreadable.into_iter().cloned().collect(),
             context_problems,
             node_states: decision.node_states.clone(),
-            eligible: nodes::eligible(&snapshot.nodes, config).0,
+            eligible: nodes::eligible(&snapshot.nodes, config).0.into(),
             ready: nodes::ready_nodes_by_service(&snapshot.endpoint_slices),
             used: allocate::used_addresses(&decision.ledger),
             custom_names,
@@ -306,7 +306,7 @@ impl Settled {
                         ports: svc.ports.clone(),
                         addresses: placement.addresses.get(key)?.clone(),
                         addresses_v6: placement.addresses_v6.get(key).cloned().unwrap_or_default(),
-                        nodes: std::sync::Arc::from(Vec::new()),
+                        nodes: nodes::NodeSet::new(&self.eligible, &[]),
                         dns_names: BTreeSet::new(),
                     })
                 });

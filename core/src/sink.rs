@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use crate::names::ServiceKey;
-use crate::nodes::{self, Node};
+use crate::nodes::{self, Node, NodeSet};
 use crate::render::RenderError;
 
 pub trait FileSink {
@@ -35,9 +35,17 @@ pub trait FileSink {
 
     /// The nodes that carry `key` out of `candidates` (whose fingerprint is `candidates_fp`), at
     /// most `max`: rendezvous hashing over every candidate, which a sink may remember.
-    fn chosen_nodes(&mut self, key: &ServiceKey, candidates: &[&Node], candidates_fp: u64, max: usize) -> Chosen {
+    /// `all` is the decision's eligible nodes, which `candidates` are taken from.
+    fn chosen_nodes(
+        &mut self,
+        key: &ServiceKey,
+        all: &std::sync::Arc<[Node]>,
+        candidates: &[&Node],
+        candidates_fp: u64,
+        max: usize,
+    ) -> Chosen {
         let _ = candidates_fp;
-        Chosen::new(nodes::choose(key, candidates, Some(max)).into_iter().cloned().collect())
+        Chosen::new(NodeSet::new(all, &nodes::choose(key, candidates, Some(max))))
     }
 }
 
@@ -46,13 +54,13 @@ pub trait FileSink {
 /// Services whose choice changed).
 #[derive(Debug, Clone)]
 pub struct Chosen {
-    pub nodes: std::sync::Arc<[Node]>,
+    pub nodes: NodeSet,
     pub fingerprint: u64,
 }
 
 impl Chosen {
-    pub fn new(nodes: std::sync::Arc<[Node]>) -> Self {
-        let fingerprint = fingerprint(&*nodes);
+    pub fn new(nodes: NodeSet) -> Self {
+        let fingerprint = fingerprint(&nodes);
         Self { nodes, fingerprint }
     }
 }
