@@ -87,6 +87,12 @@ fn tune_libgit2() {
         git2::opts::strict_hash_verification(false);
         // SAFETY: called once, before this process opens any repository through the store.
         let _ = unsafe { git2::opts::set_cache_object_limit(git2::ObjectType::Tree, 1 << 20) };
+        // Packs are read through mapped windows, which count as resident memory once touched: at
+        // most 32 MiB of them (libgit2 maps windows of 1 GiB and up to 8 GiB by default).
+        // SAFETY: as above.
+        let _ = unsafe { git2::opts::set_mwindow_size(8 << 20) };
+        // SAFETY: as above.
+        let _ = unsafe { git2::opts::set_mwindow_mapped_limit(32 << 20) };
     });
 }
 
