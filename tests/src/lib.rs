@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod demo;
 pub mod fleet;
 pub mod genproc;
+pub mod gitdaemon;
 pub mod haproxy;
 pub mod human;
 pub mod nginx;

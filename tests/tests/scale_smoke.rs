@@ -36,6 +36,26 @@ fn generator_scale_runs_in_both_layouts() {
 }
 
 #[test]
+fn generator_scale_runs_against_git_daemon() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flipbit-bench"))
+        .args(["scale", "30", "12"])
+        .env("FLIPBIT_BENCH_REMOTE", "daemon")
+        .output()
+        .expect("running the bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let changed = stdout
+        .lines()
+        .find(|l| l.starts_with("one Service changed"))
+        .unwrap_or_default();
+    // The change was pushed over git://: the remote is a separate process.
+    assert!(
+        changed.contains("remote git daemon") && changed.contains("(3 files changed)"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn nginx_scale_runs_for_both_layouts() {
     if !flipbit_tests::have_nginx() {
         eprintln!("skipped: nginx with the stream module is not installed (scripts/test installs it)");

@@ -26,8 +26,22 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
         Ok(r) => r,
         Err(e) => return eprintln!("error: {e}"),
     };
+    // The remote is the bare repo's path (libgit2's local transport, which also indexes the
+    // pushed pack inside this process); FLIPBIT_BENCH_REMOTE=daemon serves it with `git daemon` on
+    // loopback instead, a remote in its own process as in production.
+    let daemon = match std::env::var("FLIPBIT_BENCH_REMOTE").as_deref() {
+        Ok("daemon") => match flipbit_tests::gitdaemon::GitDaemon::start(tmp.path()) {
+            Ok(d) => Some(d),
+            Err(e) => return eprintln!("error: {e}"),
+        },
+        _ => None,
+    };
+    let url = match &daemon {
+        Some(d) => d.url("state.git"),
+        None => repo.display().to_string(),
+    };
     let target = RepoTarget {
-        url: repo.display().to_string(),
+        url,
         branch: "main".into(),
         cache_dir: Some(tmp.path().join("cache.git")),
         author_name: "flipbit-generator".into(),
@@ -41,7 +55,8 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
     };
     let mut snapshot = synth::snapshot(n, nodes);
     let layout = if shared { "shared-listeners" } else { "per-service" };
-    let label = format!("{n} Services x 3 LB hosts ({layout}) x {nodes} nodes");
+    let remote = if daemon.is_some() { "git daemon" } else { "local path" };
+    let label = format!("{n} Services x 3 LB hosts ({layout}) x {nodes} nodes, remote {remote}");
     let mut memory = cycle::Memory::default();
     let mut step = |what: &str, snapshot: &flipbit_core::model::Snapshot| {
         let started = Instant::now();
