@@ -307,7 +307,7 @@ impl Settled {
                         addresses: placement.addresses.get(key)?.clone(),
                         addresses_v6: placement.addresses_v6.get(key).cloned().unwrap_or_default(),
                         nodes: nodes::NodeSet::new(&self.eligible, &[]),
-                        dns_names: BTreeSet::new(),
+                        dns_names: Vec::new(),
                     })
                 });
                 let new = self.listeners_of(config, key, new_summary.as_ref(), kept_now.contains(key));
