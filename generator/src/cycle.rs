@@ -57,6 +57,8 @@ pub struct Outcome {
     pub config: Config,
     /// Review mode only: what happened to the review branch.
     pub proposal: Option<Proposal>,
+    /// How long the successful push took (the rest of a cycle is deciding and committing).
+    pub push_time: Option<std::time::Duration>,
 }
 
 const PUSH_ATTEMPTS: u32 = 5;
@@ -115,7 +117,7 @@ pub fn run(
     loop {
         attempt += 1;
         let author = Store::signature(&target.author_name, &target.author_email)?;
-        let (outcome, step) = decide_once(store, snapshot, load_problems, now, &author, memory.as_deref_mut())?;
+        let (mut outcome, step) = decide_once(store, snapshot, load_problems, now, &author, memory.as_deref_mut())?;
         if !push {
             return Ok(outcome);
         }
@@ -125,8 +127,10 @@ pub fn run(
             }
             return Ok(outcome);
         };
+        let pushing = std::time::Instant::now();
         match store.push(committed.id) {
             Ok(()) => {
+                outcome.push_time = Some(pushing.elapsed());
                 if let (Some(memory), Some(mut step)) = (memory, step) {
                     memory.advance(committed.id, &mut step, &outcome.decision);
                 }
@@ -267,6 +271,7 @@ fn decide_once(
             base: head.id,
             config: head.config,
             proposal: None,
+            push_time: None,
         },
         step,
     ))

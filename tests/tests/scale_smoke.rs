@@ -29,7 +29,7 @@ fn generator_scale_runs_in_both_layouts() {
             assert!(out.lines().any(|l| l.starts_with(figure)), "{figure} missing:\n{out}");
         }
         assert!(
-            out.contains("nothing changed") && out.contains("(0 files changed)"),
+            out.contains("nothing changed") && out.contains("(0 files changed;"),
             "{out}"
         );
     }
@@ -50,7 +50,7 @@ fn generator_scale_runs_against_git_daemon() {
         .unwrap_or_default();
     // The change was pushed over git://: the remote is a separate process.
     assert!(
-        changed.contains("remote git daemon") && changed.contains("(3 files changed)"),
+        changed.contains("remote git daemon") && changed.contains("(3 files changed;"),
         "{stdout}"
     );
 }

@@ -58,7 +58,8 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
     let remote = if daemon.is_some() { "git daemon" } else { "local path" };
     let label = format!("{n} Services x 3 LB hosts ({layout}) x {nodes} nodes, remote {remote}");
     let mut memory = cycle::Memory::default();
-    let mut step = |what: &str, snapshot: &flipbit_core::model::Snapshot| {
+    // Each step's milliseconds: in all, and without the push (decided and committed).
+    let mut step = |what: &str, snapshot: &flipbit_core::model::Snapshot| -> (f64, f64) {
         let started = Instant::now();
         let outcome = cycle::run(
             &store,
@@ -73,9 +74,17 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
         match outcome {
             Ok(o) => {
                 let files = o.committed.as_ref().map_or(0, |c| c.changed.len());
-                println!("{what}, {label}: {ms:.0} ms ({files} files changed)");
+                let push = o.push_time.map_or(0.0, |t| t.as_secs_f64() * 1000.0);
+                println!(
+                    "{what}, {label}: {ms:.0} ms ({files} files changed; {:.0} ms to the commit, {push:.0} ms to push)",
+                    ms - push
+                );
+                (ms, ms - push)
             }
-            Err(e) => eprintln!("error: {what}: {e:#}"),
+            Err(e) => {
+                eprintln!("error: {what}: {e:#}");
+                (f64::NAN, f64::NAN)
+            }
         }
     };
     step("cold: allocate, render, commit, push", &snapshot);
@@ -88,12 +97,24 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
     for _ in 0..repeat {
         step("nothing changed", &snapshot);
     }
+    let mut changes = Vec::new();
     for i in 0..repeat {
         let balance = if i % 2 == 0 { "least-conn" } else { "hash" };
         snapshot.services[0]
             .annotations
             .insert("flipbit.io/balance".into(), balance.into());
-        step("one Service changed (balance annotation)", &snapshot);
+        changes.push(step("one Service changed (balance annotation)", &snapshot));
+    }
+    if repeat > 1 {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let pushed = median(changes.iter().map(|c| c.0).collect());
+        let committed = median(changes.iter().map(|c| c.1).collect());
+        println!(
+            "one Service changed, median of {repeat}, {label}: {committed:.0} ms to the commit, {pushed:.0} ms to pushed"
+        );
     }
     snapshot.services.push(synth::service(n));
     step("one new Service", &snapshot);
