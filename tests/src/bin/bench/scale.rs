@@ -59,7 +59,8 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
     let label = format!("{n} Services x 3 LB hosts ({layout}) x {nodes} nodes, remote {remote}");
     let mut memory = cycle::Memory::default();
     // Each step's milliseconds: in all, and without the push (decided and committed).
-    let mut step = |what: &str, snapshot: &flipbit_core::model::Snapshot| -> (f64, f64) {
+    // Repeated steps print indented detail lines (left out of scripts/bench's table) and a median.
+    let mut step = |what: &str, snapshot: &flipbit_core::model::Snapshot, detail: bool| -> (f64, f64) {
         let started = Instant::now();
         let outcome = cycle::run(
             &store,
@@ -75,8 +76,9 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
             Ok(o) => {
                 let files = o.committed.as_ref().map_or(0, |c| c.changed.len());
                 let push = o.push_time.map_or(0.0, |t| t.as_secs_f64() * 1000.0);
+                let indent = if detail { "  " } else { "" };
                 println!(
-                    "{what}, {label}: {ms:.0} ms ({files} files changed; {:.0} ms to the commit, {push:.0} ms to push)",
+                    "{indent}{what}, {label}: {ms:.0} ms ({files} files changed; {:.0} ms to the commit, {push:.0} ms to push)",
                     ms - push
                 );
                 (ms, ms - push)
@@ -87,15 +89,17 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
             }
         }
     };
-    step("cold: allocate, render, commit, push", &snapshot);
+    step("cold: allocate, render, commit, push", &snapshot, false);
     println!("peak RSS after the cold run, {label}: {} MB", peak_rss_mb());
     // FLIPBIT_BENCH_REPEAT=K repeats the steady steps K times (to profile them, or for a median).
     let repeat: usize = std::env::var("FLIPBIT_BENCH_REPEAT")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    let detail = repeat > 1;
+    let mut unchanged = Vec::new();
     for _ in 0..repeat {
-        step("nothing changed", &snapshot);
+        unchanged.push(step("nothing changed", &snapshot, detail));
     }
     let mut changes = Vec::new();
     for i in 0..repeat {
@@ -103,23 +107,23 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
         snapshot.services[0]
             .annotations
             .insert("flipbit.io/balance".into(), balance.into());
-        changes.push(step("one Service changed (balance annotation)", &snapshot));
+        changes.push(step("one Service changed (balance annotation)", &snapshot, detail));
     }
-    if repeat > 1 {
+    if detail {
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let pushed = median(changes.iter().map(|c| c.0).collect());
-        let committed = median(changes.iter().map(|c| c.1).collect());
-        println!(
-            "one Service changed, median of {repeat}, {label}: {committed:.0} ms to the commit, {pushed:.0} ms to pushed"
-        );
+        for (what, runs) in [("nothing changed", &unchanged), ("one Service changed", &changes)] {
+            let pushed = median(runs.iter().map(|c| c.0).collect());
+            let committed = median(runs.iter().map(|c| c.1).collect());
+            println!("{what}, median of {repeat}, {label}: {committed:.0} ms to the commit, {pushed:.0} ms in all");
+        }
     }
     snapshot.services.push(synth::service(n));
-    step("one new Service", &snapshot);
+    step("one new Service", &snapshot, false);
     snapshot.nodes[0].ready = false;
-    step("node flap (one node NotReady)", &snapshot);
+    step("node flap (one node NotReady)", &snapshot, false);
     println!("peak RSS, {label}: {} MB", peak_rss_mb());
 }
 
