@@ -194,17 +194,7 @@ pub fn decide_into(
             sink,
             &mut listeners,
         );
-        match result {
-            Ok(summary) => {
-                sink.keep();
-                summaries.insert(svc.key.clone(), summary);
-            }
-            Err(e) => {
-                problems.push(Problem::service_error(&svc.key, "", e.to_string()));
-                sink.discard();
-                kept.insert(svc.key.clone());
-            }
-        }
+        record_service(result, &svc.key, sink, &mut summaries, &mut kept, &mut problems);
     }
     shared_host_files(config, previous, &kept, listeners, &backends.all, sink, &mut problems);
     let ledger_fp = fingerprint(&alloc.ledger);
@@ -256,6 +246,29 @@ impl<'a> Backends<'a> {
             all: eligible.iter().collect(),
             all_fp: fingerprint(&**eligible),
             ready,
+        }
+    }
+}
+
+/// Records what [`service_files`] gave `key`: its summary and its files, or, on a render error, a
+/// problem, its files discarded and the Service kept exactly as it is.
+pub(crate) fn record_service(
+    result: Result<ExposedSummary, crate::render::RenderError>,
+    key: &ServiceKey,
+    sink: &mut dyn FileSink,
+    exposed: &mut ExposedMap,
+    kept: &mut BTreeSet<ServiceKey>,
+    problems: &mut Vec<Problem>,
+) {
+    match result {
+        Ok(summary) => {
+            sink.keep();
+            exposed.insert(key.clone(), summary);
+        }
+        Err(e) => {
+            problems.push(Problem::service_error(key, "", e.to_string()));
+            sink.discard();
+            kept.insert(key.clone());
         }
     }
 }

@@ -347,7 +347,7 @@ impl Settled {
             };
             let addresses_v6 = placement.addresses_v6.remove(&svc.key).unwrap_or_default();
             let names = BTreeSet::from([default_name(&svc.key, &config.zone)]);
-            match decide::service_files(
+            let result = decide::service_files(
                 svc,
                 addresses,
                 addresses_v6,
@@ -356,17 +356,8 @@ impl Settled {
                 &backends,
                 sink,
                 &mut listeners,
-            ) {
-                Ok(summary) => {
-                    sink.keep();
-                    self.exposed.insert(svc.key.clone(), summary);
-                }
-                Err(e) => {
-                    problems.push(Problem::service_error(&svc.key, "", e.to_string()));
-                    sink.discard();
-                    self.kept.insert(svc.key.clone());
-                }
-            }
+            );
+            decide::record_service(result, &svc.key, sink, &mut self.exposed, &mut self.kept, &mut problems);
         }
         if ledger_changed {
             // Any fingerprint the engine has not seen: the text is rendered and compared.

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
 
 use flipbit_core::config::Config;
 use flipbit_core::decide::decide_with_holds;
@@ -14,31 +13,7 @@ use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{NodeInput, Snapshot};
 use jiff::Timestamp;
 
-/// Texts by id, counting writes.
-#[derive(Default)]
-struct Store {
-    texts: HashMap<u64, String>,
-    writes: usize,
-}
-
-fn id_of(text: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
-}
-
-impl Blobs for Store {
-    type Id = u64;
-    fn id(&mut self, text: &str) -> Result<u64, String> {
-        Ok(id_of(text))
-    }
-    fn write(&mut self, text: &str) -> Result<u64, String> {
-        self.writes += 1;
-        let id = id_of(text);
-        self.texts.insert(id, text.to_owned());
-        Ok(id)
-    }
-}
+use common::Store;
 
 fn config() -> Config {
     Config::parse(

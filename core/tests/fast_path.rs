@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
 
 use flipbit_core::config::Config;
 use flipbit_core::decide::decide_with_holds;
-use flipbit_core::engine::{Blobs, Engine};
+use flipbit_core::engine::Engine;
 use flipbit_core::holds::HoldUpdate;
 use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
@@ -23,28 +22,7 @@ use proptest::prelude::*;
 const SERVICES: usize = 10;
 const NODES: usize = 4;
 
-#[derive(Default)]
-struct Store {
-    texts: HashMap<u64, String>,
-}
-
-fn id_of(text: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
-}
-
-impl Blobs for Store {
-    type Id = u64;
-    fn id(&mut self, text: &str) -> Result<u64, String> {
-        Ok(id_of(text))
-    }
-    fn write(&mut self, text: &str) -> Result<u64, String> {
-        let id = id_of(text);
-        self.texts.insert(id, text.to_owned());
-        Ok(id)
-    }
-}
+use common::Store;
 
 fn config() -> Config {
     Config::parse(

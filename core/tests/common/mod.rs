@@ -11,6 +11,33 @@ use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
 use jiff::Timestamp;
 
+/// Texts by id, counting writes: the blob store of engine tests.
+#[derive(Default)]
+pub struct Store {
+    pub texts: std::collections::HashMap<u64, String>,
+    pub writes: usize,
+}
+
+pub fn id_of(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+impl flipbit_core::engine::Blobs for Store {
+    type Id = u64;
+    fn id(&mut self, text: &str) -> Result<u64, String> {
+        Ok(id_of(text))
+    }
+    fn write(&mut self, text: &str) -> Result<u64, String> {
+        self.writes += 1;
+        let id = id_of(text);
+        self.texts.insert(id, text.to_owned());
+        Ok(id)
+    }
+}
+
 /// `ns/name`, type LoadBalancer, class flipbit.io/nginx, TCP 80 → node port 30080.
 pub fn lb_service(ns: &str, name: &str) -> ServiceInput {
     ServiceInput {
