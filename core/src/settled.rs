@@ -8,11 +8,12 @@
 //!   Services, no holds), and no withdrawn address comes free yet;
 //! - the Services looked at again (changed, new, gone, and every Service that had a problem last
 //!   time) involve no other Service: no shared address key, no requested address, no
-//!   `flipbit.io/hostname` and no default DNS name someone else wants, no listener change on a
-//!   shared-listeners host.
+//!   `flipbit.io/hostname` and no default DNS name someone else wants, and on a shared-listeners
+//!   host neither the first nor the last Service on a port (the host's listeners stay as they are).
 //!
 //! Anything else gets a full decision, which rebuilds this memory. Services that had no problem and
 //! did not change keep exactly what they had: a full decision would give them the same.
+//! `core/tests/fast_path.rs` checks that against full decisions over random sequences of changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
