@@ -67,12 +67,7 @@ impl Repo {
                 &mut self.store,
             )
             .unwrap();
-        for (path, change) in &step.changes {
-            match change {
-                Some(id) => self.tree.insert(path.clone(), *id),
-                None => self.tree.remove(path),
-            };
-        }
+        common::commit_changes(&mut self.tree, &step.changes);
         self.commits += 1;
         self.engine.advance(&format!("c{}", self.commits), &mut step, &decision);
         self.ledger = decision.ledger.clone();

@@ -215,12 +215,7 @@ impl World {
         prop_assert_eq!(&decision.problems, &full.problems);
         prop_assert_eq!(&decision.node_states, &full.node_states);
         let before = self.tree.clone();
-        for (path, change) in &step.changes {
-            match change {
-                Some(id) => self.tree.insert(path.clone(), *id),
-                None => self.tree.remove(path),
-            };
-        }
+        common::commit_changes(&mut self.tree, &step.changes);
         // A kept Service's files stay exactly as they were; every other file is what the full
         // decision rendered.
         let kept = |path: &String| layout::service_of(path).is_some_and(|k| full.kept.contains(&k));

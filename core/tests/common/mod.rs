@@ -18,6 +18,16 @@ pub struct Store {
     pub writes: usize,
 }
 
+/// Applies an engine step's changes (a blob id to write, or `None` to delete) to a tree.
+pub fn commit_changes(tree: &mut BTreeMap<String, u64>, changes: &BTreeMap<String, Option<u64>>) {
+    for (path, change) in changes {
+        match change {
+            Some(id) => tree.insert(path.clone(), *id),
+            None => tree.remove(path),
+        };
+    }
+}
+
 pub fn id_of(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
