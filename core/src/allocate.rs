@@ -9,6 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::config::{Config, LbHost};
 use crate::exposure::ExposedService;
+use crate::host_addresses::HostAddresses;
 use crate::ledger::{Ledger, PortSpec};
 use crate::names::{LbHostName, ServiceKey};
 use crate::problem::Problem;
@@ -73,9 +74,9 @@ pub struct Allocation {
     pub ledger: Ledger,
     /// The addresses of each exposed Service, per LB host (possibly fewer hosts than asked, when a
     /// pool is exhausted; the problem says so).
-    pub addresses: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
+    pub addresses: BTreeMap<ServiceKey, HostAddresses>,
     /// The IPv6 addresses of dual-stack Services, per LB host with IPv6 pools.
-    pub addresses_v6: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
+    pub addresses_v6: BTreeMap<ServiceKey, HostAddresses>,
     pub events: Vec<AddressEvent>,
     pub problems: Vec<Problem>,
 }
@@ -168,13 +169,14 @@ pub fn allocate(
     for (group, members) in groups.iter_mut() {
         members.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
         for member in members.iter() {
-            for (host, ip) in ledger
-                .services
-                .get(&member.key)
-                .map(|e| e.addresses.clone())
-                .unwrap_or_default()
-            {
-                placement.group_address.entry((group.clone(), host)).or_insert(ip);
+            let Some(entry) = ledger.services.get(&member.key) else {
+                continue;
+            };
+            for (host, ip) in &entry.addresses {
+                placement
+                    .group_address
+                    .entry((group.clone(), host.clone()))
+                    .or_insert(*ip);
             }
         }
     }
@@ -234,8 +236,8 @@ pub(crate) struct Placement {
     group_address: BTreeMap<((String, String), LbHostName), IpAddr>,
     /// Addresses several entries hold, with how many.
     co_held: BTreeMap<(LbHostName, IpAddr), usize>,
-    pub(crate) addresses: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
-    pub(crate) addresses_v6: BTreeMap<ServiceKey, BTreeMap<LbHostName, IpAddr>>,
+    pub(crate) addresses: BTreeMap<ServiceKey, HostAddresses>,
+    pub(crate) addresses_v6: BTreeMap<ServiceKey, HostAddresses>,
     pub(crate) events: Vec<AddressEvent>,
     pub(crate) problems: Vec<Problem>,
 }
@@ -411,7 +413,7 @@ impl Placement {
 /// Service still exists, so there is no grace) and is reported as `Dropped`.
 pub(crate) fn drop_hosts(
     key: &ServiceKey,
-    addresses: &mut BTreeMap<LbHostName, IpAddr>,
+    addresses: &mut HostAddresses,
     keep: impl Fn(&LbHostName) -> bool,
     used: &mut BTreeMap<LbHostName, BTreeSet<IpAddr>>,
     cursors: &mut BTreeMap<LbHostName, Cursor>,

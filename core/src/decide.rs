@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::config::{Flavor, Layout};
 use crate::exposure::{self, ExposedService, Exposure, ServicePort};
 use crate::holds::HoldUpdate;
+use crate::host_addresses::HostAddresses;
 use crate::layout;
 use crate::ledger::{Entry, Ledger};
 use crate::model::Snapshot;
@@ -26,9 +27,9 @@ use crate::sink::{FileSink, TextFiles, fingerprint};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExposedSummary {
     pub ports: Vec<ServicePort>,
-    pub addresses: BTreeMap<LbHostName, IpAddr>,
+    pub addresses: HostAddresses,
     /// IPv6 addresses of a dual-stack Service.
-    pub addresses_v6: BTreeMap<LbHostName, IpAddr>,
+    pub addresses_v6: HostAddresses,
     pub nodes: nodes::NodeSet,
     /// DNS names that get a record per address.
     /// Sorted, without repeats (a vector: a set of one name would cost a 300-byte tree node, 15 MB
@@ -278,8 +279,8 @@ pub(crate) fn record_service(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn service_files(
     svc: &ExposedService,
-    addresses: BTreeMap<LbHostName, IpAddr>,
-    addresses_v6: BTreeMap<LbHostName, IpAddr>,
+    addresses: HostAddresses,
+    addresses_v6: HostAddresses,
     names: BTreeSet<String>,
     config: &Config,
     backends: &Backends<'_>,
@@ -393,7 +394,7 @@ fn with_reservations<'a>(
         if working.services.contains_key(key) {
             return false;
         }
-        let mut free = |map: &BTreeMap<LbHostName, IpAddr>| -> BTreeMap<LbHostName, IpAddr> {
+        let mut free = |map: &HostAddresses| -> HostAddresses {
             map.iter()
                 .filter(|(h, ip)| taken.insert(((*h).clone(), **ip)))
                 .map(|(h, ip)| (h.clone(), *ip))

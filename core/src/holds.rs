@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host_addresses::HostAddresses;
 use crate::layout;
 use crate::ledger::{Entry, Ledger};
 use crate::names::{LbHostName, ServiceKey};
@@ -57,10 +58,10 @@ pub struct Hold {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub paths: BTreeSet<String>,
     /// The addresses the Service held before the change: nobody else gets them during the hold.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub addresses: BTreeMap<LbHostName, IpAddr>,
-    #[serde(default, rename = "addressesV6", skip_serializing_if = "BTreeMap::is_empty")]
-    pub addresses_v6: BTreeMap<LbHostName, IpAddr>,
+    #[serde(default, skip_serializing_if = "HostAddresses::is_empty")]
+    pub addresses: HostAddresses,
+    #[serde(default, rename = "addressesV6", skip_serializing_if = "HostAddresses::is_empty")]
+    pub addresses_v6: HostAddresses,
 }
 
 impl Hold {
@@ -276,7 +277,7 @@ mod tests {
 
     fn entry(ip: &str) -> Entry {
         Entry {
-            addresses: BTreeMap::from([("lb-1".parse().unwrap(), ip.parse().unwrap())]),
+            addresses: HostAddresses::from([("lb-1".parse().unwrap(), ip.parse().unwrap())]),
             ..Entry::default()
         }
     }

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::exposure::{Protocol, ServicePort};
+use crate::host_addresses::HostAddresses;
 use crate::names::{LbHostName, ServiceKey};
 
 pub const VERSION: u32 = 1;
@@ -41,10 +42,10 @@ pub struct Ledger {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Entry {
     /// One address per LB host (IPv4, or IPv6 on hosts with only IPv6 pools).
-    pub addresses: BTreeMap<LbHostName, IpAddr>,
+    pub addresses: HostAddresses,
     /// Dual-stack Services: their IPv6 address per LB host that has IPv6 pools.
-    #[serde(default, rename = "addressesV6", skip_serializing_if = "BTreeMap::is_empty")]
-    pub addresses_v6: BTreeMap<LbHostName, IpAddr>,
+    #[serde(default, rename = "addressesV6", skip_serializing_if = "HostAddresses::is_empty")]
+    pub addresses_v6: HostAddresses,
     /// The ports served on those addresses, for review (and for sharing checks).
     #[serde(default)]
     pub ports: Vec<PortSpec>,
@@ -158,7 +159,7 @@ mod tests {
         l.services.insert(
             "blog/frontend".parse().unwrap(),
             Entry {
-                addresses: BTreeMap::from([
+                addresses: HostAddresses::from([
                     ("lb-2".parse().unwrap(), "127.1.5.1".parse().unwrap()),
                     ("lb-1".parse().unwrap(), "127.1.1.1".parse().unwrap()),
                 ]),
@@ -168,7 +169,7 @@ mod tests {
                 }],
                 released_at: None,
                 shared_key: None,
-                addresses_v6: BTreeMap::new(),
+                addresses_v6: HostAddresses::new(),
             },
         );
         l

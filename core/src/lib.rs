@@ -12,6 +12,7 @@ pub mod engine;
 pub mod exposure;
 pub mod flavor;
 pub mod holds;
+pub mod host_addresses;
 pub mod layout;
 pub mod ledger;
 pub mod message;

@@ -19,9 +19,9 @@ pub const MAX_LISTED: usize = 500;
 ///
 /// `old_upstreams` holds, for Services whose snippets changed, the node addresses their snippets
 /// sent to before, so an upstream change can name the nodes that came and went and why.
-pub fn compose(
+pub fn compose<P: AsRef<str>>(
     decision: &Decision,
-    changed: &BTreeSet<String>,
+    changed: &BTreeSet<P>,
     release_grace_seconds: u64,
     old_upstreams: &BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
 ) -> Option<String> {
@@ -32,7 +32,7 @@ pub fn compose(
     let mut lines: BTreeMap<ServiceKey, Vec<String>> = BTreeMap::new();
     let mut touched_hosts: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
     let mut touched_dns: BTreeSet<ServiceKey> = BTreeSet::new();
-    for path in changed {
+    for path in changed.iter().map(AsRef::as_ref) {
         if let Some((host, key)) = layout::parse_lb_path(path) {
             touched_hosts.entry(key).or_default().insert(host.to_string());
         } else if let Some((_, key)) = layout::parse_dns_path(path) {
@@ -118,7 +118,7 @@ pub fn compose(
         }
     }
     let mut host_lines = Vec::new();
-    for path in changed {
+    for path in changed.iter().map(AsRef::as_ref) {
         if let Some((host, name)) = layout::parse_lb_host_path(path) {
             let down: Vec<String> = decision
                 .node_states

@@ -1,6 +1,6 @@
 //! The pure decision end to end: snapshot + config + ledger + time in, files and ledger out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flipbit_core::allocate::AddressEvent;
 use flipbit_core::config::Config;
@@ -364,7 +364,7 @@ fn commit_messages_say_what_and_why() {
         msg.contains("Flipbit-Cause: node deleted, node node-5 NotReady"),
         "{msg}"
     );
-    assert_eq!(message::compose(&d2, &Default::default(), 60, &old), None);
+    assert_eq!(message::compose(&d2, &BTreeSet::<String>::new(), 60, &old), None);
 
     // Without the old node set (a port change), the line says what kind of change it was.
     let msg = message::compose(&d2, &changed, 60, &none).unwrap();

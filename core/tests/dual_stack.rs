@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use flipbit_core::config::Config;
 use flipbit_core::decide::Decision;
 use flipbit_core::ledger::Ledger;
@@ -31,7 +29,9 @@ fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
 fn dual_stack_services_get_an_ipv6_address_where_there_is_a_pool() {
     let d = run(vec![svc("dual", &["IPv4", "IPv6"]), svc("v4", &[])], &Ledger::empty());
     let dual = &d.exposed[&"a/dual".parse::<flipbit_core::names::ServiceKey>().unwrap()];
-    let list = |m: &BTreeMap<_, std::net::IpAddr>| m.iter().map(|(h, ip)| format!("{h} {ip}")).collect::<Vec<_>>();
+    let list = |m: &flipbit_core::host_addresses::HostAddresses| {
+        m.iter().map(|(h, ip)| format!("{h} {ip}")).collect::<Vec<_>>()
+    };
     assert_eq!(
         list(&dual.addresses),
         ["lb-1 127.6.1.1", "lb-2 127.6.2.1", "lb-6 fd00:66::10"]

@@ -56,7 +56,7 @@ impl Repo {
     fn cycle(&mut self, snapshot: &Snapshot) -> usize {
         let before = self.store.writes;
         let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let (decision, mut step) = self
+        let (decision, step) = self
             .engine
             .decide(
                 snapshot,
@@ -69,7 +69,7 @@ impl Repo {
             .unwrap();
         common::commit_changes(&mut self.tree, &step.changes);
         self.commits += 1;
-        self.engine.advance(&format!("c{}", self.commits), &mut step, &decision);
+        self.engine.advance(&format!("c{}", self.commits), step, &decision);
         self.ledger = decision.ledger.clone();
         self.store.writes - before
     }

@@ -204,7 +204,7 @@ impl World {
         let config = config();
         let holds = HoldUpdate::default();
         let full = decide_with_holds(&self.snapshot, &config, &self.ledger, &holds, self.now);
-        let (decision, mut step) = self
+        let (decision, step) = self
             .engine
             .decide(&self.snapshot, &config, &self.ledger, &holds, self.now, &mut self.store)
             .map_err(TestCaseError::fail)?;
@@ -233,7 +233,7 @@ impl World {
         }
         prop_assert!(wrong.is_empty(), "files differ from a full decision's: {:?}", wrong);
         self.commits += 1;
-        self.engine.advance(&format!("c{}", self.commits), &mut step, &decision);
+        self.engine.advance(&format!("c{}", self.commits), step, &decision);
         self.ledger = decision.ledger.clone();
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! flipbit-generator: reads the cluster (a live API server or a folder of manifests), lets
 //! `flipbit-core` decide, and commits the result to the state repo.
 
+pub mod allocator;
 pub mod cli;
 pub mod convert;
 pub mod cycle;

@@ -10,11 +10,12 @@ use flipbit_generator::report;
 
 /// mimalloc rather than glibc's malloc: a decision over 50,000 Services allocates and frees
 /// millions of small objects, and glibc spent a fifth of each cycle consolidating its free lists
-/// (`perf`: `unlink_chunk`, `malloc_consolidate`).
+/// (`perf`: `unlink_chunk`, `malloc_consolidate`). It returns freed memory at once (`allocator`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    flipbit_generator::allocator::return_freed_memory_at_once();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Run(_)) {
         "info"

@@ -37,11 +37,11 @@ pub fn plan(target: &RepoTarget, dir: &std::path::Path, now: Timestamp) -> Resul
     let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, false, None)?;
     let mut before = std::collections::BTreeMap::new();
     if let Some(c) = &outcome.committed {
-        for path in &c.changed {
+        for path in store.changed_paths(outcome.base, c.id)? {
             let text = store
-                .read(outcome.base, path)?
+                .read(outcome.base, &path)?
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
-            before.insert(path.clone(), text);
+            before.insert(path, text);
         }
     }
     Ok(Plan { outcome, before })

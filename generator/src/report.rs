@@ -10,7 +10,7 @@ use crate::offline::Plan;
 pub fn plan(plan: &Plan, color: bool) -> String {
     let outcome = &plan.outcome;
     let mut out = String::new();
-    let (Some(c), Some(msg)) = (&outcome.committed, &outcome.message) else {
+    let (Some(_), Some(msg)) = (&outcome.committed, &outcome.message) else {
         let _ = writeln!(out, "no change: {} is up to date", short(&outcome.base.to_string()));
         return out;
     };
@@ -22,7 +22,7 @@ pub fn plan(plan: &Plan, color: bool) -> String {
     for (label, n) in summary(plan) {
         let _ = writeln!(out, "{label:<22}{n:>6}");
     }
-    for path in &c.changed {
+    for path in plan.before.keys() {
         let old = plan.before.get(path).cloned().flatten().unwrap_or_default();
         let new = outcome.decision.files.get(path).cloned().unwrap_or_default();
         let diff = similar::TextDiff::from_lines(&old, &new);
@@ -63,14 +63,9 @@ fn summary(plan: &Plan) -> Vec<(&'static str, usize)> {
         E::Withdrawn { key } => Some(key),
         _ => None,
     });
-    let changed_paths = plan
-        .outcome
-        .committed
-        .as_ref()
-        .map(|c| c.changed.clone())
-        .unwrap_or_default();
-    let touched: BTreeSet<_> = changed_paths
-        .iter()
+    let touched: BTreeSet<_> = plan
+        .before
+        .keys()
         .filter_map(|p| flipbit_core::layout::service_of(p))
         .collect();
     let changed = touched
@@ -96,8 +91,9 @@ fn summary(plan: &Plan) -> Vec<(&'static str, usize)> {
         .unwrap_or_default()
     };
     let (mut added, mut removed) = (0, 0);
-    for path in changed_paths
-        .iter()
+    for path in plan
+        .before
+        .keys()
         .filter(|p| flipbit_core::layout::parse_dns_path(p).is_some())
     {
         let old = names(plan.before.get(path).and_then(Option::as_ref));
@@ -142,7 +138,7 @@ pub fn rendered(outcome: &Outcome) -> String {
         (Some(c), Some(msg)) => format!(
             "committed {} ({} files): {}",
             short(&c.id.to_string()),
-            c.changed.len(),
+            c.files,
             msg.lines().next().unwrap_or_default()
         ),
         _ => format!("no change: {} is up to date", short(&outcome.base.to_string())),

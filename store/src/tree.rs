@@ -9,10 +9,9 @@ use git2::{FileMode, Oid, Repository, Tree};
 pub fn update(
     repo: &Repository,
     base: Option<&Tree<'_>>,
-    changes: &BTreeMap<String, Option<Oid>>,
+    changes: &BTreeMap<&str, Option<Oid>>,
 ) -> Result<Oid, git2::Error> {
-    let rel: BTreeMap<&str, Option<Oid>> = changes.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    match update_dir(repo, base, &rel)? {
+    match update_dir(repo, base, changes)? {
         Some(id) => Ok(id),
         None => repo.treebuilder(None)?.write(),
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use flipbit_core::config::Config;
 use flipbit_core::decide::{Decision, decide_with_holds};
+use flipbit_core::engine::Change;
 use flipbit_core::holds::HoldUpdate;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
@@ -19,10 +20,10 @@ pub struct Store {
 }
 
 /// Applies an engine step's changes (a blob id to write, or `None` to delete) to a tree.
-pub fn commit_changes(tree: &mut BTreeMap<String, u64>, changes: &BTreeMap<String, Option<u64>>) {
+pub fn commit_changes(tree: &mut BTreeMap<String, u64>, changes: &BTreeMap<String, Change<u64>>) {
     for (path, change) in changes {
-        match change {
-            Some(id) => tree.insert(path.clone(), *id),
+        match change.blob() {
+            Some(id) => tree.insert(path.clone(), id),
             None => tree.remove(path),
         };
     }

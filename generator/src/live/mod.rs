@@ -169,7 +169,7 @@ async fn cycle_once(
         metrics
             .last_commit_seconds
             .set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
-        tracing::info!(commit = %c.id, branch, files = c.changed.len(), subject = msg.lines().next().unwrap_or_default(), "pushed");
+        tracing::info!(commit = %c.id, branch, files = c.files, subject = msg.lines().next().unwrap_or_default(), "pushed");
     }
     for host in &outcome.config.lb_hosts {
         let held = outcome

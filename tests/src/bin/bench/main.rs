@@ -28,6 +28,7 @@ mod under_load;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    flipbit_generator::allocator::return_freed_memory_at_once();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
     match args.first().map(String::as_str) {

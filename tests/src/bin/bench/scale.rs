@@ -74,7 +74,7 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         match outcome {
             Ok(o) => {
-                let files = o.committed.as_ref().map_or(0, |c| c.changed.len());
+                let files = o.committed.as_ref().map_or(0, |c| c.files);
                 let push = o.push_time.map_or(0.0, |t| t.as_secs_f64() * 1000.0);
                 let indent = if detail { "  " } else { "" };
                 println!(
