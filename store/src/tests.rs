@@ -1,0 +1,127 @@
+//! Pushing: what reaches the remote.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use git2::{Oid, Repository, Signature};
+
+use super::Store;
+
+/// A bare remote with one commit on `main`.
+fn remote(path: &Path) -> Repository {
+    let repo = Repository::init_bare(path).expect("init the remote");
+    let sig = Signature::now("t", "t@localhost").expect("signature");
+    let blob = repo.blob(b"zone: example.test\n").expect("blob");
+    let tree = {
+        let mut builder = repo.treebuilder(None).expect("tree builder");
+        builder.insert("flipbit.yaml", blob, 0o100644).expect("insert");
+        builder.write().expect("tree")
+    };
+    {
+        let tree = repo.find_tree(tree).expect("find tree");
+        repo.commit(Some("refs/heads/main"), &sig, &sig, "root", &tree, &[])
+            .expect("commit");
+    }
+    repo
+}
+
+/// 300 nginx-like snippets that differ in a few bytes each: prime delta material.
+fn snippets() -> Vec<(String, Vec<u8>)> {
+    (0..300)
+        .map(|i| {
+            let text = format!(
+                "upstream svc_{i}_80 {{\n{}}}\nserver {{\n    listen 127.1.1.{}:80;\n    proxy_pass svc_{i}_80;\n}}\n",
+                "    server 127.0.0.10:30080 max_fails=3 fail_timeout=10s;\n".repeat(8),
+                i % 250
+            );
+            (format!("lb/lb-1/ns/svc-{i:03}.conf"), text.into_bytes())
+        })
+        .collect()
+}
+
+/// Commits the snippets through `store` and pushes them; returns the commit.
+fn commit_and_push(store: &Store) -> Oid {
+    let head = store.fetch().expect("fetch").expect("the remote has main");
+    let mut batch = store.batch();
+    let files: Vec<(String, Oid)> = snippets()
+        .into_iter()
+        .map(|(path, text)| (path, batch.add(&text).expect("add")))
+        .collect();
+    batch.finish().expect("finish the batch");
+    let changes: BTreeMap<&str, Option<Oid>> = files.iter().map(|(p, id)| (p.as_str(), Some(*id))).collect();
+    let author = Store::signature("flipbit-generator", "flipbit-generator@localhost").expect("signature");
+    let committed = store
+        .commit_blobs(head, &changes, |_| Some("snippets".into()), &author)
+        .expect("commit")
+        .expect("something changed");
+    store.push(committed.id).expect("push");
+    committed.id
+}
+
+/// `git verify-pack -v` over every pack of the bare repo at `path`.
+fn verify_packs(path: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(path.join("objects/pack")).expect("pack dir") {
+        let idx = entry.expect("entry").path();
+        if idx.extension().is_some_and(|x| x == "idx") {
+            let run = Command::new("git")
+                .args(["verify-pack", "-v"])
+                .arg(&idx)
+                .output()
+                .expect("run git verify-pack");
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+            out.push_str(&String::from_utf8_lossy(&run.stdout));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_push_carries_whole_objects() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let remote_path = tmp.path().join("remote.git");
+    let remote = remote(&remote_path);
+    let store = Store::open(
+        &tmp.path().join("cache.git"),
+        &remote_path.display().to_string(),
+        "main",
+    )
+    .expect("open the cache");
+    let pushed = commit_and_push(&store);
+    let packs = verify_packs(&remote_path);
+    // Every snippet arrived, and none as a delta (verify-pack sums up delta chains by length).
+    assert_eq!(remote.refname_to_id("refs/heads/main").expect("main"), pushed);
+    assert!(packs.contains("non delta: "), "{packs}");
+    assert!(!packs.contains("chain length"), "the pushed pack has deltas:\n{packs}");
+}
+
+/// The control: the same push with libgit2's defaults does deltify these snippets, so the test
+/// above would see a delta if the setting stopped working.
+#[test]
+fn libgit2_deltifies_the_same_push_by_default() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let remote_path = tmp.path().join("remote.git");
+    remote(&remote_path);
+    let store = Store::open(
+        &tmp.path().join("cache.git"),
+        &remote_path.display().to_string(),
+        "main",
+    )
+    .expect("open the cache");
+    let mut config = store.repo.config().expect("config");
+    config.remove("pack.deltaCacheSize").expect("unset");
+    config.remove("core.bigFileThreshold").expect("unset");
+    commit_and_push(&store);
+    assert!(verify_packs(&remote_path).contains("chain length"));
+    // Opening the cache again restores the setting.
+    drop(store);
+    let store = Store::open(
+        &tmp.path().join("cache.git"),
+        &remote_path.display().to_string(),
+        "main",
+    )
+    .expect("open the cache again");
+    let config = store.repo.config().and_then(|mut c| c.snapshot()).expect("config");
+    assert_eq!(config.get_i64("pack.deltaCacheSize").ok(), Some(1));
+}
