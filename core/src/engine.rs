@@ -244,20 +244,12 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
     /// Records that `step` is now the content of `commit` (committed, or nothing to commit): the
     /// memory moves to it, taking the step's paths.
     pub fn advance(&mut self, commit: &str, step: Step<Id>, decision: &Decision) {
-        let generation = self.generation;
         for (path, change) in step.changes {
             match change {
                 Change::Write {
                     blob,
                     fingerprint: Some(fingerprint),
-                } => {
-                    let known = Known {
-                        fingerprint: Some(fingerprint),
-                        blob,
-                        seen: generation,
-                    };
-                    self.files.insert(path, known);
-                }
+                } => self.remember([(path, fingerprint, blob)]),
                 Change::Write { fingerprint: None, .. } => {}
                 Change::Delete => {
                     self.files.remove(&path);
