@@ -41,3 +41,15 @@ quiet_system_haproxy() {
     systemctl disable --now haproxy >/dev/null 2>&1 || true
   fi
 }
+
+# A full test build needs a few GB under target/; say so up front, since running out shows up
+# later as a linker or test failure that names no cause.
+report_free_disk() {
+  local dir="$1" free_kb
+  mkdir -p "$dir"
+  free_kb=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+  echo "free disk under $dir: $((free_kb / 1024)) MB"
+  if [ "$free_kb" -lt $((4 * 1024 * 1024)) ]; then
+    echo "warning: less than 4 GB free under $dir; the build and tests may run out of space" >&2
+  fi
+}

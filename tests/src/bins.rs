@@ -31,6 +31,7 @@ pub fn bin(name: &str) -> PathBuf {
                 "RUSTUP_HOME",
                 "RUSTUP_TOOLCHAIN",
                 "CARGO_TARGET_DIR",
+                "CARGO_INCREMENTAL",
                 "TMPDIR",
             ] {
                 if let Some(v) = std::env::var_os(var) {
