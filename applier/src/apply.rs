@@ -209,19 +209,16 @@ fn nginx_step(
     Ok((applied, Some(reloaded)))
 }
 
-/// A file of this host at one commit: its path inside `lb/<host>/` and its blob.
-type HostFile = (String, CommitId);
-
-/// This host's files at `commit` (a release id) that `lb` reads, by path inside the release;
-/// other paths are skipped (with a warning when `warn`, so each is reported once per apply).
+/// This host's files at `commit` (a release id) that `lb` reads: their blobs by path inside the
+/// release; other paths are skipped (with a warning when `warn`, so each is reported once per
+/// apply).
 fn host_files(
     store: &Store,
     lb: &dyn LoadBalancer,
     commit: CommitId,
     host_dir: &str,
     warn: bool,
-) -> Result<BTreeMap<String, HostFile>> {
-    let prefix = format!("{host_dir}/");
+) -> Result<BTreeMap<String, CommitId>> {
     let mut out = BTreeMap::new();
     for (path, blob) in store.list(commit, host_dir)? {
         let Some(rel) = lb.release_path(&path) else {
@@ -230,22 +227,24 @@ fn host_files(
             }
             continue;
         };
-        out.insert(rel, (path.trim_start_matches(&prefix).to_owned(), blob));
+        out.insert(rel, blob);
     }
     Ok(out)
 }
 
 /// The files of the release `id` as they were staged, when `id` is a commit the cache knows.
-fn release_files(store: &Store, lb: &dyn LoadBalancer, id: &str, host_dir: &str) -> Option<BTreeMap<String, HostFile>> {
+fn release_files(store: &Store, lb: &dyn LoadBalancer, id: &str, host_dir: &str) -> Option<BTreeMap<String, CommitId>> {
     host_files(store, lb, CommitId::from_str(id).ok()?, host_dir, false).ok()
 }
 
-/// Stages this host's files at `head` as release `commit`; returns its directory and file count.
+/// Stages this host's files at `head` as release `commit`; returns its directory and the number
+/// of this host's files at `head`.
 ///
 /// Unchanged files are hard-linked from the running release (releases are never modified in
 /// place). When a release nginx no longer runs is on disk (normally the one before the running
-/// one, kept as a fallback), it is brought to `head` by the difference instead of writing a whole
-/// new release, so a one-Service change costs a few file operations, not one per Service.
+/// one, kept as a fallback), it is brought to `head` by the difference of the two commits instead
+/// of writing a whole new release, so a one-Service change costs a few tree reads and file
+/// operations, not one per Service.
 fn stage(
     store: &Store,
     state: &StateDir,
@@ -255,7 +254,6 @@ fn stage(
     host_dir: &str,
     current: Option<&str>,
 ) -> Result<(PathBuf, usize)> {
-    let wanted = host_files(store, lb, head, host_dir, true)?;
     let release_dir = state.release_dir(commit);
     let running_dir = current.map(|id| state.release_dir(id));
     // Where a file's content comes from: a file the running release holds unchanged (`same`) is
@@ -275,8 +273,8 @@ fn stage(
     // For the few files a change writes, the running release's blob is looked up path by path
     // (listing all its files costs ~10 ms at 10k Services).
     let running_id = current.and_then(|id| CommitId::from_str(id).ok());
-    let same_in_running = |(repo_rel, blob): &HostFile| {
-        running_id.is_some_and(|id| store.tree_id(id, &format!("{host_dir}/{repo_rel}")).ok().flatten() == Some(*blob))
+    let same_in_running = |path: &str, blob: &CommitId| {
+        running_id.is_some_and(|id| store.entry_id(id, path).ok().flatten() == Some(*blob))
     };
     // The release being staged may itself be on disk whole (a run that stopped before the
     // swap): it is the best spare, needing no change at all.
@@ -287,32 +285,50 @@ fn stage(
         .collect();
     spares.sort_by_key(|id| id != commit);
     for spare in spares {
-        let Some(old) = release_files(store, lb, &spare, host_dir) else {
+        // A spare whose commit the cache does not know cannot be diffed: it is left alone.
+        let Some(mut changed) = CommitId::from_str(&spare)
+            .ok()
+            .and_then(|spare_id| store.diff_dir(spare_id, head, host_dir).ok())
+        else {
             continue;
         };
-        let removes: Vec<String> = old.keys().filter(|rel| !wanted.contains_key(*rel)).cloned().collect();
-        let mut writes = BTreeMap::new();
-        for (rel, file) in &wanted {
-            if old.get(rel).map(|(_, b)| b) != Some(&file.1) || layout::binds_release(rel) {
-                writes.insert(rel.clone(), source(rel, &file.1, same_in_running(file))?);
+        // Host-level files name the release they sit in: written into every release.
+        for (path, blob) in store.list(head, &format!("{host_dir}/{}", layout::HOST_FILES_DIR))? {
+            changed.insert(path, Some(blob));
+        }
+        let (mut removes, mut writes) = (Vec::new(), BTreeMap::new());
+        for (path, blob) in &changed {
+            let Some(rel) = lb.release_path(path) else {
+                if blob.is_some() {
+                    tracing::warn!(%path, %head, lb = lb.name(), "not a generated file of this flavour; skipped");
+                }
+                continue;
+            };
+            match blob {
+                Some(blob) => {
+                    let file = source(&rel, blob, same_in_running(path, blob))?;
+                    writes.insert(rel, file);
+                }
+                None => removes.push(rel),
             }
         }
         match state.update_release(&spare, commit, &removes, &writes) {
             Ok(dir) => {
                 tracing::debug!(%spare, removed = removes.len(), written = writes.len(), "release staged from a spare");
-                return Ok((dir, wanted.len()));
+                return Ok((dir, store.count_files(head, host_dir)?));
             }
             // Half-updated: it is no spare any more; a whole release is written below.
             Err(e) => tracing::warn!(%spare, error = %e, "could not reuse a spare release"),
         }
         break;
     }
+    let wanted = host_files(store, lb, head, host_dir, true)?;
     let running = current
         .and_then(|id| release_files(store, lb, id, host_dir))
         .unwrap_or_default();
     let mut files = BTreeMap::new();
-    for (rel, (_, blob)) in &wanted {
-        let same = running.get(rel).map(|(_, b)| b) == Some(blob);
+    for (rel, blob) in &wanted {
+        let same = running.get(rel) == Some(blob);
         files.insert(rel.clone(), source(rel, blob, same)?);
     }
     Ok((state.write_release(commit, &files)?, wanted.len()))

@@ -5,6 +5,7 @@
 
 mod auth;
 mod batch;
+mod dirs;
 mod history;
 pub mod signing;
 pub use batch::BlobBatch;
@@ -226,35 +227,6 @@ impl Store {
                 }
             }
         }
-        Ok(out)
-    }
-
-    /// Every file under `dir` at `commit`, by full repo path, with its blob id.
-    pub fn list(&self, commit: Oid, dir: &str) -> Result<BTreeMap<String, Oid>, StoreError> {
-        let err = |source| StoreError::Read {
-            what: dir.to_owned(),
-            commit,
-            source,
-        };
-        let root = self.repo.find_commit(commit).and_then(|c| c.tree()).map_err(err)?;
-        let tree = match root.get_path(Path::new(dir)) {
-            Ok(entry) => match entry.to_object(&self.repo).map_err(err)?.into_tree() {
-                Ok(tree) => tree,
-                Err(_) => return Ok(BTreeMap::new()),
-            },
-            Err(e) if e.code() == ErrorCode::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(err(e)),
-        };
-        let mut out = BTreeMap::new();
-        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
-            if entry.kind() == Some(git2::ObjectType::Blob)
-                && let Ok(name) = entry.name()
-            {
-                out.insert(format!("{dir}/{parent}{name}"), entry.id());
-            }
-            git2::TreeWalkResult::Ok
-        })
-        .map_err(err)?;
         Ok(out)
     }
 

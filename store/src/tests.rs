@@ -9,7 +9,7 @@ use git2::{Oid, Repository, Signature};
 use super::Store;
 
 /// A bare remote with one commit on `main`.
-fn remote(path: &Path) -> Repository {
+pub(crate) fn remote(path: &Path) -> Repository {
     let repo = Repository::init_bare(path).expect("init the remote");
     let sig = Signature::now("t", "t@localhost").expect("signature");
     let blob = repo.blob(b"zone: example.test\n").expect("blob");

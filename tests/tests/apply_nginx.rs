@@ -62,6 +62,23 @@ fn appliers_serve_tcp_and_udp_and_follow_changes() {
         "an unchanged file was rewritten instead of linked"
     );
     assert!(!state.join(&after).join("web/shop.conf").exists());
+    // This release was staged from the first one (a spare) by the difference of two commits
+    // that changed one file and deleted another: it holds the commit's files, byte for byte.
+    let mut staged = Vec::new();
+    for ns in std::fs::read_dir(state.join(&after)).expect("release dir") {
+        let ns = ns.expect("entry").path();
+        for file in std::fs::read_dir(&ns).expect("namespace dir") {
+            let file = file.expect("entry").path();
+            let rel = file.strip_prefix(state.join(&after)).expect("inside the release");
+            staged.push(format!("lb/lb-a/{}", rel.display()));
+        }
+    }
+    staged.sort();
+    assert_eq!(staged, repo::files_under(&f.repo, "lb/lb-a/"));
+    for path in &staged {
+        let on_disk = std::fs::read_to_string(state.join(&after).join(path.trim_start_matches("lb/lb-a/")));
+        assert_eq!(on_disk.ok(), repo::read(&f.repo, path), "{path}");
+    }
     assert!(
         probe::tcp(f.addr(1, 2, 8080)).is_err(),
         "a withdrawn Service still answers"
