@@ -155,7 +155,7 @@ fn nginx_step(
     let host_dir = layout::lb_host_dir(&opts.lb);
     if let Some(release) = &current
         && let Ok(release_id) = CommitId::from_str(release)
-        && store.tree_id(release_id, &host_dir).ok().flatten() == store.tree_id(head, &host_dir)?
+        && store.entry_id(release_id, &host_dir).ok().flatten() == store.entry_id(head, &host_dir)?
     {
         state.record_applied(LB_STEP, &commit)?;
         return Ok((Applied::Recorded { commit }, None));

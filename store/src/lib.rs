@@ -230,21 +230,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The id of the tree at `dir` in `commit` (to tell cheaply whether a host's files changed).
-    pub fn tree_id(&self, commit: Oid, dir: &str) -> Result<Option<Oid>, StoreError> {
-        let err = |source| StoreError::Read {
-            what: dir.to_owned(),
-            commit,
-            source,
-        };
-        let root = self.repo.find_commit(commit).and_then(|c| c.tree()).map_err(err)?;
-        match root.get_path(Path::new(dir)) {
-            Ok(entry) => Ok(Some(entry.id())),
-            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
-            Err(e) => Err(err(e)),
-        }
-    }
-
     pub fn blob(&self, id: Oid) -> Result<Vec<u8>, StoreError> {
         let blob = self.repo.find_blob(id).map_err(|source| StoreError::Read {
             what: format!("blob {id}"),
@@ -322,7 +307,9 @@ impl Store {
         self.repo.blob(text).map_err(StoreError::Write)
     }
 
-    /// The blob id of `path` at `commit`, or `None` when there is no such file.
+    /// The id of the entry at `path` in `commit` (a file's blob, or a directory's tree: equal
+    /// tree ids tell cheaply that nothing under a directory changed), or `None` when there is no
+    /// such path.
     pub fn entry_id(&self, commit: Oid, path: &str) -> Result<Option<Oid>, StoreError> {
         let err = |source| StoreError::Read {
             what: path.to_owned(),
