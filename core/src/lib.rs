@@ -11,6 +11,8 @@ pub mod dns;
 pub mod engine;
 pub mod exposure;
 pub mod flavor;
+pub mod format;
+pub mod grammar;
 pub mod holds;
 pub mod host_addresses;
 pub mod layout;
