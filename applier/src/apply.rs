@@ -289,6 +289,7 @@ fn stage(
         let Some(mut changed) = CommitId::from_str(&spare)
             .ok()
             .and_then(|spare_id| store.diff_dir(spare_id, head, host_dir).ok())
+            .map(|diff| diff.changed)
         else {
             continue;
         };

@@ -28,3 +28,4 @@ pub mod render_haproxy;
 pub mod render_map;
 mod settled;
 pub mod sink;
+pub mod text;

@@ -11,17 +11,34 @@ use git2::{ErrorCode, FileMode, Oid, Tree, TreeWalkMode, TreeWalkResult};
 use crate::{Store, StoreError};
 
 impl Store {
-    /// Every file under `dir` at `commit`, by full repo path, with its blob id.
+    /// Every file under `dir` at `commit`, by full repo path, with its blob id. Entries that are
+    /// not plain files (symbolic links, submodules) are left out: [`Store::list_dir`] names them.
     pub fn list(&self, commit: Oid, dir: &str) -> Result<BTreeMap<String, Oid>, StoreError> {
-        let mut out = BTreeMap::new();
+        Ok(self.list_dir(commit, dir)?.files)
+    }
+
+    /// Every entry under `dir` at `commit`: plain files (mode 100644 or 100755) with their blob
+    /// ids, and apart from them the paths of anything else. A symbolic link is a blob too (its
+    /// text is the target), so a reader that took every blob would write the target's name as a
+    /// file's content on one host and follow the link on another.
+    pub fn list_dir(&self, commit: Oid, dir: &str) -> Result<DirListing, StoreError> {
+        let mut out = DirListing::default();
         let Some(tree) = self.dir_tree(commit, dir)? else {
             return Ok(out);
         };
         tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
-            if entry.kind() == Some(git2::ObjectType::Blob)
-                && let Ok(name) = entry.name()
-            {
-                out.insert(format!("{dir}/{parent}{name}"), entry.id());
+            let path = || format!("{dir}/{parent}{}", String::from_utf8_lossy(entry.name_bytes()));
+            match (entry.kind(), entry.filemode()) {
+                (Some(git2::ObjectType::Tree), _) => {}
+                (Some(git2::ObjectType::Blob), mode) if is_file(mode) => {
+                    match entry.name() {
+                        Ok(name) => {
+                            out.files.insert(format!("{dir}/{parent}{name}"), entry.id());
+                        }
+                        Err(_) => out.not_files.push(path()),
+                    }
+                }
+                _ => out.not_files.push(path()),
             }
             TreeWalkResult::Ok
         })
@@ -47,22 +64,27 @@ impl Store {
 
     /// The files under `dir` whose content differs between `from` and `to`, by full repo path:
     /// the blob at `to`, or `None` where `to` has no such file. A directory missing from either
-    /// commit counts as empty.
-    pub fn diff_dir(&self, from: Oid, to: Oid, dir: &str) -> Result<BTreeMap<String, Option<Oid>>, StoreError> {
+    /// commit counts as empty. An entry of `to` that is not a plain file (a link, a submodule)
+    /// is named in `not_files` and counts as gone from `changed`.
+    pub fn diff_dir(&self, from: Oid, to: Oid, dir: &str) -> Result<DirDiff, StoreError> {
         let (old, new) = (self.dir_tree(from, dir)?, self.dir_tree(to, dir)?);
         let diff = self
             .repo
             .diff_tree_to_tree(old.as_ref(), new.as_ref(), None)
             .map_err(read_err(dir, to))?;
-        let mut out = BTreeMap::new();
+        let mut out = DirDiff::default();
         for delta in diff.deltas() {
             let (before, after) = (delta.old_file(), delta.new_file());
-            let is_file = |mode| matches!(mode, FileMode::Blob | FileMode::BlobExecutable);
+            let file_mode = |mode| matches!(mode, FileMode::Blob | FileMode::BlobExecutable);
             // A type change (a file replaced by a link, say) comes as one delta: the file went.
-            let blob = (after.exists() && is_file(after.mode())).then(|| after.id());
+            let blob = (after.exists() && file_mode(after.mode())).then(|| after.id());
+            if after.exists() && !file_mode(after.mode()) {
+                let path = after.path_bytes().map(String::from_utf8_lossy).unwrap_or_default();
+                out.not_files.push(format!("{dir}/{path}"));
+            }
             for path in [before.path(), after.path()].into_iter().flatten() {
                 if let Some(path) = path.to_str() {
-                    out.insert(format!("{dir}/{path}"), blob);
+                    out.changed.insert(format!("{dir}/{path}"), blob);
                 }
             }
         }
@@ -84,6 +106,29 @@ impl Store {
             .into_tree()
             .ok())
     }
+}
+
+/// What [`Store::list_dir`] found under a directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirListing {
+    /// Plain files by full repo path.
+    pub files: BTreeMap<String, Oid>,
+    /// Anything else (symbolic links, submodules, names that are not UTF-8), by path, lossily.
+    pub not_files: Vec<String>,
+}
+
+/// What [`Store::diff_dir`] found between two commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirDiff {
+    /// Changed paths: the file's blob at the newer commit, `None` where it has none.
+    pub changed: BTreeMap<String, Option<Oid>>,
+    /// Entries of the newer commit that are not plain files.
+    pub not_files: Vec<String>,
+}
+
+/// A plain file's mode: 100644 or 100755 (a link is 120000, a submodule 160000).
+fn is_file(mode: i32) -> bool {
+    mode == i32::from(FileMode::Blob) || mode == i32::from(FileMode::BlobExecutable)
 }
 
 fn read_err(dir: &str, commit: Oid) -> impl Fn(git2::Error) -> StoreError + '_ {
@@ -149,7 +194,7 @@ mod tests {
         );
         let id = |text: &str| Store::blob_id(text.as_bytes()).expect("blob id");
 
-        let diff = store.diff_dir(before, after, "lb/h").expect("diff");
+        let diff = store.diff_dir(before, after, "lb/h").expect("diff").changed;
         let want: BTreeMap<String, Option<Oid>> = [
             ("lb/h/a/x.conf", Some(id("x2"))),
             ("lb/h/b/z.conf", None),
@@ -170,12 +215,12 @@ mod tests {
         }
         assert_eq!(listed, store.list(after, "lb/h").expect("list"));
 
-        assert!(store.diff_dir(after, after, "lb/h").expect("diff").is_empty());
+        assert!(store.diff_dir(after, after, "lb/h").expect("diff").changed.is_empty());
         // A directory missing on one side is empty there.
-        let added = store.diff_dir(root, before, "lb/h").expect("diff");
+        let added = store.diff_dir(root, before, "lb/h").expect("diff").changed;
         assert_eq!(added.len(), 3);
         assert!(added.values().all(Option::is_some));
-        let gone = store.diff_dir(before, root, "lb/h").expect("diff");
+        let gone = store.diff_dir(before, root, "lb/h").expect("diff").changed;
         assert!(gone.len() == 3 && gone.values().all(Option::is_none), "{gone:?}");
 
         assert_eq!(store.count_files(before, "lb/h").expect("count"), 3);

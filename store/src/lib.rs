@@ -9,6 +9,7 @@ mod dirs;
 mod history;
 pub mod signing;
 pub use batch::BlobBatch;
+pub use dirs::{DirDiff, DirListing};
 mod tree;
 
 #[cfg(test)]
@@ -37,6 +38,14 @@ pub enum StoreError {
         branch: String,
         source: git2::Error,
     },
+    #[error(
+        "fetching {branch} from {url}: no answer within {} (the server accepted the connection but did not serve the fetch; check the Git server)", human_secs(*after)
+    )]
+    TimedOut {
+        url: String,
+        branch: String,
+        after: std::time::Duration,
+    },
     #[error("push to {url} was rejected ({reason}): the branch moved on; fetch and decide again")]
     Rejected { url: String, reason: String },
     #[error("pushing to {url}: {source}")]
@@ -51,6 +60,20 @@ pub enum StoreError {
     Write(git2::Error),
     #[error(transparent)]
     Signing(#[from] signing::SigningError),
+}
+
+fn human_secs(d: std::time::Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Bounds on a fetch, so a remote that accepts the connection and then never answers (or
+/// answers a byte a minute) cannot hold the caller, and the lock it holds, forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// To open the connection.
+    pub connect: std::time::Duration,
+    /// The whole fetch: no read may wait longer, and the transfer is cancelled once it is over.
+    pub total: std::time::Duration,
 }
 
 /// True when `refs/heads/<name>` is a reference name Git accepts.
@@ -70,6 +93,8 @@ pub struct Store {
     credentials: Credentials,
     /// Signs every commit this store makes, when set.
     signer: Option<SshSigner>,
+    /// Bounds every fetch, when set.
+    limits: Option<FetchLimits>,
 }
 
 /// The result of a commit: its id and how many paths' content really changed (which ones:
@@ -138,7 +163,22 @@ impl Store {
             branch: branch.to_owned(),
             credentials: Credentials::from_env(),
             signer: None,
+            limits: None,
         })
+    }
+
+    /// Bounds every fetch from now on by `limits`. libgit2 keeps its connect and read timeouts
+    /// per process (they apply to `git://`, `ssh://` and `https://` alike; a local path has no
+    /// connection), so this sets them for every store of the process; the whole-fetch deadline
+    /// is this store's own.
+    pub fn limit_fetches(&mut self, limits: FetchLimits) {
+        let millis = |d: std::time::Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
+        // SAFETY: plain integer settings, read when libgit2 opens its next connection.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis(limits.connect.min(limits.total)));
+            let _ = git2::opts::set_server_timeout_in_milliseconds(millis(limits.total));
+        }
+        self.limits = Some(limits);
     }
 
     /// Signs every commit made from now on with `signer`.
@@ -169,10 +209,28 @@ impl Store {
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
         let refspec = format!("+refs/heads/{branch}:{}", tracking_ref(branch));
+        let started = std::time::Instant::now();
+        let over = || self.limits.is_some_and(|l| started.elapsed() >= l.total);
+        let mut callbacks = self.credentials.callbacks();
+        // Called as data arrives: past the deadline, returning false cancels the transfer.
+        callbacks.transfer_progress(|_| !over());
+        callbacks.sideband_progress(|_| !over());
         let mut opts = FetchOptions::new();
         opts.download_tags(git2::AutotagOption::None);
-        opts.remote_callbacks(self.credentials.callbacks());
-        remote.fetch(&[refspec.as_str()], Some(&mut opts), None).map_err(err)?;
+        opts.remote_callbacks(callbacks);
+        let fetched = remote.fetch(&[refspec.as_str()], Some(&mut opts), None);
+        drop(opts);
+        if let (Err(e), Some(_)) = (&fetched, self.limits) {
+            if over() || e.code() == ErrorCode::Timeout {
+                tracing::debug!(error = %e, "fetch timed out");
+                return Err(StoreError::TimedOut {
+                    url: self.url.clone(),
+                    branch: branch.to_owned(),
+                    after: started.elapsed(),
+                });
+            }
+        }
+        fetched.map_err(err)?;
         // A fetch that found no such branch leaves any old tracking ref; check the remote's list.
         let listed = remote
             .list()

@@ -125,3 +125,83 @@ fn libgit2_deltifies_the_same_push_by_default() {
     let config = store.repo.config().and_then(|mut c| c.snapshot()).expect("config");
     assert_eq!(config.get_i64("pack.deltaCacheSize").ok(), Some(1));
 }
+
+/// A remote that accepts the connection and then says nothing: the fetch gives up at the limit
+/// with one error that says so, instead of waiting forever.
+#[test]
+fn a_silent_remote_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("address").port();
+    let held = std::thread::spawn(move || {
+        // Hold the connection open, silent, until the client goes away.
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut sink = [0u8; 256];
+        while std::io::Read::read(&mut conn, &mut sink).is_ok_and(|n| n > 0) {}
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = format!("git://127.0.0.1:{port}/state.git");
+    let mut store = Store::open(&tmp.path().join("cache.git"), &url, "main").expect("open");
+    store.limit_fetches(crate::FetchLimits {
+        connect: std::time::Duration::from_secs(1),
+        total: std::time::Duration::from_millis(800),
+    });
+    let started = std::time::Instant::now();
+    let err = store.fetch().expect_err("a silent remote answered");
+    let took = started.elapsed();
+    assert!(matches!(err, crate::StoreError::TimedOut { .. }), "{err}");
+    assert!(err.to_string().contains("no answer within"), "{err}");
+    // The read timeout is the limit; well under a generous bound (no fixed expectation of speed).
+    assert!(took < std::time::Duration::from_secs(30), "the fetch took {took:?}");
+    drop(store);
+    let _ = held.join();
+}
+
+/// Links and submodules under a directory are reported, never listed as files, in a listing and
+/// in a difference.
+#[test]
+fn links_and_submodules_are_not_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("remote.git");
+    let repo = remote(&path);
+    let sig = Signature::now("t", "t@localhost").expect("signature");
+    let head = repo.refname_to_id("refs/heads/main").expect("main");
+    let base = repo.find_commit(head).expect("commit").tree().expect("tree");
+    let file = repo.blob(b"upstream x {}\n").expect("blob");
+    let target = repo.blob(b"/etc/shadow").expect("blob");
+    let ns = {
+        let mut b = repo.treebuilder(None).expect("builder");
+        b.insert("a.conf", file, 0o100644).expect("file");
+        b.insert("b.conf", target, 0o120000).expect("link");
+        b.insert("c.conf", head, 0o160000).expect("submodule");
+        b.write().expect("tree")
+    };
+    let host = {
+        let mut b = repo.treebuilder(None).expect("builder");
+        b.insert("ns", ns, 0o040000).expect("dir");
+        b.write().expect("tree")
+    };
+    let lb = {
+        let mut b = repo.treebuilder(None).expect("builder");
+        b.insert("h", host, 0o040000).expect("dir");
+        b.write().expect("tree")
+    };
+    let root = {
+        let mut b = repo.treebuilder(Some(&base)).expect("builder");
+        b.insert("lb", lb, 0o040000).expect("dir");
+        b.write().expect("tree")
+    };
+    let tree = repo.find_tree(root).expect("tree");
+    let parent = repo.find_commit(head).expect("commit");
+    repo.commit(Some("refs/heads/main"), &sig, &sig, "links", &tree, &[&parent])
+        .expect("commit");
+
+    let store = Store::open(&tmp.path().join("cache.git"), &path.display().to_string(), "main").expect("open");
+    let top = store.fetch().expect("fetch").expect("main");
+    let listing = store.list_dir(top, "lb/h").expect("list");
+    assert_eq!(listing.files.keys().collect::<Vec<_>>(), ["lb/h/ns/a.conf"]);
+    assert_eq!(listing.not_files, ["lb/h/ns/b.conf", "lb/h/ns/c.conf"]);
+    let diff = store.diff_dir(head, top, "lb/h").expect("diff");
+    assert_eq!(diff.not_files, ["lb/h/ns/b.conf", "lb/h/ns/c.conf"]);
+    assert_eq!(diff.changed.get("lb/h/ns/b.conf"), Some(&None), "a link counts as no file");
+    assert!(diff.changed.get("lb/h/ns/a.conf").is_some_and(Option::is_some));
+}
