@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::Config;
+use crate::config::{Config, HostnamePolicy};
 use crate::names::{LbHostName, ServiceKey};
 use crate::problem::Problem;
 
@@ -102,21 +102,78 @@ fn requested(
     Ok(out)
 }
 
-/// Parses a comma list of DNS names that must lie inside `zone` (a trailing dot is allowed).
-fn hostnames(value: &str, zone: &str) -> Result<BTreeSet<String>, String> {
+/// Parses `flipbit.io/hostname`: a comma list of DNS names (a trailing dot allowed), each inside
+/// the zone and none of them one the zone keeps for itself (the apex, `reservedNames`: a tenant's
+/// Service must never answer for the zone's name servers or mail hosts); under
+/// `hostnamePolicy: namespace`, each also one of the Service's namespace's names.
+fn hostnames(value: &str, key: &ServiceKey, config: &Config) -> Result<BTreeSet<String>, String> {
+    let reserved = config.reserved_names();
     let mut out = BTreeSet::new();
+    let mut refusals = Vec::new();
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let name = part.strip_suffix('.').unwrap_or(part).to_ascii_lowercase();
-        crate::dns::check_dns_name(&name)?;
-        if name != zone && !name.ends_with(&format!(".{zone}")) {
-            return Err(format!("{name:?} is not inside the zone {zone}"));
+        match refusal(&name, key, config, &reserved) {
+            Some(why) => refusals.push(why),
+            None => {
+                out.insert(name);
+            }
         }
-        out.insert(name);
+    }
+    if !refusals.is_empty() {
+        return Err(refusals.join("; "));
     }
     if out.is_empty() {
         return Err("names no DNS name".into());
     }
     Ok(out)
+}
+
+/// Why `key` may not have the DNS name `name` (lowercase, no trailing dot), if it may not.
+fn refusal(name: &str, key: &ServiceKey, config: &Config, reserved: &BTreeSet<String>) -> Option<String> {
+    let zone = &config.zone;
+    if let Err(e) = crate::dns::check_dns_name(name) {
+        return Some(e);
+    }
+    if !crate::dns::in_zone(name, zone) {
+        return Some(format!("{name:?} is not inside the zone {zone}"));
+    }
+    if name == zone {
+        return Some(format!(
+            "{name:?} is the zone apex, whose records (SOA, NS) belong to the zone itself"
+        ));
+    }
+    if reserved.contains(name) {
+        return Some(format!(
+            "{name:?} is reserved for the zone's own hosts (reservedNames in flipbit.yaml)"
+        ));
+    }
+    if config.hostname_policy == HostnamePolicy::Namespace && !in_namespace(name, key, zone) {
+        let ns = &key.namespace;
+        return Some(format!(
+            "{name:?} is not a name of namespace {ns}: flipbit.yaml sets hostnamePolicy: namespace, which allows only {ns}.{zone} and names ending in .{ns}.{zone}"
+        ));
+    }
+    None
+}
+
+/// True when `name` is `<namespace>.<zone>` or a name under it, for `key`'s namespace.
+fn in_namespace(name: &str, key: &ServiceKey, zone: &str) -> bool {
+    crate::dns::in_zone(name, &format!("{}.{zone}", key.namespace))
+}
+
+/// The error for a Service without `flipbit.io/hostname` whose default name the operator reserved
+/// (a two-label `reservedNames` entry such as `ns1.infra` is Service `infra/ns1`'s default name).
+fn reserved_default_name(key: &ServiceKey, config: &Config) -> Option<Problem> {
+    let name = crate::dns::default_name(key, &config.zone);
+    config.reserved_names().contains(&name).then(|| {
+        Problem::service_error(
+            key,
+            "metadata.name",
+            format!(
+                "its DNS name {name} is reserved for the zone's own hosts (reservedNames in flipbit.yaml); give it another one in {HOSTNAME}"
+            ),
+        )
+    })
 }
 
 pub fn field(annotation: &str) -> String {
@@ -250,11 +307,12 @@ pub fn settings(
             )),
         }
     }
-    if let Some(v) = annotations.get(HOSTNAME) {
-        match hostnames(v, &config.zone) {
+    match annotations.get(HOSTNAME) {
+        Some(v) => match hostnames(v, key, config) {
             Ok(names) => out.hostnames = Some(names),
             Err(e) => errors.push(Problem::service_error(key, field(HOSTNAME), e)),
-        }
+        },
+        None => errors.extend(reserved_default_name(key, config)),
     }
     if errors.is_empty() {
         (Ok(out), warnings)

@@ -2,7 +2,7 @@
 //! zone, which nodes carry traffic and which Services are ours. Parsed strictly (unknown fields are
 //! errors) and checked as a whole, so a typo stops the generator instead of changing the fleet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -44,7 +44,41 @@ pub struct Config {
     /// same way (GKE's L4 subsetting uses 25). `flipbit.io/max-nodes` overrides it per Service.
     #[serde(default = "default_max_nodes")]
     pub max_nodes_per_service: usize,
+    /// Names inside the zone that no Service may take through `flipbit.io/hostname`, besides the
+    /// zone apex (always refused): each a full name inside the zone or one relative to it (`ns1`
+    /// is `ns1.<zone>`). See [`DEFAULT_RESERVED_NAMES`] for the default; `[]` reserves the apex
+    /// alone. [`Config::reserved_names`] gives them as absolute names.
+    #[serde(default = "default_reserved_names", rename = "reservedNames")]
+    pub reserved_name_entries: Vec<String>,
+    /// Which custom names a Service may claim; see [`HostnamePolicy`].
+    #[serde(default, skip_serializing_if = "HostnamePolicy::is_default")]
+    pub hostname_policy: HostnamePolicy,
     pub lb_hosts: Vec<LbHost>,
+}
+
+/// The relative names reserved when `flipbit.yaml` has no `reservedNames`: the names zones
+/// commonly give their in-zone name servers and mail hosts. A Service that took one would answer
+/// for the zone's own NS targets (its delegation glue) or catch its mail; an operator whose zone
+/// uses other names lists its real NS targets instead.
+pub const DEFAULT_RESERVED_NAMES: &[&str] = &["ns", "ns1", "ns2", "ns3", "ns4", "mail", "mx", "smtp"];
+
+/// Which names a Service may claim through `flipbit.io/hostname` (the apex and `reservedNames`
+/// are refused under either). `any` (the default): any name inside the zone, first come first
+/// served. `namespace`: only `<namespace>.<zone>` and names under it, for clusters whose
+/// namespaces belong to different tenants, so one tenant cannot publish a name another
+/// tenant's users would trust.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostnamePolicy {
+    #[default]
+    Any,
+    Namespace,
+}
+
+impl HostnamePolicy {
+    pub fn is_default(&self) -> bool {
+        *self == HostnamePolicy::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +163,10 @@ fn default_max_nodes() -> usize {
     DEFAULT_MAX_NODES
 }
 
+fn default_reserved_names() -> Vec<String> {
+    DEFAULT_RESERVED_NAMES.iter().map(|n| (*n).to_owned()).collect()
+}
+
 impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Config = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
@@ -154,6 +192,11 @@ impl Config {
                 .map_or(String::new(), |(n, _)| format!(" (line {})", n + 1))
         };
         crate::dns::check_dns_name(&self.zone).map_err(|e| ConfigError::Invalid(format!("zone: {e}")))?;
+        for (i, entry) in self.reserved_name_entries.iter().enumerate() {
+            absolute_reserved_name(entry, &self.zone).map_err(|e| {
+                ConfigError::Invalid(format!("reservedNames[{i}]: {e}{}", line_after("reservedNames", entry)))
+            })?;
+        }
         if self.max_nodes_per_service == 0 {
             return Err(ConfigError::Invalid(format!(
                 "maxNodesPerService: must be at least 1{}",
@@ -208,6 +251,40 @@ impl Config {
     pub fn host(&self, name: &LbHostName) -> Option<&LbHost> {
         self.lb_hosts.iter().find(|h| &h.name == name)
     }
+
+    /// Every name no Service may claim, absolute (lowercase, no trailing dot): the zone apex and
+    /// each `reservedNames` entry. The generator refuses them in `flipbit.io/hostname`; the
+    /// applier refuses zone fragments that name them, whoever wrote the commit. (Entries that do
+    /// not resolve to a name in the zone are left out: [`Config::parse`] refuses them.)
+    pub fn reserved_names(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::from([self.zone.clone()]);
+        names.extend(
+            self.reserved_name_entries
+                .iter()
+                .filter_map(|entry| absolute_reserved_name(entry, &self.zone).ok()),
+        );
+        names
+    }
+}
+
+/// The absolute name a `reservedNames` entry stands for: an entry ending in a dot, or equal to
+/// the zone or under it, is absolute; any other is relative to the zone (`ns1` is `ns1.<zone>`).
+/// `Err` says why it is no DNS name inside the zone.
+fn absolute_reserved_name(entry: &str, zone: &str) -> Result<String, String> {
+    let (name, absolute) = match entry.strip_suffix('.') {
+        Some(name) => (name, true),
+        None => (entry, false),
+    };
+    let full = if absolute || crate::dns::in_zone(name, zone) {
+        name.to_owned()
+    } else {
+        format!("{name}.{zone}")
+    };
+    crate::dns::check_dns_name(&full)?;
+    if !crate::dns::in_zone(&full, zone) {
+        return Err(format!("{entry:?} is not inside the zone {zone}"));
+    }
+    Ok(full)
 }
 
 impl LbHost {
@@ -310,6 +387,76 @@ mod tests {
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(
             err.contains("lbHosts[1] (lb-2).layout: shared-listeners is an nginx layout") && err.contains("(line 7)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reserved_names_default_to_name_servers_and_mail_hosts() {
+        let c = Config::parse(GOOD).unwrap();
+        let names: Vec<String> = c.reserved_names().into_iter().collect();
+        assert_eq!(
+            names,
+            [
+                "k8s.example.test",
+                "mail.k8s.example.test",
+                "mx.k8s.example.test",
+                "ns.k8s.example.test",
+                "ns1.k8s.example.test",
+                "ns2.k8s.example.test",
+                "ns3.k8s.example.test",
+                "ns4.k8s.example.test",
+                "smtp.k8s.example.test",
+            ]
+        );
+        let none = Config::parse(&format!("{GOOD}reservedNames: []\n")).unwrap();
+        assert_eq!(none.reserved_names(), BTreeSet::from(["k8s.example.test".to_owned()]));
+    }
+
+    #[test]
+    fn reserved_names_are_relative_or_absolute_and_strict() {
+        let text = format!("{GOOD}reservedNames:\n  - dns1\n  - a.ns.k8s.example.test\n  - b.k8s.example.test.\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(
+            c.reserved_names(),
+            BTreeSet::from(
+                [
+                    "k8s.example.test",
+                    "dns1.k8s.example.test",
+                    "a.ns.k8s.example.test",
+                    "b.k8s.example.test"
+                ]
+                .map(String::from)
+            )
+        );
+        let err = Config::parse(&text.replace("dns1", "Dns_1")).unwrap_err().to_string();
+        assert!(
+            err.contains("reservedNames[0]: \"Dns_1.k8s.example.test\" is not a DNS name") && err.contains("(line 8)"),
+            "{err}"
+        );
+        let err = Config::parse(&text.replace("b.k8s.example.test.", "ns1.example.org."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("reservedNames[2]: \"ns1.example.org.\" is not inside the zone k8s.example.test (line 10)"),
+            "{err}"
+        );
+        let err = Config::parse(&format!("{GOOD}reservedNames: ns1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reservedNames") && err.contains("line 7"), "{err}");
+    }
+
+    #[test]
+    fn hostname_policy_defaults_to_any_and_is_strict() {
+        assert_eq!(Config::parse(GOOD).unwrap().hostname_policy, HostnamePolicy::Any);
+        let c = Config::parse(&format!("{GOOD}hostnamePolicy: namespace\n")).unwrap();
+        assert_eq!(c.hostname_policy, HostnamePolicy::Namespace);
+        let err = Config::parse(&format!("{GOOD}hostnamePolicy: tenant\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hostnamePolicy") && err.contains("namespace") && err.contains("line 7"),
             "{err}"
         );
     }

@@ -176,14 +176,15 @@ pub fn decide_into(
     let ready = nodes::ready_nodes_by_service(&snapshot.endpoint_slices);
 
     let mut summaries = ExposedMap::new();
-    let mut name_owners: BTreeMap<String, ServiceKey> = BTreeMap::new();
+    let placed = |key: &ServiceKey| alloc.addresses.contains_key(key);
+    let mut names_of = dns_names(snapshot, &exposed, placed, &config.zone, &mut problems);
     let mut listeners: BTreeMap<LbHostName, BTreeSet<Listener>> = BTreeMap::new();
     let backends = Backends::new(&eligible, &ready);
     for svc in &exposed {
         let Some(addresses) = alloc.addresses.get(&svc.key) else {
             continue;
         };
-        let names = dns_names(svc, &config.zone, &mut name_owners, &mut problems);
+        let names = names_of.remove(&svc.key).unwrap_or_default();
         let addresses_v6 = alloc.addresses_v6.get(&svc.key).cloned().unwrap_or_default();
         let result = service_files(
             svc,
@@ -527,34 +528,84 @@ fn shared_port_clashes(exposed: &[ExposedService], problems: &mut Vec<Problem>) 
 /// TTL of a Service's records unless `flipbit.io/dns-ttl` says otherwise.
 pub const DEFAULT_TTL: u32 = 300;
 
-/// The DNS names of `svc`: its `flipbit.io/hostname` names or `<service>.<namespace>.<zone>`. A
-/// name already claimed by a Service earlier in key order stays with that Service, so two Services
-/// never silently share a name; the later one gets an error for that name alone.
-fn dns_names(
-    svc: &ExposedService,
+/// The DNS names of every exposed Service that got addresses: its `flipbit.io/hostname` names or
+/// its default name `<service>.<namespace>.<zone>`. A default name is always its Service's own
+/// (whether that Service is exposed or not), so a tenant cannot take another Service's name by
+/// claiming it first: default names are given first, and a custom claim of another input
+/// Service's default name is an error on the claimant. Custom names are then given in key order:
+/// a name claimed by two Services stays with the first, and the later one gets an error for that
+/// name alone (so two Services never silently share a name).
+fn dns_names<'a>(
+    snapshot: &Snapshot,
+    exposed: &'a [ExposedService],
+    placed: impl Fn(&ServiceKey) -> bool,
     zone: &str,
-    owners: &mut BTreeMap<String, ServiceKey>,
     problems: &mut Vec<Problem>,
-) -> BTreeSet<String> {
-    let wanted = match &svc.settings.hostnames {
-        Some(names) => names.clone(),
-        None => BTreeSet::from([format!("{}.{}.{zone}", svc.key.name, svc.key.namespace)]),
-    };
-    let mut out = BTreeSet::new();
-    for name in wanted {
-        match owners.get(&name) {
-            Some(owner) => problems.push(Problem::service_error(
-                &svc.key,
-                crate::annotations::field(crate::annotations::HOSTNAME),
-                format!("the DNS name {name} already belongs to Service {owner}; no record for it"),
-            )),
+) -> BTreeMap<&'a ServiceKey, BTreeSet<String>> {
+    let mut names_of = BTreeMap::new();
+    let mut custom = Vec::new();
+    for svc in exposed.iter().filter(|s| placed(&s.key)) {
+        match &svc.settings.hostnames {
             None => {
-                owners.insert(name.clone(), svc.key.clone());
-                out.insert(name);
+                names_of.insert(&svc.key, BTreeSet::from([crate::dns::default_name(&svc.key, zone)]));
             }
+            Some(wanted) => custom.push((svc, wanted)),
         }
     }
-    out
+    if custom.is_empty() {
+        return names_of;
+    }
+    let inputs = input_keys(snapshot);
+    let mut owners: BTreeMap<&str, &ServiceKey> = BTreeMap::new();
+    for (svc, wanted) in custom {
+        let mut names = BTreeSet::new();
+        for name in wanted {
+            let refusal = match default_owner(name, zone, &inputs) {
+                Some(owner) if owner != svc.key => Some(format!(
+                    "the DNS name {name} is the default name of Service {owner}, which always keeps it; no record for it"
+                )),
+                _ => owners
+                    .get(name.as_str())
+                    .map(|owner| format!("the DNS name {name} already belongs to Service {owner}; no record for it")),
+            };
+            match refusal {
+                Some(message) => problems.push(Problem::service_error(
+                    &svc.key,
+                    crate::annotations::field(crate::annotations::HOSTNAME),
+                    message,
+                )),
+                None => {
+                    owners.insert(name, &svc.key);
+                    names.insert(name.clone());
+                }
+            }
+        }
+        names_of.insert(&svc.key, names);
+    }
+    names_of
+}
+
+/// `namespace`/`name` of every Service in the input, read or not, as written.
+fn input_keys(snapshot: &Snapshot) -> BTreeSet<(&str, &str)> {
+    let read = snapshot
+        .services
+        .iter()
+        .map(|s| (s.namespace.as_str(), s.name.as_str()));
+    let unreadable = snapshot
+        .unreadable_services
+        .iter()
+        .map(|u| (u.key.namespace.as_str(), u.key.name.as_str()));
+    read.chain(unreadable).collect()
+}
+
+/// The Service in the input whose default name `name` is, if any.
+fn default_owner(name: &str, zone: &str, inputs: &BTreeSet<(&str, &str)>) -> Option<ServiceKey> {
+    let relative = name.strip_suffix(zone)?.strip_suffix('.')?;
+    let (service, namespace) = relative.split_once('.')?;
+    if !inputs.contains(&(namespace, service)) {
+        return None;
+    }
+    ServiceKey::new(namespace, service).ok()
 }
 
 /// True when any problem is an error (a Service skipped).

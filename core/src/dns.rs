@@ -10,3 +10,15 @@ pub fn check_dns_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// True when `name` is `zone` itself or a name under it (both without a trailing dot).
+pub fn in_zone(name: &str, zone: &str) -> bool {
+    name.strip_suffix(zone)
+        .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+}
+
+/// `<service>.<namespace>.<zone>`: the name a Service gets without `flipbit.io/hostname`. It is
+/// always that Service's own: no other Service can claim it (see `decide`).
+pub fn default_name(key: &crate::names::ServiceKey, zone: &str) -> String {
+    format!("{}.{}.{zone}", key.name, key.namespace)
+}

@@ -8,7 +8,8 @@
 //!   Services, no holds), and no withdrawn address comes free yet;
 //! - the Services looked at again (changed, new, gone, and every Service that had a problem last
 //!   time) involve no other Service: no shared address key, no requested address, no
-//!   `flipbit.io/hostname` and no default DNS name someone else wants, and on a shared-listeners
+//!   `flipbit.io/hostname`, and none whose default DNS name (its own, exposed or not) another
+//!   Service holds as a custom name (it gets it back), and on a shared-listeners
 //!   host neither the first nor the last Service on a port (the host's listeners stay as they are).
 //!
 //! Anything else gets a full decision, which rebuilds this memory. Services that had no problem and
@@ -107,10 +108,6 @@ fn problem_key(problem: &Problem) -> Option<ServiceKey> {
     problem.object.strip_prefix("Service ")?.parse().ok()
 }
 
-fn default_name(key: &ServiceKey, zone: &str) -> String {
-    format!("{}.{}.{zone}", key.name, key.namespace)
-}
-
 impl Settled {
     /// The memory after a full decision; `None` where the shortcut can never apply to it (holds,
     /// a Service listed twice, a key both unreadable and read).
@@ -159,7 +156,7 @@ impl Settled {
         }
         let mut custom_names = HashSet::default();
         for (key, summary) in decision.exposed.iter() {
-            let default = default_name(key, &config.zone);
+            let default = crate::dns::default_name(key, &config.zone);
             custom_names.extend(summary.dns_names.iter().filter(|n| **n != default).cloned());
         }
         let grace = grace_of(config);
@@ -347,7 +344,7 @@ impl Settled {
                 continue;
             };
             let addresses_v6 = placement.addresses_v6.remove(&svc.key).unwrap_or_default();
-            let names = BTreeSet::from([default_name(&svc.key, &config.zone)]);
+            let names = BTreeSet::from([crate::dns::default_name(&svc.key, &config.zone)]);
             let result = decide::service_files(
                 svc,
                 addresses,
@@ -448,19 +445,23 @@ impl Settled {
         Some((dirty, gone))
     }
 
-    /// True when none of the Services looked at can change what another Service gets.
+    /// True when none of the Services looked at can change what another Service gets. A Service's
+    /// default DNS name is its own whether it is exposed or not, so one looked at (new, gone,
+    /// exposed or not) whose default name another Service holds as a custom name changes what
+    /// that Service gets.
     fn alone(&self, config: &Config, exposed: &[ExposedService], touched: &[ServiceKey]) -> bool {
         let solitary = exposed.iter().all(|svc| {
-            svc.settings.shared_key.is_none()
-                && svc.settings.requested.is_empty()
-                && svc.settings.hostnames.is_none()
-                && !self.custom_names.contains(&default_name(&svc.key, &config.zone))
+            svc.settings.shared_key.is_none() && svc.settings.requested.is_empty() && svc.settings.hostnames.is_none()
         });
+        let default_taken = !self.custom_names.is_empty()
+            && touched
+                .iter()
+                .any(|k| self.custom_names.contains(&crate::dns::default_name(k, &config.zone)));
         let was_shared = touched
             .iter()
             .any(|k| self.ledger.services.get(k).is_some_and(|e| e.shared_key.is_some()));
         let unreadable = touched.iter().any(|k| self.unreadable.contains(k));
-        solitary && !was_shared && !unreadable
+        solitary && !default_taken && !was_shared && !unreadable
     }
 
     /// The listeners `key` gives shared-listeners hosts: an exposed Service's ports on its

@@ -1,7 +1,8 @@
 //! The engine's shortcut (a decision that looks only at the Services that changed) reaches exactly
 //! the decision a full one does: same ledger, addresses, summaries, kept Services, events, problems
 //! and files, through random sequences of Service changes of every kind (annotations valid and
-//! not, ports, hostnames, shared keys, requested addresses, Services that stop being ours, keys
+//! not, ports, hostnames, shared keys, requested addresses, Services that stop being ours or
+//! appear without being ours (they own their default DNS names all the same), keys
 //! that are not keys, Services listed twice), node churn and time passing, on a per-service host,
 //! a shared-listeners host and a HAProxy host.
 
@@ -34,6 +35,8 @@ fn config() -> Config {
 #[derive(Debug, Clone)]
 enum Op {
     Create(usize),
+    /// Creates a Service that is not ours (ClusterIP): it still owns its default DNS name.
+    CreateInternal(usize),
     Delete(usize),
     Annotate(usize, &'static str, &'static str),
     Unannotate(usize, &'static str),
@@ -53,6 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(("flipbit.io/dns-ttl", "60")),
         Just(("flipbit.io/hostname", "www.k.test")),
         Just(("flipbit.io/hostname", "s1.a.k.test")),
+        Just(("flipbit.io/hostname", "ns1.k.test")),
         Just(("flipbit.io/shared-ip-key", "web")),
         Just(("flipbit.io/ips", "127.5.1.3")),
         Just(("flipbit.io/load-balancers", "lb-1")),
@@ -66,6 +70,7 @@ fn op() -> impl Strategy<Value = Op> {
     ];
     prop_oneof![
         4 => (0..SERVICES).prop_map(Op::Create),
+        1 => (0..SERVICES).prop_map(Op::CreateInternal),
         2 => (0..SERVICES).prop_map(Op::Delete),
         4 => (0..SERVICES, annotation).prop_map(|(i, (k, v))| Op::Annotate(i, k, v)),
         2 => (0..SERVICES, key).prop_map(|(i, k)| Op::Unannotate(i, k)),
@@ -150,6 +155,13 @@ impl World {
             Op::Create(i) => {
                 if self.position(i).is_none() {
                     self.snapshot.services.push(service(i));
+                }
+            }
+            Op::CreateInternal(i) => {
+                if self.position(i).is_none() {
+                    let mut internal = service(i);
+                    internal.service_type = "ClusterIP".into();
+                    self.snapshot.services.push(internal);
                 }
             }
             Op::Delete(i) => self.snapshot.services.retain(|s| s.name != service(i).name),
@@ -276,4 +288,23 @@ fn a_change_to_one_plain_service_takes_the_shortcut() {
     world.apply(&Op::NodeFlip(1));
     world.cycle().expect("node flip");
     assert_eq!(world.engine.fast_decisions(), 4);
+}
+
+/// A Service that appears, even one that is not ours, takes its default DNS name back from a
+/// Service that claimed it while it did not exist: the shortcut must see that.
+#[test]
+fn a_new_service_takes_its_default_name_back_from_a_claimant() {
+    for create in [Op::Create(1), Op::CreateInternal(1)] {
+        let mut world = World::new();
+        for i in [0, 2, 3] {
+            world.apply(&Op::Create(i));
+        }
+        world.apply(&Op::Annotate(3, "flipbit.io/hostname", "s1.a.k.test"));
+        world.cycle().expect("the claim");
+        world.cycle().expect("nothing changed");
+        world.apply(&create);
+        world.cycle().expect("the owner appears");
+        world.apply(&Op::Delete(1));
+        world.cycle().expect("the owner goes");
+    }
 }
