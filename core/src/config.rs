@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::names::LbHostName;
-use crate::pool::Pool;
+use crate::pool::{MAX_POOL_ADDRESSES, Pool};
 
 pub const DEFAULT_CLASS: &str = "flipbit.io/nginx";
 pub const DEFAULT_NODE_LABEL: &str = "flipbit.io/lb-backend";
@@ -92,6 +92,9 @@ pub struct LbHost {
     /// Which load balancer runs on this host; see [`Flavor`].
     #[serde(default, skip_serializing_if = "Flavor::is_default")]
     pub flavor: Flavor,
+    /// Accept pools of more than [`MAX_POOL_ADDRESSES`] addresses on this host.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_large_pools: bool,
 }
 
 /// The load balancer an LB host runs, so one fleet can mix them. `nginx` (the default) serves TCP
@@ -239,6 +242,15 @@ impl Config {
                     host.name,
                     line(&pool.to_string())
                 );
+                if let Some(why) = pool.unservable() {
+                    return Err(ConfigError::Invalid(format!("{here}: {why}")));
+                }
+                if !host.allow_large_pools && pool.size() > MAX_POOL_ADDRESSES {
+                    return Err(ConfigError::Invalid(format!(
+                        "{here}: {} addresses, more than the {MAX_POOL_ADDRESSES} a pool may hold; a pool lists addresses this host serves, so a wider one is most likely a typo for a longer prefix (set allowLargePools: true on the host if it is meant)",
+                        pool.size()
+                    )));
+                }
                 if let Some((there, _)) = pools.iter().find(|(_, p)| p.overlaps(pool)) {
                     return Err(ConfigError::Invalid(format!("{here} overlaps {there}")));
                 }
@@ -459,5 +471,55 @@ mod tests {
             err.contains("hostnamePolicy") && err.contains("namespace") && err.contains("line 7"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pools_a_host_cannot_serve_are_refused_with_the_reason() {
+        let err = Config::parse(&GOOD.replace("127.1.5.0/24", "0.0.0.0/0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lbHosts[1] (lb-2).pools[0] 0.0.0.0/0 (line 6): it holds link-local addresses (169.254.0.0/16) and multicast addresses (224.0.0.0/4)"),
+            "{err}"
+        );
+        let err = Config::parse(&GOOD.replace("127.1.5.0/24", "\"fe80::/64\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lbHosts[1] (lb-2).pools[0] fe80::/64 (line 6): it holds link-local addresses (fe80::/10)"),
+            "{err}"
+        );
+        let err = Config::parse(&GOOD.replace("127.1.5.0/24", "224.1.1.0/24"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("multicast addresses (224.0.0.0/4)"), "{err}");
+        assert!(
+            Config::parse(&GOOD.replace("127.1.5.0/24", "127.2.0.0/16")).is_ok(),
+            "loopback stays allowed"
+        );
+    }
+
+    #[test]
+    fn pools_past_the_maximum_need_allow_large_pools() {
+        let wide = GOOD.replace("127.1.5.0/24", "10.0.0.0/15");
+        let err = Config::parse(&wide).unwrap_err().to_string();
+        assert!(
+            err.contains("lbHosts[1] (lb-2).pools[0] 10.0.0.0/15 (line 6): 131070 addresses, more than the 65536")
+                && err.contains("allowLargePools: true"),
+            "{err}"
+        );
+        let v6 = GOOD.replace("127.1.5.0/24", "\"fd00:1::/64\"");
+        assert!(Config::parse(&v6).unwrap_err().to_string().contains("allowLargePools"));
+        assert!(
+            Config::parse(&GOOD.replace("127.1.5.0/24", "10.0.0.0/16")).is_ok(),
+            "a /16 fits"
+        );
+        assert!(
+            Config::parse(&GOOD.replace("127.1.5.0/24", "\"fd00:1::/112\"")).is_ok(),
+            "a /112 fits"
+        );
+        let allowed = wide.replace("  - name: lb-2\n", "  - name: lb-2\n    allowLargePools: true\n");
+        let c = Config::parse(&allowed).unwrap();
+        assert!(c.lb_hosts[1].allow_large_pools && !c.lb_hosts[0].allow_large_pools);
     }
 }

@@ -15,6 +15,44 @@ pub struct PoolError {
     pub reason: String,
 }
 
+/// The most addresses a pool may hold unless its host sets `allowLargePools` (65,536: a /16 of
+/// IPv4, a /112 of IPv6). Size costs no time: the allocator walks a pool from its start past the
+/// addresses in use and stops at the first free one, so a decision's walk is bounded by the
+/// ledger, never by the pool. The limit is against mistakes: every pool address is one the host
+/// claims as its own (nginx binds it, the applier publishes and deletes DNS records for it), a
+/// host serves at most some 50,000 Services (the scale Flipbit is built for), and a larger pool is
+/// most likely a prefix typed short (`/8` for `/24`, `0.0.0.0/0`, an IPv6 `/64` copied from the
+/// host's own prefix), which would hand out addresses the host does not have.
+pub const MAX_POOL_ADDRESSES: u128 = 1 << 16;
+
+/// Address blocks no host can serve as a load-balancer address, and what they are. Loopback is
+/// not among them: tests and the runnable example serve on 127.0.0.0/8.
+const UNSERVABLE: &[(&str, &str, &str)] = &[
+    ("0.0.0.0", "0.0.0.0", "the unspecified address 0.0.0.0"),
+    (
+        "169.254.0.0",
+        "169.254.255.255",
+        "link-local addresses (169.254.0.0/16)",
+    ),
+    ("224.0.0.0", "239.255.255.255", "multicast addresses (224.0.0.0/4)"),
+    (
+        "255.255.255.255",
+        "255.255.255.255",
+        "the broadcast address 255.255.255.255",
+    ),
+    ("::", "::", "the unspecified address ::"),
+    (
+        "fe80::",
+        "febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "link-local addresses (fe80::/10)",
+    ),
+    (
+        "ff00::",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "multicast addresses (ff00::/8)",
+    ),
+];
+
 /// A contiguous block of assignable addresses of one family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
@@ -132,6 +170,27 @@ impl Pool {
     pub fn size(&self) -> u128 {
         self.last - self.first + 1
     }
+
+    /// Why no host can serve this pool's addresses (it holds unspecified, link-local, multicast or
+    /// broadcast ones: nginx cannot bind them, or clients cannot reach them through a router);
+    /// `None` for a pool of ordinary addresses.
+    pub fn unservable(&self) -> Option<String> {
+        let held: Vec<&str> = UNSERVABLE
+            .iter()
+            .filter_map(|(first, last, what)| {
+                let (first, v6) = to_int(first.parse().ok()?);
+                let (last, _) = to_int(last.parse().ok()?);
+                (v6 == self.v6 && first <= self.last && self.first <= last).then_some(*what)
+            })
+            .collect();
+        if held.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "it holds {}, which no host can serve to clients; list only addresses the LB host has",
+            held.join(" and ")
+        ))
+    }
 }
 
 impl fmt::Display for Pool {
@@ -191,6 +250,36 @@ mod tests {
     fn malformed_pools_are_refused() {
         for bad in ["127.1.1.0", "127.1.1.1/24", "nonsense", "127.1.1.0/33"] {
             assert!(Pool::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn pools_a_host_cannot_serve_say_why() {
+        for (pool, why) in [
+            (
+                "0.0.0.0/0",
+                "link-local addresses (169.254.0.0/16) and multicast addresses (224.0.0.0/4)",
+            ),
+            ("0.0.0.0-0.0.0.3", "the unspecified address 0.0.0.0"),
+            ("169.254.10.0/24", "link-local addresses (169.254.0.0/16)"),
+            ("239.1.1.0/24", "multicast addresses (224.0.0.0/4)"),
+            ("255.255.255.255/32", "the broadcast address 255.255.255.255"),
+            ("::/127", "the unspecified address ::"),
+            ("fe80::/120", "link-local addresses (fe80::/10)"),
+            ("ff02::/120", "multicast addresses (ff00::/8)"),
+        ] {
+            let reason = Pool::parse(pool).unwrap().unservable();
+            assert!(reason.as_deref().is_some_and(|r| r.contains(why)), "{pool}: {reason:?}");
+        }
+        for fine in [
+            "127.1.1.0/24",
+            "10.0.0.0/16",
+            "fd00:1::/120",
+            "::1/128",
+            "223.255.255.0/24",
+            "169.253.0.0/16",
+        ] {
+            assert_eq!(Pool::parse(fine).unwrap().unservable(), None, "{fine}");
         }
     }
 
