@@ -109,7 +109,8 @@ pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
             Vec::new()
         }
     };
-    let (settings, warnings) = annotations::settings(&key, &svc.annotations, config);
+    let (settings, mut warnings) = annotations::settings(&key, &svc.annotations, config);
+    warnings.extend(external_ips_warning(&key, svc));
     let settings = match settings {
         Ok(s) => Some(s),
         Err(mut e) => {
@@ -135,6 +136,28 @@ pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
             Exposure::Invalid(key, errors)
         }
     }
+}
+
+/// A warning for a managed Service that lists `spec.externalIPs`: Flipbit serves its own addresses
+/// only, and a Service owner who set externalIPs expecting the load balancer to answer there
+/// should learn where it does answer. (The addresses are counted, not quoted: they are the
+/// owner's unvalidated text.)
+fn external_ips_warning(key: &ServiceKey, svc: &ServiceInput) -> Option<Problem> {
+    if svc.external_ips.is_empty() {
+        return None;
+    }
+    let where_ = if svc.service_type == "LoadBalancer" {
+        "its load-balancer addresses are in status.loadBalancer.ingress"
+    } else {
+        "its load-balancer addresses are in the state repo's ledger.yaml"
+    };
+    let count = svc.external_ips.len();
+    let addresses = if count == 1 { "address" } else { "addresses" };
+    Some(Problem::service_warning(
+        key,
+        "spec.externalIPs",
+        format!("Flipbit does not serve externalIPs ({count} {addresses} listed, left to the cluster); {where_}"),
+    ))
 }
 
 fn ports(key: &ServiceKey, svc: &ServiceInput) -> Result<Vec<ServicePort>, Vec<Problem>> {

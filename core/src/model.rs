@@ -21,6 +21,10 @@ pub struct ServiceInput {
     pub created: Option<jiff::Timestamp>,
     /// `spec.ipFamilies` (`IPv4`, `IPv6`); empty means IPv4.
     pub ip_families: Vec<String>,
+    /// `spec.externalIPs`, as written: addresses kube-proxy routes to the Service. Flipbit never
+    /// serves them (they are not in its pools); read only so a managed Service that lists any is
+    /// told so instead of being ignored without a word.
+    pub external_ips: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]

@@ -32,6 +32,7 @@ fn svc(ns: &str, name: &str) -> ServiceInput {
         external_traffic_policy: None,
         created: None,
         ip_families: Vec::new(),
+        external_ips: Vec::new(),
     }
 }
 
@@ -402,4 +403,36 @@ fn a_huge_first_commit_lists_the_first_services_and_counts_the_rest() {
     let trailer = msg.lines().find(|l| l.starts_with("Flipbit-Services: ")).unwrap();
     assert!(trailer.starts_with("Flipbit-Services: a/s000, a/s001,"), "{trailer}");
     assert!(trailer.ends_with("a/s499, and 20 more"), "{trailer}");
+}
+
+#[test]
+fn external_ips_of_a_managed_service_get_a_warning_not_silence() {
+    let mut listed = svc("a", "listed");
+    listed.external_ips = vec!["203.0.113.7".into(), "203.0.113.8".into()];
+    let mut node_port = with(svc("a", "np"), "flipbit.io/expose", "true");
+    node_port.service_type = "NodePort".into();
+    node_port.load_balancer_class = None;
+    node_port.external_ips = vec!["203.0.113.9".into()];
+    let mut not_ours = listed.clone();
+    not_ours.name = "other".into();
+    not_ours.load_balancer_class = Some("example.com/lb".into());
+    let d = decide(
+        &snapshot(vec![listed, node_port, not_ours]),
+        &config(),
+        &Ledger::empty(),
+        t(0),
+    );
+    assert!(
+        d.exposed
+            .contains_key(&"a/listed".parse::<flipbit_core::names::ServiceKey>().unwrap()),
+        "a warning skips nothing"
+    );
+    let said: Vec<String> = d.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        said,
+        [
+            "warning: Service a/listed: spec.externalIPs: Flipbit does not serve externalIPs (2 addresses listed, left to the cluster); its load-balancer addresses are in status.loadBalancer.ingress",
+            "warning: Service a/np: spec.externalIPs: Flipbit does not serve externalIPs (1 address listed, left to the cluster); its load-balancer addresses are in the state repo's ledger.yaml",
+        ]
+    );
 }

@@ -1,10 +1,10 @@
 //! The engine's shortcut (a decision that looks only at the Services that changed) reaches exactly
 //! the decision a full one does: same ledger, addresses, summaries, kept Services, events, problems
 //! and files, through random sequences of Service changes of every kind (annotations valid and
-//! not, ports, hostnames, shared keys, requested addresses, Services that stop being ours or
-//! appear without being ours (they own their default DNS names all the same), keys
-//! that are not keys, Services listed twice), node churn and time passing, on a per-service host,
-//! a shared-listeners host and a HAProxy host.
+//! not, ports, hostnames, shared keys, requested addresses, external IPs, Services that stop being
+//! ours or appear without being ours (they own their default DNS names all the same), keys that
+//! are not keys, Services listed twice), node churn and time passing, on a per-service host, a
+//! shared-listeners host and a HAProxy host.
 
 mod common;
 
@@ -42,6 +42,8 @@ enum Op {
     Unannotate(usize, &'static str),
     Ports(usize, u8),
     NotOurs(usize),
+    /// Lists `spec.externalIPs` on the Service, or clears them (a warning).
+    ExternalIps(usize),
     Twice(usize),
     NodeFlip(usize),
     Advance(u32),
@@ -76,6 +78,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..SERVICES, key).prop_map(|(i, k)| Op::Unannotate(i, k)),
         2 => (0..SERVICES, 0u8..4).prop_map(|(i, p)| Op::Ports(i, p)),
         1 => (0..SERVICES).prop_map(Op::NotOurs),
+        1 => (0..SERVICES).prop_map(Op::ExternalIps),
         1 => (0..SERVICES).prop_map(Op::Twice),
         1 => (0..NODES).prop_map(Op::NodeFlip),
         1 => (1u32..900).prop_map(Op::Advance),
@@ -188,6 +191,14 @@ impl World {
                         "ClusterIP"
                     }
                     .into();
+                }
+            }
+            Op::ExternalIps(i) => {
+                if let Some(s) = self.service_mut(i) {
+                    s.external_ips = match s.external_ips.is_empty() {
+                        true => vec!["203.0.113.7".into()],
+                        false => Vec::new(),
+                    };
                 }
             }
             Op::Twice(i) => {

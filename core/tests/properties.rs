@@ -94,6 +94,7 @@ impl World {
                     external_traffic_policy: None,
                     created: Timestamp::from_second(1_700_000_000 + *i as i64).ok(),
                     ip_families: Vec::new(),
+                    external_ips: Vec::new(),
                 }
             })
             .collect();

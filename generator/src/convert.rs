@@ -32,6 +32,7 @@ pub fn service(svc: &Service) -> ServiceInput {
         external_traffic_policy: spec.and_then(|s| s.external_traffic_policy.clone()),
         created: meta.creation_timestamp.as_ref().map(|t| t.0),
         ip_families: spec.and_then(|s| s.ip_families.clone()).unwrap_or_default(),
+        external_ips: spec.and_then(|s| s.external_ips.clone()).unwrap_or_default(),
     }
 }
 

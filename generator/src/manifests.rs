@@ -134,3 +134,19 @@ fn add(at: &str, value: Value, snapshot: &mut Snapshot, problems: &mut Vec<Probl
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `spec.externalIPs` reaches the model, so the core can warn about it.
+    #[test]
+    fn external_ips_are_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let service = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  type: LoadBalancer\n  externalIPs: [203.0.113.7]\n  ports: [{port: 80, nodePort: 30080}]\n";
+        std::fs::write(dir.path().join("svc.yaml"), service).expect("write");
+        let (snapshot, problems) = load_dir(dir.path()).expect("load");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(snapshot.services[0].external_ips, ["203.0.113.7"]);
+    }
+}
