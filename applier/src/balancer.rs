@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use flipbit_core::config::Flavor;
+use flipbit_core::grammar::LbFile;
 
 use crate::haproxy::Haproxy;
 use crate::nginx::Nginx;
@@ -32,6 +33,10 @@ pub trait LoadBalancer {
     /// Reloads onto the release `current` now points at and returns once the new configuration
     /// serves (new workers run); an error means the old configuration is still the one serving.
     fn reload(&self) -> Result<Box<dyn Draining>>;
+
+    /// The processes whose sockets the load balancer keeps across a reload (none when it is not
+    /// running): a socket one of them holds is no obstacle to a release that listens on it.
+    fn processes(&self) -> Vec<i32>;
 }
 
 /// A reload whose new workers serve while the previous ones may still wind down.
@@ -57,6 +62,12 @@ pub fn run_reload_command<E>(
     } else {
         Err(failed(format!("{cmd:?} exited with {status}")))
     }
+}
+
+/// The kind of generated file at repo path `path` (`lb/<host>/...`), for the host it names.
+pub fn lb_file(path: &str) -> Option<LbFile> {
+    let host = path.strip_prefix("lb/")?.split('/').next()?.parse().ok()?;
+    LbFile::of_path(path, &host)
 }
 
 /// `path` without its leading `lb/<host>/`: where a file goes in a release that keeps the repo's

@@ -101,6 +101,11 @@ pub struct ApplyArgs {
         value_name = "COMMIT"
     )]
     pub signed_since: Option<String>,
+    /// Seconds a fetch of the state repo may take in all (connecting: at most 10 of them); a
+    /// server that accepts the connection and then stays silent fails the run after this, and
+    /// the state dir's lock is released.
+    #[arg(long, env = "FLIPBIT_GIT_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub git_timeout: u64,
     /// Seconds to wait for each DNS answer.
     #[arg(long, env = "FLIPBIT_DNS_TIMEOUT", default_value_t = 3)]
     pub dns_timeout: u64,

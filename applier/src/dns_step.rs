@@ -1,24 +1,35 @@
-//! The DNS step of an apply (DESIGN.md §5.4): after nginx serves a commit, publish the records of
-//! this host's own addresses. The change is the difference between the records this host owned
-//! at the last commit whose DNS step completed and at the new one, both read from Git, so deletes
-//! never need a zone transfer and a record Flipbit did not write is never touched. A host owns
-//! exactly the records whose address lies in its own pools (pools never overlap across hosts).
+//! The DNS step of an apply (DESIGN.md §5.4): after the load balancer serves a commit, publish the
+//! records of this host's own addresses. The change is the difference between the records this
+//! host published at the last commit whose DNS step completed and those it should publish at
+//! the new one, both read from Git, so deletes never need a zone transfer and a record Flipbit
+//! did not write is never touched. A host owns exactly the records whose address lies in its own
+//! pools (pools never overlap across hosts).
+//!
+//! Only the zone `flipbit.yaml` names is read and updated (a fragment under another `dns/<zone>/`
+//! is skipped), never a reserved name or the apex, never a Service withheld from this host's load
+//! balancer, and never a name that already holds something Flipbit did not write (an address
+//! outside every LB host's pools, a CNAME): such a name is left out and checked again on every
+//! run until it is free.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 
 use flipbit_core::config::Config;
 use flipbit_core::layout;
-use flipbit_core::names::LbHostName;
+use flipbit_core::names::{LbHostName, ServiceKey};
+use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
 use crate::dns::client::{AddressRecord, UpdateClient, ZoneUpdate};
+use crate::dns::lookup::{self, Lookup};
+use crate::failpoint;
 use crate::fragment;
+use crate::journal::{self, DnsRecord, Journal};
+use crate::lb_step::config_at;
 use crate::release::StateDir;
-
-pub const DNS_STEP: &str = "dns";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsOutcome {
@@ -31,23 +42,28 @@ pub enum DnsOutcome {
     },
 }
 
-/// This host's records at `commit`, per zone fragment path: `Err` for a fragment that does not
-/// parse (the caller keeps that Service's previous records).
-type Owned = BTreeMap<String, (String, Result<BTreeSet<AddressRecord>, String>)>;
+/// This host's records at one commit: the zone, and per zone fragment the Service and its
+/// records (`Err` for a fragment that does not parse: the caller keeps that Service's previous
+/// records).
+struct Owned {
+    zone: String,
+    fragments: BTreeMap<String, (ServiceKey, Result<BTreeSet<AddressRecord>, String>)>,
+}
 
-fn owned_records(store: &Store, commit: CommitId, lb: &LbHostName) -> Result<Owned> {
-    let config = store
-        .read(commit, layout::CONFIG_FILE)?
-        .with_context(|| format!("commit {commit} has no {}", layout::CONFIG_FILE))?;
-    let config = Config::parse(&String::from_utf8_lossy(&config)).with_context(|| format!("commit {commit}"))?;
+fn owned_records(store: &Store, commit: CommitId, config: &Config, lb: &LbHostName) -> Result<Owned> {
     // A host that left flipbit.yaml owns nothing any more: its records go.
     let host = config.host(lb);
-    let mut out = Owned::new();
+    let zone = config.zone.clone();
+    let mut fragments = BTreeMap::new();
     for (path, blob) in store.list(commit, layout::DNS_DIR)? {
-        let Some((zone, _)) = layout::parse_dns_path(&path) else {
-            tracing::warn!(%path, %commit, "not a zone fragment path; skipped");
+        let Some((path_zone, key)) = layout::parse_dns_path(&path) else {
+            tracing::warn!(path = %escaped(&path), %commit, "not a zone fragment path; skipped");
             continue;
         };
+        if path_zone != zone {
+            tracing::warn!(path = %escaped(&path), %commit, %zone, "a fragment outside the zone flipbit.yaml names; skipped");
+            continue;
+        }
         let text =
             String::from_utf8(store.blob(blob)?).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let records = fragment::parse(&zone, &text).map(|records| {
@@ -56,91 +72,172 @@ fn owned_records(store: &Store, commit: CommitId, lb: &LbHostName) -> Result<Own
                 .filter(|r| host.is_some_and(|h| h.in_pools(r.addr)))
                 .collect::<BTreeSet<_>>()
         });
-        out.insert(path, (zone, records));
+        fragments.insert(path, (key, records));
     }
-    Ok(out)
+    Ok(Owned { zone, fragments })
 }
 
-/// Sends the DNS changes from the last DNS-applied commit to `head` and records `head`.
+/// Sends the DNS changes from the last DNS-applied commit to `head` and records `head` in the
+/// journal. The load balancer serves `journal.loaded` (the caller ran the LB step).
 pub fn run(
     store: &Store,
     state: &StateDir,
     lb: &LbHostName,
     head: CommitId,
     client: &UpdateClient,
+    journal: &mut Journal,
 ) -> Result<DnsOutcome> {
     let started = Instant::now();
-    let previous = state.applied(DNS_STEP);
-    if previous.as_deref() == Some(head.to_string().as_str()) {
+    let withheld = journal
+        .loaded
+        .as_ref()
+        .map(|l| l.withheld.clone())
+        .ok_or_else(|| anyhow!("the DNS step runs only once the load balancer serves a release"))?;
+    let previous = journal.dns.clone();
+    if let Some(prev) = &previous
+        && prev.commit == head
+        && prev.omitted == withheld
+        && prev.omitted_names.is_empty()
+    {
         return Ok(DnsOutcome::UpToDate);
     }
-    let previous = previous
-        .map(|id| CommitId::from_str(&id).with_context(|| format!("{}: corrupt applied-dns", state.root().display())))
-        .transpose()?;
+    let config = config_at(store, head)?;
     // Both commits' fragments are read side by side, the old one through a second handle on the
     // same cache: at 10k Services each side is ~40 ms of blob reads and parsing.
     let (url, branch, cache) = (store.url(), store.branch(), state.cache_repo());
     let (old, new) = std::thread::scope(|scope| {
-        let old = previous.map(|id| {
+        let old = previous.as_ref().map(|prev| {
             let cache = &cache;
-            scope.spawn(move || -> Result<Owned> { owned_records(&Store::open(cache, url, branch)?, id, lb) })
+            scope.spawn(move || -> Result<Owned> {
+                let store = Store::open(cache, url, branch)?;
+                owned_records(&store, prev.commit, &config_at(&store, prev.commit)?, lb)
+            })
         });
-        let new = owned_records(store, head, lb);
-        let old = match old {
-            Some(reader) => reader
+        let new = owned_records(store, head, &config, lb);
+        let old = old.map(|reader| {
+            reader
                 .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("reading the records of commit {previous:?} failed"))),
-            None => Ok(Owned::new()),
-        };
-        (old, new)
+                .unwrap_or_else(|_| Err(anyhow!("reading the records of the last published commit failed")))
+        });
+        (old.transpose(), new)
     });
     let (old, new) = (old?, new?);
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "records read from git");
 
-    // Sets of references: only the records that differ are copied into the update.
-    let mut before: BTreeMap<&str, BTreeSet<&AddressRecord>> = BTreeMap::new();
-    let mut after: BTreeMap<&str, BTreeSet<&AddressRecord>> = BTreeMap::new();
-    for (zone, records) in old.values() {
-        if let Ok(records) = records {
-            before.entry(zone).or_default().extend(records);
-        }
-    }
-    for (path, (zone, records)) in &new {
-        match records {
-            Ok(records) => after.entry(zone).or_default().extend(records),
-            Err(e) => {
-                tracing::warn!(%path, %head, error = %e, "zone fragment refused; its records stay as they were");
-                if let Some((_, Ok(kept))) = old.get(path) {
-                    after.entry(zone).or_default().extend(kept);
-                }
+    // What was published: the old commit's records less what was left out then.
+    let mut before: BTreeSet<&AddressRecord> = BTreeSet::new();
+    let no_omitted = (BTreeSet::new(), BTreeSet::new());
+    let (old_omitted, old_names) = previous
+        .as_ref()
+        .map_or((&no_omitted.0, &no_omitted.1), |p| (&p.omitted, &p.omitted_names));
+    if let Some(old) = &old {
+        for (key, records) in old.fragments.values() {
+            if let (false, Ok(records)) = (old_omitted.contains(key), records) {
+                before.extend(records.iter().filter(|r| !old_names.contains(&r.name)));
             }
         }
     }
-
-    let zones: BTreeSet<&str> = before.keys().chain(after.keys()).copied().collect();
-    let (mut adds, mut deletes, mut messages) = (0, 0, 0);
-    let empty = BTreeSet::new();
-    for zone in zones {
-        let b = before.get(zone).unwrap_or(&empty);
-        let a = after.get(zone).unwrap_or(&empty);
-        // A TTL change is a delete of the old RR and an add of the new one.
-        let update = ZoneUpdate {
-            zone: zone.to_owned(),
-            deletes: b.difference(a).map(|r| (*r).clone()).collect(),
-            adds: a.difference(b).map(|r| (*r).clone()).collect(),
-        };
-        if update.deletes.is_empty() && update.adds.is_empty() {
+    // What should be: the new records less the withheld Services' and reserved names'.
+    let reserved = config.reserved_names();
+    let mut after: BTreeSet<&AddressRecord> = BTreeSet::new();
+    let mut omitted_names: BTreeMap<String, String> = BTreeMap::new();
+    for (path, (key, records)) in &new.fragments {
+        if withheld.contains(key) {
             continue;
         }
-        let stats = client.send(&update).with_context(|| {
-            format!("DNS step for commit {head} on {lb} (nginx is applied; the DNS step is retried on the next run)")
+        let records = match records {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(path = %escaped(path), %head, error = %escaped(e), "zone fragment refused; its records stay as they were");
+                match old.as_ref().and_then(|o| o.fragments.get(path)) {
+                    Some((_, Ok(kept))) => kept,
+                    _ => continue,
+                }
+            }
+        };
+        for record in records {
+            if reserved.contains(&record.name) {
+                omitted_names.insert(
+                    record.name.clone(),
+                    format!("{} is reserved (the apex or flipbit.yaml's reservedNames)", record.name),
+                );
+                continue;
+            }
+            after.insert(record);
+        }
+    }
+    // Names this host did not publish before: they must not hold anything Flipbit did not write.
+    let published: BTreeSet<&str> = before.iter().map(|r| r.name.as_str()).collect();
+    let fresh: BTreeSet<String> = after
+        .iter()
+        .map(|r| r.name.clone())
+        .filter(|n| !published.contains(n.as_str()))
+        .collect();
+    if !fresh.is_empty() {
+        let lookup = Lookup {
+            server: client.server,
+            timeout: client.timeout,
+        };
+        let zone = &new.zone;
+        for name in lookup
+            .infrastructure(zone)
+            .with_context(|| format!("reading zone {zone}"))?
+        {
+            if fresh.contains(&name) {
+                omitted_names.insert(name.clone(), format!("{name} is a name server of zone {zone}"));
+            }
+        }
+        let held = lookup.held(&fresh).with_context(|| format!("reading zone {zone}"))?;
+        let ours = |ip: IpAddr| config.lb_hosts.iter().any(|h| h.in_pools(ip));
+        omitted_names.extend(lookup::foreign(&held, ours));
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            names = fresh.len(),
+            "new names checked"
+        );
+    }
+    after.retain(|r| !omitted_names.contains_key(&r.name));
+    for (name, why) in &omitted_names {
+        tracing::warn!(%lb, name = %escaped(name), why = %escaped(why), "no record published for this name; checked again on every run");
+    }
+
+    let update_of = |zone: &str| ZoneUpdate {
+        zone: zone.to_owned(),
+        ..ZoneUpdate::default()
+    };
+    let mut updates: BTreeMap<&str, ZoneUpdate> = BTreeMap::new();
+    let old_zone = old.as_ref().map_or(new.zone.as_str(), |o| o.zone.as_str());
+    for record in before.difference(&after) {
+        updates
+            .entry(old_zone)
+            .or_insert_with(|| update_of(old_zone))
+            .deletes
+            .push((*record).clone());
+    }
+    for record in after.difference(&before) {
+        updates
+            .entry(&new.zone)
+            .or_insert_with(|| update_of(&new.zone))
+            .adds
+            .push((*record).clone());
+    }
+    let (mut adds, mut deletes, mut messages) = (0, 0, 0);
+    for update in updates.values() {
+        let stats = client.send(update).with_context(|| {
+            format!("DNS step for commit {head} on {lb} (the load balancer is applied; the DNS step is retried on the next run)")
         })?;
+        failpoint::reached("dns-sent");
         adds += update.adds.len();
         deletes += update.deletes.len();
         messages += stats.messages;
     }
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "updates sent");
-    state.record_applied(DNS_STEP, &head.to_string())?;
+    journal.dns = Some(DnsRecord {
+        commit: head,
+        omitted: withheld,
+        omitted_names: omitted_names.into_keys().collect(),
+    });
+    journal::write(state, journal).context("writing the journal")?;
     Ok(DnsOutcome::Applied {
         adds,
         deletes,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 
-use flipbit_core::layout;
+use flipbit_core::grammar::LbFile;
 
 pub use master::{MasterCli, Procs, parse_show_proc};
 
@@ -93,15 +93,16 @@ impl Haproxy {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let alerts: Vec<&str> = stderr
+        let alerts: Vec<String> = stderr
             .lines()
             .filter(|l| l.contains("[ALERT]"))
             .map(strip_level)
             // The summary lines repeat what the lines before them say.
             .filter(|l| !l.contains("Fatal errors found") && !l.contains("Error(s) found in configuration file"))
+            .map(crate::quote::redact)
             .collect();
         Err(HaproxyError::Invalid(if alerts.is_empty() {
-            format!("{}{}", stdout.trim(), stderr.trim())
+            crate::quote::redact(&format!("{}{}", stdout.trim(), stderr.trim()))
         } else {
             alerts.join("; ")
         }))
@@ -168,7 +169,8 @@ impl Haproxy {
                     let why = match self.log.as_deref() {
                         Some(log) => {
                             let alerts = crate::logtail::lines_since(log, log_offset, "[ALERT]");
-                            let alerts: Vec<&str> = alerts.iter().map(|l| strip_level(l)).collect();
+                            let alerts: Vec<String> =
+                                alerts.iter().map(|l| crate::quote::redact(strip_level(l))).collect();
                             if alerts.is_empty() {
                                 format!("no alert in {}", log.display())
                             } else {
@@ -208,9 +210,10 @@ impl LoadBalancer for Haproxy {
 
     /// `lb/<host>/<namespace>/<service>.cfg` → `<namespace>.<service>.cfg`; nothing else.
     fn release_path(&self, path: &str) -> Option<String> {
-        let (_, key) = layout::parse_lb_path(path)?;
-        path.ends_with(".cfg")
-            .then(|| format!("{}.{}.cfg", key.namespace, key.name))
+        match crate::balancer::lb_file(path)? {
+            LbFile::Haproxy(key) => Some(format!("{}.{}.cfg", key.namespace, key.name)),
+            _ => None,
+        }
     }
 
     /// `haproxy -c` on the main config and the candidate, reached through `<state>/staging` so a
@@ -235,6 +238,13 @@ impl LoadBalancer for Haproxy {
     fn reload(&self) -> anyhow::Result<Box<dyn Draining>> {
         self.start_reload()?;
         Ok(Box::new(Handed))
+    }
+
+    fn processes(&self) -> Vec<i32> {
+        match self.master() {
+            Ok(procs) => std::iter::once(procs.master).chain(procs.workers).collect(),
+            Err(_) => Vec::new(),
+        }
     }
 }
 

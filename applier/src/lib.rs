@@ -2,12 +2,20 @@
 
 pub mod apply;
 pub mod balancer;
+pub mod binds;
 pub mod cli;
 pub mod dns;
 pub mod dns_step;
+pub mod failpoint;
 pub mod fragment;
 pub mod haproxy;
+pub mod journal;
+pub mod lb_step;
 pub mod logtail;
 pub mod nginx;
+pub mod procnet;
+pub mod quote;
 pub mod release;
 pub mod signatures;
+pub mod stage;
+pub mod verify;

@@ -62,10 +62,14 @@ fn options(args: &ApplyArgs) -> anyhow::Result<ApplyOptions> {
             allowed_signers: file.clone(),
             signed_since: args.signed_since.clone(),
         }),
+        git_limits: apply::default_git_limits(Duration::from_secs(args.git_timeout)),
     })
 }
 
 fn report(report: &Report) {
+    for (service, why) in &report.withheld {
+        println!("withheld {service}: {}", flipbit_core::text::escaped(why));
+    }
     match &report.nginx {
         Applied::UpToDate { commit } => println!("up to date at {commit}"),
         Applied::Recorded { commit } => println!("recorded {commit}: no change for this host"),

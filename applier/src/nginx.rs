@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
-use flipbit_core::layout;
+use flipbit_core::grammar::LbFile;
 
 use crate::balancer::{self, Draining, LoadBalancer};
 use crate::release::StateDir;
@@ -77,13 +77,14 @@ impl Nginx {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = text
+        let lines: Vec<String> = text
             .lines()
             .map(|l| l.trim_start_matches("nginx: "))
             .filter(|l| !l.contains("configuration file") || l.contains("[emerg]"))
+            .map(crate::quote::redact)
             .collect();
         Err(NginxError::Invalid(if lines.is_empty() {
-            text.trim().to_owned()
+            crate::quote::redact(text.trim())
         } else {
             lines.join("; ")
         }))
@@ -132,6 +133,7 @@ impl Nginx {
                 }
             }
         }
+        crate::failpoint::reached("reload-sent");
         let deadline = Instant::now() + self.reload_timeout;
         let mut failure: Option<(String, u64)> = None;
         loop {
@@ -170,9 +172,10 @@ impl Nginx {
         crate::logtail::len(self.error_log.as_deref())
     }
 
-    /// `[emerg]` lines written to the error log past `offset`.
+    /// `[emerg]` lines written to the error log past `offset`, redacted.
     fn errors_since(&self, offset: u64) -> Option<String> {
         let errors = crate::logtail::lines_since(self.error_log.as_ref()?, offset, "[emerg]");
+        let errors: Vec<String> = errors.iter().map(|l| crate::quote::redact(l)).collect();
         (!errors.is_empty()).then(|| errors.join("; "))
     }
 }
@@ -183,12 +186,13 @@ impl LoadBalancer for Nginx {
     }
 
     /// Per-Service snippets and map entries and a shared-listeners host's own files, in the
-    /// repo's layout; not HAProxy's `.cfg` files.
+    /// repo's layout; not HAProxy's `.cfg` files, nor any name the generator never writes (the
+    /// applier checks exactly the files it stages).
     fn release_path(&self, path: &str) -> Option<String> {
-        let service = layout::parse_lb_path(path).is_some() && !path.ends_with(".cfg");
-        (service || layout::parse_lb_host_path(path).is_some())
-            .then(|| balancer::inside_host(path))
-            .flatten()
+        match balancer::lb_file(path)? {
+            LbFile::Haproxy(_) => None,
+            _ => balancer::inside_host(path),
+        }
     }
 
     /// `nginx -t` on a copy of the main config whose include points at the candidate release. The
@@ -215,7 +219,8 @@ impl LoadBalancer for Nginx {
         let staging = state.point_staging(id)?;
         let candidate = text.replace(&current, &format!("{}/", staging.display()));
         let dir = main.parent().unwrap_or(Path::new("."));
-        let test_conf = dir.join(format!(".flipbit-test-{}.conf", std::process::id()));
+        remove_stale_test_configs(dir);
+        let test_conf = dir.join(format!("{TEST_CONF_PREFIX}{}.conf", std::process::id()));
         std::fs::write(&test_conf, candidate).with_context(|| format!("writing {}", test_conf.display()))?;
         let result = self.test(&test_conf);
         let _ = std::fs::remove_file(&test_conf);
@@ -228,6 +233,14 @@ impl LoadBalancer for Nginx {
         Ok(())
     }
 
+    /// The master and its workers (the master holds the listening sockets).
+    fn processes(&self) -> Vec<i32> {
+        match self.master() {
+            Ok(master) => std::iter::once(master).chain(all_children(master)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn reload(&self) -> anyhow::Result<Box<dyn Draining>> {
         Ok(Box::new(self.start_reload()?))
     }
@@ -236,6 +249,33 @@ impl LoadBalancer for Nginx {
 impl Draining for Reloaded {
     fn finish(self: Box<Self>) {
         Reloaded::finish(*self);
+    }
+}
+
+/// The test configs `validate` writes beside the main config are named so.
+const TEST_CONF_PREFIX: &str = ".flipbit-test-";
+
+/// Removes the test configs of runs that were killed before they could (their process is gone),
+/// so they do not pile up beside the main config.
+fn remove_stale_test_configs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEST_CONF_PREFIX))
+            .and_then(|n| n.strip_suffix(".conf"))
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -1,9 +1,22 @@
-//! The releases on this host: `<state>/releases/<commit>/` with this host's files (nginx:
+//! The releases on this host: `<state>/releases/<id>/` with this host's files (nginx:
 //! `<namespace>/<service>.conf`; HAProxy: flat `<namespace>.<service>.cfg`), and `<state>/current`,
 //! a symlink swapped by an atomic rename so the load balancer only ever sees a whole release.
+//!
+//! A release is written under a temporary name and renamed into place whole, its marker
+//! ([`MARKER`]: the commit and the withheld Services) written last before the rename: a directory
+//! with a marker that reads back is a complete release of what the marker says, and anything
+//! else (a half-written directory, one a run left behind in an older layout) is not used.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use flipbit_store::CommitId;
+
+use crate::journal::Release;
+
+/// The marker file of a release. Neither nginx's `*/*.conf` include nor HAProxy's `*.cfg`
+/// directory read ever loads it.
+pub const MARKER: &str = ".flipbit-release";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {source}")]
@@ -62,10 +75,15 @@ impl StateDir {
         Some(target.file_name()?.to_str()?.to_owned())
     }
 
-    /// Writes a release from `files` (relative path → source) under `id`, replacing any partial
-    /// one left by an earlier attempt.
-    pub fn write_release(&self, id: &str, files: &BTreeMap<String, FileSource>) -> Result<PathBuf, ReleaseError> {
-        let dir = self.release_dir(id);
+    /// Writes `release` from `files` (relative path → source), replacing any partial one left
+    /// by an earlier attempt.
+    pub fn write_release(
+        &self,
+        release: &Release,
+        files: &BTreeMap<String, FileSource>,
+    ) -> Result<PathBuf, ReleaseError> {
+        let id = release.id();
+        let dir = self.release_dir(&id);
         let tmp = self.root.join("releases").join(format!(".tmp-{id}"));
         for stale in [&tmp, &dir] {
             if stale.exists() {
@@ -76,6 +94,7 @@ impl StateDir {
         for (rel, content) in files {
             put(&tmp.join(rel), content)?;
         }
+        write_marker(&tmp, release)?;
         std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
         Ok(dir)
     }
@@ -91,12 +110,13 @@ impl StateDir {
     pub fn update_release(
         &self,
         spare: &str,
-        id: &str,
+        release: &Release,
         removes: &[String],
         writes: &BTreeMap<String, FileSource>,
     ) -> Result<PathBuf, ReleaseError> {
+        let id = release.id();
         let from = self.release_dir(spare);
-        let dir = self.release_dir(id);
+        let dir = self.release_dir(&id);
         let tmp = self.root.join("releases").join(format!(".tmp-{id}"));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -121,11 +141,25 @@ impl StateDir {
             }
             put(&path, content)?;
         }
+        write_marker(&tmp, release)?;
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
         }
         std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
         Ok(dir)
+    }
+
+    /// The release `id` as its marker describes it: `None` when it is missing, incomplete or
+    /// not the release its name says.
+    pub fn release_of(&self, id: &str) -> Option<Release> {
+        let text = std::fs::read_to_string(self.release_dir(id).join(MARKER)).ok()?;
+        let release = parse_marker(&text)?;
+        (release.id() == id).then_some(release)
+    }
+
+    /// The release `current` points at, when it is a complete one.
+    pub fn current_release(&self) -> Option<Release> {
+        self.release_of(&self.current()?)
     }
 
     /// Release ids on disk, other than partial ones being written.
@@ -195,20 +229,28 @@ impl StateDir {
             }
         }
     }
+}
 
-    /// The commit last applied to nginx on this host.
-    pub fn applied(&self, step: &str) -> Option<String> {
-        let text = std::fs::read_to_string(self.root.join(format!("applied-{step}"))).ok()?;
-        let id = text.trim();
-        (!id.is_empty()).then(|| id.to_owned())
-    }
+fn write_marker(dir: &Path, release: &Release) -> Result<(), ReleaseError> {
+    let path = dir.join(MARKER);
+    let withheld: Vec<String> = release.withheld.iter().map(ToString::to_string).collect();
+    let text = format!("commit {}\nwithheld {}\n", release.commit, withheld.join(","));
+    // The spare a release is made from carries the spare's marker: replaced, never rewritten.
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, text).map_err(io_err(&path))
+}
 
-    pub fn record_applied(&self, step: &str, id: &str) -> Result<(), ReleaseError> {
-        let path = self.root.join(format!("applied-{step}"));
-        let tmp = self.root.join(format!(".applied-{step}.new"));
-        std::fs::write(&tmp, format!("{id}\n")).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))
-    }
+fn parse_marker(text: &str) -> Option<Release> {
+    let mut lines = text.lines();
+    let commit = CommitId::from_str(lines.next()?.strip_prefix("commit ")?).ok()?;
+    let withheld = lines
+        .next()?
+        .strip_prefix("withheld ")?
+        .split(',')
+        .filter(|k| !k.is_empty())
+        .map(|k| k.parse().ok())
+        .collect::<Option<_>>()?;
+    lines.next().is_none().then_some(Release { commit, withheld })
 }
 
 /// Creates the file at `path` (which must not exist) from `content`, and its directory.
@@ -264,13 +306,17 @@ mod tests {
         std::fs::read_to_string(dir.join(rel)).ok()
     }
 
+    fn release(c: char) -> Release {
+        Release::whole(CommitId::from_str(&c.to_string().repeat(40)).unwrap())
+    }
+
     #[test]
     fn updating_a_spare_release_never_touches_the_files_it_shares() {
         let tmp = tempfile::tempdir().unwrap();
         let state = StateDir::new(tmp.path().join("state")).unwrap();
         let a = state
             .write_release(
-                "a",
+                &release('a'),
                 &files(&[("ns1/x.conf", "x1"), ("ns1/y.conf", "y1"), ("ns2/z.conf", "z1")]),
             )
             .unwrap();
@@ -280,19 +326,25 @@ mod tests {
             .map(|p| ((*p).to_owned(), FileSource::Link(a.join(p))))
             .collect();
         b_files.extend(files(&[("ns1/x.conf", "x2")]));
-        let b = state.write_release("b", &b_files).unwrap();
+        let b = state.write_release(&release('b'), &b_files).unwrap();
 
         // c from the spare a: y changes, z goes (and its namespace), w comes.
         let c = state
             .update_release(
-                "a",
-                "c",
+                &release('a').id(),
+                &release('c'),
                 &["ns2/z.conf".to_owned()],
                 &files(&[("ns1/y.conf", "y3"), ("ns3/w.conf", "w3"), ("ns1/x.conf", "x2")]),
             )
             .unwrap();
         assert!(!a.exists());
-        assert_eq!(state.releases(), vec!["b".to_owned(), "c".to_owned()]);
+        assert_eq!(state.releases(), vec![release('b').id(), release('c').id()]);
+        assert_eq!(
+            state.release_of(&release('c').id()),
+            Some(release('c')),
+            "c's marker is c's"
+        );
+        assert_eq!(state.release_of(&release('a').id()), None);
         assert_eq!(read(&c, "ns1/x.conf").as_deref(), Some("x2"));
         assert_eq!(read(&c, "ns1/y.conf").as_deref(), Some("y3"));
         assert_eq!(read(&c, "ns3/w.conf").as_deref(), Some("w3"));
@@ -301,5 +353,26 @@ mod tests {
         assert_eq!(read(&b, "ns1/x.conf").as_deref(), Some("x2"));
         assert_eq!(read(&b, "ns1/y.conf").as_deref(), Some("y1"));
         assert_eq!(read(&b, "ns2/z.conf").as_deref(), Some("z1"));
+    }
+
+    #[test]
+    fn only_a_release_with_its_own_marker_counts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path().join("state")).unwrap();
+        let mut partial = release('a');
+        partial.withheld.insert("web/x".parse().unwrap());
+        let dir = state.write_release(&partial, &files(&[("ns1/x.conf", "x1")])).unwrap();
+        assert_eq!(state.release_of(&partial.id()), Some(partial.clone()));
+        // A directory under another release's name, or without a marker, is no release.
+        std::fs::rename(&dir, state.release_dir(&release('a').id())).unwrap();
+        assert_eq!(state.release_of(&release('a').id()), None);
+        std::fs::remove_file(state.release_dir(&release('a').id()).join(MARKER)).unwrap();
+        assert_eq!(state.release_of(&release('a').id()), None);
+        state.switch_to(Some(&release('a').id())).unwrap();
+        assert_eq!(
+            state.current_release(),
+            None,
+            "a dangling or unmarked current is no release"
+        );
     }
 }

@@ -53,7 +53,13 @@ mod tests {
     fn round_trips_and_refuses_anything_else() {
         assert_eq!(parse(&render(OUTPUT_FORMAT)), Ok(OUTPUT_FORMAT));
         assert_eq!(parse("outputFormat: 7\n"), Ok(7));
-        for bad in ["", "outputFormat: x\n", "outputFormat: 0\n", "outputFormat: 1\noutputFormat: 1\n", "other: 1\n"] {
+        for bad in [
+            "",
+            "outputFormat: x\n",
+            "outputFormat: 0\n",
+            "outputFormat: 1\noutputFormat: 1\n",
+            "other: 1\n",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
     }

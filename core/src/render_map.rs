@@ -40,7 +40,7 @@ use crate::names::LbHostName;
 use crate::render::{self, RenderError, SHARED_ENTRIES};
 
 mod host;
-pub use host::host_files;
+pub use host::{host_files, without_listeners};
 
 /// `_flipbit/listeners.conf` and `_flipbit/nodes.conf`.
 pub const LISTENERS_FILE: &str = "listeners";

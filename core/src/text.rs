@@ -41,12 +41,18 @@ mod tests {
     fn one_line_stays_one_line() {
         let forged = "lb/lb-1/x.conf\nerror: the applier was replaced\r\x1b[2K\\";
         let shown = escaped(forged).to_string();
-        assert!(!shown.contains('\n') && !shown.contains('\r') && !shown.contains('\x1b'), "{shown}");
+        assert!(
+            !shown.contains('\n') && !shown.contains('\r') && !shown.contains('\x1b'),
+            "{shown}"
+        );
         assert_eq!(
             shown,
             "lb/lb-1/x.conf\\nerror: the applier was replaced\\r\\u{1b}[2K\\\\"
         );
-        assert_eq!(escaped("blog/frontend.conf ünïcode").to_string(), "blog/frontend.conf ünïcode");
+        assert_eq!(
+            escaped("blog/frontend.conf ünïcode").to_string(),
+            "blog/frontend.conf ünïcode"
+        );
         assert_eq!(escaped("a\u{202e}b").to_string(), "a\\u{202e}b");
     }
 }

@@ -30,14 +30,12 @@ impl Store {
             let path = || format!("{dir}/{parent}{}", String::from_utf8_lossy(entry.name_bytes()));
             match (entry.kind(), entry.filemode()) {
                 (Some(git2::ObjectType::Tree), _) => {}
-                (Some(git2::ObjectType::Blob), mode) if is_file(mode) => {
-                    match entry.name() {
-                        Ok(name) => {
-                            out.files.insert(format!("{dir}/{parent}{name}"), entry.id());
-                        }
-                        Err(_) => out.not_files.push(path()),
+                (Some(git2::ObjectType::Blob), mode) if is_file(mode) => match entry.name() {
+                    Ok(name) => {
+                        out.files.insert(format!("{dir}/{parent}{name}"), entry.id());
                     }
-                }
+                    Err(_) => out.not_files.push(path()),
+                },
                 _ => out.not_files.push(path()),
             }
             TreeWalkResult::Ok

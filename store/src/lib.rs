@@ -220,15 +220,15 @@ impl Store {
         opts.remote_callbacks(callbacks);
         let fetched = remote.fetch(&[refspec.as_str()], Some(&mut opts), None);
         drop(opts);
-        if let (Err(e), Some(_)) = (&fetched, self.limits) {
-            if over() || e.code() == ErrorCode::Timeout {
-                tracing::debug!(error = %e, "fetch timed out");
-                return Err(StoreError::TimedOut {
-                    url: self.url.clone(),
-                    branch: branch.to_owned(),
-                    after: started.elapsed(),
-                });
-            }
+        if let (Err(e), Some(_)) = (&fetched, self.limits)
+            && (over() || e.code() == ErrorCode::Timeout)
+        {
+            tracing::debug!(error = %e, "fetch timed out");
+            return Err(StoreError::TimedOut {
+                url: self.url.clone(),
+                branch: branch.to_owned(),
+                after: started.elapsed(),
+            });
         }
         fetched.map_err(err)?;
         // A fetch that found no such branch leaves any old tracking ref; check the remote's list.

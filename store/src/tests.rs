@@ -202,6 +202,10 @@ fn links_and_submodules_are_not_files() {
     assert_eq!(listing.not_files, ["lb/h/ns/b.conf", "lb/h/ns/c.conf"]);
     let diff = store.diff_dir(head, top, "lb/h").expect("diff");
     assert_eq!(diff.not_files, ["lb/h/ns/b.conf", "lb/h/ns/c.conf"]);
-    assert_eq!(diff.changed.get("lb/h/ns/b.conf"), Some(&None), "a link counts as no file");
+    assert_eq!(
+        diff.changed.get("lb/h/ns/b.conf"),
+        Some(&None),
+        "a link counts as no file"
+    );
     assert!(diff.changed.get("lb/h/ns/a.conf").is_some_and(Option::is_some));
 }

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 /// The key name in `key.conf`, granted `zonesub ANY` on the zone.
 pub const KEY_NAME: &str = "flipbit-test";
 
+/// A second zone every test server also serves, with the same key allowed: a commit must never
+/// make an applier publish there (only the zone `flipbit.yaml` names is Flipbit's).
+pub const OTHER_ZONE: &str = "other.test";
+
 /// How long `named` may take to load the zone and answer.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -71,6 +75,8 @@ impl NamedInstance {
              ns IN A 127.0.0.1\n"
         );
         write(&zone_file, &zone_text)?;
+        let other_file = dir.join(format!("{OTHER_ZONE}.db"));
+        write(&other_file, &zone_text.replace(&zone, OTHER_ZONE))?;
 
         let conf = dir.join("named.conf");
         let d = dir.display();
@@ -92,9 +98,16 @@ impl NamedInstance {
              \tfile \"{zf}\";\n\
              \tjournal \"{zf}.jnl\";\n\
              \tupdate-policy {{ grant {KEY_NAME} zonesub ANY; }};\n\
+             }};\n\
+             zone \"{OTHER_ZONE}\" {{\n\
+             \ttype primary;\n\
+             \tfile \"{of}\";\n\
+             \tjournal \"{of}.jnl\";\n\
+             \tupdate-policy {{ grant {KEY_NAME} zonesub ANY; }};\n\
              }};\n",
             key = key_file.display(),
             zf = zone_file.display(),
+            of = other_file.display(),
         );
         write(&conf, &conf_text)?;
 

@@ -158,8 +158,15 @@ pub fn apply_args(repo: &Path, lb: &str, state_dir: &Path) -> Vec<String> {
 
 /// Runs `flipbit-applier` with `args`.
 pub fn applier(args: &[String]) -> Output {
+    applier_with_env(args, &[])
+}
+
+/// Runs `flipbit-applier` with `args` and the environment variables `env` (such as
+/// `FLIPBIT_APPLIER_KILL_AT`, which kills a debug build at a named step).
+pub fn applier_with_env(args: &[String], env: &[(&str, &str)]) -> Output {
     Command::new(crate::bins::applier())
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running flipbit-applier: {e}"))
 }

@@ -10,7 +10,7 @@ use tempfile::TempDir;
 
 use crate::backends::Backends;
 use crate::bind::NamedInstance;
-use crate::cluster::{ManifestDir, applier, generator, text};
+use crate::cluster::{ManifestDir, generator, text};
 use crate::haproxy::{HaproxyInstance, have_haproxy};
 use crate::nginx::NginxInstance;
 use crate::{have_nginx, repo};
@@ -120,6 +120,11 @@ impl Fleet {
     }
 
     pub fn apply(&self, lb: &str, extra: &[&str]) -> std::process::Output {
+        self.apply_with_env(lb, extra, &[])
+    }
+
+    /// [`Fleet::apply`] with environment variables for the applier.
+    pub fn apply_with_env(&self, lb: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let mut args = match (&self.haproxy, lb) {
             (Some(haproxy), "lb-c") => haproxy.applier_args(&self.repo, lb),
             _ => self.lbs[lb].applier_args(&self.repo, lb),
@@ -128,7 +133,7 @@ impl Fleet {
             args.extend(self.dns_args(&named.key_file));
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        applier(&args)
+        crate::cluster::applier_with_env(&args, env)
     }
 
     pub fn apply_ok(&self, lb: &str) -> String {
@@ -158,11 +163,27 @@ impl Fleet {
         std::fs::read_link(self.state_dir(lb).join("current")).ok()
     }
 
+    /// The applier's journal on `lb` (empty when it has none yet).
+    pub fn journal(&self, lb: &str) -> flipbit_applier::journal::Journal {
+        journal_of(self.state_dir(lb))
+    }
+
     /// The applier's state dir on `lb`.
     pub fn state_dir(&self, lb: &str) -> &std::path::Path {
         match (&self.haproxy, lb) {
             (Some(haproxy), "lb-c") => &haproxy.state_dir,
             _ => &self.lbs[lb].state_dir,
+        }
+    }
+}
+
+/// The applier journal in `state_dir` (empty when it has none yet; a corrupt one fails the test).
+pub fn journal_of(state_dir: &std::path::Path) -> flipbit_applier::journal::Journal {
+    let state = flipbit_applier::release::StateDir::new(state_dir.to_path_buf()).expect("state dir");
+    match flipbit_applier::journal::read(&state) {
+        flipbit_applier::journal::Read::Found(j) | flipbit_applier::journal::Read::Fresh(j) => j,
+        flipbit_applier::journal::Read::Corrupt(why) => {
+            panic!("the journal in {} is corrupt: {why}", state_dir.display())
         }
     }
 }

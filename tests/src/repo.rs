@@ -65,6 +65,36 @@ fn commit_files(
     repo.commit(Some("refs/heads/main"), &sig, &sig, message, &tree, &refs)
 }
 
+/// A hand-pushed commit on `main` of raw tree entries: (path as bytes, content, mode), so a test
+/// can push what no generator writes (a symbolic link, mode 0o120000; a path holding a newline).
+pub fn raw_commit(path: &Path, entries: &[(&[u8], &[u8], u32)], message: &str) -> Result<Oid, git2::Error> {
+    let repo = Repository::open_bare(path)?;
+    let head = repo.refname_to_id("refs/heads/main")?;
+    let mut index = git2::Index::new()?;
+    index.read_tree(&repo.find_commit(head)?.tree()?)?;
+    for (file, content, mode) in entries {
+        let blob = repo.blob(content)?;
+        index.add(&git2::IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode: *mode,
+            uid: 0,
+            gid: 0,
+            file_size: content.len() as u32,
+            id: blob,
+            flags: 0,
+            flags_extended: 0,
+            path: file.to_vec(),
+        })?;
+    }
+    let tree = repo.find_tree(index.write_tree_to(&repo)?)?;
+    let sig = Signature::now("Intruder", "intruder@example.test")?;
+    let parent = repo.find_commit(head)?;
+    repo.commit(Some("refs/heads/main"), &sig, &sig, message, &tree, &[&parent])
+}
+
 /// The content of `path` at the head of `main`.
 pub fn read(path: &Path, file: &str) -> Option<String> {
     let repo = Repository::open_bare(path).ok()?;

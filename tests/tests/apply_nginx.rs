@@ -3,7 +3,7 @@
 //! and a rewritten history is refused. Ports are above 1024, so these run unprivileged.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use flipbit_tests::cluster::{applier, text};
 use flipbit_tests::fleet::Fleet;
@@ -67,6 +67,10 @@ fn appliers_serve_tcp_and_udp_and_follow_changes() {
     let mut staged = Vec::new();
     for ns in std::fs::read_dir(state.join(&after)).expect("release dir") {
         let ns = ns.expect("entry").path();
+        // The release's marker (which commit, which Services withheld) is no repo file.
+        if ns.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            continue;
+        }
         for file in std::fs::read_dir(&ns).expect("namespace dir") {
             let file = file.expect("entry").path();
             let rel = file.strip_prefix(state.join(&after)).expect("inside the release");
@@ -98,12 +102,14 @@ fn appliers_serve_tcp_and_udp_and_follow_changes() {
 #[test]
 fn a_commit_nginx_rejects_never_replaces_the_running_config() {
     let Some(f) = Fleet::start(62) else { return };
+    f.cluster.lb_service("web", "cart", &[], &[("TCP", 8080, 30080)]);
     f.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     f.render();
     f.apply_ok("lb-a");
     let good = f.current("lb-a").expect("current release");
-    let applied = std::fs::read_to_string(f.lbs["lb-a"].state_dir.join("applied-nginx")).unwrap();
+    let applied = f.journal("lb-a");
 
+    // A directive the generator never writes is refused before nginx sees it, naming the line.
     let snippet = repo::read(&f.repo, "lb/lb-a/web/shop.conf").unwrap();
     let broken = snippet.replace(
         "proxy_connect_timeout 5s;",
@@ -117,20 +123,45 @@ fn a_commit_nginx_rejects_never_replaces_the_running_config() {
     )
     .unwrap();
     let out = f.apply("lb-a", &[]);
+    assert!(
+        !out.status.success(),
+        "a file the generator could not have written was applied"
+    );
+    let err = text(&out);
+    assert!(
+        err.contains(&bad.to_string())
+            && err.contains("lb/lb-a/web/shop.conf: line 16")
+            && err.contains("bogus_directive"),
+        "{err}"
+    );
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(f.current("lb-a"), Some(good.clone()), "the running release was swapped");
+    assert_eq!(f.journal("lb-a"), applied);
+
+    // Two Services on one address and port: each file reads as the generator's, but nginx -t
+    // refuses the pair, and the running config stays.
+    let cart = f.addr(1, 1, 8080).to_string();
+    let shop = f.addr(1, 2, 8080).to_string();
+    let clash = snippet.replace(&format!("listen {shop};"), &format!("listen {cart};"));
+    assert_ne!(clash, snippet);
+    let bad = repo::human_commit(
+        &f.repo,
+        &BTreeMap::from([("lb/lb-a/web/shop.conf", clash)]),
+        &[],
+        "hand edit: shop on cart's address",
+    )
+    .unwrap();
+    let out = f.apply("lb-a", &[]);
     assert!(!out.status.success(), "a config that fails nginx -t was applied");
     let err = text(&out);
     assert!(
-        err.contains(&bad.to_string()) && err.contains("unknown directive \"bogus_directive\""),
+        err.contains(&bad.to_string()) && err.contains("nginx -t failed") && err.contains("duplicate"),
         "{err}"
     );
-    assert!(err.contains("shop.conf"), "the message does not name the file: {err}");
     assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
     assert_eq!(f.current("lb-a"), Some(good), "the running release was swapped");
-    assert_eq!(
-        std::fs::read_to_string(f.lbs["lb-a"].state_dir.join("applied-nginx")).unwrap(),
-        applied
-    );
-    assert!(!probe::answers(f.addr(1, 1, 8080), false, 3).is_empty());
+    assert_eq!(f.journal("lb-a"), applied);
+    assert!(!probe::answers(f.addr(1, 2, 8080), false, 3).is_empty());
 
     // The human fixes it with another commit; the applier moves on.
     repo::human_commit(
@@ -141,7 +172,7 @@ fn a_commit_nginx_rejects_never_replaces_the_running_config() {
     )
     .unwrap();
     f.apply_ok("lb-a");
-    assert!(!probe::answers(f.addr(1, 1, 8080), false, 3).is_empty());
+    assert!(!probe::answers(f.addr(1, 2, 8080), false, 3).is_empty());
 }
 
 #[test]
@@ -151,34 +182,32 @@ fn a_failed_reload_rolls_back_to_the_previous_release() {
     f.render();
     f.apply_ok("lb-a");
     let good = f.current("lb-a").expect("current");
+    let confirmed = f.journal("lb-a").loaded;
 
-    // Something else already holds the address the next Service will get: nginx -t passes (it does
-    // not bind) but the reload cannot bind, so nginx keeps its old config.
-    let squatter = TcpListener::bind(f.addr(1, 2, 8081)).expect("squat");
+    // The reload itself fails (here: the configured reload command): nginx keeps its old
+    // config, and so do the files.
     f.cluster.lb_service("web", "b", &[], &[("TCP", 8081, 30080)]);
     f.render();
-    let out = f.apply("lb-a", &[]);
-    assert!(
-        !out.status.success(),
-        "a reload that could not bind was reported as applied"
-    );
+    let out = f.apply("lb-a", &["--reload-command", "exit 3"]);
+    assert!(!out.status.success(), "a reload that failed was reported as applied");
     let err = text(&out);
     assert!(err.contains("reload failed") && err.contains("rolled back"), "{err}");
-    assert!(
-        err.contains("Address already in use") || err.contains("bind()"),
-        "{err}"
-    );
     assert_eq!(
         f.current("lb-a"),
         Some(good),
         "current does not point at the previous release"
     );
+    let journal = f.journal("lb-a");
+    assert_eq!(
+        journal.loaded, confirmed,
+        "a release nginx never loaded was recorded as loaded"
+    );
+    assert_eq!(journal.pending, None);
     assert!(
         !probe::answers(f.addr(1, 1, 8080), false, 3).is_empty(),
         "the old Service stopped answering"
     );
 
-    drop(squatter);
     f.apply_ok("lb-a");
     assert!(!probe::answers(f.addr(1, 2, 8081), false, 2).is_empty());
 }

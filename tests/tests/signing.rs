@@ -46,8 +46,7 @@ fn head(repo: &Path) -> String {
 }
 
 fn applied(f: &Fleet, lb: &str) -> Option<String> {
-    let text = std::fs::read_to_string(f.lbs[lb].state_dir.join("applied-nginx")).ok()?;
-    Some(text.trim().to_owned())
+    f.journal(lb).lb.map(|c| c.to_string())
 }
 
 fn apply_ok(f: &Fleet, extra: &[&str]) {

@@ -443,7 +443,7 @@ impl TcpPipeline<'_> {
     }
 }
 
-fn write_framed(stream: &mut TcpStream, wire: &[u8]) -> io::Result<()> {
+pub(crate) fn write_framed(stream: &mut TcpStream, wire: &[u8]) -> io::Result<()> {
     let len =
         u16::try_from(wire.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request exceeds 64 KiB"))?;
     let mut framed = Vec::with_capacity(wire.len() + 2);
@@ -452,7 +452,7 @@ fn write_framed(stream: &mut TcpStream, wire: &[u8]) -> io::Result<()> {
     stream.write_all(&framed)
 }
 
-fn read_framed(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+pub(crate) fn read_framed(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     let mut len_buf = [0u8; 2];
     stream.read_exact(&mut len_buf)?;
     let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len_buf))];
@@ -541,7 +541,7 @@ fn is_reply_to(bytes: &[u8], id: u16) -> bool {
     bytes.len() >= 12 && u16::from_be_bytes([bytes[0], bytes[1]]) == id && bytes[2] & 0x80 != 0
 }
 
-fn absolute_name(text: &str) -> Option<Name> {
+pub(crate) fn absolute_name(text: &str) -> Option<Name> {
     let text = text.trim_end_matches('.');
     if text.is_empty() {
         return None;

@@ -186,3 +186,51 @@ fn mix(mut h: u64) -> u64 {
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
 }
+
+/// `text`, a `listeners.conf` as [`host_files`] renders it, without the wildcard listeners in
+/// `drop`, and without a `server` block left with none: what an LB host serves when another
+/// process holds one of those ports (the Services on them are withheld there). Lines are removed,
+/// never written, so the result holds nothing the generator did not render.
+pub fn without_listeners(text: &str, drop: &BTreeSet<Listener>) -> String {
+    let dropped = |line: &str| {
+        let Some(rest) = line.strip_prefix("    listen ").and_then(|r| r.strip_suffix(';')) else {
+            return false;
+        };
+        let (socket, protocol) = match rest.strip_suffix(" udp") {
+            Some(socket) => (socket, Protocol::Udp),
+            None => (rest, Protocol::Tcp),
+        };
+        let (port, ipv6) = match socket.strip_prefix("[::]:") {
+            Some(port) => (port, true),
+            None => (socket, false),
+        };
+        port.parse()
+            .is_ok_and(|port| drop.contains(&Listener { protocol, port, ipv6 }))
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let mut block: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line == "server {" || !block.is_empty() {
+            if !dropped(line) {
+                block.push(line);
+            }
+            if line == "}" {
+                if block.iter().any(|l| l.starts_with("    listen ")) {
+                    out.append(&mut block);
+                } else {
+                    block.clear();
+                    // The blank line that led into the dropped block.
+                    if out.last() == Some(&"") {
+                        out.pop();
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(line);
+    }
+    out.extend(block);
+    let mut joined = out.join("\n");
+    joined.push('\n');
+    joined
+}

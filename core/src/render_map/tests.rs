@@ -234,3 +234,30 @@ fn binding_a_release_names_its_own_maps() {
         assert!(bind_release(&text, Path::new(bad)).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn listeners_can_be_dropped_and_a_server_block_left_empty_goes() {
+    let ns = nodes(2);
+    let refs: Vec<&Node> = ns.iter().collect();
+    let l = |protocol, port, ipv6| Listener { protocol, port, ipv6 };
+    let all: BTreeSet<Listener> = [
+        l(Protocol::Tcp, 80, false),
+        l(Protocol::Tcp, 80, true),
+        l(Protocol::Tcp, 22, false),
+        l(Protocol::Udp, 53, false),
+    ]
+    .into();
+    let files = host_files(&host(), &all, &refs).unwrap();
+    let text = &files[0].1;
+    // Dropping the UDP port removes its whole block; dropping TCP/22 keeps the other TCP ports.
+    let drop: BTreeSet<Listener> = [l(Protocol::Udp, 53, false), l(Protocol::Tcp, 22, false)].into();
+    let fewer: BTreeSet<Listener> = all.difference(&drop).copied().collect();
+    let want = &host_files(&host(), &fewer, &refs).unwrap()[0].1;
+    assert_eq!(&without_listeners(text, &drop), want);
+    assert_eq!(without_listeners(text, &BTreeSet::new()), *text);
+    let none = without_listeners(text, &all);
+    assert!(
+        !none.lines().any(|l| l.starts_with("    listen ") || l == "server {"),
+        "{none}"
+    );
+}

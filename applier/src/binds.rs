@@ -1,0 +1,264 @@
+//! Whether the sockets a release needs can be bound here, before nginx or HAProxy tries. A
+//! listener another process holds (sshd on the port, a resolver on `127.0.0.53:53`, Debian's
+//! default site on `*:80`) makes the load balancer's whole reload fail, and `nginx -t` does not
+//! notice (it ignores "address in use" in test mode). Rather than freeze every later commit on
+//! the host, the Services that need such a socket are withheld from the release and retried on
+//! later runs (see `lb_step`).
+//!
+//! A socket is probed as nginx binds it (`SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6) and closed at
+//! once, never listened on. "In use" by the load balancer itself is fine when it holds exactly
+//! that socket (it keeps it across the reload); held by anyone else, or only a wildcard of the
+//! load balancer's own (another part of its config), it blocks.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use flipbit_core::exposure::Protocol;
+use flipbit_core::grammar::{Bind, BindAddr};
+use flipbit_core::text::escaped;
+
+use crate::procnet::SocketTable;
+
+/// The sockets nginx opens for `binds`: a specific `<address>:<port>` is not opened when a
+/// wildcard of the same protocol, family and port is (the wildcard receives its connections).
+pub fn nginx_sockets(binds: impl IntoIterator<Item = Bind>) -> BTreeSet<Bind> {
+    let all: BTreeSet<Bind> = binds.into_iter().collect();
+    all.iter()
+        .filter(|b| match b.addr {
+            BindAddr::Ip(ip) => {
+                let wildcard = if ip.is_ipv4() { BindAddr::AnyV4 } else { BindAddr::AnyV6 };
+                !all.contains(&Bind { addr: wildcard, ..**b })
+            }
+            _ => true,
+        })
+        .copied()
+        .collect()
+}
+
+/// The socket address of `bind` (a wildcard as `0.0.0.0` or `::`).
+pub fn socket_addr(bind: &Bind) -> SocketAddr {
+    let ip = match bind.addr {
+        BindAddr::Ip(ip) => ip,
+        BindAddr::AnyV4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        BindAddr::AnyV6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, bind.port)
+}
+
+/// `bind` as a person reads it: `127.1.1.5:80/tcp`, `*:53/udp`, `[::]:443/tcp`.
+pub fn describe(bind: &Bind) -> String {
+    let proto = match bind.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    match bind.addr {
+        BindAddr::AnyV4 => format!("*:{}/{proto}", bind.port),
+        _ => format!("{}/{proto}", socket_addr(bind)),
+    }
+}
+
+/// Probes sockets for one apply; the kernel's tables are read at the first one in use.
+pub struct Prober {
+    lb_pids: Vec<i32>,
+    table: Option<SocketTable>,
+}
+
+impl Prober {
+    /// `lb_pids`: the load balancer's processes, whose sockets it keeps across a reload.
+    pub fn new(lb_pids: Vec<i32>) -> Self {
+        Self { lb_pids, table: None }
+    }
+
+    /// Why `bind` cannot be bound here, or `None` when it can (or the load balancer holds exactly
+    /// it already).
+    pub fn blocked(&mut self, bind: &Bind) -> Option<String> {
+        let err = match try_bind(bind.protocol, socket_addr(bind)) {
+            Ok(()) => return None,
+            Err(e) => e,
+        };
+        match err.raw_os_error() {
+            Some(libc::EADDRINUSE) => {
+                let table = self.table.get_or_insert_with(|| SocketTable::load(&self.lb_pids));
+                if table.lb_holds(bind) {
+                    return None;
+                }
+                let who = table
+                    .other_holder(bind)
+                    .and_then(crate::procnet::process_of)
+                    .map_or_else(
+                        || "another process".to_owned(),
+                        |(pid, name)| format!("{} (pid {pid})", escaped(&name)),
+                    );
+                Some(format!("{} is in use by {who}", describe(bind)))
+            }
+            Some(libc::EADDRNOTAVAIL) => Some(format!(
+                "{} cannot be bound: the address is not configured on this host",
+                describe(bind)
+            )),
+            _ => Some(format!("{} cannot be bound: {err}", describe(bind))),
+        }
+    }
+}
+
+/// Binds (never listens on) a socket as nginx would, and closes it.
+fn try_bind(protocol: Protocol, addr: SocketAddr) -> std::io::Result<()> {
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let kind = match protocol {
+        Protocol::Tcp => libc::SOCK_STREAM,
+        Protocol::Udp => libc::SOCK_DGRAM,
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns and closes on every path.
+    unsafe {
+        let fd = libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let one: libc::c_int = 1;
+        let set = |level, name| {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        // A TCP port in TIME_WAIT is no obstacle to nginx (it sets SO_REUSEADDR); for UDP the
+        // option would let two processes share the port, which is exactly what must not pass.
+        if protocol == Protocol::Tcp {
+            set(libc::SOL_SOCKET, libc::SO_REUSEADDR);
+        }
+        if addr.is_ipv6() {
+            set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY);
+        }
+        let result = match addr {
+            SocketAddr::V4(v4) => {
+                let sa = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                libc::bind(
+                    fd,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(v6) => {
+                let sa = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: v6.ip().octets(),
+                    },
+                    sin6_scope_id: 0,
+                };
+                libc::bind(
+                    fd,
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        let err = (result != 0).then(std::io::Error::last_os_error);
+        libc::close(fd);
+        err.map_or(Ok(()), Err)
+    }
+}
+
+/// The socket addresses a failed reload could not bind, read from the load balancer's own
+/// message: nginx's `bind() to 127.1.1.5:80 failed (98: ...)`, HAProxy's `cannot bind socket
+/// (Address already in use) [127.1.1.5:80]`.
+pub fn failed_binds(message: &str) -> BTreeSet<SocketAddr> {
+    let mut out = BTreeSet::new();
+    for part in message.split("bind() to ").skip(1) {
+        if let Some(addr) = part.split_whitespace().next().and_then(|a| a.parse().ok()) {
+            out.insert(addr);
+        }
+    }
+    if message.contains("cannot bind socket") {
+        for part in message.split('[').skip(1) {
+            if let Some(addr) = part.split(']').next().and_then(|a| a.parse().ok()) {
+                out.insert(addr);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind(protocol: Protocol, addr: BindAddr, port: u16) -> Bind {
+        Bind { protocol, addr, port }
+    }
+
+    #[test]
+    fn a_wildcard_covers_specific_sockets_of_its_family_and_protocol() {
+        let ip4 = BindAddr::Ip("127.1.1.5".parse().unwrap());
+        let ip6 = BindAddr::Ip("fd00::5".parse().unwrap());
+        let sockets = nginx_sockets([
+            bind(Protocol::Tcp, ip4, 80),
+            bind(Protocol::Tcp, BindAddr::AnyV4, 80),
+            bind(Protocol::Tcp, ip6, 80),
+            bind(Protocol::Udp, ip4, 80),
+            bind(Protocol::Tcp, ip4, 443),
+        ]);
+        let want: BTreeSet<Bind> = [
+            bind(Protocol::Tcp, BindAddr::AnyV4, 80),
+            bind(Protocol::Tcp, ip6, 80),
+            bind(Protocol::Udp, ip4, 80),
+            bind(Protocol::Tcp, ip4, 443),
+        ]
+        .into();
+        assert_eq!(sockets, want);
+        assert_eq!(describe(&bind(Protocol::Udp, BindAddr::AnyV4, 53)), "*:53/udp");
+        assert_eq!(describe(&bind(Protocol::Tcp, ip6, 80)), "[fd00::5]:80/tcp");
+    }
+
+    #[test]
+    fn a_held_socket_is_blocked_a_free_one_is_not() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let ip = BindAddr::Ip("127.0.0.1".parse().unwrap());
+        let why = Prober::new(vec![])
+            .blocked(&bind(Protocol::Tcp, ip, port))
+            .expect("a held port passed");
+        assert!(why.contains("in use by") && why.contains(&port.to_string()), "{why}");
+        // The wildcard of the same port is blocked by the specific listener too.
+        assert!(
+            Prober::new(vec![])
+                .blocked(&bind(Protocol::Tcp, BindAddr::AnyV4, port))
+                .is_some()
+        );
+        // This process holds it: as the load balancer, it may keep it.
+        let me = std::process::id() as i32;
+        assert_eq!(Prober::new(vec![me]).blocked(&bind(Protocol::Tcp, ip, port)), None);
+        drop(held);
+        assert_eq!(Prober::new(vec![]).blocked(&bind(Protocol::Tcp, ip, port)), None);
+
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        assert!(Prober::new(vec![]).blocked(&bind(Protocol::Udp, ip, port)).is_some());
+        assert_eq!(
+            Prober::new(vec![]).blocked(&bind(Protocol::Tcp, ip, port)),
+            None,
+            "TCP and UDP ports are apart"
+        );
+    }
+
+    #[test]
+    fn reload_messages_name_the_sockets() {
+        let nginx = "[emerg] 12#12: bind() to 127.1.1.5:80 failed (98: Address already in use); [emerg] bind() to [fd00::5]:443 failed (98: Address already in use)";
+        let want: BTreeSet<SocketAddr> = ["127.1.1.5:80".parse().unwrap(), "[fd00::5]:443".parse().unwrap()].into();
+        assert_eq!(failed_binds(nginx), want);
+        let haproxy = "the master kept its old workers: Starting frontend flipbit_web_a_80: cannot bind socket (Address already in use) [127.1.1.5:80]";
+        assert_eq!(failed_binds(haproxy), ["127.1.1.5:80".parse().unwrap()].into());
+        assert!(failed_binds("unknown directive \"x\"").is_empty());
+    }
+}
