@@ -43,7 +43,8 @@ pub type ExposedMap = imbl::OrdMap<ServiceKey, ExposedSummary>;
 #[derive(Debug, Clone)]
 pub struct Decision {
     pub ledger: Ledger,
-    /// Every generated file that should exist, by repo path (the ledger included).
+    /// Every generated file that should exist, by repo path (the ledger and `format.yaml`
+    /// included).
     pub files: BTreeMap<String, String>,
     /// Services skipped for errors: whatever files they have stay exactly as they are.
     pub kept: BTreeSet<ServiceKey>,
@@ -204,6 +205,7 @@ pub fn decide_into(
     // Serialising the ledger cannot fail.
     let _ = sink.file(layout::LEDGER_FILE.to_owned(), ledger_fp, &mut render_ledger);
     sink.keep();
+    format_file(sink);
     let node_states = snapshot
         .nodes
         .iter()
@@ -227,6 +229,19 @@ pub fn decide_into(
         holds: holds.clone(),
         resumed,
     }
+}
+
+/// Hands `sink` the state repo's `format.yaml` (see [`crate::format`]). Every decision, the full
+/// one and the shortcut alike, gives it, so every commit the generator makes records the format
+/// of the files beside it, and it is never among the generated files a decision drops. (The
+/// generator commits it only together with another change: on its own it changes nothing an LB
+/// host serves.)
+pub(crate) fn format_file(sink: &mut dyn FileSink) {
+    let fp = fingerprint(&(crate::format::FORMAT_FILE, crate::format::OUTPUT_FORMAT));
+    let mut render = || Ok(crate::format::render(crate::format::OUTPUT_FORMAT));
+    // Rendering a constant cannot fail.
+    let _ = sink.file(crate::format::FORMAT_FILE.to_owned(), fp, &mut render);
+    sink.keep();
 }
 
 /// The nodes every Service's backends are chosen from in one decision.

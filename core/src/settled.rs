@@ -365,6 +365,8 @@ impl Settled {
             let _ = sink.file(layout::LEDGER_FILE.to_owned(), fp, &mut render);
             sink.keep();
         }
+        // Given every time, as by a full decision: a repo that lacks it gets it with the next commit.
+        decide::format_file(sink);
 
         for key in &touched {
             self.troubled.remove(&(key.namespace.to_string(), key.name.to_string()));

@@ -95,10 +95,11 @@ fn the_engine_tracks_a_full_decision_through_every_kind_of_change() {
     let cold = repo.cycle(&snapshot);
     assert_eq!(
         cold,
-        6 * 3 + 1,
-        "cold: 2 snippets + 1 zone fragment per Service, and the ledger"
+        6 * 3 + 2,
+        "cold: 2 snippets + 1 zone fragment per Service, the ledger and format.yaml"
     );
     repo.matches_full(&snapshot);
+    assert!(repo.tree.contains_key(flipbit_core::format::FORMAT_FILE));
 
     assert_eq!(repo.cycle(&snapshot), 0, "nothing changed, nothing rendered");
 

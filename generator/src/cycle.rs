@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use flipbit_core::config::Config;
 use flipbit_core::decide::{self, Decision};
 use flipbit_core::engine::{Blobs, Change, Engine, Step};
+use flipbit_core::format;
 use flipbit_core::holds::{self, Holds};
 use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
@@ -340,8 +341,10 @@ fn decide_incrementally(
         let t = std::time::Instant::now();
         let mut tree = store.list(head.id, layout::LB_DIR)?;
         tree.extend(store.list(head.id, layout::DNS_DIR)?);
-        if let Some(id) = store.entry_id(head.id, layout::LEDGER_FILE)? {
-            tree.insert(layout::LEDGER_FILE.to_owned(), id);
+        for decision_file in [layout::LEDGER_FILE, format::FORMAT_FILE] {
+            if let Some(id) = store.entry_id(head.id, decision_file)? {
+                tree.insert(decision_file.to_owned(), id);
+            }
         }
         memory.engine.sync(&head_hex, tree);
         tracing::debug!(
@@ -369,6 +372,10 @@ fn decide_incrementally(
     if head.hold_update.holds != head.holds {
         let id = store.write_blob(head.hold_update.holds.to_yaml().as_bytes())?;
         step.changes.insert(holds::HOLDS_FILE.to_owned(), Change::write(id));
+    }
+    if only_the_format_record(step.changes.keys()) {
+        // Left out of the step too, so the engine does not take the file for present.
+        step.changes.remove(format::FORMAT_FILE);
     }
     let mut message = None;
     let committed = store.commit_blobs(
@@ -419,8 +426,20 @@ impl Blobs for StoreBlobs<'_> {
     }
 }
 
-/// The commit message for `changed` paths, naming the nodes whose upstreams came and went.
+/// True when the only path among `changed` is `format.yaml`: a commit of it alone would change
+/// nothing an LB host serves (a repo without it is format 1), so it waits for a real change and
+/// rides along with it. Without this, upgrading the generator would commit to every repo at once.
+fn only_the_format_record<P: AsRef<str>>(changed: impl IntoIterator<Item = P>) -> bool {
+    let mut changed = changed.into_iter().peekable();
+    changed.peek().is_some() && changed.all(|path| path.as_ref() == format::FORMAT_FILE)
+}
+
+/// The commit message for `changed` paths, naming the nodes whose upstreams came and went; `None`
+/// (no commit) when only `format.yaml` would change.
 fn compose<P: AsRef<str>>(store: &Store, head: &Head, decision: &Decision, changed: &BTreeSet<P>) -> Option<String> {
+    if only_the_format_record(changed) {
+        return None;
+    }
     let old_upstreams = old_upstreams(store, head.id, changed);
     message::compose(decision, changed, head.config.release_grace_seconds, &old_upstreams)
 }
