@@ -31,6 +31,8 @@ NGINX_PACKAGES=(nginx libnginx-mod-stream)
 BIND_PACKAGES=(bind9 bind9-dnsutils)
 # HAProxy for LB hosts whose flavor is haproxy; tests and the demo run private instances.
 HAPROXY_PACKAGES=(haproxy)
+# Only the tests: network namespaces for IPv6 listeners (ip), systemd-analyze for the units.
+TEST_PACKAGES=(iproute2 systemd)
 
 # Debian's haproxy package enables haproxy.service. Where an install may start services (no
 # policy-rc.d blocking it, as on a full system), stop and disable that instance so it holds no

@@ -1,4 +1,4 @@
-//! One apply on one LB host (DESIGN.md §5): fetch, then the load-balancer step (`lb_step`:
+//! One apply on one LB host (docs/design.md §5): fetch, then the load-balancer step (`lb_step`:
 //! check, stage, validate, swap, reload, confirm) and, only once the load balancer serves the
 //! head, the DNS step (`dns_step`). Both record what they confirmed in the journal, which a run
 //! reads first: a run killed anywhere is finished by the next one. Any failure before the swap

@@ -1,4 +1,4 @@
-//! Command-line interface (DESIGN.md §4). Every flag can also come from the environment.
+//! Command-line interface (docs/design.md §4). Every flag can also come from the environment.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! The DNS step of an apply (DESIGN.md §5.4): after the load balancer serves a commit, publish the
+//! The DNS step of an apply (docs/design.md §5.4): after the load balancer serves a commit, publish the
 //! records of this host's own addresses. The change is the difference between the records this
 //! host published at the last commit whose DNS step completed and those it should publish at
 //! the new one, both read from Git, so deletes never need a zone transfer and a record Flipbit

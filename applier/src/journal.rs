@@ -1,6 +1,6 @@
 //! The applier's journal (`<state>/journal`): what it has confirmed on this host, and the change
 //! under way, so a run killed at any instruction is resumed from where it stopped instead of
-//! guessed from the file system (docs/design.md, "Crashes"). The `current` link says what nginx
+//! guessed from the file system (docs/design.md §5.5). The `current` link says what nginx
 //! will load at its next reload; the journal says what it was last *confirmed* to run.
 //!
 //! ```text
@@ -17,7 +17,7 @@
 //!
 //! Every change writes the whole file anew: a temporary file, fsync, rename over the journal,
 //! fsync of the directory. A journal that does not read back (a torn or hand-edited file) is
-//! reported in one line and rebuilt from what can be checked (see `apply::recover`).
+//! reported in one line and rebuilt from what can be checked (see `apply::read_journal`).
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The load-balancer step of an apply (DESIGN §5.1–5.3): check the commit, check this host's
+//! The load-balancer step of an apply (docs/design.md §5.1–5.3): check the commit, check this host's
 //! changed files against the generator's grammar, withhold the Services whose sockets another
 //! process holds, stage, validate, swap, reload, confirm, and record in the journal.
 //!
@@ -227,9 +227,10 @@ impl Step<'_> {
         Ok((withheld, rewritten))
     }
 
-    /// This host's files that differ from the loaded release (all of them when nothing is
-    /// loaded, or when this host's entry in flipbit.yaml or the output format changed since),
-    /// plus the withheld Services' files and the listeners file, checked against the grammar.
+    /// This host's files that differ from the loaded release, plus the withheld Services' files
+    /// and the listeners file, checked against the grammar. All of them when nothing is loaded,
+    /// when this host's entry in flipbit.yaml or the output format changed since, or when the
+    /// listeners file changed (its wildcard ports are checked against every Service's).
     fn changed_files(
         &self,
         loaded: Option<&Release>,
@@ -238,6 +239,7 @@ impl Step<'_> {
         host_dir: &str,
     ) -> Result<BTreeMap<String, CheckedFile>> {
         let (store, head) = (self.store, self.head);
+        let listeners = layout::lb_host_file_path(&host.name, render_map::LISTENERS_FILE);
         let same_rules = loaded.is_some_and(|l| {
             config_at(store, l.commit)
                 .ok()
@@ -246,32 +248,35 @@ impl Step<'_> {
                 && verify::output_format(store, l.commit).ok() == Some(format)
         });
         let mut files: BTreeMap<String, CommitId> = BTreeMap::new();
-        match loaded.filter(|_| same_rules) {
-            Some(loaded) => {
-                let diff = store.diff_dir(loaded.commit, head, host_dir)?;
-                verify::refuse_links(head, &diff.not_files)?;
-                files.extend(diff.changed.into_iter().filter_map(|(p, b)| Some((p, b?))));
-                for key in &loaded.withheld {
-                    for path in service_paths(&host.name, key) {
-                        if let Some(blob) = store.entry_id(head, &path)? {
-                            files.insert(path, blob);
-                        }
-                    }
-                }
-                if host.layout == Layout::SharedListeners {
-                    let path = layout::lb_host_file_path(&host.name, render_map::LISTENERS_FILE);
+        let mut all = true;
+        if let Some(loaded) = loaded.filter(|_| same_rules) {
+            let diff = store.diff_dir(loaded.commit, head, host_dir)?;
+            verify::refuse_links(head, &diff.not_files)?;
+            all = diff.changed.contains_key(&listeners);
+            files.extend(diff.changed.into_iter().filter_map(|(p, b)| Some((p, b?))));
+            for key in &loaded.withheld {
+                for path in service_paths(&host.name, key) {
                     if let Some(blob) = store.entry_id(head, &path)? {
                         files.insert(path, blob);
                     }
                 }
             }
-            None => {
-                let listing = store.list_dir(head, host_dir)?;
-                verify::refuse_links(head, &listing.not_files)?;
-                files = listing.files;
+            if host.layout == Layout::SharedListeners
+                && let Some(blob) = store.entry_id(head, &listeners)?
+            {
+                files.insert(listeners.clone(), blob);
             }
         }
-        verify::check_files(store, head, host, format, &files)
+        if all {
+            let listing = store.list_dir(head, host_dir)?;
+            verify::refuse_links(head, &listing.not_files)?;
+            files = listing.files;
+        }
+        let checked = verify::check_files(store, head, host, format, &files)?;
+        if all {
+            verify::wildcards_used(head, &host.name, &checked)?;
+        }
+        Ok(checked)
     }
 
     /// Stages `release`, validates it, swaps it in, reloads and confirms; records it.

@@ -1,4 +1,4 @@
-//! Signed commits on the LB host (DESIGN.md §3: appliers may accept only commits signed by the
+//! Signed commits on the LB host (docs/design.md §3: appliers may accept only commits signed by the
 //! generator's key). Before anything is staged, every commit the fetched head brings in since the
 //! last applied one must carry a good SSH signature by a key in the operator's allowed signers
 //! file, git's own format, so `git log --show-signature` and the applier agree. Checking the whole

@@ -1,18 +1,20 @@
-//! Every file the applier stages is one the generator could have written (docs/design.md, "What
-//! an LB host accepts"). The state repo is untrusted here: nginx and HAProxy run as root, and
+//! Every file the applier stages is one the generator could have written (docs/design.md §5.2).
+//! The state repo is untrusted here: nginx and HAProxy run as root, and
 //! `nginx -t` accepts a hand-pushed `access_log /any/path` or a `listen` on the host's own port
 //! 22. So each file is checked against `flipbit_core::grammar` (exactly the renderers' output,
 //! listen addresses inside this host's pools) before it is written into a release, and a commit
 //! holding anything else is refused whole, naming the file and line. Links and submodules are
 //! refused the same way on every host.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, anyhow, bail};
 
 use flipbit_core::config::LbHost;
+use flipbit_core::exposure::Protocol;
 use flipbit_core::format;
-use flipbit_core::grammar::{self, Checked, LbFile};
+use flipbit_core::grammar::{self, BindAddr, Checked, LbFile};
+use flipbit_core::names::LbHostName;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
@@ -79,4 +81,34 @@ pub fn check_files(
 /// True when the host's flavour loads files of `kind` (the other flavour's are skipped).
 pub fn reads(host: &LbHost, kind: &LbFile) -> bool {
     matches!(kind, LbFile::Haproxy(_)) == (host.flavor == flipbit_core::config::Flavor::Haproxy)
+}
+
+/// Refuses `head` when its listeners file (`checked` holds every file of the host) listens on a
+/// port no Service of the host uses: the generator opens a wildcard port only for a Service, and
+/// a hand-pushed `listen 22;` would take port 22 on every address of the host.
+pub fn wildcards_used(head: CommitId, host: &LbHostName, checked: &BTreeMap<String, CheckedFile>) -> Result<()> {
+    let used: BTreeSet<(Protocol, u16, bool)> = checked
+        .values()
+        .flat_map(|f| {
+            let routes = f.checked.routes.iter().map(|(p, a)| (*p, a.port(), a.is_ipv6()));
+            let binds = f.checked.binds.iter().filter_map(|b| match b.addr {
+                BindAddr::Ip(ip) => Some((b.protocol, b.port, ip.is_ipv6())),
+                _ => None,
+            });
+            routes.chain(binds).collect::<Vec<_>>()
+        })
+        .collect();
+    for (path, file) in checked.iter().filter(|(_, f)| f.kind == LbFile::HostListeners) {
+        for bind in &file.checked.binds {
+            let v6 = bind.addr == BindAddr::AnyV6;
+            if !matches!(bind.addr, BindAddr::Ip(_)) && !used.contains(&(bind.protocol, bind.port, v6)) {
+                bail!(
+                    "commit {head} refused for {host}: {} listens on {}, which no Service of this host uses",
+                    escaped(path),
+                    crate::binds::describe(bind)
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Which Services are ours (DESIGN.md §2) and, for those, a validated, typed description of what
+//! Which Services are ours (docs/design.md §2) and, for those, a validated, typed description of what
 //! to expose. Everything downstream works on `ExposedService` only.
 
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! Where things live in the state repo (DESIGN.md §3). Paths are built only from validated names.
+//! Where things live in the state repo (docs/design.md §3). Paths are built only from validated names.
 
 use crate::names::{LbHostName, ServiceKey};
 

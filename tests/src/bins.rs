@@ -53,6 +53,11 @@ pub fn generator() -> PathBuf {
     bin("flipbit-generator")
 }
 
+/// The applier; `FLIPBIT_TEST_APPLIER` names another build of it, to show that a test fails
+/// against an older applier (how each regression test was checked to catch its bug).
 pub fn applier() -> PathBuf {
-    bin("flipbit-applier")
+    match std::env::var_os("FLIPBIT_TEST_APPLIER") {
+        Some(path) => PathBuf::from(path),
+        None => bin("flipbit-applier"),
+    }
 }

@@ -38,7 +38,7 @@ impl Fleet {
     /// lb-a and lb-b (nginx) plus lb-c (127.<block>.3.0/24), whose `flavor` is `haproxy`.
     pub fn with_haproxy(block: u8) -> Option<Self> {
         if !have_haproxy() {
-            eprintln!("skipped: haproxy is not installed (scripts/test installs it)");
+            crate::skip("haproxy is not installed (scripts/test installs it)");
             return None;
         }
         let mut fleet = Self::start_inner(block, None, None)?;
@@ -68,7 +68,7 @@ impl Fleet {
     /// that run the DNS step against it.
     pub fn with_dns(block: u8, dns_port: u16) -> Option<Self> {
         if !crate::bind::have_bind() {
-            eprintln!("skipped: BIND (named, dig) is not installed (scripts/test installs it)");
+            crate::skip("BIND (named, dig) is not installed (scripts/test installs it)");
             return None;
         }
         Self::start_inner(block, Some(dns_port), None)
@@ -76,7 +76,7 @@ impl Fleet {
 
     fn start_inner(block: u8, dns_port: Option<u16>, pools: Option<(&str, &str)>) -> Option<Self> {
         if !have_nginx() {
-            eprintln!("skipped: nginx with the stream module is not installed (scripts/test installs it)");
+            crate::skip("nginx with the stream module is not installed (scripts/test installs it)");
             return None;
         }
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -9,7 +9,7 @@ use std::process::Command;
 /// without them still gets a green `cargo test`.
 fn bench(args: &[&str], dns: bool) -> Option<String> {
     if !flipbit_tests::have_nginx() || (dns && !flipbit_tests::bind::have_bind()) {
-        eprintln!("skipped: nginx with the stream module and BIND are needed (scripts/test installs them)");
+        flipbit_tests::skip("nginx with the stream module and BIND are needed (scripts/test installs them)");
         return None;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_flipbit-bench"))

@@ -16,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 /// A temp dir with a running named on `port`, and a client holding its key; None without BIND.
 fn named(port: u16) -> Option<(TempDir, NamedInstance, UpdateClient)> {
     if !have_bind() {
-        eprintln!("skipping: BIND 9 (named, dig, nsupdate, tsig-keygen) is not installed");
+        flipbit_tests::skip("BIND 9 (named, dig, nsupdate, tsig-keygen) is not installed");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use flipbit_tests::{bins, demo, have_nginx, is_root};
 #[test]
 fn the_example_serves_traffic_on_three_lb_hosts() {
     if !is_root() || !have_nginx() {
-        eprintln!("skipped: needs root (ports 53/80/443) and nginx with the stream module");
+        flipbit_tests::skip("needs root (ports 53/80/443) and nginx with the stream module");
         return;
     }
     let work = tempfile::tempdir().unwrap();

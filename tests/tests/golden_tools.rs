@@ -60,7 +60,7 @@ impl Drop for Netns {
 #[test]
 fn golden_snippets_pass_nginx_t() {
     if !have_nginx() {
-        eprintln!("skipped: nginx with the stream module is not installed");
+        flipbit_tests::skip("nginx with the stream module is not installed");
         return;
     }
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");
@@ -84,10 +84,10 @@ fn golden_snippets_pass_nginx_t() {
             let v6 = ipv6_listens(&host.path());
             let netns = if v6.is_empty() { None } else { Netns::with(&v6) };
             if !v6.is_empty() && netns.is_none() {
-                eprintln!(
-                    "skipped {}: IPv6 listeners need root for a network namespace",
+                flipbit_tests::skip(&format!(
+                    "{}: IPv6 listeners need root for a network namespace",
                     host.path().display()
-                );
+                ));
                 continue;
             }
             let mut cmd = match &netns {
@@ -125,7 +125,7 @@ fn golden_snippets_pass_nginx_t() {
 #[test]
 fn golden_zone_fragments_pass_named_checkzone() {
     if Command::new("named-checkzone").arg("-v").output().is_err() {
-        eprintln!("skipped: named-checkzone (bind9) is not installed");
+        flipbit_tests::skip("named-checkzone (bind9) is not installed");
         return;
     }
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");
@@ -171,7 +171,7 @@ fn golden_zone_fragments_pass_named_checkzone() {
 #[test]
 fn golden_haproxy_files_pass_haproxy_c() {
     if !flipbit_tests::haproxy::have_haproxy() {
-        eprintln!("skipped: haproxy is not installed");
+        flipbit_tests::skip("haproxy is not installed");
         return;
     }
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");

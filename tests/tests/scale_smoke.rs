@@ -58,7 +58,7 @@ fn generator_scale_runs_against_git_daemon() {
 #[test]
 fn nginx_scale_runs_for_both_layouts() {
     if !flipbit_tests::have_nginx() {
-        eprintln!("skipped: nginx with the stream module is not installed (scripts/test installs it)");
+        flipbit_tests::skip("nginx with the stream module is not installed (scripts/test installs it)");
         return;
     }
     let out = run(env!("CARGO_BIN_EXE_flipbit-nginx-scale"), &["40", "--runs", "1"]);

@@ -113,7 +113,7 @@ impl Host {
 #[test]
 fn each_address_port_and_protocol_reaches_its_own_node_port() {
     if !have_nginx() {
-        eprintln!("skipped: nginx with the stream module is not installed");
+        flipbit_tests::skip("nginx with the stream module is not installed");
         return;
     }
     let (all, _backends) = backends(131);
@@ -183,7 +183,7 @@ fn each_address_port_and_protocol_reaches_its_own_node_port() {
 #[test]
 fn a_broken_entry_is_refused_and_the_running_release_keeps_serving() {
     if !have_nginx() {
-        eprintln!("skipped: nginx with the stream module is not installed");
+        flipbit_tests::skip("nginx with the stream module is not installed");
         return;
     }
     let (all, _backends) = backends(132);
@@ -256,7 +256,7 @@ fn a_broken_entry_is_refused_and_the_running_release_keeps_serving() {
 #[test]
 fn switching_a_running_host_to_shared_listeners_needs_its_listeners_dropped_first() {
     if !have_nginx() {
-        eprintln!("skipped: nginx with the stream module is not installed");
+        flipbit_tests::skip("nginx with the stream module is not installed");
         return;
     }
     let (all, _backends) = backends(133);
@@ -335,7 +335,7 @@ fn nginx_t(release: &Path, dir: &Path) -> std::process::Output {
 #[test]
 fn rendered_hosts_pass_nginx_t_and_an_unbound_file_does_not() {
     if !have_nginx() {
-        eprintln!("skipped: nginx with the stream module is not installed");
+        flipbit_tests::skip("nginx with the stream module is not installed");
         return;
     }
     let all = nodes(&[ip("127.134.0.10"), ip("127.134.0.11"), ip("::1")]);

@@ -6,7 +6,7 @@ use std::process::Command;
 #[test]
 fn applier_units_verify() {
     if Command::new("systemd-analyze").arg("--version").output().is_err() {
-        eprintln!("skipped: systemd-analyze is not installed");
+        flipbit_tests::skip("systemd-analyze is not installed");
         return;
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

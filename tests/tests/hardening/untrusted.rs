@@ -308,3 +308,37 @@ fn dns_is_written_only_in_the_configured_zone_and_never_at_its_own_names() {
     f.apply_ok("lb-a");
     assert_eq!(named.query("www.k8s.example.test", "A"), vec![addr]);
 }
+
+#[test]
+fn a_wildcard_port_no_service_uses_is_refused() {
+    let Some(f) = Fleet::start(173) else { return };
+    let config = repo::read(&f.repo, "flipbit.yaml")
+        .expect("flipbit.yaml")
+        .replace("  - name: lb-a\n", "  - name: lb-a\n    layout: shared-listeners\n");
+    repo::human_commit(
+        &f.repo,
+        &BTreeMap::from([("flipbit.yaml", config)]),
+        &[],
+        "shared listeners",
+    )
+    .expect("commit");
+    f.cluster.lb_service("web", "shop", &[], &[("TCP", 17380, 30080)]);
+    f.render();
+    f.apply_ok("lb-a");
+    let good = f.current("lb-a").expect("current");
+    let path = "lb/lb-a/_flipbit/listeners.conf";
+    let listeners = repo::read(&f.repo, path).expect("listeners");
+    // Each line reads as the generator's, but port 17322 on every address serves no Service.
+    let grabbed = listeners.replace("    listen 17380;\n", "    listen 17380;\n    listen 17322;\n");
+    assert_ne!(grabbed, listeners);
+    let (_, out) = push_and_apply(&f, &[(path, grabbed)], "take a port on every address");
+    assert!(!out.status.success());
+    let out = text(&out);
+    assert!(
+        out.contains("listens on *:17322/tcp, which no Service of this host uses"),
+        "{out}"
+    );
+    assert_eq!(f.current("lb-a"), Some(good));
+    assert!(probe::tcp("127.0.0.1:17322".parse().unwrap()).is_err());
+    assert!(!probe::answers(f.addr(1, 1, 17380), false, 2).is_empty());
+}
