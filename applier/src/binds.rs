@@ -82,13 +82,17 @@ impl Prober {
                 if table.lb_holds(bind) {
                     return None;
                 }
-                let who = table
-                    .other_holder(bind)
-                    .and_then(crate::procnet::process_of)
-                    .map_or_else(
+                let who = match table.other_holder(bind) {
+                    // Only the load balancer's own sockets overlap it (a host switching layouts
+                    // trades specific sockets for a wildcard): no other process to blame, and
+                    // withholding would stop Services it serves; the reload says what it says.
+                    None if table.lb_overlaps(bind) => return None,
+                    None => "another process".to_owned(),
+                    Some(inode) => crate::procnet::process_of(inode).map_or_else(
                         || "another process".to_owned(),
                         |(pid, name)| format!("{} (pid {pid})", escaped(&name)),
-                    );
+                    ),
+                };
                 Some(format!("{} is in use by {who}", describe(bind)))
             }
             Some(libc::EADDRNOTAVAIL) => Some(format!(
@@ -239,6 +243,11 @@ mod tests {
         // This process holds it: as the load balancer, it may keep it.
         let me = std::process::id() as i32;
         assert_eq!(Prober::new(vec![me]).blocked(&bind(Protocol::Tcp, ip, port)), None);
+        // Its wildcard overlaps only the load balancer's own socket: no other process to blame.
+        assert_eq!(
+            Prober::new(vec![me]).blocked(&bind(Protocol::Tcp, BindAddr::AnyV4, port)),
+            None
+        );
         drop(held);
         assert_eq!(Prober::new(vec![]).blocked(&bind(Protocol::Tcp, ip, port)), None);
 

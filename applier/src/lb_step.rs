@@ -91,9 +91,7 @@ impl Step<'_> {
             files = checked.len(),
             "files checked"
         );
-        let mut prober = Prober::new(lb.processes());
-        let mut forced = BTreeMap::new();
-        let (withheld, rewritten) = self.withhold(host.flavor, &checked, &mut prober, &forced)?;
+        let (withheld, rewritten) = self.withhold(host.flavor, &checked, &mut Prober::new(lb.processes()))?;
         let wanted = Release {
             commit: head,
             withheld: withheld.keys().cloned().collect(),
@@ -124,6 +122,7 @@ impl Step<'_> {
             tracing::info!(release = %pending, "the last run stopped during a swap or reload; completing it");
         }
         let (mut withheld, mut rewritten, mut release) = (withheld, rewritten, wanted);
+        let mut retried = false;
         loop {
             match self.swap_in(lb, &release, &rewritten, loaded.as_ref(), journal, &host_dir, started) {
                 Ok((applied, reloaded)) => {
@@ -133,13 +132,13 @@ impl Step<'_> {
                         reloaded: Some(reloaded),
                     });
                 }
-                // Another process took a socket between the probe and the reload: withhold the
-                // Services that need it and try once more.
-                Err(SwapError::Bind(failed, e)) if forced.is_empty() => {
-                    let cause = format!("the reload could not bind {}", list(&failed));
-                    forced = failed.into_iter().map(|a| (a, cause.clone())).collect();
-                    let (more, more_rewritten) = self.withhold(host.flavor, &checked, &mut prober, &forced)?;
-                    if more.keys().all(|k| withheld.contains_key(k)) && more_rewritten == rewritten {
+                // The reload could not bind a socket: another process may have taken one since
+                // the probe. Probe again (afresh); when that withholds more, try once more.
+                Err(SwapError::Bind(e)) if !retried => {
+                    retried = true;
+                    let (more, more_rewritten) =
+                        self.withhold(host.flavor, &checked, &mut Prober::new(lb.processes()))?;
+                    if more.keys().eq(withheld.keys()) {
                         return Err(e);
                     }
                     (withheld, rewritten) = (more, more_rewritten);
@@ -148,7 +147,7 @@ impl Step<'_> {
                         withheld: withheld.keys().cloned().collect(),
                     };
                 }
-                Err(SwapError::Bind(_, e) | SwapError::Other(e)) => return Err(e),
+                Err(SwapError::Bind(e) | SwapError::Other(e)) => return Err(e),
             }
         }
     }
@@ -156,13 +155,12 @@ impl Step<'_> {
     /// The Services to withhold, each with why, and the listeners file rewritten without the
     /// wildcard listeners that cannot be bound (by repo path; empty when it keeps them all).
     /// Probes every socket the checked files bind (on nginx, a specific address covered by a
-    /// wildcard of the listeners file is not bound by itself); `forced` sockets count as blocked.
+    /// wildcard of the listeners file is not bound by itself).
     fn withhold(
         &self,
         flavor: Flavor,
         checked: &BTreeMap<String, CheckedFile>,
         prober: &mut Prober,
-        forced: &BTreeMap<std::net::SocketAddr, String>,
     ) -> Result<(Withheld, BTreeMap<String, String>)> {
         let wildcards: BTreeSet<Bind> = checked
             .values()
@@ -180,15 +178,7 @@ impl Step<'_> {
                 Flavor::Haproxy => file.checked.binds.iter().copied().collect(),
             };
             for bind in file.checked.binds.iter().filter(|b| sockets.contains(b)) {
-                let cause = probed
-                    .entry(*bind)
-                    .or_insert_with(|| {
-                        forced
-                            .get(&binds::socket_addr(bind))
-                            .cloned()
-                            .or_else(|| prober.blocked(bind))
-                    })
-                    .clone();
+                let cause = probed.entry(*bind).or_insert_with(|| prober.blocked(bind)).clone();
                 let Some(cause) = cause else { continue };
                 match key_of(&file.kind) {
                     Some(key) => {
@@ -334,16 +324,16 @@ impl Step<'_> {
                 journal.pending = None;
                 journal::write(state, journal).context("writing the journal")?;
                 let back = previous.as_deref().unwrap_or("no release");
-                let failed = binds::failed_binds(&format!("{e:#}"));
+                let could_not_bind = !binds::failed_binds(&format!("{e:#}")).is_empty();
                 let e = e.context(format!(
                     "commit {commit} on {}: {} kept its running config; rolled back to {back}",
                     opts.lb,
                     lb.name()
                 ));
-                return Err(if failed.is_empty() {
-                    SwapError::Other(e)
+                return Err(if could_not_bind {
+                    SwapError::Bind(e)
                 } else {
-                    SwapError::Bind(failed, e)
+                    SwapError::Other(e)
                 });
             }
         };
@@ -370,9 +360,9 @@ impl Step<'_> {
     }
 }
 
-/// A failed swap: a reload that could not bind some sockets, or anything else.
+/// A failed swap: a reload that could not bind some socket, or anything else.
 enum SwapError {
-    Bind(BTreeSet<std::net::SocketAddr>, anyhow::Error),
+    Bind(anyhow::Error),
     Other(anyhow::Error),
 }
 
@@ -430,10 +420,6 @@ fn key_of(kind: &LbFile) -> Option<&ServiceKey> {
         LbFile::NginxService(k) | LbFile::ServiceMap(k) | LbFile::Haproxy(k) => Some(k),
         LbFile::HostListeners | LbFile::HostNodes => None,
     }
-}
-
-fn list(addrs: &BTreeSet<std::net::SocketAddr>) -> String {
-    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Logs each withheld Service once per run.

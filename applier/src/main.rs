@@ -10,6 +10,7 @@ use flipbit_applier::dns_step::DnsOutcome;
 use flipbit_applier::haproxy::Haproxy;
 use flipbit_applier::nginx::Nginx;
 use flipbit_applier::signatures::SignaturePolicy;
+use flipbit_core::text::escaped;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", escaped(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -115,7 +116,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 match apply::apply_once(&opts) {
                     Ok(outcome) if !changed(&outcome) => {}
                     Ok(outcome) => report(&outcome),
-                    Err(e) => tracing::error!(error = format!("{e:#}"), "apply failed; the running config is kept"),
+                    Err(e) => {
+                        tracing::error!(error = %escaped(&format!("{e:#}")), "apply failed; the running config is kept")
+                    }
                 }
                 std::thread::sleep(period.saturating_sub(started.elapsed()));
             }

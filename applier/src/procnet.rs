@@ -53,6 +53,11 @@ impl SocketTable {
             .any(|(ip, inode)| same_addr(bind, ip) && self.lb_inodes.contains(&inode))
     }
 
+    /// True when a socket of the load balancer's overlaps `bind`.
+    pub fn lb_overlaps(&self, bind: &Bind) -> bool {
+        self.conflicting(bind).any(|(_, inode)| self.lb_inodes.contains(&inode))
+    }
+
     /// The inode of a socket, not the load balancer's, that keeps `bind` from being bound.
     pub fn other_holder(&self, bind: &Bind) -> Option<u64> {
         self.conflicting(bind)
@@ -73,7 +78,8 @@ impl SocketTable {
             .into_iter()
             .flatten()
             .copied()
-            .filter(move |(ip, _)| ip.is_ipv6() == want_v6)
+            // A dual-stack `[::]` socket (one without IPV6_V6ONLY) holds the IPv4 port as well.
+            .filter(move |(ip, _)| ip.is_ipv6() == want_v6 || (ip.is_ipv6() && ip.is_unspecified()))
             .filter(move |(ip, _)| same_addr(bind, *ip) || ip.is_unspecified() || !matches!(bind.addr, BindAddr::Ip(_)))
     }
 }

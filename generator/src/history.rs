@@ -7,6 +7,7 @@ use anyhow::Result;
 use flipbit_core::holds::{self, CommitHex, Holds, HumanChange};
 use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
+use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, CommitMeta, Store};
 
 /// The changes, oldest first. A repo where no commit is the generator's yet has none: whatever
@@ -93,7 +94,7 @@ fn parsed_at<T, E: std::fmt::Display>(
         Ok(Some(text)) => match parse(&String::from_utf8_lossy(&text)) {
             Ok(value) => Some(value),
             Err(e) => {
-                tracing::warn!(commit = %meta.id, at = %at, error = %e, "{path} does not parse there");
+                tracing::warn!(commit = %meta.id, at = %at, error = %escaped(&e.to_string()), "{path} does not parse there");
                 None
             }
         },

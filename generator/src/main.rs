@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use flipbit_core::text::escaped;
 use flipbit_generator::cli::{Cli, Command, LogFormat, OfflineArgs, RepoArgs, RunArgs};
 use flipbit_generator::cycle::RepoTarget;
 use flipbit_generator::live::{self, LiveOptions, leader::LeaseSettings};
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", escaped(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -48,7 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Render(args) => {
             let outcome = offline::run(&target(&args.repo), &args.manifests, now(&args), true)?;
             for p in &outcome.problems {
-                eprintln!("{p}");
+                eprintln!("{}", escaped(&p.to_string()));
             }
             println!("{}", report::rendered(&outcome));
             Ok(ExitCode::SUCCESS)
@@ -56,7 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => {
             let plan = offline::plan(&target(&args.repo), &args.manifests, now(&args))?;
             for p in &plan.outcome.problems {
-                eprintln!("{p}");
+                eprintln!("{}", escaped(&p.to_string()));
             }
             let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
             print!("{}", report::plan(&plan, color));

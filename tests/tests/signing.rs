@@ -135,7 +135,8 @@ fn appliers_apply_only_commits_signed_by_allowed_keys() {
     assert!(text(&f.apply("lb-a", &sign)).contains("up to date"));
 
     // An unsigned hand-added listener: refused, the running config keeps serving, nothing new listens.
-    let extra = "server {\n    listen 127.81.1.50:8081;\n    proxy_pass 127.81.0.10:30080;\n}\n";
+    // A listener as the generator would write it (anything else is refused whoever signed it).
+    let extra = "upstream flipbit_web_extra_tcp_8081 {\n    server 127.81.0.10:30080;\n}\n\nserver {\n    listen 127.81.1.50:8081;\n    proxy_pass flipbit_web_extra_tcp_8081;\n    proxy_connect_timeout 5s;\n}\n";
     human.write("lb/lb-a/web/extra.conf", extra);
     let unsigned = human.commit_all("hand-add a listener");
     push(&human);

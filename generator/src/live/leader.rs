@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use flipbit_core::text::escaped;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::PostParams;
@@ -29,7 +30,7 @@ pub fn spawn(client: Client, settings: LeaseSettings) -> watch::Receiver<bool> {
             let leading = match attempt(&api, &settings).await {
                 Ok(leading) => leading,
                 Err(e) => {
-                    tracing::warn!(error = %e, lease = %settings.name, "lease update failed");
+                    tracing::warn!(error = %escaped(&e.to_string()), lease = %settings.name, "lease update failed");
                     false
                 }
             };

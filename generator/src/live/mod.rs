@@ -21,6 +21,7 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::cycle::{self, RepoTarget};
+use flipbit_core::text::escaped;
 use leader::LeaseSettings;
 use metrics::{HostLabel, Metrics};
 
@@ -148,7 +149,7 @@ async fn cycle_once(
         Ok(Err(e)) => {
             metrics.push_failures.inc();
             tracing::error!(
-                error = format!("{e:#}"),
+                error = %escaped(&format!("{e:#}")),
                 "cycle failed; the repo keeps its last commit; retrying"
             );
             return;
@@ -187,7 +188,7 @@ async fn cycle_once(
             .set(held as i64);
     }
     for p in &outcome.problems {
-        tracing::warn!(problem = %p, "skipped");
+        tracing::warn!(problem = %escaped(&p.to_string()), "skipped");
     }
     status.report(&services, &outcome).await;
 }

@@ -17,6 +17,7 @@ use flipbit_core::names::ServiceKey;
 use flipbit_core::problem::Problem;
 
 use crate::cycle::Outcome;
+use flipbit_core::text::escaped;
 
 pub struct StatusWriter {
     client: Client,
@@ -66,7 +67,7 @@ impl StatusWriter {
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &svc.object_ref(&())).await {
-            tracing::warn!(error = %e, "publishing an Event failed");
+            tracing::warn!(error = %escaped(&e.to_string()), "publishing an Event failed");
         }
     }
 
@@ -178,7 +179,9 @@ impl StatusWriter {
             .await
         {
             Ok(_) => tracing::info!(service = %key, addresses = ?want, "status updated"),
-            Err(e) => tracing::warn!(service = %key, error = %e, "status patch failed; retried on the next cycle"),
+            Err(e) => {
+                tracing::warn!(service = %key, error = %escaped(&e.to_string()), "status patch failed; retried on the next cycle")
+            }
         }
     }
 }

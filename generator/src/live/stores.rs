@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use flipbit_core::model::Snapshot;
 
 use crate::convert;
+use flipbit_core::text::escaped;
 
 pub struct Stores {
     pub services: Store<Service>,
@@ -48,7 +49,7 @@ where
                 match event {
                     Ok(_) => changes.send_modify(|n| *n = n.wrapping_add(1)),
                     // The watcher retries with backoff; the store keeps its last full state.
-                    Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying"),
+                    Err(e) => tracing::warn!(%kind, error = %escaped(&e.to_string()), "watch failed; retrying"),
                 }
                 futures::future::ready(())
             })

@@ -39,14 +39,17 @@ fn hand_pushed_directives_never_reach_nginx() {
         // A log file of the attacker's choosing, written by nginx's root master.
         (
             "lb/lb-a/web/shop.conf",
-            snippet.replace(
-                "    proxy_connect_timeout 5s;\n",
-                &format!(
-                    "    proxy_connect_timeout 5s;\n    access_log {} basic;\n",
-                    owned.display()
-                ),
+            format!(
+                "log_format basic '$remote_addr';\n{}",
+                snippet.replace(
+                    "    proxy_connect_timeout 5s;\n",
+                    &format!(
+                        "    proxy_connect_timeout 5s;\n    access_log {} basic;\n",
+                        owned.display()
+                    ),
+                )
             ),
-            "access_log",
+            "line 1",
         ),
         // A listener on an address of the host that no pool holds.
         (
