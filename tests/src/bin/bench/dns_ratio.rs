@@ -32,6 +32,8 @@ enum Spelling {
     AddOnly,
     /// A delete of the old RR and an add of the new one per name.
     DeleteAdd,
+    /// A delete of the RR per name (to empty the zone again, untimed).
+    DeleteOnly,
 }
 
 pub fn run(n: usize, args: &[String]) -> Result<(), String> {
@@ -74,6 +76,21 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
         check(port, &addresses, to)?;
         Ok(took)
     };
+    // The cold publish: the set-up's DNS step added n names it had never published, reading
+    // first what each holds (A and AAAA queries). Its floor: one nsupdate batch of the same adds
+    // into a zone without them (emptied again untimed; the batch puts back what the applier had).
+    let cold_step = step_ms(&out).ok_or_else(|| format!("no dns line in: {out}"))?;
+    let file = rig.tmp.path().join("nsupdate-cold.txt");
+    std::fs::write(&file, script(port, &addresses, 300, 300, Spelling::DeleteOnly)).map_err(|e| e.to_string())?;
+    nsupdate(&named.key_file, &file)?;
+    std::fs::write(&file, script(port, &addresses, 300, 300, Spelling::AddOnly)).map_err(|e| e.to_string())?;
+    rig::settle();
+    let cold_floor = ms(nsupdate(&named.key_file, &file)?);
+    check(port, &addresses, 300)?;
+    println!(
+        "dns-ratio, {n} new names: the DNS step's cold publish (reading what each name holds first) {cold_step:.1} ms; one nsupdate -k batch of the same {n} adds {cold_floor:.1} ms; ratio {:.2}",
+        cold_step / cold_floor
+    );
     let (mut applier, mut step, mut same, mut spelled) = (vec![], vec![], vec![], vec![]);
     let mut last = String::new();
     let mut ttl = 300;
@@ -157,17 +174,19 @@ fn script(port: u16, addresses: &BTreeMap<String, IpAddr>, from: u32, to: u32, s
     for (key, ip) in addresses {
         let name = name_of(key);
         let rrs = match spelling {
-            Spelling::AddOnly => 1,
+            Spelling::AddOnly | Spelling::DeleteOnly => 1,
             Spelling::DeleteAdd => 2,
         };
         if in_message + rrs > RRS_PER_MESSAGE {
             s.push_str("send\n");
             in_message = 0;
         }
-        if let Spelling::DeleteAdd = spelling {
+        if let Spelling::DeleteAdd | Spelling::DeleteOnly = spelling {
             let _ = writeln!(s, "update delete {name}. {from} IN A {ip}");
         }
-        let _ = writeln!(s, "update add {name}. {to} IN A {ip}");
+        if !matches!(spelling, Spelling::DeleteOnly) {
+            let _ = writeln!(s, "update add {name}. {to} IN A {ip}");
+        }
         in_message += rrs;
     }
     if in_message > 0 {
