@@ -50,7 +50,14 @@ impl Staging<'_> {
         let head = self.release.commit;
         let id = self.release.id();
         let release_dir = self.state.release_dir(&id);
-        let running_dir = self.running.map(|r| self.state.release_dir(&r.id()));
+        // Already on disk whole (a run that stopped before the swap, or `current` itself when
+        // the journal was lost): its marker says it is exactly this release.
+        if self.state.release_of(&id).as_ref() == Some(self.release) {
+            return Ok((release_dir, self.store.count_files(head, self.host_dir)?));
+        }
+        // Files are never linked from the directory being replaced.
+        let running = self.running.filter(|r| r.id() != id);
+        let running_dir = running.map(|r| self.state.release_dir(&r.id()));
         // A file the running release holds unchanged (`same`) is hard-linked from it.
         let source = |rel: &String, path: &str, blob: &CommitId, same: bool| -> Result<FileSource> {
             if let Some(text) = self.rewritten.get(path) {
@@ -71,23 +78,19 @@ impl Staging<'_> {
         // For the few files a change writes, the running release's blob is looked up path by path
         // (listing all its files costs ~10 ms at 10k Services); a withheld file is not in it.
         let same_in_running = |path: &str, blob: &CommitId| {
-            self.running.is_some_and(|r| {
+            running.is_some_and(|r| {
                 !owner(path).is_some_and(|key| r.withheld.contains(&key))
                     && self.store.entry_id(r.commit, path).ok().flatten() == Some(*blob)
             })
         };
         let current_id = self.running.map(Release::id);
-        // The release being staged may itself be on disk whole (a run that stopped before the
-        // swap): it is the best spare, needing no change at all.
-        let mut spares: Vec<Release> = self
+        let spare = self
             .state
             .releases()
             .into_iter()
             .filter(|spare| Some(spare) != current_id.as_ref())
-            .filter_map(|spare| self.state.release_of(&spare))
-            .collect();
-        spares.sort_by_key(|spare| spare.id() != id);
-        if let Some(spare) = spares.first() {
+            .find_map(|spare| self.state.release_of(&spare));
+        if let Some(spare) = &spare {
             match self.update_spare(spare, &source, &withheld, &same_in_running) {
                 Ok(staged) => return Ok(staged),
                 // Half-updated: it is no spare any more; a whole release is written below.

@@ -114,6 +114,22 @@ impl Fleet {
         })
     }
 
+    /// Adds `setting` (a line such as `layout: shared-listeners`) to LB host `lb` in
+    /// `flipbit.yaml`, as a human commit.
+    pub fn set_host(&self, lb: &str, setting: &str) {
+        let entry = format!("  - name: {lb}\n");
+        let config = repo::read(&self.repo, "flipbit.yaml")
+            .expect("flipbit.yaml")
+            .replace(&entry, &format!("{entry}    {setting}\n"));
+        repo::human_commit(
+            &self.repo,
+            &BTreeMap::from([("flipbit.yaml", config)]),
+            &[],
+            &format!("{lb}: {setting}"),
+        )
+        .expect("committing flipbit.yaml");
+    }
+
     pub fn render(&self) {
         let out = generator("render", &self.repo, self.cluster.path(), &[]);
         assert!(out.status.success(), "render: {}", text(&out));

@@ -133,6 +133,14 @@ fn a_corrupt_journal_is_rebuilt_with_one_line_and_stale_test_configs_go() {
     }
     assert!(!stale.exists(), "a killed run's test config was left beside nginx.conf");
 
+    // Lost with nothing new to apply: the running release is the head's, reloaded and confirmed
+    // as it is.
+    std::fs::write(state.join("journal"), "half a jour").expect("corrupt the journal");
+    let out = f.apply_ok("lb-a");
+    assert!(out.contains("nginx reloaded"), "{out}");
+    assert!(!probe::answers(f.addr(1, 2, 8080), false, 2).is_empty());
+    assert!(f.apply_ok("lb-a").contains("up to date"));
+
     // The files of the applier before the journal: a garbage one is reported, not read as
     // "nothing applied" (which would skip the rewind check).
     std::fs::remove_file(state.join("journal")).expect("remove the journal");

@@ -2,11 +2,10 @@
 //! that Service is withheld from the host (no listener, no DNS record from there), every other
 //! Service and every later commit is served, and the Service is tried again on every run.
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 
 use flipbit_tests::fleet::Fleet;
-use flipbit_tests::{probe, repo};
+use flipbit_tests::probe;
 
 use super::lb_a_records;
 
@@ -64,16 +63,7 @@ fn a_service_whose_listener_is_taken_is_withheld_and_retried() {
 #[test]
 fn a_wildcard_port_taken_elsewhere_withholds_only_its_services() {
     let Some(f) = Fleet::start(172) else { return };
-    let config = repo::read(&f.repo, "flipbit.yaml")
-        .expect("flipbit.yaml")
-        .replace("  - name: lb-a\n", "  - name: lb-a\n    layout: shared-listeners\n");
-    repo::human_commit(
-        &f.repo,
-        &BTreeMap::from([("flipbit.yaml", config)]),
-        &[],
-        "lb-a: shared listeners",
-    )
-    .expect("commit");
+    f.set_host("lb-a", "layout: shared-listeners");
     f.cluster.lb_service("web", "a", &[], &[("TCP", 17280, 30080)]);
     f.cluster.lb_service("web", "b", &[], &[("TCP", 17282, 30080)]);
     f.render();

@@ -315,16 +315,7 @@ fn dns_is_written_only_in_the_configured_zone_and_never_at_its_own_names() {
 #[test]
 fn a_wildcard_port_no_service_uses_is_refused() {
     let Some(f) = Fleet::start(173) else { return };
-    let config = repo::read(&f.repo, "flipbit.yaml")
-        .expect("flipbit.yaml")
-        .replace("  - name: lb-a\n", "  - name: lb-a\n    layout: shared-listeners\n");
-    repo::human_commit(
-        &f.repo,
-        &BTreeMap::from([("flipbit.yaml", config)]),
-        &[],
-        "shared listeners",
-    )
-    .expect("commit");
+    f.set_host("lb-a", "layout: shared-listeners");
     f.cluster.lb_service("web", "shop", &[], &[("TCP", 17380, 30080)]);
     f.render();
     f.apply_ok("lb-a");
