@@ -24,7 +24,7 @@ use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
 use crate::dns::client::{AddressRecord, UpdateClient, ZoneUpdate};
-use crate::dns::lookup::{self, Lookup};
+use crate::dns::lookup::{self, Families, Lookup};
 use crate::failpoint;
 use crate::fragment;
 use crate::journal::{self, DnsRecord, Journal};
@@ -168,11 +168,12 @@ pub fn run(
     }
     // Names this host did not publish before: they must not hold anything Flipbit did not write.
     let published: BTreeSet<&str> = before.iter().map(|r| r.name.as_str()).collect();
-    let fresh: BTreeSet<String> = after
-        .iter()
-        .map(|r| r.name.clone())
-        .filter(|n| !published.contains(n.as_str()))
-        .collect();
+    let mut fresh: BTreeMap<String, Families> = BTreeMap::new();
+    for record in after.iter().filter(|r| !published.contains(r.name.as_str())) {
+        let families = fresh.entry(record.name.clone()).or_default();
+        families.v4 |= record.addr.is_ipv4();
+        families.v6 |= record.addr.is_ipv6();
+    }
     if !fresh.is_empty() {
         let lookup = Lookup {
             server: client.server,
@@ -183,7 +184,7 @@ pub fn run(
             .infrastructure(zone)
             .with_context(|| format!("reading zone {zone}"))?
         {
-            if fresh.contains(&name) {
+            if fresh.contains_key(&name) {
                 omitted_names.insert(name.clone(), format!("{name} is a name server of zone {zone}"));
             }
         }

@@ -98,12 +98,24 @@ impl Staging<'_> {
             }
         }
         let wanted = self.host_files(head, true)?;
+        // Every file is compared, so the running release's blobs are listed once (a lookup per
+        // path costs ~0.3 ms at 10k Services, seconds in all).
+        let in_running: BTreeMap<String, CommitId> = match running {
+            Some(r) => self
+                .store
+                .list(r.commit, self.host_dir)?
+                .into_iter()
+                .filter(|(path, _)| !owner(path).is_some_and(|key| r.withheld.contains(&key)))
+                .collect(),
+            None => BTreeMap::new(),
+        };
         let mut files = BTreeMap::new();
         for (rel, (path, blob)) in &wanted {
             if withheld(path) {
                 continue;
             }
-            files.insert(rel.clone(), source(rel, path, blob, same_in_running(path, blob))?);
+            let same = in_running.get(path) == Some(blob);
+            files.insert(rel.clone(), source(rel, path, blob, same)?);
         }
         let count = files.len();
         Ok((self.state.write_release(self.release, &files)?, count))

@@ -1,5 +1,5 @@
 //! What a zone already holds at the names this host is about to publish, read with plain
-//! queries (A and AAAA, pipelined on one TCP connection): an address record must never silently
+//! queries (A or AAAA, as about to be added; pipelined on one TCP connection): an address record must never silently
 //! join an RRset that holds addresses Flipbit did not write, or sit beside a CNAME (where a
 //! server drops it without a word). Also the zone's own infrastructure names (its NS targets and
 //! the SOA's primary), which no Service may take. Queries are not signed: they read what anyone
@@ -27,19 +27,32 @@ pub struct Held {
     pub alias: bool,
 }
 
+/// The address families about to be published at a name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Families {
+    pub v4: bool,
+    pub v6: bool,
+}
+
 pub struct Lookup {
     pub server: SocketAddr,
     pub timeout: Duration,
 }
 
 impl Lookup {
-    /// What each of `names` holds (names holding nothing are left out).
-    pub fn held(&self, names: &BTreeSet<String>) -> Result<BTreeMap<String, Held>> {
+    /// What each of `names` holds in the RRsets an address would join: `names` maps a name to
+    /// the families about to be added there (IPv4: the A RRset, IPv6: AAAA). A CNAME shows in
+    /// either answer. Names holding nothing are left out.
+    pub fn held(&self, names: &BTreeMap<String, Families>) -> Result<BTreeMap<String, Held>> {
         let mut queries = Vec::new();
-        for name in names {
+        for (name, families) in names {
             let qname = absolute_name(name).ok_or_else(|| anyhow!("{name:?} is not a DNS name"))?;
-            queries.push((qname.clone(), RecordType::A));
-            queries.push((qname, RecordType::AAAA));
+            if families.v4 {
+                queries.push((qname.clone(), RecordType::A));
+            }
+            if families.v6 {
+                queries.push((qname, RecordType::AAAA));
+            }
         }
         let mut out: BTreeMap<String, Held> = BTreeMap::new();
         for (qname, reply) in self.ask(&queries)? {
