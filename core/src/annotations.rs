@@ -20,6 +20,10 @@ pub const MAX_NODES: &str = "flipbit.io/max-nodes";
 
 /// Annotations this version reads.
 const KNOWN: &[&str] = &[
+    crate::traffic::BACKENDS,
+    crate::traffic::CONNECT_TIMEOUT,
+    crate::traffic::IDLE_TIMEOUT,
+    crate::traffic::UDP_RESPONSES,
     EXPOSE,
     LOAD_BALANCERS,
     IPS,
@@ -57,6 +61,9 @@ pub struct Settings {
     pub hostnames: Option<BTreeSet<String>>,
     /// `None`: the default TTL.
     pub dns_ttl: Option<u32>,
+    /// Source ranges, timeouts, UDP sessions, backends (see [`crate::traffic`]); shared, as most
+    /// Services set none of them and settings are copied into every summary.
+    pub traffic: std::sync::Arc<crate::traffic::Traffic>,
 }
 
 /// The largest TTL RFC 2181 allows.

@@ -35,6 +35,8 @@ pub struct ExposedSummary {
     /// Sorted, without repeats (a vector: a set of one name would cost a 300-byte tree node, 15 MB
     /// at 50,000 Services).
     pub dns_names: Vec<String>,
+    /// The output format its files need ([`crate::format::needed`]).
+    pub format: u32,
 }
 
 /// What each exposed Service got: a persistent map, shared between decisions until one changes.
@@ -134,7 +136,7 @@ pub fn decide_into(
             Exposure::Exposed(e, mut warnings) => {
                 problems.append(&mut warnings);
                 problems.extend(crate::flavor::unserved_ports(&e, config));
-                exposed.push(e);
+                exposed.push(*e);
             }
             Exposure::Invalid(key, mut errors) => {
                 problems.append(&mut errors);
@@ -205,7 +207,7 @@ pub fn decide_into(
     // Serialising the ledger cannot fail.
     let _ = sink.file(layout::LEDGER_FILE.to_owned(), ledger_fp, &mut render_ledger);
     sink.keep();
-    format_file(sink);
+    format_file(sink, &summaries);
     let node_states = snapshot
         .nodes
         .iter()
@@ -236,9 +238,19 @@ pub fn decide_into(
 /// of the files beside it, and it is never among the generated files a decision drops. (The
 /// generator commits it only together with another change: on its own it changes nothing an LB
 /// host serves.)
-pub(crate) fn format_file(sink: &mut dyn FileSink) {
-    let fp = fingerprint(&(crate::format::FORMAT_FILE, crate::format::OUTPUT_FORMAT));
-    let mut render = || Ok(crate::format::render(crate::format::OUTPUT_FORMAT));
+///
+/// The format written is the newest any exposed Service's files need, so an applier that reads
+/// only older formats keeps applying until a Service uses what only a newer one can say. (A
+/// Service kept as it is, held or invalid, is not counted: its files are what they were.)
+pub(crate) fn format_file(sink: &mut dyn FileSink, exposed: &ExposedMap) {
+    let version = exposed
+        .values()
+        .map(|s| s.format)
+        .max()
+        .unwrap_or(crate::format::UNRECORDED_FORMAT)
+        .max(crate::format::UNRECORDED_FORMAT);
+    let fp = fingerprint(&(crate::format::FORMAT_FILE, version));
+    let mut render = || Ok(crate::format::render(version));
     // Rendering a constant cannot fail.
     let _ = sink.file(crate::format::FORMAT_FILE.to_owned(), fp, &mut render);
     sink.keep();
@@ -381,6 +393,7 @@ pub(crate) fn service_files(
             addresses_v6,
             nodes: chosen,
             dns_names: names.into_iter().collect(),
+            format: crate::format::needed(svc),
         }),
     }
 }

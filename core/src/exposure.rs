@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::model::ServiceInput;
 use crate::names::ServiceKey;
 use crate::problem::{Problem, Severity};
+use crate::traffic::Backends;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
@@ -25,7 +26,8 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// One Service port as the LB serves it: clients reach `port`, nodes answer on `node_port`.
+/// One Service port as the LB serves it: clients reach `port`, nodes answer on `node_port` (0 for
+/// a Service whose upstreams are its pods).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServicePort {
     pub protocol: Protocol,
@@ -47,6 +49,8 @@ pub struct ExposedService {
     /// The address families it gets on each LB host that has pools of that family.
     pub ipv4: bool,
     pub ipv6: bool,
+    /// `metadata.labels`, for pools that admit only some Services.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +58,7 @@ pub enum Exposure {
     /// Not ours: no message, no state.
     NotManaged,
     /// Ours and valid; the problems are warnings.
-    Exposed(ExposedService, Vec<Problem>),
+    Exposed(Box<ExposedService>, Vec<Problem>),
     /// Ours but invalid: skipped, keeps its last committed state.
     Invalid(ServiceKey, Vec<Problem>),
     /// Its namespace or name is not even a valid key; nothing can be kept for it.
@@ -102,7 +106,14 @@ pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
             ),
         ));
     }
-    let ports = match ports(&key, svc) {
+    let traffic = match crate::traffic::parse(&key, svc) {
+        Ok(t) => t,
+        Err(mut e) => {
+            errors.append(&mut e);
+            crate::traffic::Traffic::default()
+        }
+    };
+    let ports = match ports(&key, svc, traffic.backends) {
         Ok(p) => p,
         Err(mut e) => {
             errors.append(&mut e);
@@ -112,7 +123,17 @@ pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
     let (settings, mut warnings) = annotations::settings(&key, &svc.annotations, config);
     warnings.extend(external_ips_warning(&key, svc));
     let settings = match settings {
-        Ok(s) => Some(s),
+        Ok(mut s) => {
+            // sessionAffinity: ClientIP is consistent hashing on the client address, unless
+            // flipbit.io/balance says otherwise.
+            if svc.session_affinity.as_deref() == Some("ClientIP")
+                && !svc.annotations.contains_key(annotations::BALANCE)
+            {
+                s.balance = annotations::Balance::Hash;
+            }
+            s.traffic = std::sync::Arc::new(traffic);
+            Some(s)
+        }
         Err(mut e) => {
             errors.append(&mut e);
             None
@@ -120,7 +141,7 @@ pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
     };
     match settings {
         Some(settings) if errors.is_empty() => Exposure::Exposed(
-            ExposedService {
+            Box::new(ExposedService {
                 key,
                 ports,
                 settings,
@@ -128,7 +149,8 @@ pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
                 created: svc.created,
                 ipv4: svc.ip_families.is_empty() || svc.ip_families.iter().any(|f| f == "IPv4"),
                 ipv6: svc.ip_families.iter().any(|f| f == "IPv6"),
-            },
+                labels: svc.labels.clone(),
+            }),
             warnings,
         ),
         _ => {
@@ -160,7 +182,9 @@ fn external_ips_warning(key: &ServiceKey, svc: &ServiceInput) -> Option<Problem>
     ))
 }
 
-fn ports(key: &ServiceKey, svc: &ServiceInput) -> Result<Vec<ServicePort>, Vec<Problem>> {
+/// The Service's ports. With pod backends a port needs no node port (`node_port` 0: the
+/// upstreams are the endpoints' own ports).
+fn ports(key: &ServiceKey, svc: &ServiceInput, backends: Backends) -> Result<Vec<ServicePort>, Vec<Problem>> {
     let mut errors = Vec::new();
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
@@ -193,6 +217,7 @@ fn ports(key: &ServiceKey, svc: &ServiceInput) -> Result<Vec<ServicePort>, Vec<P
             continue;
         };
         let node_port = match p.node_port {
+            None if backends == Backends::Pods => 0,
             None => {
                 errors.push(Problem::service_error(
                     key,
@@ -249,5 +274,6 @@ pub(crate) fn test_service(key: &str, ports: &[(Protocol, u16, u16)]) -> Exposed
         created: None,
         ipv4: true,
         ipv6: false,
+        labels: Default::default(),
     }
 }

@@ -12,6 +12,13 @@ pub const OUTPUT_FORMAT: u32 = 1;
 /// The format of a repo with no `format.yaml`.
 pub const UNRECORDED_FORMAT: u32 = 1;
 
+/// The format `svc`'s files need: 2 for source ranges, timeouts or UDP sessions (the directives
+/// format 1 has not), 1 otherwise. Never newer than this build writes.
+pub fn needed(svc: &crate::exposure::ExposedService) -> u32 {
+    let wants = if svc.settings.traffic.is_tuned() { 2 } else { 1 };
+    wants.min(OUTPUT_FORMAT)
+}
+
 /// The text of `format.yaml` for `version`.
 pub fn render(version: u32) -> String {
     format!(

@@ -29,3 +29,4 @@ pub mod render_map;
 mod settled;
 pub mod sink;
 pub mod text;
+pub mod traffic;

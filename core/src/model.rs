@@ -25,6 +25,12 @@ pub struct ServiceInput {
     /// serves them (they are not in its pools); read only so a managed Service that lists any is
     /// told so instead of being ignored without a word.
     pub external_ips: Vec<String>,
+    /// `spec.loadBalancerSourceRanges`, as written: the client ranges allowed to connect.
+    pub load_balancer_source_ranges: Vec<String>,
+    /// `spec.sessionAffinity`: `None` (default) or `ClientIP`.
+    pub session_affinity: Option<String>,
+    /// `metadata.labels`, for pools that admit Services by label.
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]

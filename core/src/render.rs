@@ -144,6 +144,29 @@ pub(crate) fn render(template: &'static str, view: &impl Serialize) -> Result<St
     Ok(text)
 }
 
+/// The upstream servers of each of a Service's ports, in the order of `svc.ports`: the nodes at
+/// the port's node port, or (for `flipbit.io/backends: pods`) the Service's ready endpoints. A
+/// port with none is not served: clients get a refusal rather than a connection that goes nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Upstreams(pub Vec<Vec<SocketAddr>>);
+
+impl Upstreams {
+    /// Every port to `nodes` at its node port.
+    pub fn of_nodes(svc: &ExposedService, nodes: &[&Node]) -> Self {
+        Self(
+            svc.ports
+                .iter()
+                .map(|p| nodes.iter().map(|n| SocketAddr::new(n.ip, p.node_port)).collect())
+                .collect(),
+        )
+    }
+
+    /// The servers of the `i`-th port (none past the end).
+    pub fn of_port(&self, i: usize) -> &[SocketAddr] {
+        self.0.get(i).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// The nginx snippet for one Service on one LB host, listening on `addresses` (its primary and, for
 /// dual-stack, its IPv6 address) and sending to `nodes`.
 /// With no nodes nothing listens: clients get a refusal rather than a connection that goes nowhere.
@@ -153,40 +176,46 @@ pub fn nginx_service(
     addresses: &[IpAddr],
     nodes: &[&Node],
 ) -> Result<String, RenderError> {
-    let routes = if nodes.is_empty() {
-        Vec::new()
-    } else {
-        svc.ports
-            .iter()
-            .map(|p| RouteView {
-                upstream: format!(
-                    "flipbit_{}_{}_{}_{}",
-                    svc.key.namespace,
-                    svc.key.name,
-                    match p.protocol {
-                        Protocol::Tcp => "tcp",
-                        Protocol::Udp => "udp",
-                    },
-                    p.port
-                ),
-                listen: addresses
-                    .iter()
-                    .map(|a| SocketAddr::new(*a, p.port).to_string())
-                    .collect(),
-                udp: p.protocol == Protocol::Udp,
-                balance: match svc.settings.balance {
-                    Balance::RoundRobin => "",
-                    Balance::LeastConn => "least_conn",
-                    Balance::Hash => "hash $remote_addr consistent",
+    nginx_service_to(svc, host, addresses, &Upstreams::of_nodes(svc, nodes))
+}
+
+/// [`nginx_service`] with the upstreams of each port given.
+pub fn nginx_service_to(
+    svc: &ExposedService,
+    host: &LbHostName,
+    addresses: &[IpAddr],
+    upstreams: &Upstreams,
+) -> Result<String, RenderError> {
+    let routes = svc
+        .ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !upstreams.of_port(*i).is_empty())
+        .map(|(i, p)| RouteView {
+            upstream: format!(
+                "flipbit_{}_{}_{}_{}",
+                svc.key.namespace,
+                svc.key.name,
+                match p.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
                 },
-                proxy_protocol: svc.settings.proxy_protocol,
-                servers: nodes
-                    .iter()
-                    .map(|n| SocketAddr::new(n.ip, p.node_port).to_string())
-                    .collect(),
-            })
-            .collect()
-    };
+                p.port
+            ),
+            listen: addresses
+                .iter()
+                .map(|a| SocketAddr::new(*a, p.port).to_string())
+                .collect(),
+            udp: p.protocol == Protocol::Udp,
+            balance: match svc.settings.balance {
+                Balance::RoundRobin => "",
+                Balance::LeastConn => "least_conn",
+                Balance::Hash => "hash $remote_addr consistent",
+            },
+            proxy_protocol: svc.settings.proxy_protocol,
+            servers: upstreams.of_port(i).iter().map(ToString::to_string).collect(),
+        })
+        .collect();
     let view = ServiceView {
         service: svc.key.to_string(),
         lb_host: host.to_string(),

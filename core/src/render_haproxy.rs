@@ -21,7 +21,7 @@ use crate::exposure::ExposedService;
 use crate::flavor;
 use crate::names::LbHostName;
 use crate::nodes::Node;
-use crate::render::{RenderError, render};
+use crate::render::{RenderError, Upstreams, render};
 
 pub(crate) const HAPROXY_SERVICE: &str = "haproxy-service.cfg";
 pub(crate) const HAPROXY_SERVICE_TEMPLATE: &str = include_str!("../../templates/haproxy-service.cfg.tera");
@@ -62,31 +62,40 @@ pub fn haproxy_service(
     addresses: &[IpAddr],
     nodes: &[&Node],
 ) -> Result<String, RenderError> {
-    let (served, skipped) = flavor::split_ports(svc, Flavor::Haproxy);
+    haproxy_service_to(svc, host, addresses, &Upstreams::of_nodes(svc, nodes))
+}
+
+/// [`haproxy_service`] with the upstreams of each port given.
+pub fn haproxy_service_to(
+    svc: &ExposedService,
+    host: &LbHostName,
+    addresses: &[IpAddr],
+    upstreams: &Upstreams,
+) -> Result<String, RenderError> {
+    let (_, skipped) = flavor::split_ports(svc, Flavor::Haproxy);
     let (balance, consistent) = match svc.settings.balance {
         Balance::RoundRobin => ("roundrobin", false),
         Balance::LeastConn => ("leastconn", false),
         // nginx's `hash $remote_addr consistent`: the client address, on a consistent ring.
         Balance::Hash => ("source", true),
     };
-    let routes = if nodes.is_empty() {
-        Vec::new()
-    } else {
-        served
-            .iter()
-            .map(|p| RouteView {
-                name: format!("flipbit_{}_{}_{}", svc.key.namespace, svc.key.name, p.port),
-                bind: addresses
-                    .iter()
-                    .map(|a| SocketAddr::new(*a, p.port).to_string())
-                    .collect(),
-                balance,
-                consistent,
-                proxy_protocol: svc.settings.proxy_protocol,
-                servers: servers(nodes, p.node_port),
-            })
-            .collect()
-    };
+    let routes = svc
+        .ports
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| Flavor::Haproxy.serves(p.protocol) && !upstreams.of_port(*i).is_empty())
+        .map(|(i, p)| RouteView {
+            name: format!("flipbit_{}_{}_{}", svc.key.namespace, svc.key.name, p.port),
+            bind: addresses
+                .iter()
+                .map(|a| SocketAddr::new(*a, p.port).to_string())
+                .collect(),
+            balance,
+            consistent,
+            proxy_protocol: svc.settings.proxy_protocol,
+            servers: servers(upstreams.of_port(i)),
+        })
+        .collect();
     let view = ServiceView {
         service: svc.key.to_string(),
         lb_host: host.to_string(),
@@ -97,14 +106,13 @@ pub fn haproxy_service(
     render(HAPROXY_SERVICE, &view)
 }
 
-/// One server per distinct node address (two Node objects may report one InternalIP), in the
-/// node set's order.
-fn servers(nodes: &[&Node], node_port: u16) -> Vec<ServerView> {
+/// One server per distinct address (two Node objects may report one InternalIP), in the given
+/// order.
+fn servers(addrs: &[SocketAddr]) -> Vec<ServerView> {
     let mut seen = std::collections::BTreeSet::new();
-    nodes
+    addrs
         .iter()
-        .map(|n| SocketAddr::new(n.ip, node_port))
-        .filter(|addr| seen.insert(*addr))
+        .filter(|addr| seen.insert(**addr))
         .map(|addr| ServerView {
             name: format!("{}:{}", addr.ip(), addr.port()),
             address: addr.to_string(),
@@ -142,6 +150,7 @@ mod tests {
             created: None,
             ipv4: true,
             ipv6: true,
+            labels: Default::default(),
         }
     }
 
@@ -188,12 +197,16 @@ mod tests {
     fn servers_are_named_by_address_and_never_twice() {
         let nodes = [node("a", "fd00::10"), node("b", "127.2.0.10"), node("c", "127.2.0.10")];
         let refs: Vec<&Node> = nodes.iter().collect();
-        let names: Vec<(String, String)> = servers(&refs, 80).into_iter().map(|s| (s.name, s.address)).collect();
+        let addrs = Upstreams::of_nodes(&svc(Balance::RoundRobin, false), &refs);
+        let names: Vec<(String, String)> = servers(addrs.of_port(0))
+            .into_iter()
+            .map(|s| (s.name, s.address))
+            .collect();
         assert_eq!(
             names,
             [
-                ("fd00::10:80".to_owned(), "[fd00::10]:80".to_owned()),
-                ("127.2.0.10:80".to_owned(), "127.2.0.10:80".to_owned())
+                ("fd00::10:31003".to_owned(), "[fd00::10]:31003".to_owned()),
+                ("127.2.0.10:31003".to_owned(), "127.2.0.10:31003".to_owned())
             ]
         );
     }

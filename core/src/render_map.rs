@@ -74,6 +74,12 @@ pub fn per_service_reason(svc: &ExposedService) -> Option<&'static str> {
         Some("least-conn needs an upstream group")
     } else if svc.settings.proxy_protocol {
         Some("PROXY protocol is set per listener")
+    } else if !svc.settings.traffic.source_ranges.is_empty() {
+        Some("loadBalancerSourceRanges are enforced per listener")
+    } else if svc.settings.traffic.is_tuned() {
+        Some("its timeouts and UDP sessions are set per listener")
+    } else if svc.settings.traffic.backends == crate::traffic::Backends::Pods {
+        Some("flipbit.io/backends: pods needs its own upstreams")
     } else {
         None
     }

@@ -241,7 +241,7 @@ impl Settled {
                     problems.append(&mut warnings);
                     problems.extend(crate::flavor::unserved_ports(&e, config));
                     touched.push(e.key.clone());
-                    exposed.push(e);
+                    exposed.push(*e);
                 }
                 Exposure::Invalid(key, mut errors) => {
                     unclean.push(raw_key(svc));
@@ -306,6 +306,7 @@ impl Settled {
                         addresses_v6: placement.addresses_v6.get(key).cloned().unwrap_or_default(),
                         nodes: nodes::NodeSet::new(&self.eligible, &[]),
                         dns_names: Vec::new(),
+                        format: crate::format::needed(svc),
                     })
                 });
                 let new = self.listeners_of(config, key, new_summary.as_ref(), kept_now.contains(key));
@@ -366,7 +367,7 @@ impl Settled {
             sink.keep();
         }
         // Given every time, as by a full decision: a repo that lacks it gets it with the next commit.
-        decide::format_file(sink);
+        decide::format_file(sink, &self.exposed);
 
         for key in &touched {
             self.troubled.remove(&(key.namespace.to_string(), key.name.to_string()));

@@ -33,6 +33,9 @@ fn svc(ns: &str, name: &str) -> ServiceInput {
         created: None,
         ip_families: Vec::new(),
         external_ips: Vec::new(),
+        load_balancer_source_ranges: Vec::new(),
+        session_affinity: None,
+        labels: Default::default(),
     }
 }
 

@@ -141,7 +141,7 @@ fn service(case: &Case, name: &str, ports: &[(bool, u16, u16)], config: &Config)
         ..ServiceInput::default()
     };
     match classify(&input, config) {
-        Exposure::Exposed(svc, _) => svc,
+        Exposure::Exposed(svc, _) => *svc,
         other => panic!("not exposed: {other:?}"),
     }
 }

@@ -95,6 +95,9 @@ impl World {
                     created: Timestamp::from_second(1_700_000_000 + *i as i64).ok(),
                     ip_families: Vec::new(),
                     external_ips: Vec::new(),
+                    load_balancer_source_ranges: Vec::new(),
+                    session_affinity: None,
+                    labels: Default::default(),
                 }
             })
             .collect();

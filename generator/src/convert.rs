@@ -33,6 +33,11 @@ pub fn service(svc: &Service) -> ServiceInput {
         created: meta.creation_timestamp.as_ref().map(|t| t.0),
         ip_families: spec.and_then(|s| s.ip_families.clone()).unwrap_or_default(),
         external_ips: spec.and_then(|s| s.external_ips.clone()).unwrap_or_default(),
+        load_balancer_source_ranges: spec
+            .and_then(|s| s.load_balancer_source_ranges.clone())
+            .unwrap_or_default(),
+        session_affinity: spec.and_then(|s| s.session_affinity.clone()),
+        labels: meta.labels.clone().unwrap_or_default(),
     }
 }
 

@@ -43,6 +43,7 @@ pub fn service(key: &str, ports: &[(Protocol, u16, u16)]) -> ExposedService {
         created: None,
         ipv4: true,
         ipv6: false,
+        labels: Default::default(),
     }
 }
 
