@@ -7,7 +7,7 @@
 pub const FORMAT_FILE: &str = "format.yaml";
 
 /// The format this build writes, and the newest one it reads.
-pub const OUTPUT_FORMAT: u32 = 1;
+pub const OUTPUT_FORMAT: u32 = 2;
 
 /// The format of a repo with no `format.yaml`.
 pub const UNRECORDED_FORMAT: u32 = 1;

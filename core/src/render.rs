@@ -53,7 +53,17 @@ struct RouteView {
     balance: &'static str,
     proxy_protocol: bool,
     servers: Vec<String>,
+    /// Client ranges allowed (`loadBalancerSourceRanges`); empty: every client.
+    allow: Vec<String>,
+    connect_timeout: String,
+    /// TCP idle timeout; nginx's default (10m) when unset.
+    idle_timeout: Option<String>,
+    /// UDP: answers after which a session ends.
+    responses: Option<u32>,
 }
+
+/// The connect timeout of a Service that sets none.
+pub const DEFAULT_CONNECT_TIMEOUT: crate::traffic::Seconds = crate::traffic::Seconds(5);
 
 fn templates() -> Result<&'static tera::Tera, RenderError> {
     static TERA: OnceLock<Result<tera::Tera, String>> = OnceLock::new();
@@ -186,6 +196,7 @@ pub fn nginx_service_to(
     addresses: &[IpAddr],
     upstreams: &Upstreams,
 ) -> Result<String, RenderError> {
+    let traffic = &svc.settings.traffic;
     let routes = svc
         .ports
         .iter()
@@ -214,6 +225,10 @@ pub fn nginx_service_to(
             },
             proxy_protocol: svc.settings.proxy_protocol,
             servers: upstreams.of_port(i).iter().map(ToString::to_string).collect(),
+            allow: traffic.source_ranges.iter().map(ToString::to_string).collect(),
+            connect_timeout: traffic.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).to_string(),
+            idle_timeout: traffic.idle_timeout.map(|t| t.to_string()),
+            responses: traffic.udp_responses,
         })
         .collect();
     let view = ServiceView {

@@ -44,7 +44,15 @@ struct RouteView {
     consistent: bool,
     proxy_protocol: bool,
     servers: Vec<ServerView>,
+    /// Client ranges allowed (`loadBalancerSourceRanges`); empty: every client.
+    allow: Vec<String>,
+    connect_timeout: String,
+    /// Idle timeout on both sides.
+    idle_timeout: String,
 }
+
+/// The idle timeout of a Service that sets none, on either side of a HAProxy proxy.
+const DEFAULT_IDLE_TIMEOUT: &str = "10m";
 
 #[derive(Serialize)]
 struct ServerView {
@@ -73,6 +81,7 @@ pub fn haproxy_service_to(
     upstreams: &Upstreams,
 ) -> Result<String, RenderError> {
     let (_, skipped) = flavor::split_ports(svc, Flavor::Haproxy);
+    let traffic = &svc.settings.traffic;
     let (balance, consistent) = match svc.settings.balance {
         Balance::RoundRobin => ("roundrobin", false),
         Balance::LeastConn => ("leastconn", false),
@@ -94,6 +103,14 @@ pub fn haproxy_service_to(
             consistent,
             proxy_protocol: svc.settings.proxy_protocol,
             servers: servers(upstreams.of_port(i)),
+            allow: traffic.source_ranges.iter().map(ToString::to_string).collect(),
+            connect_timeout: traffic
+                .connect_timeout
+                .unwrap_or(crate::render::DEFAULT_CONNECT_TIMEOUT)
+                .to_string(),
+            idle_timeout: traffic
+                .idle_timeout
+                .map_or_else(|| DEFAULT_IDLE_TIMEOUT.to_owned(), |t| t.to_string()),
         })
         .collect();
     let view = ServiceView {

@@ -1,7 +1,9 @@
 //! The grammar against the real renderers: random Services (1–4 TCP/UDP ports, every balance
 //! mode, PROXY protocol on or off, names up to 63 characters), addresses in random IPv4 and IPv6
 //! pools (dual-stack too) and random node sets (duplicate addresses, both families, none) are
-//! rendered into every kind of file under `lb/<host>/`, and each must pass `grammar::check` and
+//! and random format-2 settings (client ranges, timeouts, UDP answers) are
+//! rendered into every kind of file under `lb/<host>/`, and each must pass `grammar::check` (at the
+//! newest format and at the one the generator records for the Service) and
 //! give back exactly the sockets and map keys that were rendered. A file with one line inserted
 //! (`access_log`, `include`) or one bound address moved outside the pools must be refused, and
 //! no input makes `check` panic.
@@ -38,6 +40,35 @@ struct Case {
     nodes: Vec<IpAddr>,
     /// Ports of other Services on the host, for the shared listeners.
     others: Vec<Vec<(bool, u16, u16)>>,
+    /// Output format 2's settings: client ranges, idle and connect timeouts, UDP answers.
+    tuning: Tuning,
+}
+
+#[derive(Debug, Clone)]
+struct Tuning {
+    ranges: Vec<String>,
+    idle: Option<u32>,
+    connect: Option<u32>,
+    responses: Option<u32>,
+}
+
+fn tuning() -> impl Strategy<Value = Tuning> {
+    let range = prop_oneof![
+        (any::<u32>(), 0u8..=32).prop_map(|(a, p)| format!("{}/{p}", Ipv4Addr::from(a))),
+        (any::<u128>(), 0u8..=128).prop_map(|(a, p)| format!("{}/{p}", Ipv6Addr::from(a))),
+    ];
+    (
+        prop::collection::vec(range, 0..=3),
+        prop::option::of(1u32..=86_400),
+        prop::option::of(1u32..=600),
+        prop::option::of(1u32..=1_000),
+    )
+        .prop_map(|(ranges, idle, connect, responses)| Tuning {
+            ranges,
+            idle,
+            connect,
+            responses,
+        })
 }
 
 fn label() -> impl Strategy<Value = String> {
@@ -76,9 +107,10 @@ fn case() -> impl Strategy<Value = Case> {
         ),
         prop::collection::vec(node_ip(), 0..=6),
         prop::collection::vec(ports(), 0..3),
+        tuning(),
     )
         .prop_map(
-            |((namespace, name, ports, balance), (proxy_protocol, local, fam), (v4, v6), nodes, others)| Case {
+            |((namespace, name, ports, balance), (proxy_protocol, local, fam), (v4, v6), nodes, others, tuning)| Case {
                 namespace,
                 name,
                 ports,
@@ -89,6 +121,7 @@ fn case() -> impl Strategy<Value = Case> {
                 v6: fam.1.then_some(v6),
                 nodes,
                 others,
+                tuning,
             },
         )
 }
@@ -120,6 +153,22 @@ struct World {
 fn service(case: &Case, name: &str, ports: &[(bool, u16, u16)], config: &Config) -> ExposedService {
     let mut annotations = BTreeMap::from([("flipbit.io/balance".to_owned(), case.balance.to_owned())]);
     annotations.insert("flipbit.io/proxy-protocol".into(), case.proxy_protocol.to_string());
+    let t = &case.tuning;
+    if !t.ranges.is_empty() {
+        annotations.insert(
+            "service.beta.kubernetes.io/load-balancer-source-ranges".into(),
+            t.ranges.join(","),
+        );
+    }
+    for (name, value) in [
+        ("flipbit.io/idle-timeout", t.idle.map(|s| format!("{s}s"))),
+        ("flipbit.io/connect-timeout", t.connect.map(|s| s.to_string())),
+        ("flipbit.io/udp-responses", t.responses.map(|n| n.to_string())),
+    ] {
+        if let Some(value) = value {
+            annotations.insert(name.into(), value);
+        }
+    }
     let mut seen = BTreeSet::new();
     let input = ServiceInput {
         namespace: case.namespace.clone(),
@@ -312,9 +361,16 @@ proptest! {
     #[test]
     fn whatever_the_renderers_write_is_accepted_and_read_back(case in case()) {
         let w = world(&case);
+        // The format the generator records for this Service: an applier that reads only that
+        // format must accept the files too (format 1 files stay readable by older appliers).
+        let needed = flipbit_core::format::needed(&w.svc);
         for r in rendered(&w) {
             let got = run(&r, &r.text).map_err(|e| TestCaseError::fail(format!("{} refused, {e}:\n{}", r.path, r.text)))?;
             prop_assert_eq!(&got, &r.want, "{}:\n{}", r.path, r.text);
+            let file = LbFile::of_path(&r.path, &r.host.name).expect("a generated path");
+            let at_needed = check(&file, &r.text, &r.host, needed)
+                .map_err(|e| TestCaseError::fail(format!("{} refused at format {needed}, {e}:\n{}", r.path, r.text)))?;
+            prop_assert_eq!(&at_needed, &r.want);
         }
     }
 
@@ -345,6 +401,7 @@ proptest! {
         let w = world(&Case {
             namespace: "ns".into(), name: "svc".into(), ports: vec![(false, 80, 30080)], balance: "hash",
             proxy_protocol: false, local: false, v4: Some((0, 24, 5)), v6: None, nodes: Vec::new(), others: Vec::new(),
+            tuning: Tuning { ranges: Vec::new(), idle: None, connect: None, responses: None },
         });
         let paths = ["lb/lb-1/ns/svc.conf", "lb/lb-1/ns/svc.map", "lb/lb-1/ns/svc.cfg", "lb/lb-1/_flipbit/listeners.conf", "lb/lb-1/_flipbit/nodes.conf"];
         let lb1 = w.per_service.name.clone();
@@ -370,6 +427,12 @@ fn the_attack_files_of_the_brief_are_refused() {
         v6: None,
         nodes: vec!["10.250.0.1".parse().expect("ip")],
         others: Vec::new(),
+        tuning: Tuning {
+            ranges: Vec::new(),
+            idle: None,
+            connect: None,
+            responses: None,
+        },
     });
     let r = &rendered(&w)[0];
     assert!(run(r, &r.text).is_ok(), "{}", r.text);

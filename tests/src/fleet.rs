@@ -179,6 +179,14 @@ impl Fleet {
         std::fs::read_link(self.state_dir(lb).join("current")).ok()
     }
 
+    /// The address Service `key` (`ns/name`) holds on `lb`, from the committed ledger.
+    pub fn address(&self, key: &str, lb: &str) -> Option<std::net::IpAddr> {
+        let ledger = flipbit_core::ledger::Ledger::parse(&repo::read(&self.repo, "ledger.yaml")?).ok()?;
+        let key: flipbit_core::names::ServiceKey = key.parse().ok()?;
+        let lb: flipbit_core::names::LbHostName = lb.parse().ok()?;
+        ledger.services.get(&key)?.addresses.get(&lb).copied()
+    }
+
     /// The applier's journal on `lb` (empty when it has none yet).
     pub fn journal(&self, lb: &str) -> flipbit_applier::journal::Journal {
         journal_of(self.state_dir(lb))

@@ -12,24 +12,24 @@ use std::net::IpAddr;
 
 use super::lines::{Directive, Line, Lines, quote};
 use super::values::{alike, in_pools, port, socket};
-use super::{Bind, BindAddr, Checked, Refusal};
+use super::{Bind, BindAddr, Checked, Refusal, tuning};
 use crate::config::LbHost;
 use crate::exposure::Protocol;
 use crate::names::ServiceKey;
 
 /// Checks a `.cfg` file of Service `key` on HAProxy host `host`: its binds (TCP, in file order).
-pub(super) fn check(key: &ServiceKey, text: &str, host: &LbHost) -> Result<Checked, Refusal> {
+pub(super) fn check(key: &ServiceKey, text: &str, host: &LbHost, format: u32) -> Result<Checked, Refusal> {
     let mut lines = Lines::new(text)?;
     let mut out = Checked::default();
     let mut ports = BTreeSet::new();
-    let (mut addresses, mut balance, mut nodes, mut proxy_protocol) = (None, None, None, None);
+    let (mut addresses, mut balance, mut proxy_protocol) = (None, None, None);
     while let Some(header) = lines.next_after_gaps() {
         let (name, port) = frontend_header(key, header)?;
         if !ports.insert(port) {
             return Err(header.refuse(format!("a second frontend for port {port}")));
         }
         let body = lines.section()?;
-        let binds = frontend(name, port, &body, header, host)?;
+        let (binds, idle) = frontend(name, port, &body, header, host, format)?;
         out.binds.extend(binds.iter().map(|ip| Bind {
             protocol: Protocol::Tcp,
             addr: BindAddr::Ip(*ip),
@@ -43,9 +43,9 @@ pub(super) fn check(key: &ServiceKey, text: &str, host: &LbHost) -> Result<Check
             return Err(backend.refuse(format!("expected `backend {name}`, found {}", quote(backend.text))));
         }
         let body = lines.section()?;
-        let (mode, servers, pp) = backend_body(&body, backend)?;
+        // The servers may differ per port (a pod-backed Service's endpoints), the rest not.
+        let (mode, _servers, pp) = backend_body(&body, backend, format, idle)?;
         alike(&mut balance, mode, backend, "balance")?;
-        alike(&mut nodes, servers, backend, "nodes")?;
         alike(&mut proxy_protocol, pp, backend, "PROXY protocol")?;
     }
     Ok(out)
@@ -67,15 +67,18 @@ fn frontend_header<'a>(key: &ServiceKey, line: Line<'a>) -> Result<(&'a str, u16
     Ok((name, port(port_text).map_err(|e| line.refuse(e))?))
 }
 
-/// `mode tcp`, one or more `bind <address>:<port>`, `timeout client 10m`, `default_backend
-/// <name>`: the addresses bound.
-fn frontend(
+/// `mode tcp`, one or more `bind <address>:<port>`, (format 2) an `acl flipbit_allowed src
+/// <range>...` and its `tcp-request connection reject if !flipbit_allowed`, `timeout client
+/// <idle>`, `default_backend <name>`: the addresses bound and the idle timeout (which the backend
+/// repeats as `timeout server`).
+fn frontend<'a>(
     name: &str,
     port: u16,
-    body: &[Directive<'_>],
+    body: &[Directive<'a>],
     header: Line<'_>,
     host: &LbHost,
-) -> Result<Vec<IpAddr>, Refusal> {
+    format: u32,
+) -> Result<(Vec<IpAddr>, &'a str), Refusal> {
     let mut lines = body.iter();
     exactly(lines.next(), "mode tcp", header)?;
     let (mut binds, mut seen) = (Vec::new(), BTreeSet::new());
@@ -104,17 +107,61 @@ fn frontend(
             |d| d.not("bind <address>:<port>"),
         ));
     }
-    exactly(next, "timeout client 10m", header)?;
+    if let Some(d) = next.filter(|d| format >= 2 && d.words[0] == "acl") {
+        let ["acl", "flipbit_allowed", "src", ranges @ ..] = &d.words[..] else {
+            return Err(d.not("acl flipbit_allowed src <range>..."));
+        };
+        let mut allowed = BTreeSet::new();
+        for r in ranges {
+            let net = tuning::range(r).map_err(|e| d.line.refuse(e))?;
+            if !allowed.insert(net) {
+                return Err(d.line.refuse(format!("{net} twice")));
+            }
+        }
+        if allowed.is_empty() {
+            return Err(d.not("acl flipbit_allowed src <range>..."));
+        }
+        exactly(
+            lines.next(),
+            "tcp-request connection reject if !flipbit_allowed",
+            header,
+        )?;
+        next = lines.next();
+    }
+    let d = next.ok_or_else(|| header.refuse("expected `timeout client` before the section ends"))?;
+    let ["timeout", "client", idle] = d.words[..] else {
+        return Err(d.not("timeout client <idle>"));
+    };
+    idle_timeout(idle, format).map_err(|e| d.line.refuse(e))?;
     exactly(lines.next(), &format!("default_backend {name}"), header)?;
     nothing_more(lines.next())?;
-    Ok(binds)
+    Ok((binds, idle))
+}
+
+/// An idle timeout: the default `10m`, or (format 2) a Service's own.
+fn idle_timeout(token: &str, format: u32) -> Result<(), String> {
+    if token == "10m" {
+        return Ok(());
+    }
+    if format < 2 {
+        return Err(format!(
+            "{} is not `10m` (format 1 has no timeouts of a Service's own)",
+            quote(token)
+        ));
+    }
+    tuning::idle_timeout(token)
 }
 
 /// `mode tcp`, the balance (`hash-type consistent` with `source` only), the fixed timeouts and
 /// retries, then one or more `server <address> <address> check[ send-proxy-v2]`, a server named
 /// after the address it sends to (unbracketed): the balance, the nodes and whether PROXY
 /// protocol is on.
-fn backend_body(body: &[Directive<'_>], header: Line<'_>) -> Result<(&'static str, Vec<IpAddr>, bool), Refusal> {
+fn backend_body(
+    body: &[Directive<'_>],
+    header: Line<'_>,
+    format: u32,
+    idle: &str,
+) -> Result<(&'static str, Vec<IpAddr>, bool), Refusal> {
     let mut lines = body.iter();
     exactly(lines.next(), "mode tcp", header)?;
     let d = lines
@@ -129,12 +176,15 @@ fn backend_body(body: &[Directive<'_>], header: Line<'_>) -> Result<(&'static st
         }
         _ => return Err(d.not("balance roundrobin|leastconn|source")),
     };
-    for want in [
-        "timeout connect 5s",
-        "timeout server 10m",
-        "retries 2",
-        "option redispatch",
-    ] {
+    let d = lines
+        .next()
+        .ok_or_else(|| header.refuse("expected `timeout connect` before the backend ends"))?;
+    let ["timeout", "connect", connect] = d.words[..] else {
+        return Err(d.not("timeout connect <seconds>"));
+    };
+    tuning::connect_timeout(connect, format).map_err(|e| d.line.refuse(e))?;
+    // The server side idles as long as the client side: one timeout of the Service, rendered twice.
+    for want in [&format!("timeout server {idle}"), "retries 2", "option redispatch"] {
         exactly(lines.next(), want, header)?;
     }
     let (mut servers, mut seen, mut proxy_protocol) = (Vec::new(), BTreeSet::new(), None);

@@ -34,10 +34,14 @@ mod listeners;
 mod map;
 mod nginx;
 mod nodes;
+mod tuning;
 mod values;
 
-// A new output format needs its grammar here before the generator may write it.
-const _: () = assert!(OUTPUT_FORMAT == 1, "teach grammar::check the new output format");
+// A new output format needs its grammar here before the generator may write it. Format 2 adds,
+// in a Service's nginx snippet and HAProxy file, source ranges (`allow`/`deny all`, an `acl` and
+// `tcp-request connection reject`), connect and idle timeouts of the Service's own, and
+// `proxy_responses` for UDP (`traffic`); everything format 1 says reads the same in format 2.
+const _: () = assert!(OUTPUT_FORMAT == 2, "teach grammar::check the new output format");
 
 /// Why a file was refused: 1-based line (0 = the file as a whole) and a reason. The reason never
 /// holds raw file text: it quotes at most 60 characters of an offending token with `{:?}` (which
@@ -131,18 +135,18 @@ pub struct Checked {
 /// `flipbit.yaml`), written in output format `format`: `Ok` only for text the generator of that
 /// format could have rendered for this host.
 pub fn check(file: &LbFile, text: &str, host: &LbHost, format: u32) -> Result<Checked, Refusal> {
-    if format != 1 {
+    if !(1..=OUTPUT_FORMAT).contains(&format) {
         return Err(Refusal::file(format!(
             "output format {format} is not known to this version"
         )));
     }
     placement(file, host)?;
     match file {
-        LbFile::NginxService(key) => nginx::check(key, text, host),
+        LbFile::NginxService(key) => nginx::check(key, text, host, format),
         LbFile::ServiceMap(_) => map::check(text, host),
         LbFile::HostListeners => listeners::check(text),
         LbFile::HostNodes => nodes::check(text),
-        LbFile::Haproxy(key) => haproxy::check(key, text, host),
+        LbFile::Haproxy(key) => haproxy::check(key, text, host, format),
     }
 }
 

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use super::lines::{Directive, Line, Lines, expect, quote};
 use super::values::{alike, in_pools, port, socket};
-use super::{Bind, BindAddr, Checked, Refusal};
+use super::{Bind, BindAddr, Checked, Refusal, tuning};
 use crate::config::LbHost;
 use crate::exposure::Protocol;
 use crate::names::ServiceKey;
@@ -23,23 +23,23 @@ struct Route<'a> {
 }
 
 /// Checks a `.conf` file of Service `key` on nginx host `host`: its `listen` sockets, in file order.
-pub(super) fn check(key: &ServiceKey, text: &str, host: &LbHost) -> Result<Checked, Refusal> {
+pub(super) fn check(key: &ServiceKey, text: &str, host: &LbHost, format: u32) -> Result<Checked, Refusal> {
     let mut lines = Lines::new(text)?;
     let mut out = Checked::default();
     let mut routes = BTreeSet::new();
-    let (mut balance, mut proxy_protocol, mut addresses, mut nodes) = (None, None, None, None);
+    let (mut balance, mut proxy_protocol, mut addresses) = (None, None, None);
     while let Some(header) = lines.next_after_gaps() {
         let route = upstream_header(key, header)?;
         if !routes.insert((route.protocol, route.port)) {
             return Err(header.refuse(format!("a second upstream for {}/{}", route.protocol, route.port)));
         }
         let (body, close) = lines.block("upstream")?;
-        let (mode, servers) = upstream_body(&body, close)?;
+        // The servers may differ per port (a pod-backed Service's endpoints), the balance not.
+        let (mode, _servers) = upstream_body(&body, close)?;
         alike(&mut balance, mode, header, "balance")?;
-        alike(&mut nodes, servers, header, "nodes")?;
         lines.expect_top("server {")?;
         let (body, close) = lines.block("server")?;
-        let (listens, pp) = server_body(&route, &body, close, host)?;
+        let (listens, pp) = server_body(&route, &body, close, host, format)?;
         alike(&mut proxy_protocol, pp, header, "PROXY protocol")?;
         out.binds.extend(listens.iter().map(|ip| Bind {
             protocol: route.protocol,
@@ -96,13 +96,16 @@ fn upstream_body(body: &[Directive<'_>], close: Line<'_>) -> Result<(&'static st
     Ok((mode, nodes))
 }
 
-/// One or more `listen <address>:<port>[ udp];`, `proxy_pass <upstream>;`, the protocol's
-/// timeout and `[proxy_protocol on;]`: the addresses listened on and whether PROXY protocol is on.
+/// One or more `listen <address>:<port>[ udp];`, (format 2) `allow <range>;` lines and `deny
+/// all;`, `proxy_pass <upstream>;`, the protocol's timeout (and, format 2, its own idle timeout or
+/// UDP answers) and `[proxy_protocol on;]`: the addresses listened on and whether PROXY protocol
+/// is on.
 fn server_body(
     route: &Route<'_>,
     body: &[Directive<'_>],
     close: Line<'_>,
     host: &LbHost,
+    format: u32,
 ) -> Result<(Vec<IpAddr>, bool), Refusal> {
     let udp = route.protocol == Protocol::Udp;
     let (mut listens, mut seen) = (Vec::new(), BTreeSet::new());
@@ -139,19 +142,36 @@ fn server_body(
         ));
     }
     let mut at = listens.len();
+    at = access(body, at, close, format)?;
     expect(body, at, &format!("proxy_pass {}", route.name), close)?;
     at += 1;
-    expect(
-        body,
-        at,
-        if udp {
-            "proxy_timeout 20s"
-        } else {
-            "proxy_connect_timeout 5s"
-        },
-        close,
-    )?;
-    at += 1;
+    if udp {
+        expect(body, at, "proxy_timeout 20s", close)?;
+        at += 1;
+        if let Some(d) = tuned(body, at, "proxy_responses", format) {
+            let ["proxy_responses", n] = d.words[..] else {
+                return Err(d.not("proxy_responses <answers>"));
+            };
+            tuning::responses(n).map_err(|e| d.line.refuse(e))?;
+            at += 1;
+        }
+    } else {
+        let d = body
+            .get(at)
+            .ok_or_else(|| close.refuse("expected `proxy_connect_timeout` before the server ends"))?;
+        let ["proxy_connect_timeout", t] = d.words[..] else {
+            return Err(d.not("proxy_connect_timeout <seconds>"));
+        };
+        tuning::connect_timeout(t, format).map_err(|e| d.line.refuse(e))?;
+        at += 1;
+        if let Some(d) = tuned(body, at, "proxy_timeout", format) {
+            let ["proxy_timeout", t] = d.words[..] else {
+                return Err(d.not("proxy_timeout <seconds>"));
+            };
+            tuning::idle_timeout(t).map_err(|e| d.line.refuse(e))?;
+            at += 1;
+        }
+    }
     let proxy_protocol = body.get(at).is_some_and(|d| d.words[0] == "proxy_protocol");
     if proxy_protocol {
         expect(body, at, "proxy_protocol on", close)?;
@@ -164,6 +184,32 @@ fn server_body(
         ))),
         None => Ok((listens, proxy_protocol)),
     }
+}
+
+/// The directive at `at` when it is `name`, a line only format 2 has (in format 1, `None`: the
+/// caller then finds it where nothing more may be).
+fn tuned<'a, 'b>(body: &'a [Directive<'b>], at: usize, name: &str, format: u32) -> Option<&'a Directive<'b>> {
+    body.get(at).filter(|d| format >= 2 && d.words[0] == name)
+}
+
+/// Format 2's `allow <range>;` lines from `at` on, closed by `deny all;`; where the next line is.
+fn access(body: &[Directive<'_>], mut at: usize, close: Line<'_>, format: u32) -> Result<usize, Refusal> {
+    let mut allowed = BTreeSet::new();
+    while let Some(d) = tuned(body, at, "allow", format) {
+        let ["allow", r] = d.words[..] else {
+            return Err(d.not("allow <range>"));
+        };
+        let net = tuning::range(r).map_err(|e| d.line.refuse(e))?;
+        if !allowed.insert(net) {
+            return Err(d.line.refuse(format!("a second `allow {net}`")));
+        }
+        at += 1;
+    }
+    if !allowed.is_empty() {
+        expect(body, at, "deny all", close)?;
+        at += 1;
+    }
+    Ok(at)
 }
 
 #[cfg(test)]

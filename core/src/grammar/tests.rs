@@ -36,6 +36,23 @@ pub(super) fn svc(key: &str, balance: Balance, proxy_protocol: bool) -> ExposedS
     s
 }
 
+/// [`svc`] with every traffic setting of format 2: two client ranges, both timeouts, one UDP
+/// answer per session.
+pub(super) fn tuned(key: &str, balance: Balance) -> ExposedService {
+    let mut s = svc(key, balance, false);
+    s.settings.traffic = std::sync::Arc::new(crate::traffic::Traffic {
+        source_ranges: vec![
+            "127.9.0.0/16".parse().expect("range"),
+            "2001:db8::/32".parse().expect("range"),
+        ],
+        idle_timeout: Some(crate::traffic::Seconds(30)),
+        connect_timeout: Some(crate::traffic::Seconds(7)),
+        udp_responses: Some(1),
+        backends: crate::traffic::Backends::Nodes,
+    });
+    s
+}
+
 /// Checks every (text, line, reason fragment) of `table` is refused at that line with that
 /// fragment, and that no refusal's Display holds a control or line-separator character.
 pub(super) fn assert_refused<T: std::fmt::Debug>(
@@ -133,7 +150,7 @@ fn files_only_where_the_generator_writes_them() {
 fn unknown_formats_are_refused() {
     let key: ServiceKey = "blog/web".parse().expect("key");
     let nginx = host(Layout::PerService, Flavor::Nginx);
-    for format in [0, 2, u32::MAX] {
+    for format in [0, crate::format::OUTPUT_FORMAT + 1, u32::MAX] {
         let err = check(&LbFile::NginxService(key.clone()), "# x\n", &nginx, format).expect_err("refused");
         assert_eq!(
             err,
