@@ -2,13 +2,14 @@
 //! Services are exposed, on which addresses, through which nodes, and the text of every file.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
 
 use crate::allocate::{self, AddressEvent};
 use crate::config::Config;
 use crate::config::{Flavor, Layout};
+use crate::endpoints::{self, SlicesByService};
 use crate::exposure::{self, ExposedService, Exposure, ServicePort};
 use crate::holds::HoldUpdate;
 use crate::host_addresses::HostAddresses;
@@ -18,7 +19,7 @@ use crate::model::Snapshot;
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Severity};
-use crate::render;
+use crate::render::{self, Upstreams};
 use crate::render_haproxy;
 use crate::render_map::{self, Listener};
 use crate::sink::{FileSink, TextFiles, fingerprint};
@@ -30,7 +31,11 @@ pub struct ExposedSummary {
     pub addresses: HostAddresses,
     /// IPv6 addresses of a dual-stack Service.
     pub addresses_v6: HostAddresses,
+    /// The nodes it sends to (none for a pod-backed Service).
     pub nodes: nodes::NodeSet,
+    /// A pod-backed Service's upstreams: every ready endpoint any of its ports sends to, sorted
+    /// (`None` for a Service that sends to nodes).
+    pub pods: Option<std::sync::Arc<[SocketAddr]>>,
     /// DNS names that get a record per address.
     /// Sorted, without repeats (a vector: a set of one name would cost a 300-byte tree node, 15 MB
     /// at 50,000 Services).
@@ -121,6 +126,7 @@ pub fn decide_into(
         ));
     }
     let mut exposed: Vec<ExposedService> = Vec::new();
+    let mut pod_ports = BTreeMap::new();
     for unreadable in &snapshot.unreadable_services {
         kept.insert(unreadable.key.clone());
         problems.push(Problem::service_error(&unreadable.key, "", unreadable.message.clone()));
@@ -136,6 +142,10 @@ pub fn decide_into(
             Exposure::Exposed(e, mut warnings) => {
                 problems.append(&mut warnings);
                 problems.extend(crate::flavor::unserved_ports(&e, config));
+                if endpoints::pod_backed(&e) {
+                    problems.extend(endpoints::warnings(&e));
+                    pod_ports.insert(e.key.clone(), endpoints::port_names(&e, svc));
+                }
                 exposed.push(*e);
             }
             Exposure::Invalid(key, mut errors) => {
@@ -177,12 +187,13 @@ pub fn decide_into(
     let eligible: std::sync::Arc<[Node]> = eligible.into();
     problems.append(&mut node_problems);
     let ready = nodes::ready_nodes_by_service(&snapshot.endpoint_slices);
+    let slices = SlicesByService::of_services(&snapshot.endpoint_slices, pod_ports.keys());
 
     let mut summaries = ExposedMap::new();
     let placed = |key: &ServiceKey| alloc.addresses.contains_key(key);
     let mut names_of = dns_names(snapshot, &exposed, placed, &config.zone, &mut problems);
     let mut listeners: BTreeMap<LbHostName, BTreeSet<Listener>> = BTreeMap::new();
-    let backends = Backends::new(&eligible, &ready);
+    let backends = Backends::new(&eligible, &ready, &slices, pod_ports);
     for svc in &exposed {
         let Some(addresses) = alloc.addresses.get(&svc.key) else {
             continue;
@@ -256,26 +267,42 @@ pub(crate) fn format_file(sink: &mut dyn FileSink, exposed: &ExposedMap) {
     sink.keep();
 }
 
-/// The nodes every Service's backends are chosen from in one decision.
+/// What every Service's upstreams are chosen from in one decision: the eligible nodes and, for
+/// pod-backed Services, their EndpointSlices.
 pub(crate) struct Backends<'a> {
     eligible: &'a std::sync::Arc<[Node]>,
     all: Vec<&'a Node>,
     all_fp: u64,
     /// Nodes with a ready endpoint, by Service (for `externalTrafficPolicy: Local`).
     ready: &'a BTreeMap<(String, String), BTreeSet<String>>,
+    /// The slices of the pod-backed Services being decided.
+    slices: &'a SlicesByService<'a>,
+    /// The port names of the pod-backed Services being decided, in the order of their ports
+    /// (an exposed Service keeps none, and names are what map a port to its endpoints' port).
+    pod_ports: BTreeMap<ServiceKey, Vec<Option<String>>>,
 }
 
 impl<'a> Backends<'a> {
     pub(crate) fn new(
         eligible: &'a std::sync::Arc<[Node]>,
         ready: &'a BTreeMap<(String, String), BTreeSet<String>>,
+        slices: &'a SlicesByService<'a>,
+        pod_ports: BTreeMap<ServiceKey, Vec<Option<String>>>,
     ) -> Self {
         Self {
             eligible,
             all: eligible.iter().collect(),
             all_fp: fingerprint(&**eligible),
             ready,
+            slices,
+            pod_ports,
         }
+    }
+
+    /// The ready endpoints of each of `svc`'s ports (see [`crate::endpoints`]).
+    fn pods(&self, svc: &ExposedService) -> Upstreams {
+        let names = self.pod_ports.get(&svc.key).map_or(&[][..], Vec::as_slice);
+        endpoints::upstreams(svc, names, self.slices.get(&svc.key))
     }
 }
 
@@ -315,27 +342,25 @@ pub(crate) fn service_files(
     sink: &mut dyn FileSink,
     listeners: &mut BTreeMap<LbHostName, BTreeSet<Listener>>,
 ) -> Result<ExposedSummary, crate::render::RenderError> {
-    let none = BTreeSet::new();
-    let local: Vec<&Node>;
-    let (candidates, candidates_fp) = if svc.local_traffic {
-        let holders = backends
-            .ready
-            .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
-            .unwrap_or(&none);
-        local = backends
-            .eligible
-            .iter()
-            .filter(|n| holders.contains(&*n.name))
-            .collect();
-        (&local, fingerprint(&local))
-    } else {
-        (&backends.all, backends.all_fp)
+    let pods = endpoints::pod_backed(svc).then(|| backends.pods(svc));
+    let (chosen, service_fp) = match &pods {
+        // Pods are dialled directly: no node carries the Service.
+        Some(upstreams) => (
+            nodes::NodeSet::new(backends.eligible, &[]),
+            fingerprint(&(svc, &upstreams.0)),
+        ),
+        None => {
+            let chosen = chosen_nodes(svc, config, backends, sink);
+            (chosen.nodes, fingerprint(&(svc, chosen.fingerprint)))
+        }
     };
-    let max = svc.settings.max_nodes.unwrap_or(config.max_nodes_per_service);
-    let chosen = sink.chosen_nodes(&svc.key, backends.eligible, candidates, candidates_fp, max);
-    let service_fp = fingerprint(&(svc, chosen.fingerprint));
-    let chosen = chosen.nodes;
     let chosen_refs: Vec<&Node> = chosen.iter().collect();
+    // Each port's servers: the pods, or the chosen nodes at the port's node port (built only
+    // when a file is rendered: most decisions render nothing).
+    let upstreams = || match &pods {
+        Some(upstreams) => std::borrow::Cow::Borrowed(upstreams),
+        None => std::borrow::Cow::Owned(Upstreams::of_nodes(svc, &chosen_refs)),
+    };
     let hosts: BTreeSet<&LbHostName> = addresses.keys().chain(addresses_v6.keys()).collect();
     let mut failed = None;
     for host in hosts {
@@ -349,7 +374,7 @@ pub(crate) fn service_files(
         let shared = host_config.is_some_and(|h| h.layout == Layout::SharedListeners);
         let result = if host_config.is_some_and(|h| h.flavor == Flavor::Haproxy) {
             let fp = fingerprint(&(service_fp, host, &ips, Flavor::Haproxy));
-            let mut render = || render_haproxy::haproxy_service(svc, host, &ips, &chosen_refs);
+            let mut render = || render_haproxy::haproxy_service_to(svc, host, &ips, &upstreams());
             sink.file(layout::lb_service_cfg_path(host, &svc.key), fp, &mut render)
         } else if shared && render_map::per_service_reason(svc).is_none() {
             // Map entries depend on the Service and its addresses only: node churn goes to
@@ -369,7 +394,7 @@ pub(crate) fn service_files(
                     .extend(render_map::listeners_of(svc, &ips));
             }
             let fp = fingerprint(&(service_fp, host, &ips));
-            let mut render = || render::nginx_service(svc, host, &ips, &chosen_refs);
+            let mut render = || render::nginx_service_to(svc, host, &ips, &upstreams());
             sink.file(layout::lb_service_path(host, &svc.key), fp, &mut render)
         };
         if let Err(e) = result {
@@ -392,10 +417,39 @@ pub(crate) fn service_files(
             addresses,
             addresses_v6,
             nodes: chosen,
+            pods: pods.as_ref().map(endpoints::addresses),
             dns_names: names.into_iter().collect(),
             format: crate::format::needed(svc),
         }),
     }
+}
+
+/// The nodes that carry `svc`: the eligible ones (with `externalTrafficPolicy: Local`, those
+/// holding a ready endpoint), at most `max-nodes` of them.
+fn chosen_nodes(
+    svc: &ExposedService,
+    config: &Config,
+    backends: &Backends<'_>,
+    sink: &mut dyn FileSink,
+) -> crate::sink::Chosen {
+    let none = BTreeSet::new();
+    let local: Vec<&Node>;
+    let (candidates, candidates_fp) = if svc.local_traffic {
+        let holders = backends
+            .ready
+            .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
+            .unwrap_or(&none);
+        local = backends
+            .eligible
+            .iter()
+            .filter(|n| holders.contains(&*n.name))
+            .collect();
+        (&local, fingerprint(&local))
+    } else {
+        (&backends.all, backends.all_fp)
+    };
+    let max = svc.settings.max_nodes.unwrap_or(config.max_nodes_per_service);
+    sink.chosen_nodes(&svc.key, backends.eligible, candidates, candidates_fp, max)
 }
 
 /// The ledger to allocate against: `previous` plus, for held Services without an entry (a revert

@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod config;
 pub mod decide;
 pub mod dns;
+pub mod endpoints;
 pub mod engine;
 pub mod exposure;
 pub mod flavor;

@@ -2,7 +2,7 @@
 //! body has a line per Service touched and its cause, and trailers name the Services.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::allocate::AddressEvent;
 use crate::decide::Decision;
@@ -17,13 +17,14 @@ pub const MAX_LISTED: usize = 500;
 /// The message for committing `changed` paths (the ones whose content really changed), or `None`
 /// when nothing changed.
 ///
-/// `old_upstreams` holds, for Services whose snippets changed, the node addresses their snippets
-/// sent to before, so an upstream change can name the nodes that came and went and why.
+/// `old_upstreams` holds, for Services whose snippets changed, the addresses their snippets sent
+/// to before (nodes at node ports, or pods), so an upstream change can name the nodes or pods
+/// that came and went and why.
 pub fn compose<P: AsRef<str>>(
     decision: &Decision,
     changed: &BTreeSet<P>,
     release_grace_seconds: u64,
-    old_upstreams: &BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
+    old_upstreams: &BTreeMap<ServiceKey, BTreeSet<SocketAddr>>,
 ) -> Option<String> {
     if changed.is_empty() {
         return None;
@@ -40,6 +41,7 @@ pub fn compose<P: AsRef<str>>(
         }
     }
     let mut exposing: BTreeSet<&ServiceKey> = BTreeSet::new();
+    let move_reasons = crate::allocate::admitted::MoveReasons::new(&decision.problems);
     for event in &decision.events {
         let (key, line) = match event {
             AddressEvent::Allocated { key, .. } | AddressEvent::Reclaimed { key } => {
@@ -49,10 +51,12 @@ pub fn compose<P: AsRef<str>>(
                 let again = matches!(event, AddressEvent::Reclaimed { .. });
                 (key, expose_line(decision, key, again))
             }
-            AddressEvent::Moved { key, host, from, to } => (
-                key,
-                format!("move {key} on {host} from {from} to {to} (the old address left the pools)"),
-            ),
+            AddressEvent::Moved { key, host, from, to } => {
+                let why = move_reasons
+                    .get(key, host, *from)
+                    .unwrap_or_else(|| "the old address left the pools".to_owned());
+                (key, format!("move {key} on {host} from {from} to {to} ({why})"))
+            }
             AddressEvent::Requested {
                 key,
                 host,
@@ -78,6 +82,9 @@ pub fn compose<P: AsRef<str>>(
         causes.insert(match event {
             AddressEvent::Withdrawn { .. } => format!("Service {key} withdrawn"),
             AddressEvent::Freed { .. } => "release grace over".to_owned(),
+            AddressEvent::Moved { key, host, from, .. } if move_reasons.get(key, host, *from).is_some() => {
+                "pool admission (flipbit.yaml pools or the Service's labels) changed".to_owned()
+            }
             AddressEvent::Moved { .. } | AddressEvent::Dropped { .. } => "flipbit.yaml or annotation change".to_owned(),
             _ => format!("Service {key} exposed"),
         });
@@ -207,15 +214,22 @@ pub fn compose<P: AsRef<str>>(
 }
 
 /// `move upstreams of ns/name: -127.0.0.12 (node-3 NotReady), +127.0.0.15 (node-6)`, when the set of
-/// upstream node addresses changed; `None` when it did not (the change is elsewhere).
+/// upstream node addresses changed (for a pod-backed Service, the pods' addresses and ports);
+/// `None` when it did not (the change is elsewhere).
 fn upstream_line(
     decision: &Decision,
     key: &ServiceKey,
-    old: Option<&BTreeSet<IpAddr>>,
+    old: Option<&BTreeSet<SocketAddr>>,
     causes: &mut BTreeSet<String>,
 ) -> Option<String> {
     let old = old?;
-    let new: BTreeSet<IpAddr> = decision.exposed.get(key)?.nodes.iter().map(|n| n.ip).collect();
+    let summary = decision.exposed.get(key)?;
+    if let Some(pods) = &summary.pods {
+        return pods_line(key, old, pods, causes);
+    }
+    let old: BTreeSet<IpAddr> = old.iter().map(SocketAddr::ip).collect();
+    let old = &old;
+    let new: BTreeSet<IpAddr> = summary.nodes.iter().map(|n| n.ip).collect();
     if &new == old {
         return None;
     }
@@ -243,6 +257,38 @@ fn upstream_line(
         parts.push(format!("+{ip} ({name})"));
     }
     Some(format!("move upstreams of {key}: {}", parts.join(", ")))
+}
+
+/// Endpoints named in one upstream line at most, so a Service of 500 pods that all moved (a new
+/// target port) still gets a readable subject; the diff has the rest.
+const MAX_PODS_NAMED: usize = 8;
+
+/// `move upstreams of ns/name: -10.1.0.4:8080 (not a ready endpoint now), +10.1.0.9:8080 (ready
+/// endpoint)` for a pod-backed Service whose set of endpoints changed.
+fn pods_line(
+    key: &ServiceKey,
+    old: &BTreeSet<SocketAddr>,
+    new: &[SocketAddr],
+    causes: &mut BTreeSet<String>,
+) -> Option<String> {
+    let new: BTreeSet<SocketAddr> = new.iter().copied().collect();
+    if &new == old {
+        return None;
+    }
+    causes.insert(format!("endpoints of {key} changed"));
+    let gone = old.difference(&new).map(|a| format!("-{a} (not a ready endpoint now)"));
+    let came = new.difference(old).map(|a| format!("+{a} (ready endpoint)"));
+    let parts: Vec<String> = gone.chain(came).collect();
+    let mut named = parts
+        .iter()
+        .take(MAX_PODS_NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if parts.len() > MAX_PODS_NAMED {
+        named.push_str(&format!(" and {} more", parts.len() - MAX_PODS_NAMED));
+    }
+    Some(format!("move upstreams of {key}: {named}"))
 }
 
 fn expose_line(decision: &Decision, key: &ServiceKey, again: bool) -> String {

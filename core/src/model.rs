@@ -55,7 +55,9 @@ pub struct NodeInput {
     pub internal_ips: Vec<String>,
 }
 
-/// The endpoints of one EndpointSlice that matter here: which nodes hold a ready endpoint.
+/// One EndpointSlice, as much of it as matters here: which nodes hold a ready endpoint (for
+/// `externalTrafficPolicy: Local`) and, for `flipbit.io/backends: pods`, the endpoints themselves
+/// with the slice's ports.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct EndpointSliceInput {
     pub namespace: String,
@@ -63,6 +65,32 @@ pub struct EndpointSliceInput {
     pub service_name: String,
     /// Node names of endpoints whose `conditions.ready` is not false.
     pub ready_nodes: Vec<String>,
+    /// `addressType`, as written: `IPv4`, `IPv6` or `FQDN`.
+    pub address_type: String,
+    /// `ports`: the port every endpoint of the slice serves, per Service port name.
+    pub ports: Vec<EndpointPortInput>,
+    pub endpoints: Vec<EndpointInput>,
+}
+
+/// One of a slice's `ports`. The endpoint controller names it after the Service port it serves
+/// and has already resolved a named `targetPort` to the pods' number.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct EndpointPortInput {
+    /// The Service port's name; absent or empty for a Service's one unnamed port.
+    pub name: Option<String>,
+    /// `TCP` (the default when absent), `UDP` or `SCTP`.
+    pub protocol: Option<String>,
+    /// Absent means "every port" to the API, which gives a load balancer nothing to send to.
+    pub port: Option<i32>,
+}
+
+/// One endpoint (a pod) of a slice.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct EndpointInput {
+    /// `addresses`, as written, of the slice's address type.
+    pub addresses: Vec<String>,
+    /// `conditions.ready`; absent means unknown, which the API says to take as ready.
+    pub ready: Option<bool>,
 }
 
 /// A Service whose object could be identified but not read (a malformed manifest). It keeps its

@@ -72,7 +72,9 @@ pub fn internal_ip(node: &NodeInput) -> Option<IpAddr> {
 }
 
 /// Node names holding a ready endpoint, per Service, from EndpointSlices.
-pub fn ready_nodes_by_service(slices: &[EndpointSliceInput]) -> BTreeMap<(String, String), BTreeSet<String>> {
+pub fn ready_nodes_by_service<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSliceInput>,
+) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for slice in slices {
         out.entry((slice.namespace.clone(), slice.service_name.clone()))

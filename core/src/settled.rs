@@ -4,8 +4,10 @@
 //!
 //! A full decision is the truth; this is a shortcut that must reach the same result, so it is taken
 //! only where that is plain to see:
-//! - everything but the Services is as it was (`flipbit.yaml`, nodes, EndpointSlices, unreadable
-//!   Services, no holds), and no withdrawn address comes free yet;
+//! - everything but the Services and their EndpointSlices is as it was (`flipbit.yaml`, nodes,
+//!   unreadable Services, no holds), and no withdrawn address comes free yet;
+//! - a Service whose EndpointSlices changed is looked at again like a changed one: its slices
+//!   decide only its own files (its pods, or its nodes under `externalTrafficPolicy: Local`);
 //! - the Services looked at again (changed, new, gone, and every Service that had a problem last
 //!   time) involve no other Service: no shared address key, no requested address, no
 //!   `flipbit.io/hostname`, and none whose default DNS name (its own, exposed or not) another
@@ -25,6 +27,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::allocate::{self, AddressEvent, Placement, Used};
 use crate::config::{Config, Layout};
 use crate::decide::{self, Backends, Decision, ExposedMap, ExposedSummary};
+use crate::endpoints::{self, SlicesByService};
 use crate::exposure::{self, ExposedService, Exposure, Protocol};
 use crate::holds::HoldUpdate;
 use crate::layout;
@@ -54,8 +57,11 @@ struct Seen {
 #[derive(Debug, Clone)]
 pub(crate) struct Settled {
     config: Config,
-    /// Nodes, EndpointSlices and unreadable Services.
+    /// Nodes and unreadable Services.
     context: u64,
+    /// The EndpointSlices of each Service, by [`key_hash`]: the sum of their hashes (so their
+    /// order does not count, and two keys that share a hash still see each other's changes).
+    slices: HashMap<u64, u64>,
     /// Every Service input by the hash of its raw key.
     inputs: HashMap<u64, Seen>,
     /// Inputs that had a problem, or were not plainly exposed or ignored: looked at every time.
@@ -95,12 +101,32 @@ fn raw_key(svc: &ServiceInput) -> RawKey {
     (svc.namespace.clone(), svc.name.clone())
 }
 
+/// The hash of a Service's `namespace`/`name` as written, the key of its input and its slices.
+fn key_hash(namespace: &str, name: &str) -> u64 {
+    hash_of(&(namespace, name))
+}
+
 fn context_of(snapshot: &Snapshot) -> u64 {
-    hash_of(&(
-        &snapshot.nodes,
-        &snapshot.endpoint_slices,
-        &snapshot.unreadable_services,
-    ))
+    hash_of(&(&snapshot.nodes, &snapshot.unreadable_services))
+}
+
+fn slices_of(snapshot: &Snapshot) -> HashMap<u64, u64> {
+    let mut out: HashMap<u64, u64> = HashMap::default();
+    for slice in &snapshot.endpoint_slices {
+        let sum = out.entry(key_hash(&slice.namespace, &slice.service_name)).or_default();
+        *sum = sum.wrapping_add(hash_of(slice));
+    }
+    out
+}
+
+/// The keys (by [`key_hash`]) whose slices differ between `before` and `after`.
+fn moved_slices(before: &HashMap<u64, u64>, after: &HashMap<u64, u64>) -> HashSet<u64> {
+    let changed = after
+        .iter()
+        .filter(|(k, sum)| before.get(*k) != Some(*sum))
+        .map(|(k, _)| *k);
+    let gone = before.keys().filter(|k| !after.contains_key(*k)).copied();
+    changed.chain(gone).collect()
 }
 
 /// The key a Service problem is about, when it is one.
@@ -170,6 +196,7 @@ impl Settled {
         let mut settled = Settled {
             config: config.clone(),
             context: context_of(snapshot),
+            slices: slices_of(snapshot),
             inputs,
             troubled,
             generation: 0,
@@ -222,13 +249,18 @@ impl Settled {
         {
             return None;
         }
-        let (dirty, gone) = self.dirty_inputs(snapshot)?;
+        let slices = slices_of(snapshot);
+        let moved = moved_slices(&self.slices, &slices);
+        self.slices = slices;
+        self.refresh_ready(snapshot, &moved);
+        let (dirty, gone) = self.dirty_inputs(snapshot, &moved)?;
 
         let mut problems = Vec::new();
         let mut exposed: Vec<ExposedService> = Vec::new();
         let mut kept_now: Vec<ServiceKey> = Vec::new();
         let mut touched: Vec<ServiceKey> = Vec::new();
         let mut unclean: Vec<RawKey> = Vec::new();
+        let mut pod_ports = BTreeMap::new();
         for svc in &dirty {
             match exposure::classify(svc, config) {
                 Exposure::NotManaged => {
@@ -240,6 +272,10 @@ impl Settled {
                     }
                     problems.append(&mut warnings);
                     problems.extend(crate::flavor::unserved_ports(&e, config));
+                    if endpoints::pod_backed(&e) {
+                        problems.extend(endpoints::warnings(&e));
+                        pod_ports.insert(e.key.clone(), endpoints::port_names(&e, svc));
+                    }
                     touched.push(e.key.clone());
                     exposed.push(*e);
                 }
@@ -305,6 +341,7 @@ impl Settled {
                         addresses: placement.addresses.get(key)?.clone(),
                         addresses_v6: placement.addresses_v6.get(key).cloned().unwrap_or_default(),
                         nodes: nodes::NodeSet::new(&self.eligible, &[]),
+                        pods: None,
                         dns_names: Vec::new(),
                         format: crate::format::needed(svc),
                     })
@@ -338,7 +375,8 @@ impl Settled {
             self.kept.remove(key);
         }
         self.kept.extend(kept_now);
-        let backends = Backends::new(&self.eligible, &self.ready);
+        let slices = SlicesByService::of_services(&snapshot.endpoint_slices, pod_ports.keys());
+        let backends = Backends::new(&self.eligible, &self.ready, &slices, pod_ports);
         let mut listeners = BTreeMap::new();
         for svc in &exposed {
             let Some(addresses) = placement.addresses.remove(&svc.key) else {
@@ -402,14 +440,31 @@ impl Settled {
         })
     }
 
-    /// The inputs to look at (changed, new, troubled) and the raw keys of inputs that went; `None`
-    /// when one key is listed twice.
-    fn dirty_inputs<'s>(&mut self, snapshot: &'s Snapshot) -> Option<(Vec<&'s ServiceInput>, Vec<RawKey>)> {
+    /// Nodes holding a ready endpoint, afresh for the Services whose slices `moved`.
+    fn refresh_ready(&mut self, snapshot: &Snapshot, moved: &HashSet<u64>) {
+        if moved.is_empty() {
+            return;
+        }
+        self.ready.retain(|(ns, name), _| !moved.contains(&key_hash(ns, name)));
+        let slices = snapshot
+            .endpoint_slices
+            .iter()
+            .filter(|s| moved.contains(&key_hash(&s.namespace, &s.service_name)));
+        self.ready.extend(nodes::ready_nodes_by_service(slices));
+    }
+
+    /// The inputs to look at (changed, new, troubled, or whose slices `moved`) and the raw keys of
+    /// inputs that went; `None` when one key is listed twice.
+    fn dirty_inputs<'s>(
+        &mut self,
+        snapshot: &'s Snapshot,
+        moved: &HashSet<u64>,
+    ) -> Option<(Vec<&'s ServiceInput>, Vec<RawKey>)> {
         self.generation += 1;
         let generation = self.generation;
         let mut dirty = Vec::new();
         for svc in &snapshot.services {
-            let key_hash = hash_of(&(&svc.namespace, &svc.name));
+            let key_hash = key_hash(&svc.namespace, &svc.name);
             let fingerprint = hash_of(svc);
             match self.inputs.get_mut(&key_hash) {
                 Some(seen) => {
@@ -417,7 +472,8 @@ impl Settled {
                         return None;
                     }
                     seen.generation = generation;
-                    if seen.fingerprint != fingerprint || self.troubled.contains(&seen.key) {
+                    let slices_moved = !moved.is_empty() && moved.contains(&key_hash);
+                    if seen.fingerprint != fingerprint || slices_moved || self.troubled.contains(&seen.key) {
                         seen.fingerprint = fingerprint;
                         dirty.push(svc);
                     }

@@ -175,6 +175,7 @@ fn local_traffic_uses_only_nodes_with_ready_endpoints() {
         namespace: "a".into(),
         service_name: "local".into(),
         ready_nodes: vec!["node-2".into(), "node-4".into(), "gone-node".into()],
+        ..EndpointSliceInput::default()
     }];
     let d = decide(&snap, &config(), &Ledger::empty(), t(0));
     let text = &d.files["lb/lb-1/a/local.conf"];
@@ -356,8 +357,9 @@ fn commit_messages_say_what_and_why() {
     snap.nodes.remove(3);
     let d2 = decide(&snap, &cfg, &d1.ledger, t(1));
     let changed = ["lb/lb-1/a/one.conf".to_owned(), "lb/lb-2/a/one.conf".to_owned()].into();
-    let before: std::collections::BTreeSet<std::net::IpAddr> =
-        (10..15).map(|i| format!("127.0.0.{i}").parse().unwrap()).collect();
+    let before: std::collections::BTreeSet<std::net::SocketAddr> = (10..15)
+        .map(|i| format!("127.0.0.{i}:30080").parse().unwrap())
+        .collect();
     let old = BTreeMap::from([("a/one".parse().unwrap(), before)]);
     let msg = message::compose(&d2, &changed, 60, &old).unwrap();
     assert!(

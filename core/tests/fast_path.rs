@@ -3,8 +3,9 @@
 //! and files, through random sequences of Service changes of every kind (annotations valid and
 //! not, ports, hostnames, shared keys, requested addresses, external IPs, Services that stop being
 //! ours or appear without being ours (they own their default DNS names all the same), keys that
-//! are not keys, Services listed twice), node churn and time passing, on a per-service host, a
-//! shared-listeners host and a HAProxy host.
+//! are not keys, Services listed twice, pod-backed Services, `externalTrafficPolicy: Local`),
+//! EndpointSlice churn (pods ready, not ready, gone, both families, slices in another order),
+//! node churn and time passing, on a per-service host, a shared-listeners host and a HAProxy host.
 
 mod common;
 
@@ -16,7 +17,9 @@ use flipbit_core::engine::Engine;
 use flipbit_core::holds::HoldUpdate;
 use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
-use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use flipbit_core::model::{
+    EndpointInput, EndpointPortInput, EndpointSliceInput, NodeInput, PortInput, ServiceInput, Snapshot,
+};
 use jiff::Timestamp;
 use proptest::prelude::*;
 
@@ -37,6 +40,8 @@ enum Op {
     Create(usize),
     /// Creates a Service that is not ours (ClusterIP): it still owns its default DNS name.
     CreateInternal(usize),
+    /// Creates a pod-backed Service with named ports, and two ready pods.
+    CreatePods(usize),
     Delete(usize),
     Annotate(usize, &'static str, &'static str),
     Unannotate(usize, &'static str),
@@ -45,6 +50,12 @@ enum Op {
     /// Lists `spec.externalIPs` on the Service, or clears them (a warning).
     ExternalIps(usize),
     Twice(usize),
+    /// Toggles `externalTrafficPolicy: Local`.
+    Local(usize),
+    /// Replaces the EndpointSlices of Service `i` with variant `v` (see [`slices`]).
+    Endpoints(usize, u8),
+    /// Reverses the order of all EndpointSlices (as a watch cache may list them).
+    ReorderSlices,
     NodeFlip(usize),
     Advance(u32),
     Nothing,
@@ -62,6 +73,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(("flipbit.io/shared-ip-key", "web")),
         Just(("flipbit.io/ips", "127.5.1.3")),
         Just(("flipbit.io/load-balancers", "lb-1")),
+        Just(("flipbit.io/backends", "pods")),
+        Just(("flipbit.io/backends", "pods")),
     ];
     let key = prop_oneof![
         Just("flipbit.io/balance"),
@@ -69,10 +82,12 @@ fn op() -> impl Strategy<Value = Op> {
         Just("flipbit.io/shared-ip-key"),
         Just("flipbit.io/ips"),
         Just("flipbit.io/load-balancers"),
+        Just("flipbit.io/backends"),
     ];
     prop_oneof![
         4 => (0..SERVICES).prop_map(Op::Create),
         1 => (0..SERVICES).prop_map(Op::CreateInternal),
+        3 => (0..SERVICES).prop_map(Op::CreatePods),
         2 => (0..SERVICES).prop_map(Op::Delete),
         4 => (0..SERVICES, annotation).prop_map(|(i, (k, v))| Op::Annotate(i, k, v)),
         2 => (0..SERVICES, key).prop_map(|(i, k)| Op::Unannotate(i, k)),
@@ -80,6 +95,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..SERVICES).prop_map(Op::NotOurs),
         1 => (0..SERVICES).prop_map(Op::ExternalIps),
         1 => (0..SERVICES).prop_map(Op::Twice),
+        1 => (0..SERVICES).prop_map(Op::Local),
+        4 => (0..SERVICES, 0u8..6).prop_map(|(i, v)| Op::Endpoints(i, v)),
+        1 => Just(Op::ReorderSlices),
         1 => (0..NODES).prop_map(Op::NodeFlip),
         1 => (1u32..900).prop_map(Op::Advance),
         2 => Just(Op::Nothing),
@@ -114,6 +132,72 @@ fn ports(p: u8) -> Vec<PortInput> {
         1 => vec![port("TCP", 80, 30080), port("TCP", 443, 30443)],
         2 => vec![port("UDP", 53, 30053)],
         _ => vec![port("TCP", 80, 30080), port("UDP", 53, 30053)],
+    }
+}
+
+/// The EndpointSlices of Service `i`, variant `v`: none; one IPv4 slice of two ready pods; the
+/// same with one pod not ready and a third one ready; an IPv4 and an IPv6 slice; a slice whose
+/// ports have no names (they serve no named Service port); the pods of a rolling update, spread
+/// over two slices with different target ports. Port names are those of [`ports`].
+fn slices(i: usize, v: u8) -> Vec<EndpointSliceInput> {
+    let port = |name: Option<&str>, protocol: &str, port: i32| EndpointPortInput {
+        name: name.map(str::to_owned),
+        protocol: Some(protocol.into()),
+        port: Some(port),
+    };
+    let named = |offset: i32| {
+        vec![
+            port(Some("tcp-80"), "TCP", 8080 + offset),
+            port(Some("tcp-443"), "TCP", 8443 + offset),
+            port(Some("udp-53"), "UDP", 5353 + offset),
+        ]
+    };
+    let pod = |ip: String, ready: Option<bool>| EndpointInput {
+        addresses: vec![ip],
+        ready,
+    };
+    let v4 = |last: u8| format!("10.9.{i}.{last}");
+    let slice = |family: &str, ports, endpoints, ready_nodes: &[&str]| EndpointSliceInput {
+        namespace: "a".into(),
+        service_name: service(i).name,
+        ready_nodes: ready_nodes.iter().map(|n| (*n).to_owned()).collect(),
+        address_type: family.into(),
+        ports,
+        endpoints,
+    };
+    match v {
+        0 => Vec::new(),
+        1 => vec![slice(
+            "IPv4",
+            named(0),
+            vec![pod(v4(1), Some(true)), pod(v4(2), None)],
+            &["n0"],
+        )],
+        2 => vec![slice(
+            "IPv4",
+            named(0),
+            vec![pod(v4(1), Some(true)), pod(v4(2), Some(false)), pod(v4(3), Some(true))],
+            &["n1", "n2"],
+        )],
+        3 => vec![
+            slice("IPv4", named(0), vec![pod(v4(1), Some(true))], &["n0"]),
+            slice(
+                "IPv6",
+                named(0),
+                vec![pod(format!("fd00:9::{i}:1"), Some(true))],
+                &["n0"],
+            ),
+        ],
+        4 => vec![slice(
+            "IPv4",
+            vec![port(None, "TCP", 8080)],
+            vec![pod(v4(1), Some(true))],
+            &["n3"],
+        )],
+        _ => vec![
+            slice("IPv4", named(0), vec![pod(v4(1), Some(true))], &["n0"]),
+            slice("IPv4", named(1), vec![pod(v4(4), Some(true))], &["n1"]),
+        ],
     }
 }
 
@@ -167,6 +251,14 @@ impl World {
                     self.snapshot.services.push(internal);
                 }
             }
+            Op::CreatePods(i) => {
+                if self.position(i).is_none() {
+                    let mut pods = common::annotated(service(i), "flipbit.io/backends", "pods");
+                    pods.ports = ports(1);
+                    self.snapshot.services.push(pods);
+                    self.apply(&Op::Endpoints(i, 1));
+                }
+            }
             Op::Delete(i) => self.snapshot.services.retain(|s| s.name != service(i).name),
             Op::Annotate(i, k, v) => {
                 if let Some(s) = self.service_mut(i) {
@@ -211,6 +303,20 @@ impl World {
                     }
                 }
             }
+            Op::Local(i) => {
+                if let Some(s) = self.service_mut(i) {
+                    s.external_traffic_policy = match s.external_traffic_policy {
+                        None => Some("Local".into()),
+                        Some(_) => None,
+                    };
+                }
+            }
+            Op::Endpoints(i, v) => {
+                let name = service(i).name;
+                self.snapshot.endpoint_slices.retain(|s| s.service_name != name);
+                self.snapshot.endpoint_slices.extend(slices(i, v));
+            }
+            Op::ReorderSlices => self.snapshot.endpoint_slices.reverse(),
             Op::NodeFlip(i) => self.snapshot.nodes[i].ready = !self.snapshot.nodes[i].ready,
             Op::Advance(s) => {
                 self.now = self
@@ -318,4 +424,56 @@ fn a_new_service_takes_its_default_name_back_from_a_claimant() {
         world.apply(&Op::Delete(1));
         world.cycle().expect("the owner goes");
     }
+}
+
+/// A pod-backed Service's endpoints changing (a rolling update, pods going not ready, slices
+/// listed in another order) is decided for that Service alone, and rewrites only its files.
+#[test]
+fn endpoint_churn_takes_the_shortcut_and_touches_one_service() {
+    let mut world = World::new();
+    for i in 0..6 {
+        world.apply(&Op::Create(i));
+        world.apply(&Op::Ports(i, 1));
+        world.apply(&Op::Endpoints(i, 1));
+    }
+    world.apply(&Op::Annotate(2, "flipbit.io/backends", "pods"));
+    world.apply(&Op::Annotate(3, "flipbit.io/backends", "pods"));
+    world.cycle().expect("cold");
+    let fast = world.engine.fast_decisions();
+    for (i, v) in [(2, 2), (2, 5), (2, 3), (3, 0), (2, 1), (4, 2)] {
+        let before = world.tree.clone();
+        world.apply(&Op::Endpoints(i, v));
+        world.cycle().expect("endpoints");
+        let touched: std::collections::BTreeSet<String> = world
+            .tree
+            .iter()
+            .filter(|(path, id)| before.get(*path) != Some(*id))
+            .map(|(path, _)| path.clone())
+            .chain(before.keys().filter(|p| !world.tree.contains_key(*p)).cloned())
+            .collect();
+        let service = service(i).name;
+        assert!(
+            touched.iter().all(|p| p.contains(&format!("/a/{service}."))),
+            "slices of a/{service} changed {touched:?}"
+        );
+        if i == 4 {
+            // A Service that sends to nodes (cluster policy) does not read its slices.
+            assert!(touched.is_empty(), "{touched:?}");
+        } else {
+            // lb-1 (nginx, per-service), lb-2 (shared-listeners: per-service rendering for pods),
+            // lb-3 (HAProxy); the DNS record stays.
+            assert_eq!(touched.len(), 3, "{touched:?}");
+        }
+    }
+    world.apply(&Op::ReorderSlices);
+    let before = world.tree.clone();
+    world.cycle().expect("reordered");
+    assert_eq!(world.tree, before, "the order of slices changed a file");
+    assert_eq!(
+        world.engine.fast_decisions(),
+        fast + 7,
+        "slice churn took a full decision"
+    );
+    let text = &world.store.texts[&world.tree["lb/lb-2/a/s2.conf"]];
+    assert!(text.contains("server 10.9.2.1:8080;"), "{text}");
 }

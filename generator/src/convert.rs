@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use flipbit_core::model::{EndpointSliceInput, NodeInput, PortInput, ServiceInput};
+use flipbit_core::model::{EndpointInput, EndpointPortInput, EndpointSliceInput, NodeInput, PortInput, ServiceInput};
 
 pub fn service(svc: &Service) -> ServiceInput {
     let meta = &svc.metadata;
@@ -70,16 +70,33 @@ pub fn endpoint_slice(slice: &EndpointSlice) -> Option<EndpointSliceInput> {
         .as_ref()?
         .get("kubernetes.io/service-name")?
         .clone();
+    let endpoints = slice.endpoints.as_deref().unwrap_or_default();
     Some(EndpointSliceInput {
         namespace: slice.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
         service_name,
-        ready_nodes: slice
-            .endpoints
+        ready_nodes: endpoints
             .iter()
-            .flatten()
             // The API says an unknown readiness is to be taken as ready.
             .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
             .filter_map(|e| e.node_name.clone())
+            .collect(),
+        address_type: slice.address_type.clone(),
+        ports: slice
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| EndpointPortInput {
+                name: p.name.clone(),
+                protocol: p.protocol.clone(),
+                port: p.port,
+            })
+            .collect(),
+        endpoints: endpoints
+            .iter()
+            .map(|e| EndpointInput {
+                addresses: e.addresses.clone(),
+                ready: e.conditions.as_ref().and_then(|c| c.ready),
+            })
             .collect(),
     })
 }

@@ -444,13 +444,15 @@ fn compose<P: AsRef<str>>(store: &Store, head: &Head, decision: &Decision, chang
     message::compose(decision, changed, head.config.release_grace_seconds, &old_upstreams)
 }
 
-/// The node addresses each changed snippet sent to before the change (read from the first changed
-/// snippet of each Service; all hosts of a Service share one node set).
+/// The addresses each changed snippet sent to before the change, nodes at node ports or pods
+/// (read from the first changed snippet of each Service; all hosts of a Service share its
+/// upstreams). A `server` line names its address first on nginx (`server 10.1.0.4:8080;`) and
+/// second on HAProxy (`server <name> [fd00::4]:8080 check`, the name unbracketed).
 fn old_upstreams<P: AsRef<str>>(
     store: &Store,
     head: flipbit_store::CommitId,
     changed: &BTreeSet<P>,
-) -> std::collections::BTreeMap<flipbit_core::names::ServiceKey, BTreeSet<std::net::IpAddr>> {
+) -> std::collections::BTreeMap<flipbit_core::names::ServiceKey, BTreeSet<std::net::SocketAddr>> {
     let mut out = std::collections::BTreeMap::new();
     for path in changed.iter().map(AsRef::as_ref) {
         let Some((_, key)) = layout::parse_lb_path(path) else {
@@ -462,20 +464,34 @@ fn old_upstreams<P: AsRef<str>>(
         let Ok(Some(text)) = store.read(head, path) else {
             continue;
         };
-        let servers: BTreeSet<std::net::IpAddr> = String::from_utf8_lossy(&text)
-            .lines()
-            .filter_map(|l| {
-                l.trim()
-                    .strip_prefix("server ")?
-                    .split_whitespace()
-                    .next()?
-                    .trim_end_matches(';')
-                    .parse::<std::net::SocketAddr>()
-                    .ok()
-            })
-            .map(|a| a.ip())
-            .collect();
-        out.insert(key, servers);
+        out.insert(key, servers_in(&String::from_utf8_lossy(&text)));
     }
     out
+}
+
+/// The addresses of the `server` lines of a snippet or HAProxy file.
+fn servers_in(text: &str) -> BTreeSet<std::net::SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let words = l.trim().strip_prefix("server ")?.split_whitespace();
+            words
+                .take(2)
+                .find_map(|w| w.trim_end_matches(';').parse::<std::net::SocketAddr>().ok())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::servers_in;
+
+    #[test]
+    fn server_addresses_are_read_back_from_nginx_and_haproxy_files() {
+        let nginx = "upstream u {\n    server 10.1.0.4:8080;\n    server [fd00::4]:8080;\n}\n";
+        let haproxy = "backend b\n    server fd00::4:8080 [fd00::4]:8080 check\n    server 10.1.0.4:8080 10.1.0.4:8080 check send-proxy-v2\n";
+        for text in [nginx, haproxy] {
+            let got: Vec<String> = servers_in(text).iter().map(ToString::to_string).collect();
+            assert_eq!(got, ["10.1.0.4:8080", "[fd00::4]:8080"], "{text}");
+        }
+    }
 }

@@ -149,4 +149,37 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(snapshot.services[0].external_ips, ["203.0.113.7"]);
     }
+
+    /// An EndpointSlice reaches the model whole enough for `flipbit.io/backends: pods`: its
+    /// family, its ports by name, each endpoint's addresses and readiness (unknown stays unknown).
+    #[test]
+    fn endpoint_slices_are_read_with_ports_and_endpoints() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-abc\n  namespace: shop\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv6\nports: [{name: http, protocol: TCP, port: 8080}, {port: 9090}]\nendpoints:\n  - addresses: [\"fd00::4\"]\n    conditions: {ready: true}\n    nodeName: n1\n  - addresses: [\"fd00::5\"]\n    conditions: {ready: false}\n    nodeName: n2\n  - addresses: [\"fd00::6\"]\n";
+        std::fs::write(dir.path().join("slice.yaml"), slice).expect("write");
+        let (snapshot, problems) = load_dir(dir.path()).expect("load");
+        assert!(problems.is_empty(), "{problems:?}");
+        let s = &snapshot.endpoint_slices[0];
+        assert_eq!((s.namespace.as_str(), s.service_name.as_str()), ("shop", "web"));
+        assert_eq!(s.address_type, "IPv6");
+        assert_eq!(s.ready_nodes, ["n1"]);
+        let ports: Vec<_> = s
+            .ports
+            .iter()
+            .map(|p| (p.name.as_deref(), p.protocol.as_deref(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            [(Some("http"), Some("TCP"), Some(8080)), (None, None, Some(9090))]
+        );
+        let endpoints: Vec<_> = s.endpoints.iter().map(|e| (e.addresses.join(","), e.ready)).collect();
+        assert_eq!(
+            endpoints,
+            [
+                ("fd00::4".to_owned(), Some(true)),
+                ("fd00::5".to_owned(), Some(false)),
+                ("fd00::6".to_owned(), None)
+            ]
+        );
+    }
 }
