@@ -1,12 +1,18 @@
 //! Address allocation against the ledger. An address never moves while its Service is exposed and
-//! the address is still inside its LB host's pools; new addresses are the lowest free ones; a
-//! withdrawn Service's addresses are held for the release grace. Time is a parameter.
+//! the address is still inside a pool of its LB host that admits the Service; new addresses are
+//! the lowest free ones of the pools that admit it; a withdrawn Service's addresses are held for
+//! the release grace. Time is a parameter.
+
+pub(crate) mod admitted;
+pub(crate) mod cursor;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use jiff::{SignedDuration, Timestamp};
 
+use self::admitted::{Admitted, admitted_at};
+pub(crate) use self::cursor::Cursors;
 use crate::config::{Config, LbHost};
 use crate::exposure::ExposedService;
 use crate::host_addresses::HostAddresses;
@@ -22,7 +28,8 @@ pub enum AddressEvent {
         host: LbHostName,
         ip: IpAddr,
     },
-    /// The old address left every pool of its host (a pool edit), so the Service got a new one.
+    /// The old address left every pool of its host that admits the Service (a pool edit, or a
+    /// label change), so the Service got a new one.
     Moved {
         key: ServiceKey,
         host: LbHostName,
@@ -184,10 +191,18 @@ pub fn allocate(
     // Who holds each address, and requested addresses that are free: reserved for their first
     // requester (by key) before any lowest-free allocation can take them.
     // Only requested addresses consult it: without any, it is not built (150,000 entries at 50k).
+    // An exposed Service's address in a pool that no longer admits it is given up in this
+    // decision, so it holds it for no one: a request may take it at once.
     if sorted.iter().any(|svc| !svc.settings.requested.is_empty()) {
         for (key, entry) in ledger.services.iter() {
+            let exposed = sorted.binary_search_by(|s| s.key.cmp(key)).ok().map(|i| sorted[i]);
             for (host, ip) in &entry.addresses {
-                placement.holders.insert((host.clone(), *ip), key.clone());
+                let given_up = exposed
+                    .zip(config.host(host))
+                    .is_some_and(|(svc, h)| h.in_pools(*ip) && !admitted_at(h, svc, *ip));
+                if !given_up {
+                    placement.holders.insert((host.clone(), *ip), key.clone());
+                }
             }
         }
     }
@@ -203,6 +218,10 @@ pub fn allocate(
     }
     for svc in &sorted {
         for (host, ip) in &svc.settings.requested {
+            // A request in a pool that does not admit the Service reserves nothing: it is refused.
+            if !config.host(host).is_some_and(|h| admitted_at(h, svc, *ip)) {
+                continue;
+            }
             if let std::collections::btree_map::Entry::Vacant(slot) = placement.holders.entry((host.clone(), *ip)) {
                 slot.insert(svc.key.clone());
                 placement.used.entry(host.clone()).or_default().insert(*ip);
@@ -228,14 +247,14 @@ pub fn allocate(
 #[derive(Debug, Default)]
 pub(crate) struct Placement {
     pub(crate) used: Used,
-    cursors: BTreeMap<LbHostName, Cursor>,
-    cursors_v6: BTreeMap<LbHostName, Cursor>,
+    cursors: Cursors,
+    cursors_v6: Cursors,
     /// Who holds each requested address (built only when some Service requests one).
     holders: BTreeMap<(LbHostName, IpAddr), ServiceKey>,
     /// The address each shared-key group has on each host.
     group_address: BTreeMap<((String, String), LbHostName), IpAddr>,
     /// Addresses several entries hold, with how many.
-    co_held: BTreeMap<(LbHostName, IpAddr), usize>,
+    co_held: CoHeld,
     pub(crate) addresses: BTreeMap<ServiceKey, HostAddresses>,
     pub(crate) addresses_v6: BTreeMap<ServiceKey, HostAddresses>,
     pub(crate) events: Vec<AddressEvent>,
@@ -250,8 +269,9 @@ impl Placement {
         }
     }
 
-    /// Gives `svc` its addresses: kept while valid, requested ones, its group's, or the lowest
-    /// free; records them in its ledger entry (removed when it got none).
+    /// Gives `svc` its addresses: kept while valid (inside a pool that admits it), requested
+    /// ones, its group's, or the lowest free of the pools that admit it; records them in its
+    /// ledger entry (removed when it got none).
     pub(crate) fn place(&mut self, config: &Config, ledger: &mut Ledger, svc: &ExposedService) {
         let Placement {
             used,
@@ -289,32 +309,59 @@ impl Placement {
             .filter(|h| svc.ipv4 || !h.pools.iter().any(|p| !p.is_v6()))
             .collect();
         let keep = |host: &LbHostName| targets.iter().any(|t| &t.name == host);
-        drop_hosts(key, &mut entry.addresses, keep, used, cursors, events);
+        let mut books = Books {
+            config,
+            key,
+            used: &mut *used,
+            cursors: &mut *cursors,
+            holders: &mut *holders,
+            co_held: &mut *co_held,
+        };
+        books.drop_hosts(&mut entry.addresses, keep, events);
         for host in targets {
+            let admitted = Admitted::of(host, svc);
             let old = entry.addresses.get(&host.name).copied();
+            let old_admitted = old.is_some_and(|ip| admitted.holds(host, ip));
             if let Some(want) = svc.settings.requested.get(&host.name).copied() {
-                if old == Some(want) {
-                    continue;
-                }
-                if let Some(holder) = holders.get(&(host.name.clone(), want))
-                    && holder != key
-                {
-                    let keeping = old.map_or("it is not exposed there".to_owned(), |ip| format!("it keeps {ip}"));
+                let refusal = if !admitted.holds(host, want) {
+                    Some(admitted::refusal(config, host, want))
+                } else {
+                    books
+                        .holders
+                        .get(&(host.name.clone(), want))
+                        .filter(|holder| *holder != key)
+                        .map(|holder| format!("{want} on LB host {} is held by {holder}", host.name))
+                };
+                if let Some(why) = refusal {
+                    // It keeps its address if that is still one it may have, else goes without.
+                    let outcome = match old {
+                        Some(ip) if old_admitted => format!("it keeps {ip}"),
+                        _ => "it is not exposed there".to_owned(),
+                    };
                     problems.push(Problem::service_error(
                         key,
                         crate::annotations::field(crate::annotations::IPS),
-                        format!("{want} on LB host {} is held by {holder}; {keeping}", host.name),
+                        format!("{why}; {outcome}"),
                     ));
+                    if let Some(ip) = old.filter(|_| !old_admitted) {
+                        books.let_go(&host.name, ip);
+                        entry.addresses.remove(&host.name);
+                        events.push(AddressEvent::Dropped {
+                            key: key.clone(),
+                            host: host.name.clone(),
+                            ip,
+                        });
+                    }
                     continue;
                 }
-                let host_used = used.entry(host.name.clone()).or_default();
-                if let Some(ip) = old {
-                    host_used.remove(&ip);
-                    holders.remove(&(host.name.clone(), ip));
-                    cursors.remove(&host.name);
+                if old == Some(want) {
+                    continue;
                 }
-                host_used.insert(want);
-                holders.insert((host.name.clone(), want), key.clone());
+                if let Some(ip) = old {
+                    books.let_go(&host.name, ip);
+                }
+                books.used.entry(host.name.clone()).or_default().insert(want);
+                books.holders.insert((host.name.clone(), want), key.clone());
                 entry.addresses.insert(host.name.clone(), want);
                 events.push(AddressEvent::Requested {
                     key: key.clone(),
@@ -327,26 +374,14 @@ impl Placement {
             // Leaving a sharing group (or changing it) with an address others still hold: the
             // address stays theirs and this Service gets another.
             let left_group = entry.shared_key != svc.settings.shared_key
-                && old.is_some_and(|ip| co_held.contains_key(&(host.name.clone(), ip)));
-            if let Some(ip) = old
-                && host.in_pools(ip)
-                && !left_group
-            {
+                && old.is_some_and(|ip| books.co_held.contains_key(&(host.name.clone(), ip)));
+            if old_admitted && !left_group {
                 continue;
             }
-            let host_used = used.entry(host.name.clone()).or_default();
+            // An address still in the pools that it must give up: its pool no longer admits it.
+            let unadmitted = old.filter(|ip| host.in_pools(*ip) && !old_admitted);
             if let Some(ip) = old {
-                match co_held.get_mut(&(host.name.clone(), ip)) {
-                    Some(holders) if left_group => {
-                        *holders -= 1;
-                        if *holders < 2 {
-                            co_held.remove(&(host.name.clone(), ip));
-                        }
-                    }
-                    _ => {
-                        host_used.remove(&ip);
-                    }
-                }
+                books.let_go(&host.name, ip);
                 entry.addresses.remove(&host.name);
             }
             let group = svc
@@ -358,44 +393,67 @@ impl Placement {
                 .as_ref()
                 .and_then(|g| group_address.get(&(g.clone(), host.name.clone())))
                 .copied()
-                .filter(|ip| host.in_pools(*ip));
-            if let Some(ip) = shared {
-                host_used.insert(ip);
-                entry.addresses.insert(host.name.clone(), ip);
-                events.push(AddressEvent::Allocated {
-                    key: key.clone(),
-                    host: host.name.clone(),
-                    ip,
-                });
-                continue;
-            }
-            let cursor = cursors.entry(host.name.clone()).or_default();
-            let found = cursor.lowest_free(host, host_used);
-            if let (Some(g), Some(ip)) = (&group, found) {
-                group_address.insert((g.clone(), host.name.clone()), ip);
+                .filter(|ip| admitted.holds(host, *ip));
+            let found = match shared {
+                Some(ip) => {
+                    // One more holder of the group's address: a member leaving it later in this
+                    // decision must not free it.
+                    *books.co_held.entry((host.name.clone(), ip)).or_insert(1) += 1;
+                    Some(ip)
+                }
+                None => {
+                    let v6_only = host.pools.iter().all(|p| p.is_v6());
+                    let host_used = books.used.entry(host.name.clone()).or_default();
+                    let found = cursor::cursor(books.cursors, &host.name, &admitted)
+                        .lowest_free_of(host, host_used, v6_only, &admitted);
+                    if let (Some(g), Some(ip)) = (&group, found) {
+                        group_address.insert((g.clone(), host.name.clone()), ip);
+                    }
+                    found
+                }
+            };
+            if let Some(from) = unadmitted {
+                problems.push(admitted::no_longer_admits(config, host, key, from, found));
             }
             match found {
                 Some(ip) => {
-                    host_used.insert(ip);
+                    books.used.entry(host.name.clone()).or_default().insert(ip);
                     entry.addresses.insert(host.name.clone(), ip);
-                    events.push(AddressEvent::placed(key, &host.name, old, ip));
+                    events.push(match shared {
+                        Some(_) => AddressEvent::Allocated {
+                            key: key.clone(),
+                            host: host.name.clone(),
+                            ip,
+                        },
+                        None => AddressEvent::placed(key, &host.name, old, ip),
+                    });
                 }
-                None => problems.push(Problem::service_error(
-                    key,
-                    "",
-                    format!(
-                        "no free address on LB host {} (pools {} are exhausted); not exposed there",
-                        host.name,
-                        host.pools
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )),
+                None => {
+                    if let Some(ip) = old {
+                        events.push(AddressEvent::Dropped {
+                            key: key.clone(),
+                            host: host.name.clone(),
+                            ip,
+                        });
+                    }
+                    let v6_only = host.pools.iter().all(|p| p.is_v6());
+                    problems.push(match admitted.any(host, v6_only) {
+                        false => admitted::none_admits(config, host, key, false),
+                        true => Problem::service_error(
+                            key,
+                            "",
+                            format!(
+                                "no free address on LB host {} (pools {} are exhausted); not exposed there",
+                                host.name,
+                                admitted.listed(host, v6_only)
+                            ),
+                        ),
+                    });
+                }
             }
         }
-        crate::allocate_v6::place(svc, &targets_v6, entry, used, cursors_v6, events, problems);
+        books.cursors = cursors_v6;
+        crate::allocate_v6::place(svc, &targets_v6, entry, &mut books, events, problems);
         entry.ports = svc.ports.iter().map(PortSpec::from).collect();
         entry.shared_key = svc.settings.shared_key.clone();
         if entry.addresses.is_empty() && entry.addresses_v6.is_empty() {
@@ -409,66 +467,65 @@ impl Placement {
     }
 }
 
-/// Releases the addresses in `addresses` on hosts `keep` rejects: each becomes free at once (the
-/// Service still exists, so there is no grace) and is reported as `Dropped`.
-pub(crate) fn drop_hosts(
-    key: &ServiceKey,
-    addresses: &mut HostAddresses,
-    keep: impl Fn(&LbHostName) -> bool,
-    used: &mut BTreeMap<LbHostName, BTreeSet<IpAddr>>,
-    cursors: &mut BTreeMap<LbHostName, Cursor>,
-    events: &mut Vec<AddressEvent>,
-) {
-    addresses.retain(|host, ip| {
-        if keep(host) {
-            return true;
-        }
-        events.push(AddressEvent::Dropped {
-            key: key.clone(),
-            host: host.clone(),
-            ip: *ip,
-        });
-        if let Some(set) = used.get_mut(host) {
-            set.remove(ip);
-        }
-        cursors.remove(host);
-        false
-    });
+/// Addresses several ledger entries hold (members of a sharing group), with how many.
+pub(crate) type CoHeld = BTreeMap<(LbHostName, IpAddr), usize>;
+
+/// One Service's view of a decision's address books while it is placed: what is in use, where the
+/// searches resume, who was promised what, and which addresses are shared.
+pub(crate) struct Books<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) key: &'a ServiceKey,
+    pub(crate) used: &'a mut Used,
+    /// The cursors of the family being placed.
+    pub(crate) cursors: &'a mut Cursors,
+    pub(crate) holders: &'a mut BTreeMap<(LbHostName, IpAddr), ServiceKey>,
+    pub(crate) co_held: &'a mut CoHeld,
 }
 
-/// Where the search for the lowest free address resumes on one host within one decision: every
-/// address before it is known to be taken, so a cold allocation of N Services walks the pool once.
-#[derive(Debug, Default)]
-pub(crate) struct Cursor {
-    pool: usize,
-    next: Option<IpAddr>,
-}
-
-impl Cursor {
-    /// The lowest free primary address: IPv4 pools first; IPv6 pools only on an IPv6-only host.
-    fn lowest_free(&mut self, host: &LbHost, used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
-        let v6_only = host.pools.iter().all(|p| p.is_v6());
-        self.lowest_free_of(host, used, v6_only)
+impl Books<'_> {
+    /// The Service gives `ip` on `host` up. It becomes free, unless other members of its sharing
+    /// group still hold it, or a request of this decision was promised it (a pool stopped
+    /// admitting its holder: the requester takes it, so it stays in use).
+    pub(crate) fn let_go(&mut self, host: &LbHostName, ip: IpAddr) {
+        let at = (host.clone(), ip);
+        if let Some(holders) = self.co_held.get_mut(&at) {
+            *holders -= 1;
+            if *holders < 2 {
+                self.co_held.remove(&at);
+            }
+            return;
+        }
+        match self.holders.get(&at) {
+            Some(holder) if holder != self.key => return,
+            Some(_) => {
+                self.holders.remove(&at);
+            }
+            None => {}
+        }
+        cursor::free(self.config, host, ip, self.used, self.cursors);
     }
 
-    pub(crate) fn lowest_free_of(&mut self, host: &LbHost, used: &BTreeSet<IpAddr>, v6: bool) -> Option<IpAddr> {
-        while let Some(pool) = host.pools.get(self.pool) {
-            if pool.is_v6() != v6 {
-                self.pool += 1;
-                self.next = None;
-                continue;
-            }
-            let mut candidate = pool.first_at_or_after(self.next);
-            while let Some(ip) = candidate {
-                if !used.contains(&ip) {
-                    self.next = Some(ip);
-                    return Some(ip);
-                }
-                candidate = pool.next_after(ip);
-            }
-            self.pool += 1;
-            self.next = None;
+    /// Releases the addresses in `addresses` on hosts `keep` rejects: each is let go at once (the
+    /// Service still exists, so there is no grace) and reported as `Dropped`.
+    pub(crate) fn drop_hosts(
+        &mut self,
+        addresses: &mut HostAddresses,
+        keep: impl Fn(&LbHostName) -> bool,
+        events: &mut Vec<AddressEvent>,
+    ) {
+        let dropped: Vec<(LbHostName, IpAddr)> = addresses
+            .iter()
+            .filter(|(host, _)| !keep(host))
+            .map(|(host, ip)| (host.clone(), *ip))
+            .collect();
+        for (host, ip) in dropped {
+            addresses.remove(&host);
+            self.let_go(&host, ip);
+            events.push(AddressEvent::Dropped {
+                key: self.key.clone(),
+                host,
+                ip,
+            });
         }
-        None
     }
 }

@@ -1,62 +1,78 @@
 //! The IPv6 side of dual-stack Services: a Service whose `ipFamilies` include IPv6 also gets the
-//! lowest free address of the IPv6 pools of each LB host that has them, with the same promise as
-//! the primary address (kept while it stays in the pools, dropped only with the host or the
-//! family). Requested and shared addresses apply to the primary address only.
+//! lowest free address of the IPv6 pools that admit it on each LB host that has them, with the
+//! same promise as the primary address (kept while it stays in a pool that admits it, dropped only
+//! with the host or the family). Requested and shared addresses apply to the primary address only.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::allocate::{AddressEvent, Cursor};
+use crate::allocate::admitted::{self, Admitted};
+use crate::allocate::{AddressEvent, Books, cursor};
 use crate::config::LbHost;
 use crate::exposure::ExposedService;
 use crate::ledger::Entry;
 use crate::names::LbHostName;
 use crate::problem::Problem;
 
-/// Places `svc`'s IPv6 addresses on `targets` (its LB hosts that have IPv6 pools).
+/// Places `svc`'s IPv6 addresses on `targets` (its LB hosts that have IPv6 pools); `books` holds
+/// the IPv6 cursors.
 pub(crate) fn place(
     svc: &ExposedService,
     targets: &[&LbHost],
     entry: &mut Entry,
-    used: &mut BTreeMap<LbHostName, BTreeSet<IpAddr>>,
-    cursors: &mut BTreeMap<LbHostName, Cursor>,
+    books: &mut Books<'_>,
     events: &mut Vec<AddressEvent>,
     problems: &mut Vec<Problem>,
 ) {
     let key = &svc.key;
     let keep = |host: &LbHostName| svc.ipv6 && targets.iter().any(|t| &t.name == host);
-    crate::allocate::drop_hosts(key, &mut entry.addresses_v6, keep, used, cursors, events);
+    books.drop_hosts(&mut entry.addresses_v6, keep, events);
     if !svc.ipv6 {
         return;
     }
     for host in targets {
+        let admitted = Admitted::of(host, svc);
         let old = entry.addresses_v6.get(&host.name).copied();
-        if old.is_some_and(|ip| host.in_pools(ip)) {
+        if old.is_some_and(|ip| admitted.holds(host, ip)) {
             continue;
         }
-        let host_used = used.entry(host.name.clone()).or_default();
+        // An address still in the pools that it must give up: its pool no longer admits it.
+        let unadmitted = old.filter(|ip| host.in_pools(*ip));
         if let Some(ip) = old {
-            host_used.remove(&ip);
+            books.let_go(&host.name, ip);
             entry.addresses_v6.remove(&host.name);
         }
-        match cursors
-            .entry(host.name.clone())
-            .or_default()
-            .lowest_free_of(host, host_used, true)
-        {
+        let host_used = books.used.entry(host.name.clone()).or_default();
+        let found: Option<IpAddr> =
+            cursor::cursor(books.cursors, &host.name, &admitted).lowest_free_of(host, host_used, true, &admitted);
+        if let Some(from) = unadmitted {
+            problems.push(admitted::no_longer_admits(books.config, host, key, from, found));
+        }
+        match found {
             Some(ip) => {
                 host_used.insert(ip);
                 entry.addresses_v6.insert(host.name.clone(), ip);
                 events.push(AddressEvent::placed(key, &host.name, old, ip));
             }
-            None => problems.push(Problem::service_error(
-                key,
-                "spec.ipFamilies",
-                format!(
-                    "no free IPv6 address on LB host {}; served over IPv4 only there",
-                    host.name
-                ),
-            )),
+            None => {
+                if let Some(ip) = old {
+                    events.push(AddressEvent::Dropped {
+                        key: key.clone(),
+                        host: host.name.clone(),
+                        ip,
+                    });
+                }
+                problems.push(match admitted.any(host, true) {
+                    false => admitted::none_admits(books.config, host, key, true),
+                    true => Problem::service_error(
+                        key,
+                        "spec.ipFamilies",
+                        format!(
+                            "no free IPv6 address on LB host {}; served over IPv4 only there",
+                            host.name
+                        ),
+                    ),
+                });
+            }
         }
     }
 }

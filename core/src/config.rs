@@ -85,6 +85,9 @@ impl HostnamePolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LbHost {
     pub name: LbHostName,
+    /// Its addresses, each pool a string (`127.1.1.0/24`, `a-b`: every Service may take them) or
+    /// an object that also says which Services may (`{cidr: ..., namespaces: [...],
+    /// serviceSelector: {...}}`, see [`crate::pool::admission`]).
     pub pools: Vec<Pool>,
     /// How this host's nginx routes connections; see [`Layout`].
     #[serde(default, skip_serializing_if = "Layout::is_default")]
@@ -172,7 +175,8 @@ fn default_reserved_names() -> Vec<String> {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let config: Config =
+            serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(with_host_name(text, e.to_string())))?;
         config.check(text)?;
         Ok(config)
     }
@@ -245,6 +249,9 @@ impl Config {
                 if let Some(why) = pool.unservable() {
                     return Err(ConfigError::Invalid(format!("{here}: {why}")));
                 }
+                if let Err(why) = pool.admission().check() {
+                    return Err(ConfigError::Invalid(format!("{here}: {why}")));
+                }
                 if !host.allow_large_pools && pool.size() > MAX_POOL_ADDRESSES {
                     return Err(ConfigError::Invalid(format!(
                         "{here}: {} addresses, more than the {MAX_POOL_ADDRESSES} a pool may hold; a pool lists addresses this host serves, so a wider one is most likely a typo for a longer prefix (set allowLargePools: true on the host if it is meant)",
@@ -279,6 +286,27 @@ impl Config {
     }
 }
 
+/// A parse error about one LB host (`lbHosts[1].pools[0]: unknown field ...`) with the host's
+/// name beside its index, as the checks after parsing write it (`lbHosts[1] (lb-2).pools[0]`), when
+/// the name can be read from `text` and is one.
+fn with_host_name(text: &str, message: String) -> String {
+    let Some(index) = message
+        .strip_prefix("lbHosts[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(i, _)| i.parse::<usize>().ok())
+    else {
+        return message;
+    };
+    let name = serde_norway::from_str::<serde_norway::Value>(text)
+        .ok()
+        .and_then(|doc| doc.get("lbHosts")?.get(index)?.get("name")?.as_str().map(str::to_owned))
+        .filter(|name| LbHostName::new(name).is_ok());
+    match name {
+        Some(name) => message.replacen(&format!("lbHosts[{index}]"), &format!("lbHosts[{index}] ({name})"), 1),
+        None => message,
+    }
+}
+
 /// The absolute name a `reservedNames` entry stands for: an entry ending in a dot, or equal to
 /// the zone or under it, is absolute; any other is relative to the zone (`ns1` is `ns1.<zone>`).
 /// `Err` says why it is no DNS name inside the zone.
@@ -302,6 +330,21 @@ fn absolute_reserved_name(entry: &str, zone: &str) -> Result<String, String> {
 impl LbHost {
     pub fn in_pools(&self, ip: IpAddr) -> bool {
         self.pools.iter().any(|p| p.contains(ip))
+    }
+
+    /// The pool holding `ip` and its index in `pools`, if any (pools never overlap).
+    pub fn pool_of(&self, ip: IpAddr) -> Option<(usize, &Pool)> {
+        self.pools.iter().enumerate().find(|(_, p)| p.contains(ip))
+    }
+}
+
+impl Config {
+    /// `lbHosts[i] (name).pools[j] <cidr>`: how messages name a pool, as the config errors do.
+    pub fn pool_path(&self, host: &LbHostName, j: usize) -> String {
+        let i = self.lb_hosts.iter().position(|h| &h.name == host).unwrap_or_default();
+        let pool = self.host(host).and_then(|h| h.pools.get(j));
+        let pool = pool.map_or(String::new(), |p| format!(" {p}"));
+        format!("lbHosts[{i}] ({host}).pools[{j}]{pool}")
     }
 }
 
@@ -368,7 +411,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("lbHosts[1].layout") && err.contains("per-service") && err.contains("line"),
+            err.contains("lbHosts[1] (lb-2).layout") && err.contains("per-service") && err.contains("line"),
             "{err}"
         );
     }
@@ -385,7 +428,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("lbHosts[1].flavor") && err.contains("haproxy") && err.contains("line 6"),
+            err.contains("lbHosts[1] (lb-2).flavor") && err.contains("haproxy") && err.contains("line 6"),
             "{err}"
         );
     }
@@ -521,5 +564,112 @@ mod tests {
         let allowed = wide.replace("  - name: lb-2\n", "  - name: lb-2\n    allowLargePools: true\n");
         let c = Config::parse(&allowed).unwrap();
         assert!(c.lb_hosts[1].allow_large_pools && !c.lb_hosts[0].allow_large_pools);
+    }
+
+    const TENANTS: &str = "zone: k.test\nlbHosts:\n  - name: lb-1\n    pools:\n      - 127.1.1.0/24\n      - cidr: 127.1.2.0/24\n        namespaces: [team-a, team-b]\n      - range: 127.1.3.10-127.1.3.20\n        serviceSelector:\n          matchLabels: {tier: web}\n          matchExpressions:\n            - {key: env, operator: In, values: [prod]}\n  - name: lb-2\n    pools: [{cidr: 127.1.4.0/24, namespaces: [team-c]}, 127.1.5.0/24]\n";
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn pools_take_the_object_form_beside_the_string_form() {
+        let c = Config::parse(TENANTS).unwrap();
+        let pools = &c.lb_hosts[0].pools;
+        assert_eq!(
+            pools.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["127.1.1.0/24", "127.1.2.0/24", "127.1.3.10-127.1.3.20"]
+        );
+        let web_prod = labels(&[("tier", "web"), ("env", "prod")]);
+        assert!(
+            pools[0].admits("anyone", &BTreeMap::new()),
+            "the string form admits every Service"
+        );
+        assert!(pools[1].admits("team-b", &BTreeMap::new()) && !pools[1].admits("team-c", &web_prod));
+        assert!(pools[2].admits("anyone", &web_prod));
+        assert!(!pools[2].admits("anyone", &labels(&[("tier", "web"), ("env", "dev")])));
+        assert_eq!(pools[2].size(), 11, "a range is taken as written");
+        assert!(c.lb_hosts[1].pools[0].admits("team-c", &BTreeMap::new()));
+        // Written back, each pool keeps its form.
+        let again = serde_norway::to_string(&c).unwrap();
+        assert_eq!(Config::parse(&again).unwrap(), c, "{again}");
+        assert!(
+            again.contains("- 127.1.1.0/24") && again.contains("range: 127.1.3.10-127.1.3.20"),
+            "{again}"
+        );
+        // An object without a rule admits every Service, like the string form.
+        let open =
+            Config::parse(&GOOD.replace("[127.1.1.0/24]", "[{cidr: 127.1.1.0/24, serviceSelector: {}}]")).unwrap();
+        assert_eq!(open, Config::parse(GOOD).unwrap());
+    }
+
+    #[test]
+    fn malformed_pool_objects_name_the_host_pool_and_line() {
+        for (from, to, why) in [
+            (
+                "namespaces: [team-a, team-b]",
+                "namespace: [team-a]",
+                "lbHosts[0] (lb-1).pools[1]: unknown field `namespace`, expected one of `cidr`, `range`, `namespaces`, `serviceSelector` at line 7",
+            ),
+            (
+                "operator: In",
+                "operator: Equals",
+                "lbHosts[0] (lb-1).pools[2].serviceSelector.matchExpressions[0].operator: unknown variant `Equals`",
+            ),
+            (
+                "cidr: 127.1.2.0/24",
+                "cidr: 127.1.2.0-127.1.2.9",
+                "lbHosts[0] (lb-1).pools[1]: cidr: \"127.1.2.0-127.1.2.9\" is a range; write it as range: 127.1.2.0-127.1.2.9 at line 6",
+            ),
+            (
+                "range: 127.1.3.10-127.1.3.20",
+                "range: 127.1.3.0/24",
+                "lbHosts[0] (lb-1).pools[2]: range: \"127.1.3.0/24\" is not a range a-b; write a CIDR as cidr: 127.1.3.0/24 at line 8",
+            ),
+            (
+                "cidr: 127.1.2.0/24",
+                "cidr: 127.1.2.0/24\n        range: 127.1.2.1-127.1.2.2",
+                "lbHosts[0] (lb-1).pools[1]: a pool has cidr or range, not both",
+            ),
+            (
+                "      - cidr: 127.1.2.0/24\n        namespaces",
+                "      - namespaces",
+                "lbHosts[0] (lb-1).pools[1]: a pool object needs cidr (127.1.2.0/24) or range",
+            ),
+            (
+                "[team-a, team-b]",
+                "[Team_A]",
+                "lbHosts[0] (lb-1).pools[1].namespaces: \"Team_A\" is not a valid namespace name",
+            ),
+            (
+                "[team-a, team-b]",
+                "[]",
+                "lbHosts[0] (lb-1).pools[1] 127.1.2.0/24 (line 6): namespaces: an empty list admits no Service",
+            ),
+            (
+                ", values: [prod]",
+                "",
+                "lbHosts[0] (lb-1).pools[2] 127.1.3.10-127.1.3.20 (line 8): serviceSelector.matchExpressions[0]: operator In needs values",
+            ),
+            (
+                "{tier: web}",
+                "{tier: \"we b\"}",
+                "lbHosts[0] (lb-1).pools[2] 127.1.3.10-127.1.3.20 (line 8): serviceSelector.matchLabels.tier: \"we b\" is not a label value",
+            ),
+            (
+                "cidr: 127.1.4.0/24",
+                "cidr: 127.1.2.128/25",
+                "lbHosts[1] (lb-2).pools[0] 127.1.2.128/25 (line 14) overlaps lbHosts[0] (lb-1).pools[1] 127.1.2.0/24 (line 6)",
+            ),
+            (
+                "cidr: 127.1.4.0/24",
+                "cidr: 224.1.4.0/24",
+                "lbHosts[1] (lb-2).pools[0] 224.1.4.0/24 (line 14): it holds multicast addresses",
+            ),
+        ] {
+            assert!(TENANTS.contains(from), "{from}");
+            let err = Config::parse(&TENANTS.replace(from, to)).unwrap_err().to_string();
+            assert!(err.contains(why), "{to}:\n{err}");
+        }
     }
 }

@@ -1,12 +1,22 @@
-//! Address pools: a CIDR (`127.1.1.0/24`) or an inclusive range (`127.1.1.10-127.1.1.20`).
+//! Address pools: a CIDR (`127.1.1.0/24`) or an inclusive range (`127.1.1.10-127.1.1.20`),
+//! optionally admitting only some Services (the object form, see [`admission`]).
 //! Addresses are handled as integers so v4 and v6 share one walk; the lowest free address is the
 //! next one at or after a cursor.
 
+pub mod admission;
+pub mod selector;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use self::admission::Admission;
+use self::selector::LabelSelector;
+use crate::names::Namespace;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{text:?} is not a pool: {reason}")]
@@ -53,13 +63,14 @@ const UNSERVABLE: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// A contiguous block of assignable addresses of one family.
+/// A contiguous block of assignable addresses of one family, and which Services may take them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
     text: String,
     first: u128,
     last: u128,
     v6: bool,
+    admission: Admission,
 }
 
 fn to_int(ip: IpAddr) -> (u128, bool) {
@@ -101,6 +112,7 @@ impl Pool {
                 first,
                 last,
                 v6: v6a,
+                admission: Admission::default(),
             });
         }
         let net: IpNet = trimmed
@@ -126,7 +138,28 @@ impl Pool {
             first,
             last,
             v6,
+            admission: Admission::default(),
         })
+    }
+
+    /// The same addresses, admitting only the Services `admission` admits.
+    pub fn with_admission(self, admission: Admission) -> Self {
+        Self { admission, ..self }
+    }
+
+    /// Which Services may take its addresses.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// True when a Service of `namespace` with `labels` may take its addresses.
+    pub fn admits(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.admission.admits(namespace, labels)
+    }
+
+    /// True when it was written as a range `a-b` (else a CIDR).
+    fn is_range(&self) -> bool {
+        self.text.contains('-')
     }
 
     pub fn is_v6(&self) -> bool {
@@ -199,16 +232,92 @@ impl fmt::Display for Pool {
     }
 }
 
+/// The string form for a pool that admits every Service, the object form otherwise.
 impl Serialize for Pool {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
+        if self.admission.is_open() {
+            return s.serialize_str(&self.text);
+        }
+        let (cidr, range) = match self.is_range() {
+            true => (None, Some(self.text.clone())),
+            false => (Some(self.text.clone()), None),
+        };
+        PoolObject {
+            cidr,
+            range,
+            namespaces: self.admission.namespaces.clone(),
+            service_selector: self.admission.service_selector.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+/// A pool's object form: `{cidr: 127.1.2.0/24, namespaces: [team-a], serviceSelector: {...}}`,
+/// or `range: a-b` instead of `cidr`. Strict like the rest of `flipbit.yaml`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PoolObject {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cidr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    range: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespaces: Option<Vec<Namespace>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service_selector: Option<LabelSelector>,
+}
+
+impl PoolObject {
+    /// The pool it describes: exactly one of `cidr` (a CIDR) and `range` (a range `a-b`), each
+    /// as its key says, so a typo cannot turn one into the other. (What `namespaces` and
+    /// `serviceSelector` hold is checked with the rest of the config, which names the host.)
+    fn into_pool(self) -> Result<Pool, String> {
+        let pool = match (self.cidr, self.range) {
+            (Some(_), Some(_)) => return Err("a pool has cidr or range, not both".into()),
+            (None, None) => {
+                return Err("a pool object needs cidr (127.1.2.0/24) or range (127.1.2.10-127.1.2.20)".into());
+            }
+            (Some(cidr), None) if cidr.contains('-') => {
+                return Err(format!("cidr: {cidr:?} is a range; write it as range: {cidr}"));
+            }
+            (None, Some(range)) if !range.contains('-') => {
+                return Err(format!(
+                    "range: {range:?} is not a range a-b; write a CIDR as cidr: {range}"
+                ));
+            }
+            (Some(text), None) | (None, Some(text)) => Pool::parse(&text).map_err(|e| e.to_string())?,
+        };
+        Ok(pool.with_admission(Admission {
+            namespaces: self.namespaces,
+            // An empty selector selects everything (as in Kubernetes): the same as none.
+            service_selector: self.service_selector.filter(|s| !s.is_empty()),
+        }))
     }
 }
 
 impl<'de> Deserialize<'de> for Pool {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Pool::parse(&raw).map_err(serde::de::Error::custom)
+        d.deserialize_any(PoolVisitor)
+    }
+}
+
+/// Reads either form: a string (`127.1.1.0/24`, `a-b`) or an object ([`PoolObject`]).
+struct PoolVisitor;
+
+impl<'de> Visitor<'de> for PoolVisitor {
+    type Value = Pool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a CIDR, a range a-b, or a pool object {cidr or range, namespaces, serviceSelector}")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Pool, E> {
+        Pool::parse(text).map_err(E::custom)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Pool, A::Error> {
+        let object = PoolObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        object.into_pool().map_err(de::Error::custom)
     }
 }
 

@@ -1,8 +1,13 @@
 //! Property tests of the address promise: random sequences of Service create/delete/update,
 //! shared keys, node churn, pool growth and shrinkage, generator restarts (the ledger reloaded
-//! from its YAML), time passing, and two generators racing. After every step:
+//! from its YAML), time passing, and two generators racing; and, with tenant pools, random
+//! admission rules (namespaces, label selectors of every operator) edited at random, random
+//! label changes and requested addresses. After every step:
 //! - no address is held twice on a host, except by members of one sharing group;
-//! - no live Service's address changes unless it left its host's pools;
+//! - no live Service's address changes while it stays inside a pool of its host that admits it
+//!   (unless it asked for another address, or changed its sharing group);
+//! - an exposed Service holds only addresses of pools that admit it, and a request in a pool that
+//!   does not admit it is refused naming the pool;
 //! - deciding again from the written ledger changes nothing (a fresh generator agrees).
 //!
 //! Also: the `flipbit.yaml` and ledger loaders never panic on arbitrary input.
@@ -15,6 +20,7 @@ use flipbit_core::decide::{Decision, decide};
 use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
 use flipbit_core::names::ServiceKey;
+use flipbit_core::problem::Severity;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
@@ -33,6 +39,12 @@ enum Op {
     Restart,
     Advance(u32),
     Race(usize),
+    /// Sets the admission rule of one of the tenant world's pools (an index into [`RULES`]).
+    Rule(usize, usize),
+    /// Sets or clears a Service's `tier` label.
+    Label(usize, Option<u8>),
+    /// Sets or clears a Service's requested address (an index into [`ASKS`]).
+    Ask(usize, Option<usize>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -50,35 +62,99 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The tenant world's ops besides [`op`]'s: rules, labels, requests.
+fn tenant_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => op(),
+        2 => (0..3usize, 0..RULES.len()).prop_map(|(p, r)| Op::Rule(p, r)),
+        2 => (0..SERVICES, proptest::option::of(0u8..3)).prop_map(|(i, t)| Op::Label(i, t)),
+        1 => (0..SERVICES, proptest::option::of(0..ASKS.len())).prop_map(|(i, a)| Op::Ask(i, a)),
+    ]
+}
+
+#[derive(Clone, Default)]
+struct Svc {
+    port: u16,
+    share: Option<u8>,
+    /// The `tier` label: `t0`, `t1`, `t2`.
+    tier: Option<u8>,
+    /// `flipbit.io/ips`, an index into [`ASKS`].
+    ask: Option<usize>,
+}
+
 #[derive(Clone)]
 struct World {
-    services: BTreeMap<usize, (u16, Option<u8>)>,
+    services: BTreeMap<usize, Svc>,
     ready: [bool; NODES],
     /// lb-1's pool: small, medium or large.
     pool: usize,
     now: i64,
+    /// Tenant pools: lb-1 gets a tenant pool before its own, and the rules of (lb-1's tenant
+    /// pool, lb-1's pool, lb-2's pool) as indices into [`RULES`]; `None` for the plain world.
+    rules: Option<[usize; 3]>,
 }
 
 const POOLS: [&str; 3] = ["127.5.1.0/29", "127.5.1.0/28", "127.5.1.0/27"];
 
+/// Admission rules (the keys a pool object adds to its `cidr`); services live in namespaces
+/// `even` and `odd`.
+const RULES: [&str; 9] = [
+    "",
+    ", namespaces: [even]",
+    ", namespaces: [odd]",
+    ", serviceSelector: {matchLabels: {tier: t0}}",
+    ", serviceSelector: {matchExpressions: [{key: tier, operator: In, values: [t0, t1]}]}",
+    ", serviceSelector: {matchExpressions: [{key: tier, operator: NotIn, values: [t0]}]}",
+    ", serviceSelector: {matchExpressions: [{key: tier, operator: Exists}]}",
+    ", serviceSelector: {matchExpressions: [{key: tier, operator: DoesNotExist}]}",
+    ", namespaces: [odd], serviceSelector: {matchExpressions: [{key: tier, operator: Exists}]}",
+];
+
+/// Addresses a Service may request: in lb-1's tenant pool, lb-1's pool, lb-2's pool.
+const ASKS: [&str; 4] = ["127.5.3.2", "127.5.3.5", "127.5.1.3", "127.5.2.4"];
+
 impl World {
+    fn new(rules: Option<[usize; 3]>) -> Self {
+        World {
+            services: BTreeMap::new(),
+            ready: [true; NODES],
+            pool: 1,
+            now: 0,
+            rules,
+        }
+    }
+
     fn config(&self) -> Config {
-        Config::parse(&format!(
-            "zone: k.test\nreleaseGraceSeconds: 3600\nlbHosts:\n  - {{name: lb-1, pools: [{}]}}\n  - {{name: lb-2, pools: [127.5.2.0/28]}}\n",
-            POOLS[self.pool]
-        ))
-        .expect("config")
+        let text = match self.rules {
+            None => format!(
+                "zone: k.test\nreleaseGraceSeconds: 3600\nlbHosts:\n  - {{name: lb-1, pools: [{}]}}\n  - {{name: lb-2, pools: [127.5.2.0/28]}}\n",
+                POOLS[self.pool]
+            ),
+            Some([tenant, own, other]) => format!(
+                "zone: k.test\nreleaseGraceSeconds: 3600\nlbHosts:\n  - {{name: lb-1, pools: [{{cidr: 127.5.3.0/29{}}}, {{cidr: {}{}}}]}}\n  - {{name: lb-2, pools: [{{cidr: 127.5.2.0/28{}}}]}}\n",
+                RULES[tenant], POOLS[self.pool], RULES[own], RULES[other]
+            ),
+        };
+        Config::parse(&text).expect("config")
     }
 
     fn snapshot(&self) -> Snapshot {
         let services = self
             .services
             .iter()
-            .map(|(i, (port, share))| {
+            .map(|(i, svc)| {
                 let mut annotations = BTreeMap::new();
-                if let Some(k) = share {
+                if let Some(k) = svc.share {
                     annotations.insert("flipbit.io/shared-ip-key".to_owned(), format!("k{k}"));
                 }
+                if let Some(a) = svc.ask {
+                    annotations.insert("flipbit.io/ips".to_owned(), ASKS[a].to_owned());
+                }
+                let labels = svc
+                    .tier
+                    .map(|t| ("tier".to_owned(), format!("t{t}")))
+                    .into_iter()
+                    .collect();
                 ServiceInput {
                     namespace: if i % 2 == 0 { "even" } else { "odd" }.into(),
                     name: format!("s{i}"),
@@ -88,7 +164,7 @@ impl World {
                     ports: vec![PortInput {
                         name: None,
                         protocol: None,
-                        port: i32::from(*port),
+                        port: i32::from(svc.port),
                         node_port: Some(30000),
                     }],
                     external_traffic_policy: None,
@@ -97,7 +173,7 @@ impl World {
                     external_ips: Vec::new(),
                     load_balancer_source_ranges: Vec::new(),
                     session_affinity: None,
-                    labels: Default::default(),
+                    labels,
                 }
             })
             .collect();
@@ -140,24 +216,46 @@ fn live(ledger: &Ledger) -> BTreeMap<ServiceKey, BTreeMap<String, IpAddr>> {
         .collect()
 }
 
-fn check(before: &Ledger, after: &Decision, world: &World) -> Result<(), TestCaseError> {
+/// The promise after one step from `before` (decided in `prev`) to `after` (decided in `world`).
+fn check(before: &Ledger, after: &Decision, prev: &World, world: &World) -> Result<(), TestCaseError> {
     // 1. No double holding outside a sharing group (the loader checks exactly that).
     let reloaded = Ledger::parse(&after.ledger.to_yaml()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&reloaded, &after.ledger);
-    // 2. Live addresses stay, unless they left the pools.
     let config = world.config();
+    let snapshot = world.snapshot();
+    let input = |key: &ServiceKey| {
+        snapshot
+            .services
+            .iter()
+            .find(|s| s.namespace == key.namespace.as_str() && s.name == key.name.as_str())
+    };
+    // True when `ip` on `host` lies in a pool that admits `key`'s Service.
+    let admitted = |key: &ServiceKey, host: &str, ip: IpAddr| {
+        let Some(svc) = input(key) else { return false };
+        config.lb_hosts.iter().any(|h| {
+            h.name.as_str() == host
+                && h.pools
+                    .iter()
+                    .any(|p| p.contains(ip) && p.admits(&svc.namespace, &svc.labels))
+        })
+    };
+    let index = |key: &ServiceKey| key.name.as_str().trim_start_matches('s').parse::<usize>().ok();
+    let share_of = |w: &World, key: &ServiceKey| index(key).and_then(|i| w.services.get(&i)).map(|s| s.share);
+    // 2. Live addresses stay while they are admitted, unless the Service asked for another or
+    //    changed its sharing group.
     let (old, new) = (live(before), live(&after.ledger));
     for (key, hosts) in &old {
         let Some(now) = new.get(key) else { continue };
+        let asked = input(key).and_then(|s| s.annotations.get("flipbit.io/ips")).cloned();
+        let regrouped = share_of(prev, key) != share_of(world, key);
         for (host, ip) in hosts {
-            let still_in_pool = config
-                .lb_hosts
-                .iter()
-                .any(|h| h.name.as_str() == host && h.in_pools(*ip));
             if let Some(current) = now.get(host) {
                 prop_assert!(
-                    current == ip || !still_in_pool,
-                    "{} moved on {} from {} to {}",
+                    current == ip
+                        || !admitted(key, host, *ip)
+                        || asked.as_deref() == Some(current.to_string().as_str())
+                        || regrouped,
+                    "{} moved on {} from {} to {} while admitted",
                     key,
                     host,
                     ip,
@@ -166,10 +264,116 @@ fn check(before: &Ledger, after: &Decision, world: &World) -> Result<(), TestCas
             }
         }
     }
-    // 3. A fresh generator from the written ledger agrees.
+    // 3. An exposed Service holds only addresses of pools that admit it.
+    for (key, summary) in after.exposed.iter() {
+        for (host, ip) in summary.addresses.iter().chain(&summary.addresses_v6) {
+            prop_assert!(
+                admitted(key, host.as_str(), *ip),
+                "{} holds {} on {}, which no pool admitting it holds",
+                key,
+                ip,
+                host
+            );
+        }
+    }
+    // 4. A request in a pool that does not admit its Service is refused naming the pool.
+    for svc in &snapshot.services {
+        let Some(ask) = svc.annotations.get("flipbit.io/ips") else {
+            continue;
+        };
+        let Ok(ip) = ask.parse::<IpAddr>() else { continue };
+        let key: ServiceKey = format!("{}/{}", svc.namespace, svc.name).parse().expect("key");
+        let Some(host) = config.lb_hosts.iter().find(|h| h.in_pools(ip)) else {
+            continue;
+        };
+        if after.kept.contains(&key) || admitted(&key, host.name.as_str(), ip) {
+            continue;
+        }
+        let object = format!("Service {key}");
+        prop_assert!(
+            after.problems.iter().any(|p| p.severity == Severity::Error
+                && p.object == object
+                && p.message.contains(&format!("{ip} on LB host {}: lbHosts[", host.name))
+                && p.message.contains(" admits only ")),
+            "the refused request of {} for {} says nothing: {:?}",
+            key,
+            ip,
+            after.problems
+        );
+    }
+    // 5. A fresh generator from the written ledger agrees.
     let again = world.decide(&reloaded);
     prop_assert_eq!(&again.ledger, &after.ledger, "deciding again changed the ledger");
     prop_assert_eq!(&again.files, &after.files, "deciding again changed the files");
+    Ok(())
+}
+
+/// Applies `ops` to a world, checking the promise after every decision.
+fn play(mut world: World, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut ledger = Ledger::empty();
+    for op in ops {
+        let prev = world.clone();
+        match op {
+            Op::Create(i) => {
+                world.services.entry(i).or_insert(Svc {
+                    port: 1,
+                    ..Svc::default()
+                });
+            }
+            Op::Delete(i) => {
+                world.services.remove(&i);
+            }
+            Op::Ports(i, p) => {
+                if let Some(s) = world.services.get_mut(&i) {
+                    s.port = p;
+                }
+            }
+            Op::Share(i, k) => {
+                if let Some(s) = world.services.get_mut(&i) {
+                    s.share = k;
+                }
+            }
+            Op::NodeFlip(n) => world.ready[n] = !world.ready[n],
+            Op::GrowPool => world.pool = (world.pool + 1).min(POOLS.len() - 1),
+            Op::ShrinkPool => world.pool = world.pool.saturating_sub(1),
+            Op::Restart => ledger = Ledger::parse(&ledger.to_yaml()).map_err(|e| TestCaseError::fail(e.to_string()))?,
+            Op::Advance(secs) => world.now += i64::from(secs),
+            Op::Rule(p, r) => {
+                if let Some(rules) = &mut world.rules {
+                    rules[p] = r;
+                }
+            }
+            Op::Label(i, t) => {
+                if let Some(s) = world.services.get_mut(&i) {
+                    s.tier = t;
+                }
+            }
+            Op::Ask(i, a) => {
+                if let Some(s) = world.services.get_mut(&i) {
+                    s.ask = a;
+                }
+            }
+            Op::Race(i) => {
+                // Two generators decide from the same ledger; one wins the push, the other
+                // fetches the winner's ledger and decides again.
+                let mut other = world.clone();
+                other.services.entry(i).or_insert(Svc {
+                    port: 2,
+                    ..Svc::default()
+                });
+                let winner = world.decide(&ledger);
+                check(&ledger, &winner, &world, &world)?;
+                let loser = other.decide(&winner.ledger);
+                check(&winner.ledger, &loser, &world, &other)?;
+                world = other;
+                ledger = loser.ledger;
+                continue;
+            }
+        }
+        let decision = world.decide(&ledger);
+        check(&ledger, &decision, &prev, &world)?;
+        ledger = decision.ledger;
+    }
     Ok(())
 }
 
@@ -178,37 +382,15 @@ proptest! {
 
     #[test]
     fn addresses_are_never_doubled_or_moved(ops in proptest::collection::vec(op(), 1..40)) {
-        let mut world = World { services: BTreeMap::new(), ready: [true; NODES], pool: 1, now: 0 };
-        let mut ledger = Ledger::empty();
-        for op in ops {
-            match op {
-                Op::Create(i) => { world.services.entry(i).or_insert((1, None)); }
-                Op::Delete(i) => { world.services.remove(&i); }
-                Op::Ports(i, p) => { if let Some(s) = world.services.get_mut(&i) { s.0 = p; } }
-                Op::Share(i, k) => { if let Some(s) = world.services.get_mut(&i) { s.1 = k; } }
-                Op::NodeFlip(n) => world.ready[n] = !world.ready[n],
-                Op::GrowPool => world.pool = (world.pool + 1).min(POOLS.len() - 1),
-                Op::ShrinkPool => world.pool = world.pool.saturating_sub(1),
-                Op::Restart => ledger = Ledger::parse(&ledger.to_yaml()).map_err(|e| TestCaseError::fail(e.to_string()))?,
-                Op::Advance(secs) => world.now += i64::from(secs),
-                Op::Race(i) => {
-                    // Two generators decide from the same ledger; one wins the push, the other
-                    // fetches the winner's ledger and decides again.
-                    let mut other = world.clone();
-                    other.services.entry(i).or_insert((2, None));
-                    let winner = world.decide(&ledger);
-                    check(&ledger, &winner, &world)?;
-                    let loser = other.decide(&winner.ledger);
-                    check(&winner.ledger, &loser, &other)?;
-                    world = other;
-                    ledger = loser.ledger;
-                    continue;
-                }
-            }
-            let decision = world.decide(&ledger);
-            check(&ledger, &decision, &world)?;
-            ledger = decision.ledger;
-        }
+        play(World::new(None), ops)?;
+    }
+
+    #[test]
+    fn tenant_pools_keep_admitted_addresses_and_give_none_outside(
+        rules in proptest::array::uniform3(0..RULES.len()),
+        ops in proptest::collection::vec(tenant_op(), 1..40),
+    ) {
+        play(World::new(Some(rules)), ops)?;
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `flipbit.io/ips`: requested addresses are reserved before lowest-free allocation, never taken
-//! from another Service, and a request that cannot be met leaves the Service where it was.
+//! from another Service or from a pool that does not admit the requester, and a request that
+//! cannot be met leaves the Service where it was.
 
 mod common;
 
@@ -146,5 +147,57 @@ fn invalid_requests_name_the_annotation() {
         errors(&d)[0].contains("belongs to LB host lb-1, which the Service does not use"),
         "{:?}",
         errors(&d)
+    );
+}
+
+/// lb-1 has a pool for everyone and one that admits only team-a (lb-2 as in [`config`]).
+fn tenant_config() -> Config {
+    Config::parse(
+        "zone: k.test\nlbHosts:\n  - name: lb-1\n    pools: [127.3.1.0/24, {cidr: 127.3.9.0/24, namespaces: [team-a]}]\n  - {name: lb-2, pools: [127.3.2.0/24]}\n",
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_request_in_a_pool_that_does_not_admit_the_service_is_refused_naming_the_pool() {
+    let asking = |ns: &str| common::annotated(common::lb_service(ns, "web"), "flipbit.io/ips", "127.3.9.7");
+    let run = |services: Vec<ServiceInput>, ledger: &Ledger| {
+        common::decide_one_node(&tenant_config(), services, "127.3.0.10", ledger)
+    };
+    let web = |d: &Decision, ns: &str| {
+        let key: flipbit_core::names::ServiceKey = format!("{ns}/web").parse().unwrap();
+        d.exposed.get(&key).map(|s| {
+            s.addresses
+                .iter()
+                .map(|(h, ip)| format!("{h} {ip}"))
+                .collect::<Vec<_>>()
+        })
+    };
+    // Admitted: granted.
+    let d = run(vec![asking("team-a")], &Ledger::empty());
+    assert_eq!(web(&d, "team-a").unwrap(), ["lb-1 127.3.9.7", "lb-2 127.3.2.1"]);
+    // Not admitted, before it had an address: not exposed on that host, the others as usual.
+    let d = run(vec![asking("team-b")], &Ledger::empty());
+    assert_eq!(web(&d, "team-b").unwrap(), ["lb-2 127.3.2.1"]);
+    assert_eq!(
+        errors(&d),
+        [
+            "error: Service team-b/web: metadata.annotations[\"flipbit.io/ips\"]: 127.3.9.7 on LB host lb-1: lbHosts[0] (lb-1).pools[1] 127.3.9.0/24 admits only namespaces team-a; it is not exposed there"
+        ]
+    );
+    // Not admitted, with an address: it keeps it, and the address it asked for stays free.
+    let before = run(vec![common::lb_service("team-b", "web")], &Ledger::empty());
+    let d = run(vec![asking("team-b")], &before.ledger);
+    assert_eq!(d.ledger, before.ledger);
+    assert!(
+        errors(&d)[0].ends_with("admits only namespaces team-a; it keeps 127.3.1.1"),
+        "{:?}",
+        errors(&d)
+    );
+    let d = run(vec![asking("team-b"), asking("team-a")], &before.ledger);
+    assert_eq!(
+        web(&d, "team-a").unwrap()[0],
+        "lb-1 127.3.9.7",
+        "the refused request reserved it"
     );
 }
