@@ -70,7 +70,9 @@ pub struct Settings {
 pub const MAX_TTL: u32 = 2_147_483_647;
 
 /// Parses `flipbit.io/ips`: addresses, each inside exactly one LB host's pools (pools never
-/// overlap), at most one per host, and only on hosts the Service uses.
+/// overlap), at most one per host, and only on hosts the Service uses. Whether that pool admits
+/// the Service (tenant pools) is checked where addresses are placed (`allocate`): a refusal there
+/// costs the Service that host alone, where an error here would leave the whole Service as it was.
 fn requested(
     value: &str,
     config: &Config,
