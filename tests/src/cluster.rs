@@ -38,6 +38,28 @@ impl ManifestDir {
         );
     }
 
+    /// A LoadBalancer Service of class `flipbit.io/nginx` with `metadata.labels` (for pools that
+    /// admit Services by label).
+    pub fn lb_service_labelled(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+        ports: &[Port],
+    ) {
+        let mut yaml = service_yaml(ns, name, "LoadBalancer", Some("flipbit.io/nginx"), annotations, ports);
+        if !labels.is_empty() {
+            let mut block = String::from("  labels:\n");
+            for (k, v) in labels {
+                block.push_str(&format!("    {k}: {}\n", json_string(v)));
+            }
+            let namespace = format!("  namespace: {ns}\n");
+            yaml = yaml.replacen(&namespace, &format!("{namespace}{block}"), 1);
+        }
+        self.put(&format!("svc-{ns}-{name}.yaml"), &yaml);
+    }
+
     /// A LoadBalancer Service with `externalTrafficPolicy: Local` and an EndpointSlice whose one
     /// ready endpoint is on node `ready_node`.
     pub fn local_service(&self, ns: &str, name: &str, annotations: &[(&str, &str)], ports: &[Port], ready_node: &str) {
