@@ -399,6 +399,11 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// How many decisions looked only at the Services that changed (see `flipbit_core::engine`).
+    pub fn fast_decisions(&self) -> u64 {
+        self.engine.fast_decisions()
+    }
+
     /// After a successful push (or nothing to commit): the engine's base moves to `commit`, and a
     /// ledger the commit wrote is remembered as parsed.
     fn advance(&mut self, commit: CommitId, step: Step<CommitId>, decision: &Decision) {
