@@ -450,16 +450,18 @@ fn compose<P: AsRef<str>>(store: &Store, head: &Head, decision: &Decision, chang
 }
 
 /// The addresses each changed snippet sent to before the change, nodes at node ports or pods
-/// (read from the first changed snippet of each Service; all hosts of a Service share its
-/// upstreams). A `server` line names its address first on nginx (`server 10.1.0.4:8080;`) and
-/// second on HAProxy (`server <name> [fd00::4]:8080 check`, the name unbracketed).
+/// (read from the first changed snippet of each Service, an nginx one when there is one: all hosts
+/// of a Service share its upstreams, but a HAProxy file leaves UDP ports out). A `server` line
+/// names its address first on nginx (`server 10.1.0.4:8080;`) and second on HAProxy (`server
+/// <name> [fd00::4]:8080 check`, the name unbracketed).
 fn old_upstreams<P: AsRef<str>>(
     store: &Store,
     head: flipbit_store::CommitId,
     changed: &BTreeSet<P>,
 ) -> std::collections::BTreeMap<flipbit_core::names::ServiceKey, BTreeSet<std::net::SocketAddr>> {
     let mut out = std::collections::BTreeMap::new();
-    for path in changed.iter().map(AsRef::as_ref) {
+    let (nginx, others): (Vec<&str>, Vec<&str>) = changed.iter().map(AsRef::as_ref).partition(|p| p.ends_with(".conf"));
+    for path in nginx.into_iter().chain(others) {
         let Some((_, key)) = layout::parse_lb_path(path) else {
             continue;
         };
