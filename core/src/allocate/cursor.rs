@@ -78,8 +78,13 @@ pub(crate) fn free(config: &Config, host: &LbHostName, ip: IpAddr, used: &mut Us
         return;
     };
     if let Some(of_host) = cursors.get_mut(host) {
-        for cursor in of_host.values_mut() {
-            cursor.rewind(j, ip);
+        // Only cursors that walk pool `j`: one that skips it would otherwise start over from the
+        // next pool it walks, and a pool edit moving thousands of Services would walk it again
+        // for each of them.
+        for (admitted, cursor) in of_host.iter_mut() {
+            if admitted.contains(j) {
+                cursor.rewind(j, ip);
+            }
         }
     }
 }
