@@ -409,4 +409,20 @@ proptest! {
         let _ = Config::parse(&format!("zone: k.test\nlbHosts:\n  - name: {host}\n    pools: [\"{pool}\"]\n"));
         let _ = Ledger::parse(&format!("version: {version}\nservices:\n  a/b:\n    addresses:\n      {host}: \"{ip}\"\n"));
     }
+
+    #[test]
+    fn loaders_never_panic_on_near_valid_pool_objects(
+        form in "(cidr|range|cidrs)",
+        pool in "[0-9./:-]{0,20}",
+        namespace in "[a-zA-Z0-9_-]{0,8}",
+        key in "[a-zA-Z0-9./_-]{0,12}",
+        operator in "(In|NotIn|Exists|DoesNotExist|in)",
+        values in proptest::collection::vec("[a-z0-9._ -]{0,6}", 0..3),
+    ) {
+        let values = values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            "zone: k.test\nlbHosts:\n  - name: lb-1\n    pools:\n      - {form}: \"{pool}\"\n        namespaces: [\"{namespace}\"]\n        serviceSelector:\n          matchLabels: {{\"{key}\": \"{namespace}\"}}\n          matchExpressions: [{{key: \"{key}\", operator: {operator}, values: [{values}]}}]\n"
+        );
+        let _ = Config::parse(&text);
+    }
 }
