@@ -4,6 +4,7 @@
 //! the release grace. Time is a parameter.
 
 pub(crate) mod admitted;
+mod books;
 pub(crate) mod cursor;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,7 @@ use std::net::IpAddr;
 use jiff::{SignedDuration, Timestamp};
 
 use self::admitted::{Admitted, admitted_at};
+pub(crate) use self::books::{Books, CoHeld};
 pub(crate) use self::cursor::Cursors;
 use crate::config::{Config, LbHost};
 use crate::exposure::ExposedService;
@@ -463,69 +465,6 @@ impl Placement {
             if !entry.addresses_v6.is_empty() {
                 addresses_v6.insert(key.clone(), entry.addresses_v6.clone());
             }
-        }
-    }
-}
-
-/// Addresses several ledger entries hold (members of a sharing group), with how many.
-pub(crate) type CoHeld = BTreeMap<(LbHostName, IpAddr), usize>;
-
-/// One Service's view of a decision's address books while it is placed: what is in use, where the
-/// searches resume, who was promised what, and which addresses are shared.
-pub(crate) struct Books<'a> {
-    pub(crate) config: &'a Config,
-    pub(crate) key: &'a ServiceKey,
-    pub(crate) used: &'a mut Used,
-    /// The cursors of the family being placed.
-    pub(crate) cursors: &'a mut Cursors,
-    pub(crate) holders: &'a mut BTreeMap<(LbHostName, IpAddr), ServiceKey>,
-    pub(crate) co_held: &'a mut CoHeld,
-}
-
-impl Books<'_> {
-    /// The Service gives `ip` on `host` up. It becomes free, unless other members of its sharing
-    /// group still hold it, or a request of this decision was promised it (a pool stopped
-    /// admitting its holder: the requester takes it, so it stays in use).
-    pub(crate) fn let_go(&mut self, host: &LbHostName, ip: IpAddr) {
-        let at = (host.clone(), ip);
-        if let Some(holders) = self.co_held.get_mut(&at) {
-            *holders -= 1;
-            if *holders < 2 {
-                self.co_held.remove(&at);
-            }
-            return;
-        }
-        match self.holders.get(&at) {
-            Some(holder) if holder != self.key => return,
-            Some(_) => {
-                self.holders.remove(&at);
-            }
-            None => {}
-        }
-        cursor::free(self.config, host, ip, self.used, self.cursors);
-    }
-
-    /// Releases the addresses in `addresses` on hosts `keep` rejects: each is let go at once (the
-    /// Service still exists, so there is no grace) and reported as `Dropped`.
-    pub(crate) fn drop_hosts(
-        &mut self,
-        addresses: &mut HostAddresses,
-        keep: impl Fn(&LbHostName) -> bool,
-        events: &mut Vec<AddressEvent>,
-    ) {
-        let dropped: Vec<(LbHostName, IpAddr)> = addresses
-            .iter()
-            .filter(|(host, _)| !keep(host))
-            .map(|(host, ip)| (host.clone(), *ip))
-            .collect();
-        for (host, ip) in dropped {
-            addresses.remove(&host);
-            self.let_go(&host, ip);
-            events.push(AddressEvent::Dropped {
-                key: self.key.clone(),
-                host,
-                ip,
-            });
         }
     }
 }
