@@ -149,13 +149,25 @@ fn the_format_record_comes_with_the_first_commit_and_never_alone() {
     repo.cycle(&snapshot(&[("web", None)]), None);
     assert_eq!(repo.commits(), 2);
     assert!(repo.last_changed().contains(&format::FORMAT_FILE.to_owned()));
+    // Format 1: no Service needs more, so an applier that reads only format 1 keeps applying.
     let text = repo.format_record().expect("format.yaml committed");
-    assert_eq!(text, format::render(format::OUTPUT_FORMAT));
-    assert_eq!(format::parse(&text), Ok(format::OUTPUT_FORMAT));
+    assert_eq!(text, format::render(1));
+    assert_eq!(format::parse(&text), Ok(1));
 
     // Nothing changed: no commit.
-    repo.cycle(&snapshot(&[("web", None)]), Some(&mut Memory::default()));
+    let mut memory = Memory::default();
+    repo.cycle(&snapshot(&[("web", None)]), Some(&mut memory));
     assert_eq!(repo.commits(), 2);
+
+    // A Service with an idle timeout of its own needs format 2, which the record says in the
+    // same commit; once it goes, the record goes back to 1.
+    let tuned = snapshot(&[("web", None), ("slow", Some(("flipbit.io/idle-timeout", "30s")))]);
+    repo.cycle(&tuned, Some(&mut memory));
+    assert_eq!(repo.commits(), 3);
+    assert_eq!(repo.format_record(), Some(format::render(format::OUTPUT_FORMAT)));
+    assert!(repo.last_changed().contains(&format::FORMAT_FILE.to_owned()));
+    repo.cycle(&snapshot(&[("web", None)]), Some(&mut memory));
+    assert_eq!(repo.format_record(), Some(format::render(1)));
 }
 
 /// The engine's shortcut must give it too: a full decision that finds only it missing commits
@@ -180,5 +192,5 @@ fn a_repo_lacking_the_record_gets_it_with_the_next_change_through_the_shortcut()
         [format::FORMAT_FILE, "lb/lb-1/a/web.conf"],
         "the change and the record, nothing else"
     );
-    assert_eq!(repo.format_record(), Some(format::render(format::OUTPUT_FORMAT)));
+    assert_eq!(repo.format_record(), Some(format::render(1)));
 }

@@ -77,7 +77,7 @@ impl StatusWriter {
             AddressEvent::Moved { key, host, from, to } => (
                 key,
                 "AddressMoved",
-                format!("{from} left the pools of {host}; now {to}"),
+                format!("{from} is no longer in a pool of {host} that admits this Service; now {to}"),
             ),
             AddressEvent::Requested { key, host, to, .. } => {
                 (key, "AddressAllocated", format!("{to} on LB host {host}, as requested"))
