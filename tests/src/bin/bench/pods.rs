@@ -7,7 +7,7 @@
 //! as a rollout with maxSurge 1 and maxUnavailable 0 goes: the new pod becomes ready, then the
 //! old one leaves (not ready, gone). Prints the commits, the files they changed, how many cycles
 //! took the fast path, and the time per cycle. Then, to compare, one endpoint's readiness
-//! flipped ten times, every other time together with a node that carries no traffic (an
+//! flipped twenty times, every other time together with a node that carries no traffic (an
 //! unlabelled one, so nothing else changes): those cycles get a full decision, as every
 //! EndpointSlice change did before slice changes took the fast path.
 
@@ -23,6 +23,13 @@ const NAMESPACE: &str = "ns-pods";
 const NAME: &str = "rollout";
 
 pub fn run(endpoints: usize, args: &[String]) -> Result<(), String> {
+    // RUST_LOG=flipbit_generator=debug shows where each cycle's time goes.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let flags = Flags::parse(args)?;
     let services: usize = flags.get("services", 1000)?;
     let nodes: usize = flags.get("nodes", 50)?;
@@ -115,15 +122,20 @@ pub fn run(endpoints: usize, args: &[String]) -> Result<(), String> {
         "pods rollout, {label}: {cycles} cycles, {commits} commits, {files} files changed ({files_min:.0}-{files_max:.0} per commit), {fast} cycles on the fast path"
     );
     let total: f64 = times.iter().sum();
+    // Each push leaves a pack in the bare repo and the cache, never repacked here (a Git server's
+    // gc would), so fetches slow down over a long run: the first and last hundred cycles show it.
+    let tenth = (times.len() / 10).max(1);
+    let first = median(&mut times[..tenth].to_vec());
+    let last = median(&mut times[times.len() - tenth..].to_vec());
     println!(
-        "pods rollout, per cycle (decide, commit, push): median {:.1} ms, p95 {:.1} ms, max {:.1} ms; {:.1} s in all",
+        "pods rollout, per cycle (fetch, decide, commit, push): median {:.1} ms (first {tenth} cycles {first:.1} ms, last {tenth} {last:.1} ms), p95 {:.1} ms, max {:.1} ms; {:.1} s in all",
         median(&mut times.clone()),
         percentile(&mut times.clone(), 0.95),
         percentile(&mut times, 1.0),
         total / 1000.0
     );
     let (mut fast_times, mut full_times) = (Vec::new(), Vec::new());
-    for i in 0..10 {
+    for i in 0..20 {
         let full = i % 2 == 1;
         if let Some(pod) = snapshot
             .endpoint_slices
