@@ -419,7 +419,12 @@ pub(crate) fn service_files(
             nodes: chosen,
             pods: pods.as_ref().map(endpoints::addresses),
             dns_names: names.into_iter().collect(),
-            format: crate::format::needed(svc),
+            format: match &pods {
+                Some(upstreams) if !endpoints::alike_per_port(upstreams) => {
+                    crate::format::needed(svc).max(endpoints::PER_PORT_UPSTREAMS_FORMAT)
+                }
+                _ => crate::format::needed(svc),
+            },
         }),
     }
 }

@@ -127,6 +127,22 @@ pub fn addresses(upstreams: &Upstreams) -> Arc<[SocketAddr]> {
     all.into_iter().collect()
 }
 
+/// The first output format whose grammar lets a Service's ports send to different hosts
+/// (`crate::format`): format 1 appliers refuse a file whose ports' server lists differ.
+pub const PER_PORT_UPSTREAMS_FORMAT: u32 = 2;
+
+/// True when every port that has upstreams sends to the same hosts, in the same order, as a
+/// format-1 applier requires: the usual case, where every pod serves every port. Pods that
+/// serve different ports (during a rollout that adds a named port) need
+/// [`PER_PORT_UPSTREAMS_FORMAT`].
+pub fn alike_per_port(upstreams: &Upstreams) -> bool {
+    let mut served = upstreams.0.iter().filter(|port| !port.is_empty());
+    let Some(first) = served.next() else {
+        return true;
+    };
+    served.all(|port| port.iter().map(SocketAddr::ip).eq(first.iter().map(SocketAddr::ip)))
+}
+
 /// A warning for settings that mean nothing to a pod-backed Service.
 pub fn warnings(svc: &ExposedService) -> Option<Problem> {
     (pod_backed(svc) && svc.settings.max_nodes.is_some()).then(|| {

@@ -96,7 +96,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..SERVICES).prop_map(Op::ExternalIps),
         1 => (0..SERVICES).prop_map(Op::Twice),
         1 => (0..SERVICES).prop_map(Op::Local),
-        4 => (0..SERVICES, 0u8..6).prop_map(|(i, v)| Op::Endpoints(i, v)),
+        4 => (0..SERVICES, 0u8..7).prop_map(|(i, v)| Op::Endpoints(i, v)),
         1 => Just(Op::ReorderSlices),
         1 => (0..NODES).prop_map(Op::NodeFlip),
         1 => (1u32..900).prop_map(Op::Advance),
@@ -138,7 +138,8 @@ fn ports(p: u8) -> Vec<PortInput> {
 /// The EndpointSlices of Service `i`, variant `v`: none; one IPv4 slice of two ready pods; the
 /// same with one pod not ready and a third one ready; an IPv4 and an IPv6 slice; a slice whose
 /// ports have no names (they serve no named Service port); the pods of a rolling update, spread
-/// over two slices with different target ports. Port names are those of [`ports`].
+/// over two slices with different target ports; a pod that serves one port only (the ports then
+/// send to different pods, which needs output format 2). Port names are those of [`ports`].
 fn slices(i: usize, v: u8) -> Vec<EndpointSliceInput> {
     let port = |name: Option<&str>, protocol: &str, port: i32| EndpointPortInput {
         name: name.map(str::to_owned),
@@ -194,9 +195,18 @@ fn slices(i: usize, v: u8) -> Vec<EndpointSliceInput> {
             vec![pod(v4(1), Some(true))],
             &["n3"],
         )],
-        _ => vec![
+        5 => vec![
             slice("IPv4", named(0), vec![pod(v4(1), Some(true))], &["n0"]),
             slice("IPv4", named(1), vec![pod(v4(4), Some(true))], &["n1"]),
+        ],
+        _ => vec![
+            slice("IPv4", named(0), vec![pod(v4(1), Some(true))], &["n0"]),
+            slice(
+                "IPv4",
+                vec![port(Some("tcp-80"), "TCP", 8080)],
+                vec![pod(v4(5), Some(true))],
+                &["n1"],
+            ),
         ],
     }
 }

@@ -289,3 +289,28 @@ fn max_nodes_does_not_bound_pods_and_says_so() {
         ]
     );
 }
+
+/// Pods that serve different ports (a rollout adding a named port): each port sends to its own
+/// pods. Appliers before format 2 refused a file whose ports' server lists differ, so
+/// `format.yaml` says 2 (they then refuse with one line saying to upgrade, instead of a grammar
+/// refusal); when every pod serves every port again it goes back to 1.
+#[test]
+fn ports_with_different_pods_need_format_two() {
+    let config = config();
+    let mut old = slice("x", "IPv4", &[("10.2.0.4", Some(true))]);
+    old.ports.retain(|p| p.name.as_deref() == Some("http"));
+    let new = slice("x", "IPv4", &[("10.2.0.5", Some(true))]);
+    let d = decide(&snapshot(vec![old, new]), &config, &Ledger::empty(), at(0));
+    let text = &d.files["lb/lb-1/web/x.conf"];
+    assert!(
+        text.contains("server 10.2.0.4:8080;\n    server 10.2.0.5:8080;"),
+        "{text}"
+    );
+    assert!(!text.contains("10.2.0.4:5353"), "{text}");
+    assert!(d.files["format.yaml"].contains("outputFormat: 2"));
+    assert_grammar(&config, &d);
+
+    let alike = slice("x", "IPv4", &[("10.2.0.5", Some(true))]);
+    let d = decide(&snapshot(vec![alike]), &config, &d.ledger, at(1));
+    assert!(d.files["format.yaml"].contains("outputFormat: 1"));
+}
