@@ -42,6 +42,9 @@ struct ServiceView {
     service: String,
     lb_host: String,
     address: String,
+    /// What carries the Service's traffic, for the note when nothing does: `eligible node`, or
+    /// `ready endpoint` for pod backends.
+    carriers: &'static str,
     routes: Vec<RouteView>,
 }
 
@@ -235,7 +238,16 @@ pub fn nginx_service_to(
         service: svc.key.to_string(),
         lb_host: host.to_string(),
         address: addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        carriers: carriers(svc),
         routes,
     };
     render(NGINX_SERVICE, &view)
+}
+
+/// What carries `svc`'s traffic, as the files' note names it when nothing does.
+pub(crate) fn carriers(svc: &ExposedService) -> &'static str {
+    match svc.settings.traffic.backends {
+        crate::traffic::Backends::Nodes => "eligible node",
+        crate::traffic::Backends::Pods => "ready endpoint",
+    }
 }

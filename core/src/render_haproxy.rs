@@ -21,7 +21,7 @@ use crate::exposure::ExposedService;
 use crate::flavor;
 use crate::names::LbHostName;
 use crate::nodes::Node;
-use crate::render::{RenderError, Upstreams, render};
+use crate::render::{RenderError, Upstreams, carriers, render};
 
 pub(crate) const HAPROXY_SERVICE: &str = "haproxy-service.cfg";
 pub(crate) const HAPROXY_SERVICE_TEMPLATE: &str = include_str!("../../templates/haproxy-service.cfg.tera");
@@ -31,6 +31,9 @@ struct ServiceView {
     service: String,
     lb_host: String,
     address: String,
+    /// What carries the Service's traffic, for the note when nothing does: `eligible node`, or
+    /// `ready endpoint` for pod backends.
+    carriers: &'static str,
     /// Ports this host does not serve (`UDP/53`), said in the file too.
     skipped: Vec<String>,
     routes: Vec<RouteView>,
@@ -117,6 +120,7 @@ pub fn haproxy_service_to(
         service: svc.key.to_string(),
         lb_host: host.to_string(),
         address: addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        carriers: carriers(svc),
         skipped,
         routes,
     };
