@@ -154,20 +154,21 @@ fn a_hand_pushed_haproxy_section_is_refused() {
 
 #[test]
 fn a_newer_output_format_is_refused_with_one_line_and_older_output_is_read() {
+    let newer = flipbit_core::format::OUTPUT_FORMAT + 1;
     let Some(f) = Fleet::start(163) else { return };
     f.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     f.render();
     f.apply_ok("lb-a");
     let (_, out) = push_and_apply(
         &f,
-        &[("format.yaml", "outputFormat: 2\n".to_owned())],
+        &[("format.yaml", format!("outputFormat: {newer}\n"))],
         "a newer generator",
     );
     assert!(!out.status.success());
     let out = text(&out);
     assert_eq!(error_lines(&out).len(), 1, "{out}");
     assert!(
-        out.contains("output format 2") && out.contains("upgrade flipbit-applier"),
+        out.contains(&format!("output format {newer}")) && out.contains("upgrade flipbit-applier"),
         "{out}"
     );
     assert!(!probe::answers(f.addr(1, 1, 8080), false, 2).is_empty());
