@@ -40,6 +40,21 @@ pub struct ApplyOptions {
     pub signatures: Option<SignaturePolicy>,
     /// Bounds on each fetch.
     pub git_limits: FetchLimits,
+    /// Publishing this host's state and watching its peers (needs the DNS step).
+    pub fleet: FleetOptions,
+    /// Prometheus textfile written after every run, when set.
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// How this host takes part in the fleet (docs/design.md §5.6).
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// How long a peer may look down before its records are taken out of DNS.
+    pub peer_timeout: Duration,
+    /// The zone of the hosts' state records; `None`: the zone in flipbit.yaml.
+    pub status_zone: Option<String>,
+    /// Seconds between this host's runs, published for its peers.
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

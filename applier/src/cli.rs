@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// One shot (for a systemd timer): fetch, validate, swap, reload.
     Apply(ApplyArgs),
+    /// The fleet as its hosts published it: per LB host its applied commit (and how far behind
+    /// the branch it is), the age of its last run, its state and its records (docs/design.md §5.6).
+    Status(StatusArgs),
     /// The same, repeated every --interval seconds.
     Watch {
         #[command(flatten)]
@@ -106,6 +109,54 @@ pub struct ApplyArgs {
     /// the state dir's lock is released.
     #[arg(long, env = "FLIPBIT_GIT_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub git_timeout: u64,
+    /// Seconds a peer LB host may look down (its published state stale and its addresses not
+    /// answering) before this host takes its address records out of DNS; refused for a peer
+    /// whose run interval is more than half of it. Needs the DNS step.
+    #[arg(long, env = "FLIPBIT_PEER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub peer_timeout: u64,
+    /// The zone the hosts publish their state in (`_flipbit.<host>.<zone>` TXT); default: the
+    /// zone in flipbit.yaml. A separate, internal zone keeps the fleet's state out of a public one.
+    #[arg(long, env = "FLIPBIT_STATUS_ZONE")]
+    pub status_zone: Option<String>,
+    /// `apply` only: the seconds between runs (the timer's period), published so peers know how
+    /// late a heartbeat may be. `watch` publishes its --interval.
+    #[arg(long, env = "FLIPBIT_RUN_INTERVAL", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub run_interval: u64,
+    /// Write Prometheus metrics to this file after every run (node_exporter's textfile
+    /// collector), atomically.
+    #[arg(long, env = "FLIPBIT_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// `watch` only: serve Prometheus metrics on http://ADDR:PORT/metrics.
+    #[arg(long, env = "FLIPBIT_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Seconds to wait for each DNS answer.
+    #[arg(long, env = "FLIPBIT_DNS_TIMEOUT", default_value_t = 3)]
+    pub dns_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// State repo: a Git URL or the path of a bare repo (read only).
+    #[arg(long, env = "FLIPBIT_REPO")]
+    pub repo: String,
+    #[arg(long, env = "FLIPBIT_BRANCH", default_value = "main")]
+    pub branch: String,
+    /// The DNS server to read the hosts' published state from (no key needed).
+    #[arg(long, env = "FLIPBIT_DNS_SERVER")]
+    pub dns_server: std::net::SocketAddr,
+    /// See `apply --status-zone`.
+    #[arg(long, env = "FLIPBIT_STATUS_ZONE")]
+    pub status_zone: Option<String>,
+    /// Where the Git cache lives; run on an LB host with its own state dir (and --lb), the
+    /// status also shows that host's failure text from its journal.
+    #[arg(long, env = "FLIPBIT_STATE_DIR", default_value = "/var/lib/flipbit")]
+    pub state_dir: PathBuf,
+    /// This host's name, when run on an LB host.
+    #[arg(long, env = "FLIPBIT_LB")]
+    pub lb: Option<String>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
     /// Seconds to wait for each DNS answer.
     #[arg(long, env = "FLIPBIT_DNS_TIMEOUT", default_value_t = 3)]
     pub dns_timeout: u64,

@@ -18,4 +18,5 @@ pub mod quote;
 pub mod release;
 pub mod signatures;
 pub mod stage;
+pub mod status;
 pub mod verify;

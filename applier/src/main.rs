@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use flipbit_applier::apply::{self, Applied, ApplyOptions, DnsSettings, Report};
+use flipbit_applier::apply::{self, Applied, ApplyOptions, DnsSettings, FleetOptions, Report};
 use flipbit_applier::cli::{ApplyArgs, Cli, Command};
 use flipbit_applier::dns_step::DnsOutcome;
 use flipbit_applier::haproxy::Haproxy;
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn options(args: &ApplyArgs) -> anyhow::Result<ApplyOptions> {
+fn options(args: &ApplyArgs, interval: Duration) -> anyhow::Result<ApplyOptions> {
     Ok(ApplyOptions {
         repo: args.repo.clone(),
         branch: args.branch.clone(),
@@ -64,6 +64,12 @@ fn options(args: &ApplyArgs) -> anyhow::Result<ApplyOptions> {
             signed_since: args.signed_since.clone(),
         }),
         git_limits: apply::default_git_limits(Duration::from_secs(args.git_timeout)),
+        fleet: FleetOptions {
+            peer_timeout: Duration::from_secs(args.peer_timeout),
+            status_zone: args.status_zone.clone(),
+            interval,
+        },
+        metrics_file: args.metrics_file.clone(),
     })
 }
 
@@ -101,14 +107,15 @@ fn changed(report: &Report) -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Status(args) => flipbit_applier::status::run(&args),
         Command::Apply(args) => {
-            let outcome = apply::apply_once(&options(&args)?)?;
+            let outcome = apply::apply_once(&options(&args, Duration::from_secs(args.run_interval))?)?;
             report(&outcome);
             Ok(())
         }
         Command::Watch { args, interval } => {
-            let opts = options(&args)?;
             let period = Duration::from_secs_f64(interval);
+            let opts = options(&args, period)?;
             loop {
                 // Runs start every `period`, however long an apply took (an apply that took
                 // longer is followed at once by the next run).

@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod engine;
 pub mod exposure;
 pub mod flavor;
+pub mod fleet;
 pub mod format;
 pub mod grammar;
 pub mod holds;

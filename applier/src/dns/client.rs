@@ -121,6 +121,12 @@ pub enum DnsError {
         zone: String,
         rcode: Rcode,
     },
+    #[error("a prerequisite of the update of zone {zone} on {server} does not hold ({rcode}): the records changed meanwhile")]
+    PrerequisiteFailed {
+        server: SocketAddr,
+        zone: String,
+        rcode: Rcode,
+    },
     #[error("reply from {server} failed TSIG verification (update of zone {zone}): {detail}")]
     BadReplySignature {
         server: SocketAddr,
@@ -296,6 +302,46 @@ impl UpdateClient {
         tcp.finish(&mut stats)?;
         tracing::debug!(messages = stats.messages, over_tcp = stats.over_tcp, "update applied");
         Ok(stats)
+    }
+
+    /// Sends one UPDATE of zone `zone` with `prerequisites` and `updates` (RFC 2136 records as
+    /// [`super::records`] builds them), over TCP: all of it takes effect, or nothing does (a
+    /// prerequisite that does not hold is [`DnsError::PrerequisiteFailed`]).
+    pub fn send_records(&self, zone: &str, prerequisites: &[Record], updates: &[Record]) -> Result<(), DnsError> {
+        let zone_text = zone.trim_end_matches('.');
+        let zone_name = absolute_name(zone_text).ok_or_else(|| DnsError::BadZone { zone: zone.to_owned() })?;
+        let ctx = Ctx {
+            server: self.server,
+            zone: zone_text,
+            key: &self.key.name,
+        };
+        let signer = self.signer()?;
+        let encode_error = |detail: String| DnsError::Encode {
+            zone: zone_text.to_string(),
+            detail,
+        };
+        let mut message = Message::query();
+        let id = message.metadata.id;
+        message.metadata.message_type = MessageType::Query;
+        message.metadata.op_code = OpCode::Update;
+        message.metadata.recursion_desired = false;
+        let mut zone_query = Query::query(zone_name, RecordType::SOA);
+        zone_query.set_query_class(DNSClass::IN);
+        message.add_query(zone_query);
+        message.add_answers(prerequisites.iter().cloned());
+        message.add_authorities(updates.iter().cloned());
+        let verifier = message
+            .finalize(&signer, unix_now())
+            .map_err(|e| encode_error(format!("signing failed: {e}")))?
+            .ok_or_else(|| encode_error("the signer returned no reply verifier".to_string()))?;
+        let wire = message.to_vec().map_err(|e| encode_error(e.to_string()))?;
+        let mut stream = self.tcp_connect(&ctx)?;
+        write_framed(&mut stream, &wire).map_err(|e| ctx.io(e, self.timeout))?;
+        let reply = read_framed(&mut stream).map_err(|e| eof_as_malformed(&ctx, e, self.timeout))?;
+        if !is_reply_to(&reply, id) {
+            return Err(ctx.malformed("the reply does not match the request id"));
+        }
+        check_reply(&ctx, &reply, verifier)
     }
 
     fn signer(&self) -> Result<TSigner, DnsError> {
@@ -648,6 +694,13 @@ fn rcode_error(ctx: &Ctx<'_>, rcode: ResponseCode) -> DnsError {
     let (server, zone) = (ctx.server, ctx.zone.to_string());
     match rcode {
         ResponseCode::Refused => DnsError::Refused { server, zone },
+        ResponseCode::NXRRSet | ResponseCode::YXRRSet | ResponseCode::NXDomain | ResponseCode::YXDomain => {
+            DnsError::PrerequisiteFailed {
+                server,
+                zone,
+                rcode: Rcode(rcode),
+            }
+        }
         ResponseCode::NotAuth | ResponseCode::NotZone => DnsError::NotServed {
             server,
             zone,

@@ -78,6 +78,21 @@ impl Lookup {
         Ok(out)
     }
 
+    /// The TXT RRset at `name`, as records (a host's published state is one).
+    pub fn txt(&self, name: &str) -> Result<Vec<hickory_proto::rr::Record>> {
+        let qname = absolute_name(name).ok_or_else(|| anyhow!("{name:?} is not a DNS name"))?;
+        let mut out = Vec::new();
+        for (qname, reply) in self.ask(&[(qname, RecordType::TXT)])? {
+            out.extend(
+                reply
+                    .answers
+                    .into_iter()
+                    .filter(|r| r.name == qname && r.record_type() == RecordType::TXT),
+            );
+        }
+        Ok(out)
+    }
+
     /// The names the zone's own records need: its NS targets and the SOA's primary server.
     pub fn infrastructure(&self, zone: &str) -> Result<BTreeSet<String>> {
         let apex = absolute_name(zone).ok_or_else(|| anyhow!("{zone:?} is not a DNS name"))?;

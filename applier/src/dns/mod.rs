@@ -4,3 +4,4 @@
 pub mod client;
 pub mod key;
 pub mod lookup;
+pub mod records;
