@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
+use flipbit_core::fleet::Cause;
 use flipbit_core::names::LbHostName;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, FetchLimits, Store};
@@ -89,11 +90,131 @@ pub struct DnsSettings {
     pub timeout: std::time::Duration,
 }
 
+/// A step that failed: its cause code (what peers and metrics see) and the error (what the log
+/// and the command's one line say).
+#[derive(Debug)]
+pub struct Failure {
+    pub cause: Cause,
+    pub error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure {
+            cause: crate::outcome::cause_of(&error),
+            error,
+        }
+    }
+}
+
+/// One run, step by step, whatever failed: the command's result, the state this host
+/// publishes and its metrics all come from it.
+#[derive(Debug)]
+pub struct Run {
+    /// The head fetched, when the fetch worked.
+    pub head: Option<CommitId>,
+    /// The load-balancer step: what it did and the Services withheld, or why it failed (the
+    /// fetch's failure included).
+    pub lb: Result<(Applied, Withheld), Failure>,
+    /// The DNS step, when it is configured and the load-balancer step succeeded.
+    pub dns: Option<Result<DnsOutcome, Failure>>,
+    pub lb_time: Duration,
+    pub dns_time: Duration,
+    /// The journal as the run left it.
+    pub journal: Journal,
+}
+
+impl Run {
+    /// The command's view: the report, or the first failure's error.
+    pub fn into_report(self) -> Result<Report> {
+        let (nginx, withheld) = self.lb.map_err(|f| f.error)?;
+        let dns = self.dns.transpose().map_err(|f| f.error)?;
+        Ok(Report { nginx, withheld, dns })
+    }
+}
+
+/// One apply, as the command runs it.
 pub fn apply_once(opts: &ApplyOptions) -> Result<Report> {
+    run_once(opts)?.into_report()
+}
+
+/// One run: lock, fetch, the load-balancer step, then the DNS step. Errors before the fetch
+/// (the state dir, the lock) end it; a step's failure is recorded in the [`Run`].
+pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
     tracing::debug!(lb = %opts.lb, "apply started");
     let state = StateDir::new(opts.state_dir.clone())?;
     let _lock = Lock::take(&state)?;
     let mut journal = read_journal(&state);
+    let started = Instant::now();
+    let mut run = Run {
+        head: None,
+        lb: Err(Failure::from(anyhow!("not run"))),
+        dns: None,
+        lb_time: Duration::ZERO,
+        dns_time: Duration::ZERO,
+        journal: Journal::default(),
+    };
+    let store = match open_and_fetch(opts, &state) {
+        Ok((store, head)) => {
+            run.head = Some(head);
+            store
+        }
+        Err(e) => {
+            run.lb = Err(Failure::from(e));
+            run.lb_time = started.elapsed();
+            run.journal = journal;
+            return Ok(run);
+        }
+    };
+    let Some(head) = run.head else {
+        return Ok(run);
+    };
+    let step = lb_step::Step {
+        opts,
+        state: &state,
+        store: &store,
+        head,
+    };
+    let outcome = match step.run(&mut journal) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            run.lb = Err(Failure::from(e));
+            run.lb_time = started.elapsed();
+            run.journal = journal;
+            return Ok(run);
+        }
+    };
+    let lb_step::Outcome {
+        applied: mut nginx,
+        withheld,
+        reloaded,
+    } = outcome;
+    if !matches!(nginx, Applied::UpToDate { .. }) {
+        lb_step::report_withheld(&opts.lb, &withheld);
+    }
+    run.lb_time = started.elapsed();
+    // The DNS step needs only the new workers: the addresses it adds are new listeners, which
+    // the old workers never had. So it runs while nginx's old generation winds down (~100 ms),
+    // and the run ends once that generation no longer accepts.
+    let dns_started = Instant::now();
+    run.dns = dns_step(opts, &state, &store, head, &mut journal)
+        .map_err(Failure::from)
+        .transpose();
+    run.dns_time = dns_started.elapsed();
+    if let Some(reloaded) = reloaded {
+        let waited = Instant::now();
+        reloaded.finish();
+        if let Applied::Reloaded { millis, .. } = &mut nginx {
+            *millis += waited.elapsed().as_millis();
+        }
+    }
+    run.lb = Ok((nginx, withheld));
+    run.journal = journal;
+    Ok(run)
+}
+
+/// The cache repo, and the branch's head fetched into it.
+fn open_and_fetch(opts: &ApplyOptions, state: &StateDir) -> Result<(Store, CommitId)> {
     let mut store = Store::open(&state.cache_repo(), &opts.repo, &opts.branch)?;
     store.limit_fetches(opts.git_limits);
     tracing::debug!("cache opened");
@@ -102,36 +223,7 @@ pub fn apply_once(opts: &ApplyOptions) -> Result<Report> {
         .ok_or_else(|| anyhow!("branch {} not found in {}", escaped(&opts.branch), escaped(&opts.repo)))?;
     failpoint::reached("fetched");
     tracing::debug!(%head, "fetched");
-    let step = lb_step::Step {
-        opts,
-        state: &state,
-        store: &store,
-        head,
-    };
-    let lb_step::Outcome {
-        applied: mut nginx,
-        withheld,
-        reloaded,
-    } = step.run(&mut journal)?;
-    if !matches!(nginx, Applied::UpToDate { .. }) {
-        lb_step::report_withheld(&opts.lb, &withheld);
-    }
-    // The DNS step needs only the new workers: the addresses it adds are new listeners, which
-    // the old workers never had. So it runs while nginx's old generation winds down (~100 ms),
-    // and the run ends once that generation no longer accepts.
-    let dns = dns_step(opts, &state, &store, head, &mut journal);
-    if let Some(reloaded) = reloaded {
-        let waited = Instant::now();
-        reloaded.finish();
-        if let Applied::Reloaded { millis, .. } = &mut nginx {
-            *millis += waited.elapsed().as_millis();
-        }
-    }
-    Ok(Report {
-        nginx,
-        withheld,
-        dns: dns?,
-    })
+    Ok((store, head))
 }
 
 /// The journal, or, when it does not read back, one rebuilt from what can be checked, said in

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
 use flipbit_core::config::{Config, Flavor, Layout, LbHost};
 use flipbit_core::grammar::{Bind, BindAddr, LbFile};
@@ -27,6 +27,7 @@ use crate::balancer::{self, Draining, LoadBalancer};
 use crate::binds::{self, Prober};
 use crate::failpoint;
 use crate::journal::{self, Journal, Release};
+use crate::outcome::refused;
 use crate::release::StateDir;
 use crate::signatures::SignaturePolicy;
 use crate::stage::Staging;
@@ -62,9 +63,9 @@ impl Step<'_> {
         {
             let known = store.descends_from(head, prev).unwrap_or(false);
             if !known && !opts.allow_rewind {
-                bail!(
+                return Err(refused(format!(
                     "refusing commit {head}: it does not descend from the applied commit {prev} (history rewritten by a force push?); run with --allow-rewind to accept it"
-                );
+                )));
             }
         }
         // Before anything is staged or recorded, also when this host's files did not change.
@@ -92,9 +93,12 @@ impl Step<'_> {
         }
 
         let config = config_at(store, head)?;
-        let host = config
-            .host(&opts.lb)
-            .ok_or_else(|| anyhow!("commit {head} refused: LB host {} is not in its flipbit.yaml", opts.lb))?;
+        let host = config.host(&opts.lb).ok_or_else(|| {
+            refused(format!(
+                "commit {head} refused: LB host {} is not in its flipbit.yaml",
+                opts.lb
+            ))
+        })?;
         let format = verify::output_format(store, head)?;
         let lb = balancer::for_flavor(host.flavor, &opts.nginx, &opts.haproxy);
         let host_dir = layout::lb_host_dir(&opts.lb);
@@ -393,7 +397,7 @@ pub fn config_at(store: &Store, commit: CommitId) -> Result<Config> {
     let text = store
         .read(commit, layout::CONFIG_FILE)?
         .ok_or_else(|| anyhow!("commit {commit} has no {}", layout::CONFIG_FILE))?;
-    Config::parse(&String::from_utf8_lossy(&text)).with_context(|| format!("commit {commit} refused"))
+    Config::parse(&String::from_utf8_lossy(&text)).map_err(|e| refused(format!("commit {commit} refused: {e}")))
 }
 
 /// True when `current` points at `release` and it is whole on disk.

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod lb_step;
 pub mod logtail;
 pub mod nginx;
+pub mod outcome;
 pub mod procnet;
 pub mod quote;
 pub mod release;

@@ -50,9 +50,11 @@ impl Verifier<'_> {
         let file = self.signers.path().display();
         let refuse = |e: flipbit_store::signing::VerifyError| {
             if e.is_refusal() {
-                anyhow!("refusing commit {head}: {e} (every commit must be signed by a key in {file})")
+                crate::outcome::refused(format!(
+                    "refusing commit {head}: {e} (every commit must be signed by a key in {file})"
+                ))
             } else {
-                anyhow!("refusing commit {head}: {e}")
+                crate::outcome::refused(format!("refusing commit {head}: {e}"))
             }
         };
         let commits = store.commits_to_verify(head, &trusted).map_err(refuse)?;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::Result;
 
 use flipbit_core::config::LbHost;
 use flipbit_core::exposure::Protocol;
@@ -18,6 +18,8 @@ use flipbit_core::names::LbHostName;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
+use crate::outcome::refused;
+
 /// The output format `head` was written in: `format.yaml`, or format 1 for a repo from before
 /// it. A format this build does not read refuses the commit with one line that says to upgrade;
 /// an older one is read by its own grammar.
@@ -25,14 +27,14 @@ pub fn output_format(store: &Store, head: CommitId) -> Result<u32> {
     let Some(bytes) = store.read(head, format::FORMAT_FILE)? else {
         return Ok(format::UNRECORDED_FORMAT);
     };
-    let text =
-        String::from_utf8(bytes).map_err(|_| anyhow!("commit {head} refused: {} is not UTF-8", format::FORMAT_FILE))?;
-    let version = format::parse(&text).map_err(|e| anyhow!("commit {head} refused: {}", escaped(&e)))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| refused(format!("commit {head} refused: {} is not UTF-8", format::FORMAT_FILE)))?;
+    let version = format::parse(&text).map_err(|e| refused(format!("commit {head} refused: {}", escaped(&e))))?;
     if version > format::OUTPUT_FORMAT {
-        bail!(
+        return Err(refused(format!(
             "commit {head} was written by a newer flipbit-generator (output format {version}; this flipbit-applier reads up to {}): upgrade flipbit-applier on this host",
             format::OUTPUT_FORMAT
-        );
+        )));
     }
     Ok(version)
 }
@@ -41,10 +43,10 @@ pub fn output_format(store: &Store, head: CommitId) -> Result<u32> {
 pub fn refuse_links(head: CommitId, not_files: &[String]) -> Result<()> {
     match not_files.first() {
         None => Ok(()),
-        Some(path) => bail!(
+        Some(path) => Err(refused(format!(
             "commit {head} refused: {} is a symbolic link or a submodule; the generator writes plain files only",
             escaped(path)
-        ),
+        ))),
     }
 }
 
@@ -70,9 +72,15 @@ pub fn check_files(
         let Some(kind) = LbFile::of_path(path, &host.name).filter(|k| reads(host, k)) else {
             continue;
         };
-        let refused = |why: String| anyhow!("commit {head} refused for {}: {}: {why}", host.name, escaped(path));
-        let text = String::from_utf8(store.blob(*blob)?).map_err(|_| refused("not UTF-8 text".into()))?;
-        let checked = grammar::check(&kind, &text, host, format).map_err(|r| refused(r.to_string()))?;
+        let refuse = |why: String| {
+            refused(format!(
+                "commit {head} refused for {}: {}: {why}",
+                host.name,
+                escaped(path)
+            ))
+        };
+        let text = String::from_utf8(store.blob(*blob)?).map_err(|_| refuse("not UTF-8 text".into()))?;
+        let checked = grammar::check(&kind, &text, host, format).map_err(|r| refuse(r.to_string()))?;
         out.insert(path.clone(), CheckedFile { kind, checked });
     }
     Ok(out)
@@ -102,11 +110,11 @@ pub fn wildcards_used(head: CommitId, host: &LbHostName, checked: &BTreeMap<Stri
         for bind in &file.checked.binds {
             let v6 = bind.addr == BindAddr::AnyV6;
             if !matches!(bind.addr, BindAddr::Ip(_)) && !used.contains(&(bind.protocol, bind.port, v6)) {
-                bail!(
+                return Err(refused(format!(
                     "commit {head} refused for {host}: {} listens on {}, which no Service of this host uses",
                     escaped(path),
                     crate::binds::describe(bind)
-                );
+                )));
             }
         }
     }

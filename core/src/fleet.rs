@@ -156,9 +156,8 @@ impl HostState {
                 _ => Err(format!("{key}= is not a commit id")),
             }
         };
-        let number = |key: &str| -> Result<u64, String> {
-            get(key)?.parse().map_err(|_| format!("{key}= is not a number"))
-        };
+        let number =
+            |key: &str| -> Result<u64, String> { get(key)?.parse().map_err(|_| format!("{key}= is not a number")) };
         let step = |key: &str| StepState::parse(get(key)?).ok_or_else(|| format!("{key}= is not a state code"));
         if fields.len() != 9 {
             return Err("unknown fields".into());

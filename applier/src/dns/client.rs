@@ -121,7 +121,9 @@ pub enum DnsError {
         zone: String,
         rcode: Rcode,
     },
-    #[error("a prerequisite of the update of zone {zone} on {server} does not hold ({rcode}): the records changed meanwhile")]
+    #[error(
+        "a prerequisite of the update of zone {zone} on {server} does not hold ({rcode}): the records changed meanwhile"
+    )]
     PrerequisiteFailed {
         server: SocketAddr,
         zone: String,
