@@ -71,6 +71,9 @@ pub enum Applied {
         millis: u128,
         balancer: &'static str,
     },
+    /// The head waits for an earlier rollout wave (`rollout:` in flipbit.yaml): the load balancer
+    /// keeps the commit it serves, and the DNS step is not run.
+    Held { commit: String, why: String },
 }
 
 /// What one apply did: the load-balancer step, then the DNS step when one is configured.
@@ -169,6 +172,29 @@ pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
     let Some(head) = run.head else {
         return Ok(run);
     };
+    // A later rollout wave waits until the earlier waves serve the head healthy.
+    match crate::rollout::hold(opts, &store, head) {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            tracing::info!(%head, why = %escaped(&why), "held by the rollout");
+            run.lb = Ok((
+                Applied::Held {
+                    commit: head.to_string(),
+                    why,
+                },
+                Withheld::new(),
+            ));
+            run.lb_time = started.elapsed();
+            run.journal = journal;
+            return Ok(run);
+        }
+        Err(e) => {
+            run.lb = Err(Failure::from(e));
+            run.lb_time = started.elapsed();
+            run.journal = journal;
+            return Ok(run);
+        }
+    }
     let step = lb_step::Step {
         opts,
         state: &state,

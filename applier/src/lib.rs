@@ -17,6 +17,8 @@ pub mod outcome;
 pub mod procnet;
 pub mod quote;
 pub mod release;
+pub mod rollout;
+pub mod selfcheck;
 pub mod signatures;
 pub mod stage;
 pub mod status;

@@ -80,6 +80,9 @@ fn report(report: &Report) {
     match &report.nginx {
         Applied::UpToDate { commit } => println!("up to date at {commit}"),
         Applied::Recorded { commit } => println!("recorded {commit}: no change for this host"),
+        Applied::Held { commit, why } => {
+            println!("held {commit}: {}", flipbit_core::text::escaped(why))
+        }
         Applied::Reloaded {
             commit,
             files,
