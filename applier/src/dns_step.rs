@@ -50,6 +50,20 @@ struct Owned {
     fragments: BTreeMap<String, (ServiceKey, Result<BTreeSet<AddressRecord>, String>)>,
 }
 
+/// The address records `lb` publishes at `commit` (its addresses, by its pools, from the valid
+/// fragments of the commit's zone): what a peer withdraws when `lb` is down, and what `status`
+/// counts.
+pub fn records_of(store: &Store, commit: CommitId, lb: &LbHostName) -> Result<BTreeSet<AddressRecord>> {
+    let config = config_at(store, commit)?;
+    let owned = owned_records(store, commit, &config, lb)?;
+    Ok(owned
+        .fragments
+        .into_values()
+        .filter_map(|(_, records)| records.ok())
+        .flatten()
+        .collect())
+}
+
 fn owned_records(store: &Store, commit: CommitId, config: &Config, lb: &LbHostName) -> Result<Owned> {
     // A host that left flipbit.yaml owns nothing any more: its records go.
     let host = config.host(lb);
