@@ -125,6 +125,8 @@ pub struct Run {
     pub dns_time: Duration,
     /// The journal as the run left it.
     pub journal: Journal,
+    /// What this host saw of its peers and did about them (with the DNS step).
+    pub peers: Option<crate::fleet::peers::PeersReport>,
 }
 
 impl Run {
@@ -141,13 +143,14 @@ pub fn apply_once(opts: &ApplyOptions) -> Result<Report> {
     run_once(opts)?.into_report()
 }
 
-/// One run: lock, fetch, the load-balancer step, then the DNS step. Errors before the fetch
-/// (the state dir, the lock) end it; a step's failure is recorded in the [`Run`].
+/// One run: lock, fetch, the load-balancer step, then the DNS step, then this host's part in
+/// the fleet (its published state, its peers). Errors before the fetch (the state dir, the lock)
+/// end it; a step's failure is recorded in the [`Run`].
 pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
     tracing::debug!(lb = %opts.lb, "apply started");
     let state = StateDir::new(opts.state_dir.clone())?;
     let _lock = Lock::take(&state)?;
-    let mut journal = read_journal(&state);
+    let journal = read_journal(&state);
     let started = Instant::now();
     let mut run = Run {
         head: None,
@@ -155,25 +158,52 @@ pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
         dns: None,
         lb_time: Duration::ZERO,
         dns_time: Duration::ZERO,
-        journal: Journal::default(),
+        journal,
+        peers: None,
     };
-    let store = match open_and_fetch(opts, &state) {
-        Ok((store, head)) => {
-            run.head = Some(head);
-            store
-        }
+    let (store, head) = match open_and_fetch(opts, &state) {
+        Ok(fetched) => fetched,
         Err(e) => {
             run.lb = Err(Failure::from(e));
             run.lb_time = started.elapsed();
-            run.journal = journal;
             return Ok(run);
         }
     };
-    let Some(head) = run.head else {
-        return Ok(run);
+    run.head = Some(head);
+    let fleet = match crate::fleet::for_run(opts, &store, head) {
+        Ok(fleet) => fleet,
+        Err(e) => {
+            tracing::warn!(error = %escaped(&format!("{e:#}")), "no fleet view this run");
+            None
+        }
     };
+    let mut own = fleet
+        .as_ref()
+        .and_then(|f| f.read(opts.lb.as_str()).ok())
+        .unwrap_or_default();
+    let republished = steps(opts, &state, &store, head, fleet.as_ref(), &mut own, &mut run, started);
+    if let Some(fleet) = &fleet {
+        fleet.publish(&own, &run, republished);
+        run.peers = Some(fleet.watch_peers(run.lb.is_ok()));
+    }
+    Ok(run)
+}
+
+/// The load-balancer and DNS steps of `run`; true when this host sent all its records again
+/// (a peer had withdrawn them).
+#[allow(clippy::too_many_arguments)]
+fn steps(
+    opts: &ApplyOptions,
+    state: &StateDir,
+    store: &Store,
+    head: CommitId,
+    fleet: Option<&crate::fleet::Fleet<'_>>,
+    own: &mut crate::fleet::Own,
+    run: &mut Run,
+    started: Instant,
+) -> bool {
     // A later rollout wave waits until the earlier waves serve the head healthy.
-    match crate::rollout::hold(opts, &store, head) {
+    match crate::rollout::hold(opts, store, head) {
         Ok(None) => {}
         Ok(Some(why)) => {
             tracing::info!(%head, why = %escaped(&why), "held by the rollout");
@@ -185,29 +215,26 @@ pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
                 Withheld::new(),
             ));
             run.lb_time = started.elapsed();
-            run.journal = journal;
-            return Ok(run);
+            return false;
         }
         Err(e) => {
             run.lb = Err(Failure::from(e));
             run.lb_time = started.elapsed();
-            run.journal = journal;
-            return Ok(run);
+            return false;
         }
     }
     let step = lb_step::Step {
         opts,
-        state: &state,
-        store: &store,
+        state,
+        store,
         head,
     };
-    let outcome = match step.run(&mut journal) {
+    let outcome = match step.run(&mut run.journal) {
         Ok(outcome) => outcome,
         Err(e) => {
             run.lb = Err(Failure::from(e));
             run.lb_time = started.elapsed();
-            run.journal = journal;
-            return Ok(run);
+            return false;
         }
     };
     let lb_step::Outcome {
@@ -219,13 +246,24 @@ pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
         lb_step::report_withheld(&opts.lb, &withheld);
     }
     run.lb_time = started.elapsed();
+    // What the DNS step takes as published: a host a peer withdrew sends all again, once it
+    // answers on its own addresses.
+    let baseline = match fleet {
+        Some(fleet) => {
+            let serving = own.state.as_ref().is_some_and(|s| s.withdrawn) && serves_itself(fleet, run);
+            fleet.baseline(own, run.journal.dns.is_some(), serving)
+        }
+        None => Some(dns_step::Baseline::Journal),
+    };
     // The DNS step needs only the new workers: the addresses it adds are new listeners, which
     // the old workers never had. So it runs while nginx's old generation winds down (~100 ms),
     // and the run ends once that generation no longer accepts.
     let dns_started = Instant::now();
-    run.dns = dns_step(opts, &state, &store, head, &mut journal)
-        .map_err(Failure::from)
-        .transpose();
+    if let Some(baseline) = baseline {
+        run.dns = dns_step(opts, state, store, head, &mut run.journal, baseline)
+            .map_err(Failure::from)
+            .transpose();
+    }
     run.dns_time = dns_started.elapsed();
     if let Some(reloaded) = reloaded {
         let waited = Instant::now();
@@ -235,8 +273,23 @@ pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
         }
     }
     run.lb = Ok((nginx, withheld));
-    run.journal = journal;
-    Ok(run)
+    baseline == Some(dns_step::Baseline::Republish) && matches!(run.dns, Some(Ok(_)))
+}
+
+/// True when this host's load balancer answers on one of the sockets of the release it was
+/// confirmed to run (or serves nothing to try).
+fn serves_itself(fleet: &crate::fleet::Fleet<'_>, run: &Run) -> bool {
+    let Some(loaded) = &run.journal.loaded else {
+        return false;
+    };
+    let Some(host) = fleet.config.host(&fleet.opts.lb) else {
+        return false;
+    };
+    let format = crate::verify::output_format(fleet.store, loaded.commit).unwrap_or(1);
+    match crate::fleet::reach::served_sockets(fleet.store, loaded.commit, host, format, 3) {
+        Ok(sockets) => crate::fleet::reach::any_answers(&sockets) != Some(false),
+        Err(_) => false,
+    }
 }
 
 /// The cache repo, and the branch's head fetched into it.
@@ -288,6 +341,7 @@ fn dns_step(
     store: &Store,
     head: CommitId,
     journal: &mut Journal,
+    baseline: dns_step::Baseline,
 ) -> Result<Option<DnsOutcome>> {
     let Some(settings) = &opts.dns else {
         return Ok(None);
@@ -298,7 +352,7 @@ fn dns_step(
         key,
         timeout: settings.timeout,
     };
-    let outcome = dns_step::run(store, state, &opts.lb, head, &client, journal)?;
+    let outcome = dns_step::run(store, state, &opts.lb, head, &client, journal, baseline)?;
     tracing::debug!("dns step done");
     Ok(Some(outcome))
 }

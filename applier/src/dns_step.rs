@@ -42,6 +42,19 @@ pub enum DnsOutcome {
     },
 }
 
+/// What the DNS step takes as already published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// The journal's record (the usual case).
+    Journal,
+    /// The journal's record, and every wanted record is sent again: a peer withdrew this host's
+    /// records while it looked down.
+    Republish,
+    /// The records of this commit: the journal lost its record (a new state dir), and the host's
+    /// published state says it served this commit, whose records may still be in the zone.
+    Commit(CommitId),
+}
+
 /// This host's records at one commit: the zone, and per zone fragment the Service and its
 /// records (`Err` for a fragment that does not parse: the caller keeps that Service's previous
 /// records).
@@ -100,6 +113,7 @@ pub fn run(
     head: CommitId,
     client: &UpdateClient,
     journal: &mut Journal,
+    baseline: Baseline,
 ) -> Result<DnsOutcome> {
     let started = Instant::now();
     let withheld = journal
@@ -107,8 +121,17 @@ pub fn run(
         .as_ref()
         .map(|l| l.withheld.clone())
         .ok_or_else(|| anyhow!("the DNS step runs only once the load balancer serves a release"))?;
-    let previous = journal.dns.clone();
+    let previous = match baseline {
+        Baseline::Journal | Baseline::Republish => journal.dns.clone(),
+        Baseline::Commit(commit) => Some(DnsRecord {
+            commit,
+            omitted: BTreeSet::new(),
+            omitted_names: BTreeSet::new(),
+        }),
+    };
+    let resend_all = baseline == Baseline::Republish;
     if let Some(prev) = &previous
+        && !resend_all
         && prev.commit == head
         && prev.omitted == withheld
         && prev.omitted_names.is_empty()
@@ -229,7 +252,14 @@ pub fn run(
             .deletes
             .push((*record).clone());
     }
-    for record in after.difference(&before) {
+    // A host whose records a peer withdrew sends them all again (adds of records the zone still
+    // holds change nothing).
+    let added: Vec<&&AddressRecord> = if resend_all {
+        after.iter().collect()
+    } else {
+        after.difference(&before).collect()
+    };
+    for record in added {
         updates
             .entry(&new.zone)
             .or_insert_with(|| update_of(&new.zone))

@@ -76,13 +76,18 @@ impl Step<'_> {
         }
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "history checked");
         // The common case, every poll of a watch: the head is applied, confirmed, whole, and
-        // nothing is withheld that could be tried again.
+        // nothing is withheld that could be tried again; and the load balancer still runs (a
+        // crashed nginx is a failed step, which the host publishes for its peers to see).
         if journal.lb == Some(head)
             && journal.pending.is_none()
             && let Some(loaded) = &journal.loaded
             && loaded.withheld.is_empty()
             && is_current(state, loaded)
         {
+            let config = config_at(store, head)?;
+            if let Some(host) = config.host(&opts.lb) {
+                balancer::for_flavor(host.flavor, &opts.nginx, &opts.haproxy).check_running(state)?;
+            }
             return Ok(Outcome {
                 applied: Applied::UpToDate {
                     commit: head.to_string(),

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod dns;
 pub mod dns_step;
 pub mod failpoint;
+pub mod fleet;
 pub mod fragment;
 pub mod haproxy;
 pub mod journal;

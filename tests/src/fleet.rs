@@ -74,6 +74,24 @@ impl Fleet {
         Self::start_inner(block, Some(dns_port), None)
     }
 
+    /// lb-a, lb-b and lb-c (127.<block>.3.0/24), all nginx, with `named` on 127.0.0.1:`dns_port`:
+    /// a fleet whose hosts watch each other.
+    pub fn three_with_dns(block: u8, dns_port: u16) -> Option<Self> {
+        let mut fleet = Self::with_dns(block, dns_port)?;
+        let config = crate::cluster::flipbit_yaml(&[
+            ("lb-a", &format!("127.{block}.1.0/24")),
+            ("lb-b", &format!("127.{block}.2.0/24")),
+            ("lb-c", &format!("127.{block}.3.0/24")),
+        ]);
+        repo::human_commit(&fleet.repo, &BTreeMap::from([("flipbit.yaml", config)]), &[], "lb-c")
+            .expect("committing flipbit.yaml");
+        fleet.lbs.insert(
+            "lb-c",
+            NginxInstance::start(&fleet.tmp.path().join("lb-c")).expect("nginx"),
+        );
+        Some(fleet)
+    }
+
     fn start_inner(block: u8, dns_port: Option<u16>, pools: Option<(&str, &str)>) -> Option<Self> {
         if !have_nginx() {
             crate::skip("nginx with the stream module is not installed (scripts/test installs it)");

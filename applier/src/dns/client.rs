@@ -599,6 +599,13 @@ pub(crate) fn absolute_name(text: &str) -> Option<Name> {
     Some(name)
 }
 
+/// The update-section RR deleting exactly `record` from `zone` (class NONE, TTL 0).
+pub fn delete_record(zone: &str, record: &AddressRecord) -> Result<Record, DnsError> {
+    let zone_text = zone.trim_end_matches('.');
+    let zone_name = absolute_name(zone_text).ok_or_else(|| DnsError::BadZone { zone: zone.to_owned() })?;
+    update_record(&zone_name, zone_text, record, true)
+}
+
 /// The update-section RR for one record: class IN to add, class NONE with TTL 0 to delete.
 fn update_record(zone: &Name, zone_text: &str, record: &AddressRecord, delete: bool) -> Result<Record, DnsError> {
     let name = absolute_name(&record.name).ok_or_else(|| DnsError::BadName {

@@ -5,6 +5,7 @@
 //! BIND and Git throughout; one test binary, a module per concern.
 
 mod crash;
+mod fleet;
 mod isolation;
 mod untrusted;
 

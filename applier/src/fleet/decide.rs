@@ -1,0 +1,161 @@
+//! Which peers to withdraw, decided from what this host sees, with no I/O: the rules of
+//! docs/design.md §5.6 in one place, tested alone.
+//!
+//! - A peer is down when its published state is older than the peer timeout (or missing), or
+//!   says its load balancer failed, and none of its served addresses accepts a connection.
+//! - A peer whose run interval is more than half the timeout is never judged (a timer fleet needs
+//!   a longer timeout than a watch fleet): a late heartbeat is not a death.
+//! - Only a host that sees a majority of the fleet healthy, itself included, acts: a partition
+//!   must not empty the zone.
+//! - A name never loses its last address: a down peer's record stays on a name no healthy host
+//!   serves.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flipbit_core::fleet::HostState;
+use flipbit_core::names::LbHostName;
+
+use crate::dns::client::AddressRecord;
+
+/// What this host sees of one peer.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    pub state: Option<HostState>,
+    /// One of its served addresses accepted a connection (`None`: it serves nothing to probe).
+    pub answers: Option<bool>,
+}
+
+/// A peer's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    Down,
+    /// Not judged, and why.
+    Unjudged(String),
+}
+
+/// The verdict on one peer at `now` (unix seconds).
+pub fn judge(peer: &PeerView, timeout_secs: u64, now: u64) -> Verdict {
+    if let Some(state) = &peer.state
+        && u64::from(state.interval) * 2 > timeout_secs
+    {
+        return Verdict::Unjudged(format!(
+            "its run interval ({} s) is more than half the peer timeout ({timeout_secs} s)",
+            state.interval
+        ));
+    }
+    // Stale, or fresh but saying its load balancer failed (a crashed nginx under a live applier).
+    let suspect = peer
+        .state
+        .as_ref()
+        .is_none_or(|s| now.saturating_sub(s.at) > timeout_secs || s.lb != flipbit_core::fleet::StepState::Ok);
+    match (suspect, peer.answers) {
+        (true, Some(false)) => Verdict::Down,
+        // Nothing to probe: the heartbeat alone says.
+        (true, None) => Verdict::Down,
+        _ => Verdict::Healthy,
+    }
+}
+
+/// True when this host, healthy itself or not, sees more than half of the fleet healthy
+/// (`fleet_size` counts every host, this one included).
+pub fn has_majority(self_healthy: bool, verdicts: &BTreeMap<LbHostName, Verdict>, fleet_size: usize) -> bool {
+    let healthy = usize::from(self_healthy) + verdicts.values().filter(|v| **v != Verdict::Down).count();
+    healthy * 2 > fleet_size
+}
+
+/// The records of a down peer to delete: all of them but those on names no healthy host
+/// publishes (`served`: the names the healthy hosts publish).
+pub fn to_delete(records: &BTreeSet<AddressRecord>, served: &BTreeSet<String>) -> Vec<AddressRecord> {
+    records.iter().filter(|r| served.contains(&r.name)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(at: u64, interval: u32) -> HostState {
+        HostState {
+            commit: Some("a".repeat(40)),
+            since: 0,
+            head: None,
+            at,
+            lb: flipbit_core::fleet::StepState::Ok,
+            dns: flipbit_core::fleet::StepState::Ok,
+            withdrawn: false,
+            interval,
+        }
+    }
+
+    fn peer(at: Option<u64>, answers: Option<bool>) -> PeerView {
+        PeerView {
+            state: at.map(|at| state(at, 1)),
+            answers,
+        }
+    }
+
+    #[test]
+    fn down_needs_a_stale_state_and_no_answer() {
+        assert_eq!(
+            judge(&peer(Some(100), Some(false)), 10, 105),
+            Verdict::Healthy,
+            "fresh state"
+        );
+        assert_eq!(
+            judge(&peer(Some(100), Some(true)), 10, 200),
+            Verdict::Healthy,
+            "still answers"
+        );
+        assert_eq!(judge(&peer(Some(100), Some(false)), 10, 111), Verdict::Down);
+        assert_eq!(
+            judge(&peer(None, Some(false)), 10, 111),
+            Verdict::Down,
+            "never published"
+        );
+        assert_eq!(
+            judge(&peer(Some(100), None), 10, 111),
+            Verdict::Down,
+            "nothing to probe"
+        );
+        let mut crashed = peer(Some(100), Some(false));
+        if let Some(s) = crashed.state.as_mut() {
+            s.lb = flipbit_core::fleet::StepState::Failed(flipbit_core::fleet::Cause::Reload);
+        }
+        assert_eq!(
+            judge(&crashed, 10, 101),
+            Verdict::Down,
+            "a fresh state saying nginx failed"
+        );
+        let slow = PeerView {
+            state: Some(state(0, 15)),
+            answers: Some(false),
+        };
+        assert!(matches!(judge(&slow, 10, 1000), Verdict::Unjudged(why) if why.contains("15 s")));
+    }
+
+    #[test]
+    fn a_minority_does_not_act() {
+        let name = |n: &str| n.parse::<LbHostName>().unwrap();
+        let verdicts = BTreeMap::from([(name("lb-2"), Verdict::Down), (name("lb-3"), Verdict::Healthy)]);
+        assert!(has_majority(true, &verdicts, 3));
+        let verdicts = BTreeMap::from([(name("lb-2"), Verdict::Down), (name("lb-3"), Verdict::Down)]);
+        assert!(!has_majority(true, &verdicts, 3), "one of three is no majority");
+        assert!(!has_majority(
+            false,
+            &BTreeMap::from([(name("lb-2"), Verdict::Healthy)]),
+            2
+        ));
+    }
+
+    #[test]
+    fn a_name_keeps_its_last_address() {
+        let rec = |name: &str, ip: &str| AddressRecord {
+            name: name.into(),
+            ttl: 60,
+            addr: ip.parse().unwrap(),
+        };
+        let records: BTreeSet<AddressRecord> = [rec("a.z", "127.1.2.1"), rec("b.z", "127.1.2.2")].into();
+        let served: BTreeSet<String> = ["a.z".to_owned()].into();
+        assert_eq!(to_delete(&records, &served), vec![rec("a.z", "127.1.2.1")]);
+    }
+}

@@ -1,0 +1,86 @@
+//! Whether a host's load balancer answers: a TCP connect to a few of the sockets its files at a
+//! commit make it listen on (the grammar reads them back: a `listen`/`bind` address, or a
+//! shared-listeners map key reached through the wildcard). A connect proves the listener
+//! accepts; it says nothing of the upstreams, and a UDP-only host has nothing to try.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use flipbit_core::config::LbHost;
+use flipbit_core::exposure::Protocol;
+use flipbit_core::grammar::{BindAddr, LbFile, check};
+use flipbit_core::layout;
+use flipbit_store::{CommitId, Store};
+
+/// How long one connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Up to `limit` TCP sockets `host` serves at `commit`, one per Service file, in path order.
+pub fn served_sockets(
+    store: &Store,
+    commit: CommitId,
+    host: &LbHost,
+    format: u32,
+    limit: usize,
+) -> Result<Vec<SocketAddr>, String> {
+    let listing = store
+        .list_dir(commit, &layout::lb_host_dir(&host.name))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (path, blob) in listing.files {
+        if out.len() >= limit {
+            break;
+        }
+        let Some(kind) = LbFile::of_path(&path, &host.name) else {
+            continue;
+        };
+        if matches!(kind, LbFile::HostListeners | LbFile::HostNodes) {
+            continue;
+        }
+        let Ok(text) = String::from_utf8(store.blob(blob).map_err(|e| e.to_string())?) else {
+            continue;
+        };
+        let Ok(checked) = check(&kind, &text, host, format) else {
+            continue;
+        };
+        let bound = checked.binds.iter().find_map(|b| match (b.protocol, b.addr) {
+            (Protocol::Tcp, BindAddr::Ip(ip)) => Some(SocketAddr::new(ip, b.port)),
+            _ => None,
+        });
+        let routed = checked
+            .routes
+            .iter()
+            .find(|(p, _)| *p == Protocol::Tcp)
+            .map(|(_, a)| *a);
+        out.extend(bound.or(routed));
+    }
+    Ok(out)
+}
+
+/// `Some(true)` when one of `sockets` accepts a connection, `Some(false)` when none does,
+/// `None` when there is none to try.
+pub fn any_answers(sockets: &[SocketAddr]) -> Option<bool> {
+    if sockets.is_empty() {
+        return None;
+    }
+    Some(
+        sockets
+            .iter()
+            .any(|s| TcpStream::connect_timeout(s, CONNECT_TIMEOUT).is_ok()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_listener_answers_a_closed_one_does_not() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = open.local_addr().unwrap();
+        assert_eq!(any_answers(&[addr]), Some(true));
+        drop(open);
+        assert_eq!(any_answers(&[addr]), Some(false));
+        assert_eq!(any_answers(&[]), None);
+    }
+}
