@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::LbHostName;
 use crate::pool::{MAX_POOL_ADDRESSES, Pool};
+use crate::rollout::Rollout;
 
 pub const DEFAULT_CLASS: &str = "flipbit.io/nginx";
 pub const DEFAULT_NODE_LABEL: &str = "flipbit.io/lb-backend";
@@ -54,6 +55,10 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "HostnamePolicy::is_default")]
     pub hostname_policy: HostnamePolicy,
     pub lb_hosts: Vec<LbHost>,
+    /// Staged rollout: the waves in which the LB hosts apply a new head; see
+    /// [`crate::rollout`]. Without it every host applies a head as soon as it fetches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 /// The relative names reserved when `flipbit.yaml` has no `reservedNames`: the names zones
@@ -263,6 +268,9 @@ impl Config {
                 }
                 pools.push((here, pool));
             }
+        }
+        if let Some(rollout) = &self.rollout {
+            rollout.check(&self.lb_hosts, text).map_err(ConfigError::Invalid)?;
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ pub mod problem;
 pub mod render;
 pub mod render_haproxy;
 pub mod render_map;
+pub mod rollout;
 mod settled;
 pub mod sink;
 pub mod text;

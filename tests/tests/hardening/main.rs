@@ -7,6 +7,7 @@
 mod crash;
 mod fleet;
 mod isolation;
+mod rollout;
 mod untrusted;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,218 @@
+//! Staged rollout end to end (`rollout:` in flipbit.yaml): lb-b, in the second wave, applies a
+//! head only once lb-a's state record in real `named` says lb-a has served it healthy for the
+//! soak; a failure of the head on lb-a halts lb-b on it, and a new good head resumes. lb-a's
+//! record is written by the test (what its applier publishes after each run), so each case is
+//! exact; lb-a's and lb-b's nginx are real, and traffic shows what lb-b serves.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flipbit_core::fleet::{Cause, HostState, StepState};
+use flipbit_store::{CommitId, Store};
+use flipbit_tests::cluster::text;
+use flipbit_tests::fleet::Fleet;
+use flipbit_tests::{probe, repo};
+
+const ROLLOUT: &str = "rollout:\n  waves: [[lb-a], [lb-b]]\n  soakSeconds: 30\n";
+
+/// Adds the rollout to flipbit.yaml, as a human commit.
+fn with_rollout(f: &Fleet) {
+    let config = repo::read(&f.repo, "flipbit.yaml").expect("flipbit.yaml") + ROLLOUT;
+    repo::human_commit(
+        &f.repo,
+        &BTreeMap::from([("flipbit.yaml", config)]),
+        &[],
+        "rollout: lb-a, then lb-b",
+    )
+    .expect("committing flipbit.yaml");
+}
+
+fn head(f: &Fleet) -> String {
+    repo::head(&f.repo).expect("a head").to_string()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// lb-a serving `commit` healthy for `healthy` seconds, as of now.
+fn serving(commit: &str, healthy: u64) -> HostState {
+    HostState {
+        commit: Some(commit.to_owned()),
+        since: now() - healthy,
+        head: Some(commit.to_owned()),
+        at: now(),
+        lb: StepState::Ok,
+        dns: StepState::Ok,
+        withdrawn: false,
+        interval: 1,
+    }
+}
+
+/// Writes lb-a's state record as its applier would.
+fn publish(f: &Fleet, state: &HostState) {
+    let name = "_flipbit.lb-a.k8s.example.test";
+    f.named
+        .as_ref()
+        .expect("named")
+        .nsupdate(&format!(
+            "update delete {name} TXT\nupdate add {name} 60 TXT \"{}\"",
+            state.render()
+        ))
+        .expect("nsupdate");
+}
+
+/// lb-b's address of Service `web/<name>` on port 8080.
+fn on_lb_b(f: &Fleet, name: &str) -> std::net::SocketAddr {
+    let ip = f.address(&format!("web/{name}"), "lb-b").expect("an address on lb-b");
+    std::net::SocketAddr::new(ip, 8080)
+}
+
+/// The post-apply probe of lb-b's release at `commit`, as its applier runs it after a reload.
+fn probe_lb_b(f: &Fleet, commit: &str, previous: &str) -> Result<usize, String> {
+    let store = Store::open(&f.tmp.path().join("probe-cache"), &f.repo.display().to_string(), "main").expect("store");
+    store.fetch().expect("fetch");
+    let (commit, previous): (CommitId, CommitId) = (commit.parse().expect("id"), previous.parse().expect("id"));
+    let config = flipbit_applier::lb_step::config_at(&store, commit).expect("flipbit.yaml");
+    let host = config.host(&"lb-b".parse().expect("name")).expect("lb-b").clone();
+    flipbit_applier::selfcheck::Probe {
+        store: &store,
+        commit,
+        previous: Some(previous),
+        host: &host,
+        format: flipbit_applier::verify::output_format(&store, commit).expect("format"),
+        withheld: &Default::default(),
+        limit: flipbit_applier::selfcheck::DEFAULT_LIMIT,
+        timeout: flipbit_applier::selfcheck::DEFAULT_TIMEOUT,
+    }
+    .run()
+}
+
+#[test]
+fn a_later_wave_applies_a_head_once_the_earlier_one_served_it_through_the_soak() {
+    let Some(f) = Fleet::with_dns(191, 5361) else { return };
+    with_rollout(&f);
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let first = head(&f);
+    f.apply_ok("lb-a");
+    publish(&f, &serving(&first, 100));
+    let out = f.apply_ok("lb-b");
+    assert!(out.contains(&format!("applied {first}")), "{out}");
+    probe::tcp(on_lb_b(&f, "a")).expect("web/a through lb-b");
+
+    // A new head: lb-a applies it, lb-b waits.
+    f.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let second = head(&f);
+    f.apply_ok("lb-a");
+    probe::tcp(f.addr(1, 2, 8080)).expect("web/b through lb-a");
+    // lb-a's record still names the previous commit.
+    publish(&f, &serving(&first, 200));
+    let out = f.apply_ok("lb-b");
+    assert!(
+        out.contains(&format!(
+            "held {second}: waiting for lb-a: it serves {}, not {}",
+            &first[..12],
+            &second[..12]
+        )),
+        "{out}"
+    );
+    // lb-b still serves the previous commit's Services, and only those.
+    probe::tcp(on_lb_b(&f, "a")).expect("web/a through lb-b");
+    assert!(probe::tcp(on_lb_b(&f, "b")).is_err(), "lb-b serves a held head");
+    // The probe of the held release names the listener it would add, which is not there yet.
+    let err = probe_lb_b(&f, &second, &first).unwrap_err();
+    assert!(
+        err.contains(&format!("{}/tcp of web/b does not accept", on_lb_b(&f, "b"))),
+        "{err}"
+    );
+    // lb-a serves the head, for less than the soak.
+    publish(&f, &serving(&second, 10));
+    let out = f.apply_ok("lb-b");
+    assert!(
+        out.contains(&format!(
+            "held {second}: waiting for lb-a: it has served {} healthy for 10 s of the 30 s soak",
+            &second[..12]
+        )),
+        "{out}"
+    );
+    assert!(probe::tcp(on_lb_b(&f, "b")).is_err(), "lb-b serves a held head");
+
+    // Past the soak: lb-b applies it.
+    publish(&f, &serving(&second, 31));
+    let out = f.apply_ok("lb-b");
+    assert!(out.contains(&format!("applied {second}")), "{out}");
+    probe::tcp(on_lb_b(&f, "b")).expect("web/b through lb-b");
+    probe::tcp(on_lb_b(&f, "a")).expect("web/a through lb-b");
+    assert_eq!(probe_lb_b(&f, &second, &first), Ok(2));
+    // It runs the head now: nothing holds it, whatever lb-a publishes later.
+    publish(&f, &serving(&first, 0));
+    assert!(f.apply_ok("lb-b").contains("up to date"));
+}
+
+#[test]
+fn a_head_that_failed_on_the_earlier_wave_halts_the_later_until_a_good_one() {
+    let Some(f) = Fleet::with_dns(192, 5362) else { return };
+    with_rollout(&f);
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let first = head(&f);
+    f.apply_ok("lb-a");
+    publish(&f, &serving(&first, 100));
+    f.apply_ok("lb-b");
+
+    // lb-a tried the next head and `nginx -t` refused it: it keeps the first.
+    f.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let bad = head(&f);
+    publish(
+        &f,
+        &HostState {
+            head: Some(bad.clone()),
+            lb: StepState::Failed(Cause::Invalid),
+            ..serving(&first, 100)
+        },
+    );
+    for _ in 0..2 {
+        let out = f.apply("lb-b", &[]);
+        assert!(out.status.success(), "a halt is no failure of lb-b: {}", text(&out));
+        let out = text(&out);
+        assert!(
+            out.contains(&format!("held {bad}: halted at {} on lb-a: invalid", &bad[..12])),
+            "{out}"
+        );
+        probe::tcp(on_lb_b(&f, "a")).expect("web/a through lb-b");
+        assert!(probe::tcp(on_lb_b(&f, "b")).is_err(), "lb-b serves a halted head");
+    }
+
+    // A new head that lb-a serves healthy through the soak resumes the rollout.
+    f.cluster.lb_service("web", "c", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let good = head(&f);
+    f.apply_ok("lb-a");
+    publish(&f, &serving(&good, 60));
+    let out = f.apply_ok("lb-b");
+    assert!(out.contains(&format!("applied {good}")), "{out}");
+    for name in ["a", "b", "c"] {
+        probe::tcp(on_lb_b(&f, name)).unwrap_or_else(|e| panic!("web/{name} through lb-b: {e}"));
+    }
+}
+
+#[test]
+fn a_later_wave_without_the_dns_step_holds_every_head() {
+    let Some(f) = Fleet::start(193) else { return };
+    with_rollout(&f);
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let first = head(&f);
+    assert!(f.apply_ok("lb-a").contains(&format!("applied {first}")));
+    let out = f.apply_ok("lb-b");
+    assert!(
+        out.contains(&format!(
+            "held {first}: lb-b is in wave 2 of flipbit.yaml's rollout but runs without --dns-server"
+        )),
+        "{out}"
+    );
+    assert!(f.current("lb-b").is_none(), "lb-b staged a release");
+}
