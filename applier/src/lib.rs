@@ -13,6 +13,7 @@ pub mod haproxy;
 pub mod journal;
 pub mod lb_step;
 pub mod logtail;
+pub mod metrics;
 pub mod nginx;
 pub mod outcome;
 pub mod procnet;

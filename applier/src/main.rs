@@ -4,10 +4,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use flipbit_applier::apply::{self, Applied, ApplyOptions, DnsSettings, FleetOptions, Report};
+use flipbit_applier::apply::{self, Applied, ApplyOptions, DnsSettings, FleetOptions, Report, Run};
 use flipbit_applier::cli::{ApplyArgs, Cli, Command};
 use flipbit_applier::dns_step::DnsOutcome;
 use flipbit_applier::haproxy::Haproxy;
+use flipbit_applier::metrics::observer::Observer;
 use flipbit_applier::nginx::Nginx;
 use flipbit_applier::signatures::SignaturePolicy;
 use flipbit_core::text::escaped;
@@ -112,18 +113,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Status(args) => flipbit_applier::status::run(&args),
         Command::Apply(args) => {
-            let outcome = apply::apply_once(&options(&args, Duration::from_secs(args.run_interval))?)?;
-            report(&outcome);
+            let opts = options(&args, Duration::from_secs(args.run_interval))?;
+            if args.metrics_listen.is_some() {
+                tracing::warn!("--metrics-listen is for `watch`; a one-shot apply writes --metrics-file only");
+            }
+            let mut observer = Observer::new(args.metrics_file.clone());
+            let run = apply::run_once(&opts);
+            observer.observe(&opts, &run);
+            report(&run?.into_report()?);
             Ok(())
         }
         Command::Watch { args, interval } => {
             let period = Duration::from_secs_f64(interval);
             let opts = options(&args, period)?;
+            let mut observer = Observer::new(args.metrics_file.clone());
+            if let Some(addr) = args.metrics_listen {
+                let bound = observer
+                    .serve(addr)
+                    .with_context(|| format!("--metrics-listen {addr}"))?;
+                tracing::info!(%bound, "serving /metrics");
+            }
             loop {
                 // Runs start every `period`, however long an apply took (an apply that took
                 // longer is followed at once by the next run).
                 let started = std::time::Instant::now();
-                match apply::apply_once(&opts) {
+                let run = apply::run_once(&opts);
+                observer.observe(&opts, &run);
+                match run.and_then(Run::into_report) {
                     Ok(outcome) if !changed(&outcome) => {}
                     Ok(outcome) => report(&outcome),
                     Err(e) => {

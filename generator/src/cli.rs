@@ -67,6 +67,19 @@ pub struct RunArgs {
     /// Seconds between cycles when nothing changes.
     #[arg(long, env = "FLIPBIT_RESYNC", default_value_t = 60.0)]
     pub resync: f64,
+    /// DNS server (ADDR:PORT) to read the state each LB host publishes (`_flipbit.<host>.<zone>`
+    /// TXT; queries need no key): /metrics gains the fleet view, and a Service whose address is
+    /// on a host its peers withdrew from DNS gets a `HostWithdrawn` Event. Off without it.
+    #[arg(long, env = "FLIPBIT_DNS_SERVER")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// The zone the hosts publish their state in (default: the zone in flipbit.yaml), as the
+    /// appliers' `--status-zone`.
+    #[arg(long, env = "FLIPBIT_STATUS_ZONE", requires = "dns_server")]
+    pub status_zone: Option<String>,
+    /// Seconds between two reads of the fleet's state (one TXT query per LB host), apart from the
+    /// decision cycles; at least 1.
+    #[arg(long, env = "FLIPBIT_FLEET_REFRESH", default_value_t = 15.0)]
+    pub fleet_refresh: f64,
 }
 
 #[derive(Debug, Args)]

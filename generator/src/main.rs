@@ -117,5 +117,16 @@ fn live(args: RunArgs) -> anyhow::Result<()> {
         quiet: std::time::Duration::from_millis(args.debounce_ms),
         max_delay: std::time::Duration::from_millis(args.debounce_max_ms),
         resync: seconds(args.resync, "--resync")?,
+        fleet: args
+            .dns_server
+            .map(|server| -> anyhow::Result<_> {
+                Ok(live::fleet::FleetSettings {
+                    server,
+                    zone: args.status_zone.clone(),
+                    every: seconds(args.fleet_refresh, "--fleet-refresh")?.max(std::time::Duration::from_secs(1)),
+                    timeout: std::time::Duration::from_secs(3),
+                })
+            })
+            .transpose()?,
     })
 }

@@ -33,6 +33,17 @@ impl Store {
         })
     }
 
+    /// When `id` was committed (the committer's time, Unix seconds): the applier's metrics say how
+    /// old the commit it serves is, which a timestamp of the apply alone cannot.
+    pub fn commit_time(&self, id: Oid) -> Result<i64, StoreError> {
+        let c = self.repo.find_commit(id).map_err(|source| StoreError::Read {
+            what: "commit".into(),
+            commit: id,
+            source,
+        })?;
+        Ok(c.committer().when().seconds())
+    }
+
     /// Commits reachable from `head` that are in the history of no commit `ours` accepts, oldest
     /// first (parents before children). `None` when no commit reachable from `head` is ours.
     pub fn commits_since_ours(

@@ -1,4 +1,6 @@
-//! Prometheus metrics, with units in their names.
+//! Prometheus metrics, with units in their names: the generator's own
+//! (`flipbit_generator_*`) and, with `--dns-server`, the fleet as its LB hosts published it
+//! (`flipbit_fleet_*`, see `fleet`), which describes the LB hosts rather than this process.
 
 use std::sync::atomic::AtomicU64;
 
@@ -21,35 +23,128 @@ pub struct Metrics {
     pub allocations: Family<HostLabel, Gauge>,
     pub last_commit_seconds: Gauge<f64, AtomicU64>,
     pub leader: Gauge,
+    pub fleet: FleetMetrics,
+}
+
+/// The fleet view: what the LB hosts published, read every `--fleet-refresh` seconds.
+#[derive(Default)]
+pub struct FleetMetrics {
+    pub hosts: Gauge,
+    pub behind_head: Gauge,
+    pub withdrawn: Gauge,
+    pub failed: Gauge,
+    pub unknown: Gauge,
+    pub host_at_head: Family<HostLabel, Gauge>,
+    pub host_serving: Family<HostLabel, Gauge>,
+    pub host_withdrawn: Family<HostLabel, Gauge>,
+    pub host_last_run: Family<HostLabel, Gauge>,
+    pub refresh_failures: Counter,
+    pub last_refresh_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl FleetMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let mut gauge = |name: &str, help: &str, g: &Gauge| registry.register(name, help, g.clone());
+        gauge("flipbit_fleet_hosts", "LB hosts in flipbit.yaml", &self.hosts);
+        gauge(
+            "flipbit_fleet_hosts_behind_head",
+            "LB hosts whose published applied commit is not the branch head",
+            &self.behind_head,
+        );
+        gauge(
+            "flipbit_fleet_hosts_withdrawn",
+            "LB hosts whose records their peers withdrew from DNS",
+            &self.withdrawn,
+        );
+        gauge(
+            "flipbit_fleet_hosts_failed",
+            "LB hosts whose last run failed",
+            &self.failed,
+        );
+        gauge(
+            "flipbit_fleet_hosts_unknown",
+            "LB hosts with no readable published state",
+            &self.unknown,
+        );
+        registry.register(
+            "flipbit_fleet_host_at_head",
+            "1 when the LB host's applied commit is the branch head",
+            self.host_at_head.clone(),
+        );
+        registry.register(
+            "flipbit_fleet_host_serving",
+            "1 when the LB host's last run served its commit without a failure",
+            self.host_serving.clone(),
+        );
+        registry.register(
+            "flipbit_fleet_host_withdrawn",
+            "1 when the LB host's records are withdrawn from DNS",
+            self.host_withdrawn.clone(),
+        );
+        registry.register(
+            "flipbit_fleet_host_last_run_timestamp_seconds",
+            "Unix time of the LB host's last published run",
+            self.host_last_run.clone(),
+        );
+        registry.register(
+            "flipbit_fleet_refresh_failures",
+            "Reads of the fleet's state that failed (DNS server unreachable or refusing)",
+            self.refresh_failures.clone(),
+        );
+        registry.register(
+            "flipbit_fleet_last_refresh_timestamp_seconds",
+            "Unix time of the last successful read of the fleet's state",
+            self.last_refresh_seconds.clone(),
+        );
+    }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("flipbit_generator");
+    /// The generator's metrics; with `fleet`, the fleet view's too (registered only when it is
+    /// on, so no zero claims that no host is withdrawn while nothing is read).
+    pub fn new(fleet_view: bool) -> Self {
+        // No registry prefix: the fleet's metrics are not the generator's.
+        let mut registry = Registry::default();
         let reconciles = Counter::default();
         let commits = Counter::default();
         let push_failures = Counter::default();
         let allocations = Family::<HostLabel, Gauge>::default();
         let last_commit_seconds = Gauge::<f64, AtomicU64>::default();
         let leader = Gauge::default();
-        registry.register("reconciles", "Decision cycles run", reconciles.clone());
-        registry.register("commits", "Commits pushed to the state repo", commits.clone());
         registry.register(
-            "push_failures",
+            "flipbit_generator_reconciles",
+            "Decision cycles run",
+            reconciles.clone(),
+        );
+        registry.register(
+            "flipbit_generator_commits",
+            "Commits pushed to the state repo",
+            commits.clone(),
+        );
+        registry.register(
+            "flipbit_generator_push_failures",
             "Cycles whose commit or push failed",
             push_failures.clone(),
         );
         registry.register(
-            "allocations_in_use",
+            "flipbit_generator_allocations_in_use",
             "Addresses held in the ledger, per LB host",
             allocations.clone(),
         );
         registry.register(
-            "last_commit_timestamp_seconds",
+            "flipbit_generator_last_commit_timestamp_seconds",
             "Unix time of the last pushed commit",
             last_commit_seconds.clone(),
         );
-        registry.register("leader", "1 while this process holds the lease", leader.clone());
+        registry.register(
+            "flipbit_generator_leader",
+            "1 while this process holds the lease",
+            leader.clone(),
+        );
+        let fleet = FleetMetrics::default();
+        if fleet_view {
+            fleet.register(&mut registry);
+        }
         Self {
             registry,
             reconciles,
@@ -58,6 +153,7 @@ impl Metrics {
             allocations,
             last_commit_seconds,
             leader,
+            fleet,
         }
     }
 
@@ -72,6 +168,6 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }

@@ -4,6 +4,7 @@
 //! and retried; the repo is never touched from a partial view (nothing runs before the first full
 //! sync of all three watchers).
 
+pub mod fleet;
 mod http;
 pub mod leader;
 mod metrics;
@@ -37,6 +38,8 @@ pub struct LiveOptions {
     pub max_delay: Duration,
     /// A cycle runs at least this often (release grace, retries after a failed push).
     pub resync: Duration,
+    /// The fleet view (`--dns-server`), when on.
+    pub fleet: Option<fleet::FleetSettings>,
 }
 
 pub fn run(opts: LiveOptions) -> Result<()> {
@@ -64,7 +67,7 @@ async fn client(kubeconfig: &Option<PathBuf>) -> Result<Client> {
 
 async fn run_async(opts: LiveOptions) -> Result<()> {
     let client = client(&opts.kubeconfig).await?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(opts.fleet.is_some()));
     let health = Arc::new(http::Health::default());
     let bound = http::serve(opts.listen, health.clone(), metrics.clone()).await?;
     tracing::info!(%bound, "serving /live, /ready, /metrics");
@@ -79,13 +82,27 @@ async fn run_async(opts: LiveOptions) -> Result<()> {
     let (store, _temp) = cycle::open_store(&opts.target)?;
     // The state repo cache and the engine's memory of it travel together: one cycle at a time.
     let store = Arc::new(Mutex::new((store, cycle::Memory::default())));
+    let latest = fleet::LatestSlot::default();
+    if let Some(settings) = &opts.fleet {
+        fleet::spawn(
+            settings.clone(),
+            fleet::Wiring {
+                latest: latest.clone(),
+                leading: leading.clone(),
+                client: client.clone(),
+                identity: opts.lease.identity.clone(),
+                services: stores.services.clone(),
+                metrics: metrics.clone(),
+            },
+        );
+    }
     let mut status = status::StatusWriter::new(client.clone(), &opts.lease.identity);
     let mut terminate = shutdown_signal();
     loop {
         let is_leader = *leading.borrow_and_update();
         metrics.leader.set(i64::from(is_leader));
         if is_leader {
-            cycle_once(&opts, &stores, &store, &metrics, &mut status).await;
+            cycle_once(&opts, &stores, &store, &metrics, &mut status, &latest).await;
         }
         tokio::select! {
             _ = changes.changed() => settle(&mut changes, opts.quiet, opts.max_delay).await,
@@ -120,6 +137,7 @@ async fn cycle_once(
     store: &Arc<Mutex<(flipbit_store::Store, cycle::Memory)>>,
     metrics: &Metrics,
     status: &mut status::StatusWriter,
+    latest: &fleet::LatestSlot,
 ) {
     metrics.reconciles.inc();
     let snapshot = stores.snapshot();
@@ -191,6 +209,21 @@ async fn cycle_once(
         tracing::warn!(problem = %escaped(&p.to_string()), "skipped");
     }
     status.report(&services, &outcome).await;
+    if opts.fleet.is_some() {
+        // The head the LB hosts follow: the commit pushed to their branch, else the one decided on.
+        let head = match (&outcome.committed, &outcome.proposal) {
+            (Some(c), None) => c.id,
+            _ => outcome.base,
+        };
+        let decided = fleet::Latest {
+            head: head.to_string(),
+            config: outcome.config.clone(),
+            ledger: outcome.decision.ledger.clone(),
+        };
+        if let Ok(mut slot) = latest.lock() {
+            *slot = Some(Arc::new(decided));
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

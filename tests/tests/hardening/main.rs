@@ -7,6 +7,7 @@
 mod crash;
 mod fleet;
 mod isolation;
+mod status;
 mod rollout;
 mod untrusted;
 
