@@ -7,8 +7,8 @@
 mod crash;
 mod fleet;
 mod isolation;
-mod status;
 mod rollout;
+mod status;
 mod untrusted;
 
 use std::collections::BTreeMap;
