@@ -229,6 +229,7 @@ fn steps(
         store,
         head,
     };
+    let loaded_before = run.journal.loaded.as_ref().map(|l| l.commit);
     let outcome = match step.run(&mut run.journal) {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -244,6 +245,22 @@ fn steps(
     } = outcome;
     if !matches!(nginx, Applied::UpToDate { .. }) {
         lb_step::report_withheld(&opts.lb, &withheld);
+    }
+    // After a reload, and while DNS has yet to follow a commit (a probe that failed earlier): the
+    // listeners must accept before DNS names them.
+    let dns_behind = opts.dns.is_some() && run.journal.dns.as_ref().is_none_or(|d| d.commit != head);
+    if (matches!(nginx, Applied::Reloaded { .. }) || dns_behind)
+        && let Err(e) = probe_self(opts, store, head, loaded_before, &run.journal)
+    {
+        if let Some(reloaded) = reloaded {
+            reloaded.finish();
+        }
+        run.lb = Err(Failure {
+            cause: Cause::Probe,
+            error: anyhow!("commit {head} on {}: {}", opts.lb, escaped(&e)),
+        });
+        run.lb_time = started.elapsed();
+        return false;
     }
     run.lb_time = started.elapsed();
     // What the DNS step takes as published: a host a peer withdrew sends all again, once it
@@ -274,6 +291,31 @@ fn steps(
     }
     run.lb = Ok((nginx, withheld));
     baseline == Some(dns_step::Baseline::Republish) && matches!(run.dns, Some(Ok(_)))
+}
+
+/// The post-apply probe of the release just loaded (`selfcheck`).
+fn probe_self(
+    opts: &ApplyOptions,
+    store: &Store,
+    head: CommitId,
+    previous: Option<CommitId>,
+    journal: &Journal,
+) -> Result<usize, String> {
+    let config = lb_step::config_at(store, head).map_err(|e| format!("{e:#}"))?;
+    let host = config.host(&opts.lb).ok_or("this host is not in flipbit.yaml")?;
+    let format = crate::verify::output_format(store, head).map_err(|e| format!("{e:#}"))?;
+    let no_withheld = std::collections::BTreeSet::new();
+    let probe = crate::selfcheck::Probe {
+        store,
+        commit: head,
+        previous,
+        host,
+        format,
+        withheld: journal.loaded.as_ref().map_or(&no_withheld, |l| &l.withheld),
+        limit: crate::selfcheck::DEFAULT_LIMIT,
+        timeout: crate::selfcheck::DEFAULT_TIMEOUT,
+    };
+    probe.run()
 }
 
 /// True when this host's load balancer answers on one of the sockets of the release it was

@@ -63,7 +63,7 @@ impl Probe<'_> {
 
     /// The sockets to probe with the Service each belongs to: those of the files that changed
     /// since `previous` first, then the others, in path order, each once.
-    fn sockets(&self) -> Result<Vec<(SocketAddr, ServiceKey)>, String> {
+    pub fn sockets(&self) -> Result<Vec<(SocketAddr, ServiceKey)>, String> {
         let (store, commit, host) = (self.store, self.commit, self.host);
         let dir = layout::lb_host_dir(&host.name);
         let read_err = |e: flipbit_store::StoreError| format!("probe: reading {dir} at {commit}: {e}");

@@ -43,6 +43,8 @@ pub struct Check {
 
 pub struct Running {
     pub repo: PathBuf,
+    /// Each host's `flipbit-applier apply` arguments (DNS included), by host.
+    pub applier_args: BTreeMap<String, Vec<String>>,
     pub named: Option<NamedInstance>,
     pub nginx: BTreeMap<String, NginxInstance>,
     pub haproxy: BTreeMap<String, HaproxyInstance>,
@@ -116,6 +118,7 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
     };
     let mut nginx = BTreeMap::new();
     let mut haproxy = BTreeMap::new();
+    let mut applier_args = BTreeMap::new();
     for host in &config.lb_hosts {
         let dir = opts.work.join(host.name.as_str());
         let mut args = match host.flavor {
@@ -141,9 +144,11 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
             ]);
         }
         run_cmd(&opts.applier, &args, &mut log)?;
+        applier_args.insert(host.name.to_string(), args);
     }
     Ok(Running {
         repo: repo_path,
+        applier_args,
         named,
         nginx,
         haproxy,

@@ -8,6 +8,7 @@ pub mod bind;
 pub mod bins;
 pub mod cluster;
 pub mod demo;
+pub mod failover;
 pub mod fleet;
 pub mod genproc;
 pub mod gitdaemon;

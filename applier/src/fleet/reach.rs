@@ -3,19 +3,20 @@
 //! shared-listeners map key reached through the wildcard). A connect proves the listener
 //! accepts; it says nothing of the upstreams, and a UDP-only host has nothing to try.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use flipbit_core::config::LbHost;
-use flipbit_core::exposure::Protocol;
-use flipbit_core::grammar::{BindAddr, LbFile, check};
-use flipbit_core::layout;
 use flipbit_store::{CommitId, Store};
+
+use crate::selfcheck::Probe;
 
 /// How long one connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Up to `limit` TCP sockets `host` serves at `commit`, one per Service file, in path order.
+/// Up to `limit` TCP sockets `host` serves at `commit` (as the post-apply probe picks them:
+/// `selfcheck::Probe::sockets`).
 pub fn served_sockets(
     store: &Store,
     commit: CommitId,
@@ -23,38 +24,18 @@ pub fn served_sockets(
     format: u32,
     limit: usize,
 ) -> Result<Vec<SocketAddr>, String> {
-    let listing = store
-        .list_dir(commit, &layout::lb_host_dir(&host.name))
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for (path, blob) in listing.files {
-        if out.len() >= limit {
-            break;
-        }
-        let Some(kind) = LbFile::of_path(&path, &host.name) else {
-            continue;
-        };
-        if matches!(kind, LbFile::HostListeners | LbFile::HostNodes) {
-            continue;
-        }
-        let Ok(text) = String::from_utf8(store.blob(blob).map_err(|e| e.to_string())?) else {
-            continue;
-        };
-        let Ok(checked) = check(&kind, &text, host, format) else {
-            continue;
-        };
-        let bound = checked.binds.iter().find_map(|b| match (b.protocol, b.addr) {
-            (Protocol::Tcp, BindAddr::Ip(ip)) => Some(SocketAddr::new(ip, b.port)),
-            _ => None,
-        });
-        let routed = checked
-            .routes
-            .iter()
-            .find(|(p, _)| *p == Protocol::Tcp)
-            .map(|(_, a)| *a);
-        out.extend(bound.or(routed));
-    }
-    Ok(out)
+    let withheld = BTreeSet::new();
+    let probe = Probe {
+        store,
+        commit,
+        previous: None,
+        host,
+        format,
+        withheld: &withheld,
+        limit,
+        timeout: CONNECT_TIMEOUT,
+    };
+    Ok(probe.sockets()?.into_iter().map(|(socket, _)| socket).collect())
 }
 
 /// `Some(true)` when one of `sockets` accepts a connection, `Some(false)` when none does,

@@ -56,9 +56,19 @@ fn main() -> ExitCode {
     let passed = report.checks.iter().filter(|c| c.ok).count();
     let failed = report.checks.len() - passed;
     println!("\n{passed} passed, {failed} failed");
-    if report.all_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    if !report.all_ok() {
+        return ExitCode::FAILURE;
+    }
+    // The last act: lb-2 dies, leaves DNS, comes back.
+    let mut running = running;
+    match flipbit_tests::failover::run(&mut running, &bins::applier(), &PathBuf::from(work)) {
+        Ok(log) => {
+            println!("\n{log}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: the failover act: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

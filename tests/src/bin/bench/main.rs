@@ -12,6 +12,7 @@
 //! - `overhead N`, `dns-ratio N`, `convergence N`, `under-load`: issue 7's applier, DNS,
 //!   convergence and reloads-under-load figures beside their floors (see each module; options
 //!   such as `--block B` keep runs apart).
+//! - `fleet N`: a dead LB host's records leaving DNS and coming back, N Services (see fleet.rs).
 //! - `pods-rollout N`: a rolling update of a pod-backed Service of N endpoints (see pods.rs).
 //! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
 //!   host, the apply and its DNS step, as the binaries report them.
@@ -19,6 +20,7 @@
 mod classic;
 mod convergence;
 mod dns_ratio;
+mod fleet;
 mod overhead;
 mod pods;
 mod rig;
@@ -58,6 +60,7 @@ fn main() {
         Some("dns-ratio") => figure(dns_ratio::run(n, &args[2..])),
         Some("convergence") => figure(convergence::run(n, &args[2..])),
         Some("under-load") => figure(under_load::run(&args[1..])),
+        Some("fleet") => figure(fleet::run(n, &args[2..])),
         Some("pods-rollout") => figure(pods::run(
             args.get(1).and_then(|s| s.parse().ok()).unwrap_or(500),
             args.get(2..).unwrap_or_default(),
