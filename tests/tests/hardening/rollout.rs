@@ -2,9 +2,11 @@
 //! head only once lb-a's state record in real `named` says lb-a has served it healthy for the
 //! soak; a failure of the head on lb-a halts lb-b on it, and a new good head resumes. lb-a's
 //! record is written by the test (what its applier publishes after each run), so each case is
-//! exact; lb-a's and lb-b's nginx are real, and traffic shows what lb-b serves.
+//! exact; lb-a's and lb-b's nginx are real, and traffic shows what lb-b serves. And the
+//! post-apply probe: a reload that confirms but serves nothing new keeps DNS where it was.
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flipbit_core::fleet::{Cause, HostState, StepState};
@@ -215,4 +217,77 @@ fn a_later_wave_without_the_dns_step_holds_every_head() {
         "{out}"
     );
     assert!(f.current("lb-b").is_none(), "lb-b staged a release");
+}
+
+/// nginx's master pid, from its pid file.
+fn master(nginx: &flipbit_tests::nginx::NginxInstance) -> i32 {
+    std::fs::read_to_string(&nginx.pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+#[test]
+fn a_reload_whose_listeners_do_not_answer_keeps_dns_where_it_was() {
+    let Some(f) = Fleet::with_dns(199, 5385) else { return };
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    f.apply_ok("lb-a");
+    let fqdn = |name: &str| format!("{name}.web.k8s.example.test");
+    let a = f.address("web/a", "lb-a").expect("web/a on lb-a");
+    assert_eq!(super::lb_a_records(&f, &[fqdn("a")])[&fqdn("a")], vec![a]);
+
+    // The operator freezes nginx on a copy of today's release and leaves the include of
+    // `current` behind in a comment: `nginx -t` passes and every reload confirms, but nothing
+    // new is ever served.
+    let nginx = &f.lbs["lb-a"];
+    let original = std::fs::read_to_string(&nginx.conf).expect("nginx.conf");
+    let frozen = nginx.dir.join("frozen");
+    let release = f.current("lb-a").expect("current");
+    let copied = Command::new("cp")
+        .arg("-rL")
+        .arg(nginx.state_dir.join(&release))
+        .arg(&frozen)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let include = format!("include {}/current/*/*.conf;", nginx.state_dir.display());
+    assert!(original.contains(&include), "{original}");
+    let broken = original.replace(
+        &include,
+        &format!("# {include}\n    include {}/*/*.conf;", frozen.display()),
+    );
+    std::fs::write(&nginx.conf, &broken).expect("writing nginx.conf");
+
+    f.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let b = f.address("web/b", "lb-a").expect("web/b on lb-a");
+    for _ in 0..2 {
+        let out = f.apply("lb-a", &[]);
+        let said = text(&out);
+        assert!(!out.status.success(), "a probe that failed is a failed run: {said}");
+        assert!(
+            said.contains(&format!("{b}:8080/tcp of web/b does not accept")),
+            "{said}"
+        );
+        assert!(
+            super::lb_a_records(&f, &[fqdn("b")])[&fqdn("b")].is_empty(),
+            "DNS names web/b on lb-a"
+        );
+        probe::tcp(std::net::SocketAddr::new(a, 8080)).expect("web/a still through lb-a");
+    }
+    let journal = f.journal("lb-a");
+    assert_eq!(journal.loaded.map(|l| l.commit.to_string()), Some(head(&f)));
+    assert_ne!(journal.dns.map(|d| d.commit.to_string()), Some(head(&f)));
+
+    // Fixed and reloaded by hand: the next run probes again, and DNS follows.
+    std::fs::write(&nginx.conf, &original).expect("writing nginx.conf");
+    // SAFETY: SIGHUP to the nginx master this fleet started.
+    assert_eq!(unsafe { libc::kill(master(nginx), libc::SIGHUP) }, 0);
+    assert!(!probe::answers(std::net::SocketAddr::new(b, 8080), false, 2).is_empty());
+    let out = f.apply_ok("lb-a");
+    assert!(!out.contains("does not accept"), "{out}");
+    assert_eq!(super::lb_a_records(&f, &[fqdn("b")])[&fqdn("b")], vec![b]);
+    assert_eq!(super::lb_a_records(&f, &[fqdn("a")])[&fqdn("a")], vec![a]);
 }
