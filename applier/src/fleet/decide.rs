@@ -1,12 +1,15 @@
 //! Which peers to withdraw, decided from what this host sees, with no I/O: the rules of
 //! docs/design.md §5.6 in one place, tested alone.
 //!
-//! - A peer is down when its published state is older than the peer timeout (or missing), or
-//!   says its load balancer failed, and none of its served addresses accepts a connection.
+//! - A peer is down when its published state is older than the peer timeout, or says its load
+//!   balancer failed, and none of its served addresses accepts a connection.
+//! - A peer that has published no state is never judged: a host being installed (or one without
+//!   the DNS step) has no records of its own to withdraw, and marking it withdrawn would only make
+//!   it take its record back.
 //! - A peer whose run interval is more than half the timeout is never judged (a timer fleet needs
 //!   a longer timeout than a watch fleet): a late heartbeat is not a death.
 //! - Only a host that sees a majority of the fleet healthy, itself included, acts: a partition
-//!   must not empty the zone.
+//!   must not empty the zone. A peer not judged counts as unknown, not healthy.
 //! - A name never loses its last address: a down peer's record stays on a name no healthy host
 //!   serves.
 
@@ -36,20 +39,16 @@ pub enum Verdict {
 
 /// The verdict on one peer at `now` (unix seconds).
 pub fn judge(peer: &PeerView, timeout_secs: u64, now: u64) -> Verdict {
-    if let Some(state) = &peer.state
-        && u64::from(state.interval) * 2 > timeout_secs
-    {
+    let Some(state) = &peer.state else {
+        return Verdict::Unjudged(NO_STATE.into());
+    };
+    if u64::from(state.interval) * 2 > timeout_secs {
         return Verdict::Unjudged(format!(
             "its run interval ({} s) is more than half the peer timeout ({timeout_secs} s)",
             state.interval
         ));
     }
-    // Stale, or fresh but saying its load balancer failed (a crashed nginx under a live applier).
-    let suspect = peer
-        .state
-        .as_ref()
-        .is_none_or(|s| now.saturating_sub(s.at) > timeout_secs || s.lb != flipbit_core::fleet::StepState::Ok);
-    match (suspect, peer.answers) {
+    match (suspect(state, timeout_secs, now), peer.answers) {
         (true, Some(false)) => Verdict::Down,
         // Nothing to probe: the heartbeat alone says.
         (true, None) => Verdict::Down,
@@ -57,10 +56,19 @@ pub fn judge(peer: &PeerView, timeout_secs: u64, now: u64) -> Verdict {
     }
 }
 
+/// Why a peer that has published no state is not judged.
+pub const NO_STATE: &str = "it has published no state yet";
+
+/// A published state that calls for a look at the peer's sockets: stale, or fresh but saying
+/// its load balancer failed (a crashed nginx under a live applier).
+pub fn suspect(state: &HostState, timeout_secs: u64, now: u64) -> bool {
+    now.saturating_sub(state.at) > timeout_secs || state.lb != flipbit_core::fleet::StepState::Ok
+}
+
 /// True when this host, healthy itself or not, sees more than half of the fleet healthy
-/// (`fleet_size` counts every host, this one included).
+/// (`fleet_size` counts every host, this one included; a peer not judged is not counted).
 pub fn has_majority(self_healthy: bool, verdicts: &BTreeMap<LbHostName, Verdict>, fleet_size: usize) -> bool {
-    let healthy = usize::from(self_healthy) + verdicts.values().filter(|v| **v != Verdict::Down).count();
+    let healthy = usize::from(self_healthy) + verdicts.values().filter(|v| **v == Verdict::Healthy).count();
     healthy * 2 > fleet_size
 }
 
@@ -109,7 +117,7 @@ mod tests {
         assert_eq!(judge(&peer(Some(100), Some(false)), 10, 111), Verdict::Down);
         assert_eq!(
             judge(&peer(None, Some(false)), 10, 111),
-            Verdict::Down,
+            Verdict::Unjudged(NO_STATE.into()),
             "never published"
         );
         assert_eq!(
@@ -140,6 +148,11 @@ mod tests {
         assert!(has_majority(true, &verdicts, 3));
         let verdicts = BTreeMap::from([(name("lb-2"), Verdict::Down), (name("lb-3"), Verdict::Down)]);
         assert!(!has_majority(true, &verdicts, 3), "one of three is no majority");
+        let verdicts = BTreeMap::from([
+            (name("lb-2"), Verdict::Down),
+            (name("lb-3"), Verdict::Unjudged(NO_STATE.into())),
+        ]);
+        assert!(!has_majority(true, &verdicts, 3), "a peer not judged is not healthy");
         assert!(!has_majority(
             false,
             &BTreeMap::from([(name("lb-2"), Verdict::Healthy)]),

@@ -62,10 +62,7 @@ impl Fleet<'_> {
                     return report;
                 }
             };
-            let suspect = own
-                .state
-                .as_ref()
-                .is_none_or(|s| now.saturating_sub(s.at) > timeout || s.lb != flipbit_core::fleet::StepState::Ok);
+            let suspect = own.state.as_ref().is_some_and(|s| decide::suspect(s, timeout, now));
             let answers = if suspect {
                 self.answers(peer, own.state.as_ref())
             } else {
@@ -76,8 +73,13 @@ impl Fleet<'_> {
                 answers,
             };
             let verdict = decide::judge(&view, timeout, now);
-            if let Verdict::Unjudged(why) = &verdict {
-                tracing::warn!(%peer, why = %escaped(why), "not judging this peer");
+            match &verdict {
+                // A host being installed: said once per run at debug, not as a warning.
+                Verdict::Unjudged(why) if why == decide::NO_STATE => {
+                    tracing::debug!(%peer, why, "not judging this peer");
+                }
+                Verdict::Unjudged(why) => tracing::warn!(%peer, why = %escaped(why), "not judging this peer"),
+                _ => {}
             }
             if verdict == Verdict::Down {
                 report.down.push(peer.clone());
@@ -101,7 +103,7 @@ impl Fleet<'_> {
             .chain(
                 verdicts
                     .iter()
-                    .filter(|(_, v)| **v != Verdict::Down)
+                    .filter(|(_, v)| **v == Verdict::Healthy)
                     .map(|(h, _)| h.clone()),
             )
             .collect();

@@ -82,7 +82,7 @@ fn addresses(f: &Fleet, svc: &str, hosts: &[&str]) -> Vec<String> {
 }
 
 /// Three hosts serving two Services everywhere and one (`only-b`) on lb-b alone, applied once
-/// and published.
+/// in turn (as a first install goes) and published.
 fn three(block: u8, port: u16) -> Option<Fleet> {
     let f = Fleet::three_with_dns(block, port)?;
     f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
@@ -94,9 +94,12 @@ fn three(block: u8, port: u16) -> Option<Fleet> {
         &[("TCP", 8082, 30080)],
     );
     f.render();
-    for lb in ["lb-a", "lb-b", "lb-c"] {
-        f.apply_ok(lb);
-    }
+    f.apply_ok("lb-a");
+    f.apply_ok("lb-b");
+    // lb-c, not installed yet, has published nothing: no peer judges it or writes its record.
+    let lb_c = f.named.as_ref()?.query("_flipbit.lb-c.k8s.example.test", "TXT");
+    assert!(lb_c.is_empty(), "a peer wrote lb-c's state record: {lb_c:?}");
+    f.apply_ok("lb-c");
     Some(f)
 }
 
