@@ -111,9 +111,10 @@ pub struct ApplyArgs {
     pub git_timeout: u64,
     /// Seconds a peer LB host may look down (its published state stale and its addresses not
     /// answering) before this host takes its address records out of DNS; refused for a peer
-    /// whose run interval is more than half of it. Needs the DNS step.
-    #[arg(long, env = "FLIPBIT_PEER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub peer_timeout: u64,
+    /// whose run interval is more than half of it. Needs the DNS step. Default: 4 run intervals,
+    /// at least 10 (`watch`: 10; `apply` on a 15 s timer: 60).
+    #[arg(long, env = "FLIPBIT_PEER_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub peer_timeout: Option<u64>,
     /// The zone the hosts publish their state in (`_flipbit.<host>.<zone>` TXT); default: the
     /// zone in flipbit.yaml. A separate, internal zone keeps the fleet's state out of a public one.
     #[arg(long, env = "FLIPBIT_STATUS_ZONE")]

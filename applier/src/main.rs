@@ -66,7 +66,10 @@ fn options(args: &ApplyArgs, interval: Duration) -> anyhow::Result<ApplyOptions>
         }),
         git_limits: apply::default_git_limits(Duration::from_secs(args.git_timeout)),
         fleet: FleetOptions {
-            peer_timeout: Duration::from_secs(args.peer_timeout),
+            peer_timeout: args.peer_timeout.map_or_else(
+                || flipbit_applier::fleet::decide::default_peer_timeout(interval),
+                Duration::from_secs,
+            ),
             status_zone: args.status_zone.clone(),
             interval,
         },

@@ -56,6 +56,13 @@ pub fn judge(peer: &PeerView, timeout_secs: u64, now: u64) -> Verdict {
     }
 }
 
+/// The peer timeout when none is given: four of this host's run intervals, at least 10 s. A
+/// fleet's hosts usually share their schedule, so peers on it are judged (their interval is at
+/// most half the timeout) and a heartbeat may be late by up to three runs before it counts.
+pub fn default_peer_timeout(interval: std::time::Duration) -> std::time::Duration {
+    (interval * 4).max(std::time::Duration::from_secs(10))
+}
+
 /// Why a peer that has published no state is not judged.
 pub const NO_STATE: &str = "it has published no state yet";
 
@@ -139,6 +146,19 @@ mod tests {
             answers: Some(false),
         };
         assert!(matches!(judge(&slow, 10, 1000), Verdict::Unjudged(why) if why.contains("15 s")));
+    }
+
+    #[test]
+    fn the_default_timeout_judges_peers_on_the_same_schedule() {
+        use std::time::Duration;
+        assert_eq!(default_peer_timeout(Duration::from_secs(1)), Duration::from_secs(10));
+        let timer = default_peer_timeout(Duration::from_secs(15));
+        assert_eq!(timer, Duration::from_secs(60));
+        let peer = PeerView {
+            state: Some(state(0, 15)),
+            answers: Some(false),
+        };
+        assert_eq!(judge(&peer, timer.as_secs(), 61), Verdict::Down);
     }
 
     #[test]

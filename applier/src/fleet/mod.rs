@@ -3,7 +3,7 @@
 //! (`peers`). All of it needs the DNS step: DNS is the one thing every applier may already write,
 //! so the fleet needs no new credentials and works from a systemd timer.
 
-mod decide;
+pub mod decide;
 pub mod peers;
 pub mod reach;
 
