@@ -6,6 +6,7 @@
 
 pub mod local;
 pub mod published;
+pub mod rollout;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -95,6 +96,7 @@ pub fn gather(args: &StatusArgs) -> Result<FleetStatus> {
         zone,
         at: now,
         hosts: rows,
+        rollout: rollout::of(&config, &head.to_string(), &states, now),
     })
 }
 

@@ -12,7 +12,8 @@
 //!             "since": <unix s>|null, "head_tried": "<commit>"|null, "last_run": <unix s>|null,
 //!             "age_seconds": <s>|null, "lb": "<step code>"|null, "dns": "<step code>"|null,
 //!             "interval_seconds": <s>|null, "records": <count>|null,
-//!             "problem": "<why the state is unknown>"|null}]}
+//!             "problem": "<why the state is unknown>"|null}],
+//!  "rollout": {"state": "halted|waiting|open", "wave": <n>|null, "why": "<reason>"|null}|null}
 //! ```
 
 use serde::Serialize;
@@ -73,6 +74,8 @@ pub struct FleetStatus {
     pub zone: String,
     pub at: u64,
     pub hosts: Vec<HostStatus>,
+    /// Where the head stands in flipbit.yaml's staged rollout; `None` without one.
+    pub rollout: Option<super::rollout::RolloutStatus>,
 }
 
 /// The state a record says, with its cause code, or why it says nothing.
@@ -149,8 +152,8 @@ pub fn age(seconds: u64) -> String {
 }
 
 impl FleetStatus {
-    /// The table: a line naming the branch head and zone, a header, a row per host; then, after
-    /// an empty line, the failure text of this host when the command runs on it and why a host's
+    /// The table: a line naming the branch head and zone, a header, a row per host, the rollout's
+    /// line when flipbit.yaml has one; then, after an empty line, the failure text of this host when the command runs on it and why a host's
     /// state is unknown.
     pub fn table(&self) -> String {
         let short = |c: &str| c.chars().take(12).collect::<String>();
@@ -178,6 +181,9 @@ impl FleetStatus {
             let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
             out.push_str(line.join("  ").trim_end());
             out.push('\n');
+        }
+        if let Some(rollout) = &self.rollout {
+            out.push_str(&rollout.line());
         }
         let notes: Vec<String> = self
             .hosts

@@ -2,8 +2,10 @@
 //! head only once lb-a's state record in real `named` says lb-a has served it healthy for the
 //! soak; a failure of the head on lb-a halts lb-b on it, and a new good head resumes. lb-a's
 //! record is written by the test (what its applier publishes after each run), so each case is
-//! exact; lb-a's and lb-b's nginx are real, and traffic shows what lb-b serves. And the
-//! post-apply probe: a reload that confirms but serves nothing new keeps DNS where it was.
+//! exact; lb-a's and lb-b's nginx are real, and traffic shows what lb-b serves. Then the same
+//! with lb-a's real applier: a head its `nginx -t` refuses halts lb-b (and `status` says so)
+//! until a good head has soaked. And the post-apply probe: a reload that confirms but serves
+//! nothing new keeps DNS where it was.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -15,11 +17,14 @@ use flipbit_tests::cluster::text;
 use flipbit_tests::fleet::Fleet;
 use flipbit_tests::{probe, repo};
 
-const ROLLOUT: &str = "rollout:\n  waves: [[lb-a], [lb-b]]\n  soakSeconds: 30\n";
-
-/// Adds the rollout to flipbit.yaml, as a human commit.
+/// Adds the rollout (lb-a, then lb-b, a soak of 30 s) to flipbit.yaml, as a human commit.
 fn with_rollout(f: &Fleet) {
-    let config = repo::read(&f.repo, "flipbit.yaml").expect("flipbit.yaml") + ROLLOUT;
+    with_rollout_soak(f, 30);
+}
+
+fn with_rollout_soak(f: &Fleet, soak: u64) {
+    let rollout = format!("rollout:\n  waves: [[lb-a], [lb-b]]\n  soakSeconds: {soak}\n");
+    let config = repo::read(&f.repo, "flipbit.yaml").expect("flipbit.yaml") + &rollout;
     repo::human_commit(
         &f.repo,
         &BTreeMap::from([("flipbit.yaml", config)]),
@@ -290,4 +295,105 @@ fn a_reload_whose_listeners_do_not_answer_keeps_dns_where_it_was() {
     assert!(!out.contains("does not accept"), "{out}");
     assert_eq!(super::lb_a_records(&f, &[fqdn("b")])[&fqdn("b")], vec![b]);
     assert_eq!(super::lb_a_records(&f, &[fqdn("a")])[&fqdn("a")], vec![a]);
+}
+
+/// `flipbit-applier status` from an operator's machine.
+fn status(f: &Fleet) -> String {
+    let named = f.named.as_ref().expect("named");
+    let args: Vec<String> = [
+        "status".to_owned(),
+        "--repo".into(),
+        f.repo.display().to_string(),
+        "--dns-server".into(),
+        named.addr().to_string(),
+        "--state-dir".into(),
+        f.tmp.path().join("operator").display().to_string(),
+    ]
+    .into();
+    let out = flipbit_tests::cluster::applier(&args);
+    assert!(out.status.success(), "status: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// lb-a's applier, publishing a run interval of 1 s (so its heartbeat comes every 2.5 s).
+fn apply_lb_a(f: &Fleet) -> std::process::Output {
+    f.apply("lb-a", &["--run-interval", "1"])
+}
+
+#[test]
+fn a_head_nginx_refuses_on_the_first_wave_never_reaches_the_second() {
+    let Some(f) = Fleet::with_dns(200, 5386) else { return };
+    with_rollout_soak(&f, 2);
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let first = head(&f);
+    assert!(apply_lb_a(&f).status.success());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Its heartbeat: served healthy past the soak.
+    assert!(apply_lb_a(&f).status.success());
+    assert!(f.apply_ok("lb-b").contains(&format!("applied {first}")));
+
+    // lb-a's own nginx config already listens where the next Service lands, so `nginx -t`
+    // refuses the head there (a host-local clash the generator cannot see).
+    f.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let bad = head(&f);
+    let clash = f.address("web/b", "lb-a").expect("web/b on lb-a");
+    let nginx = &f.lbs["lb-a"];
+    let original = std::fs::read_to_string(&nginx.conf).expect("nginx.conf");
+    let clashing = original.replacen(
+        "stream {\n",
+        &format!("stream {{\n    server {{ listen {clash}:8080; return \"local\\n\"; }}\n"),
+        1,
+    );
+    assert_ne!(clashing, original);
+    std::fs::write(&nginx.conf, &clashing).expect("writing nginx.conf");
+    let out = apply_lb_a(&f);
+    assert!(!out.status.success(), "nginx -t passed: {}", text(&out));
+    assert!(text(&out).contains("duplicate"), "{}", text(&out));
+    probe::tcp(f.addr(1, 1, 8080)).expect("web/a through lb-a");
+
+    for _ in 0..2 {
+        let out = f.apply("lb-b", &[]);
+        assert!(out.status.success(), "a halt is no failure of lb-b: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("held {bad}: halted at {} on lb-a: invalid", &bad[..12])),
+            "{}",
+            text(&out)
+        );
+        probe::tcp(on_lb_b(&f, "a")).expect("web/a through lb-b");
+        assert!(probe::tcp(on_lb_b(&f, "b")).is_err(), "lb-b serves a halted head");
+    }
+    let table = status(&f);
+    assert!(
+        table.contains(&format!(
+            "rollout: halted at {} on lb-a: invalid (wave 2 and later keep their commit)",
+            &bad[..12]
+        )),
+        "{table}"
+    );
+    assert!(table.contains("failed: invalid"), "{table}");
+
+    // The tenant takes web/b back and gives web/a a second port: a good head. lb-a applies it
+    // at once; lb-b after lb-a served it through the soak.
+    f.cluster.remove("svc-web-b.yaml");
+    f.cluster
+        .lb_service("web", "a", &[], &[("TCP", 8080, 30080), ("TCP", 8081, 30080)]);
+    f.render();
+    let good = head(&f);
+    assert!(apply_lb_a(&f).status.success(), "lb-a refused the good head");
+    probe::tcp(f.addr(1, 1, 8081)).expect("web/a's new port through lb-a");
+    let second_port = std::net::SocketAddr::new(on_lb_b(&f, "a").ip(), 8081);
+    let out = f.apply_ok("lb-b");
+    assert!(out.contains(&format!("held {good}: waiting for lb-a")), "{out}");
+    assert!(
+        probe::tcp(second_port).is_err(),
+        "lb-b applied the head before the soak"
+    );
+    assert!(status(&f).contains("rollout: wave 2 is waiting for lb-a"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(apply_lb_a(&f).status.success());
+    assert!(f.apply_ok("lb-b").contains(&format!("applied {good}")));
+    probe::tcp(second_port).expect("web/a's new port through lb-b");
+    assert!(status(&f).contains("rollout: every wave may apply the head"));
 }

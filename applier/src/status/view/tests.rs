@@ -52,6 +52,7 @@ fn fleet() -> FleetStatus {
             ),
             HostStatus::new("lb-d", "nginx", &Published::Missing, NOW, facts(None, None, None)),
         ],
+        rollout: None,
     }
 }
 
