@@ -131,10 +131,31 @@ pub fn tcp_sockets(checked: &Checked) -> Vec<SocketAddr> {
 /// naming the first that did not (and its Service).
 pub fn connect_all(sockets: &[(SocketAddr, ServiceKey)], timeout: Duration) -> Result<usize, String> {
     for (socket, key) in sockets {
-        TcpStream::connect_timeout(socket, timeout)
+        listening(socket, timeout)
             .map_err(|e| format!("probe: {socket}/tcp of {key} does not accept connections: {e}"))?;
     }
     Ok(sockets.len())
+}
+
+/// Whether something listens on `socket`: a connection made, or one reset or aborted as it was
+/// made. A load balancer that turns the prober away (a Service's source ranges: HAProxy's
+/// `tcp-request connection reject`, nginx's `deny`) completed the handshake first, and its
+/// reset can reach the connect before the connect returns; that is a listener, not a fault.
+/// Refused (nothing bound) and timeouts (a firewall dropping) are not.
+pub fn listening(socket: &SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    match TcpStream::connect_timeout(socket, timeout) {
+        Ok(_) => Ok(()),
+        Err(e) if turned_away(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A connect that reached a listener which closed it at once.
+fn turned_away(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+    )
 }
 
 #[cfg(test)]
@@ -147,6 +168,15 @@ mod tests {
 
     fn key(name: &str) -> ServiceKey {
         ServiceKey::new("web", name).unwrap()
+    }
+
+    #[test]
+    fn a_listener_that_turns_the_prober_away_still_listens() {
+        use std::io::{Error, ErrorKind};
+        assert!(turned_away(&Error::from(ErrorKind::ConnectionReset)));
+        assert!(turned_away(&Error::from(ErrorKind::ConnectionAborted)));
+        assert!(!turned_away(&Error::from(ErrorKind::ConnectionRefused)));
+        assert!(!turned_away(&Error::from(ErrorKind::TimedOut)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! accepts; it says nothing of the upstreams, and a UDP-only host has nothing to try.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use flipbit_core::config::LbHost;
@@ -47,7 +47,7 @@ pub fn any_answers(sockets: &[SocketAddr]) -> Option<bool> {
     Some(
         sockets
             .iter()
-            .any(|s| TcpStream::connect_timeout(s, CONNECT_TIMEOUT).is_ok()),
+            .any(|s| crate::selfcheck::listening(s, CONNECT_TIMEOUT).is_ok()),
     )
 }
 
