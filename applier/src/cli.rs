@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "flipbit-applier",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FLIPBIT_REVISION"), ")"),
     about = "Applies this LB host's part of the Flipbit state repo to its nginx or HAProxy"
 )]
 pub struct Cli {

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "flipbit-generator",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FLIPBIT_REVISION"), ")"),
     about = "Decides LB addresses and nginx configs for exposed Services and commits them to the state repo"
 )]
 pub struct Cli {

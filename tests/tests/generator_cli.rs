@@ -547,3 +547,28 @@ fn commit_messages_name_the_nodes_that_moved_and_why() {
         "{subjects}"
     );
 }
+
+#[test]
+fn both_binaries_name_their_version_and_the_revision_they_were_built_from() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git");
+    assert!(head.status.success(), "this test runs in a Git checkout");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    for (name, bin) in [
+        ("flipbit-generator", flipbit_tests::bins::generator()),
+        ("flipbit-applier", flipbit_tests::bins::applier()),
+    ] {
+        let out = std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .expect("--version");
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{name} {} ({head})", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
