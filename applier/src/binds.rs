@@ -7,14 +7,17 @@
 //!
 //! A socket is probed as nginx binds it (`SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6) and closed at
 //! once, never listened on. "In use" by the load balancer itself is fine when it holds exactly
-//! that socket (it keeps it across the reload); held by anyone else, or only a wildcard of the
-//! load balancer's own (another part of its config), it blocks.
+//! that socket (it keeps it across the reload), or an overlapping one Flipbit opened (a host
+//! changing layouts trades its own wildcards for specific sockets). Held by anyone else, or by a
+//! listener of the load balancer's that Flipbit did not write (another part of its config, such
+//! as Debian's default site on `*:80`), it blocks.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use flipbit_core::exposure::Protocol;
 use flipbit_core::grammar::{Bind, BindAddr};
+use flipbit_core::pool::Pool;
 use flipbit_core::text::escaped;
 
 use crate::procnet::SocketTable;
@@ -57,16 +60,43 @@ pub fn describe(bind: &Bind) -> String {
     }
 }
 
+/// The load balancer's sockets Flipbit opened: its addresses (inside this host's pools) and the
+/// wildcards of the release the load balancer runs (a shared-listeners host's listeners file).
+#[derive(Debug, Default)]
+pub struct Ours {
+    pub pools: Vec<Pool>,
+    pub wildcards: BTreeSet<Bind>,
+}
+
+impl Ours {
+    /// True when the load balancer's socket at `ip` on `bind`'s port and protocol is Flipbit's.
+    fn holds(&self, bind: &Bind, ip: IpAddr) -> bool {
+        if !ip.is_unspecified() {
+            return self.pools.iter().any(|p| p.contains(ip));
+        }
+        let addr = if ip.is_ipv4() { BindAddr::AnyV4 } else { BindAddr::AnyV6 };
+        self.wildcards.contains(&Bind { addr, ..*bind })
+    }
+}
+
 /// Probes sockets for one apply; the kernel's tables are read at the first one in use.
 pub struct Prober {
     lb_pids: Vec<i32>,
+    lb_name: &'static str,
+    ours: Ours,
     table: Option<SocketTable>,
 }
 
 impl Prober {
-    /// `lb_pids`: the load balancer's processes, whose sockets it keeps across a reload.
-    pub fn new(lb_pids: Vec<i32>) -> Self {
-        Self { lb_pids, table: None }
+    /// `lb_pids`: the load balancer's processes, whose sockets it keeps across a reload; `ours`:
+    /// which of those Flipbit opened.
+    pub fn new(lb_pids: Vec<i32>, lb_name: &'static str, ours: Ours) -> Self {
+        Self {
+            lb_pids,
+            lb_name,
+            ours,
+            table: None,
+        }
     }
 
     /// Why `bind` cannot be bound here, or `None` when it can (or the load balancer holds exactly
@@ -83,10 +113,30 @@ impl Prober {
                     return None;
                 }
                 let who = match table.other_holder(bind) {
-                    // Only the load balancer's own sockets overlap it (a host switching layouts
-                    // trades specific sockets for a wildcard): no other process to blame, and
-                    // withholding would stop Services it serves; the reload says what it says.
-                    None if table.lb_overlaps(bind) => return None,
+                    // Only the load balancer's own sockets overlap it. Those Flipbit opened (a
+                    // host switching layouts trades specific sockets for a wildcard) are no
+                    // obstacle worth withholding for: the reload says what it says. Any other is
+                    // part of the operator's config, which the reload cannot get past.
+                    None if table.lb_overlaps(bind) => {
+                        let theirs = table
+                            .lb_overlapping(bind)
+                            .into_iter()
+                            .find(|ip| !self.ours.holds(bind, *ip))?;
+                        let theirs = describe(&Bind {
+                            addr: match theirs {
+                                ip if !ip.is_unspecified() => BindAddr::Ip(ip),
+                                ip if ip.is_ipv4() => BindAddr::AnyV4,
+                                _ => BindAddr::AnyV6,
+                            },
+                            ..*bind
+                        });
+                        return Some(format!(
+                            "{} is covered by {theirs}, a listener of {lb}'s own config that Flipbit did not write (such as a default site's `listen {port}`): {lb} cannot bind both; make that listener name its addresses, or remove it",
+                            describe(bind),
+                            lb = self.lb_name,
+                            port = bind.port,
+                        ));
+                    }
                     None => "another process".to_owned(),
                     Some(inode) => crate::procnet::process_of(inode).map_or_else(
                         || "another process".to_owned(),
@@ -225,37 +275,94 @@ mod tests {
         assert_eq!(describe(&bind(Protocol::Tcp, ip6, 80)), "[fd00::5]:80/tcp");
     }
 
+    /// Flipbit's sockets when this process plays the load balancer: 127.0.0.1 is in its pools.
+    fn ours() -> Ours {
+        Ours {
+            pools: vec![Pool::parse("127.0.0.0/24").unwrap()],
+            wildcards: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_listener_of_the_load_balancers_own_config_blocks_the_sockets_it_covers() {
+        let me = std::process::id() as i32;
+        // Not in the pools: a listener of nginx's config that Flipbit did not write.
+        let held = std::net::TcpListener::bind("127.0.2.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let why = Prober::new(vec![me], "nginx", ours())
+            .blocked(&bind(Protocol::Tcp, BindAddr::AnyV4, port))
+            .expect("a wildcard over the operator's listener passed");
+        assert!(
+            why.contains(&format!(
+                "*:{port}/tcp is covered by 127.0.2.1:{port}/tcp, a listener of nginx's own config"
+            )),
+            "{why}"
+        );
+        drop(held);
+        // A wildcard of its own config (a default site's `listen 80`) over a pool address.
+        let wildcard = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = wildcard.local_addr().unwrap().port();
+        let pool_addr = bind(Protocol::Tcp, BindAddr::Ip("127.0.0.7".parse().unwrap()), port);
+        let why = Prober::new(vec![me], "nginx", ours())
+            .blocked(&pool_addr)
+            .expect("a pool address under the operator's wildcard passed");
+        assert!(
+            why.contains(&format!("127.0.0.7:{port}/tcp is covered by *:{port}/tcp")),
+            "{why}"
+        );
+        assert!(why.contains(&format!("listen {port}")), "{why}");
+        // The same wildcard in the release Flipbit runs: its own, no obstacle.
+        let mut own = ours();
+        own.wildcards.insert(bind(Protocol::Tcp, BindAddr::AnyV4, port));
+        assert_eq!(Prober::new(vec![me], "nginx", own).blocked(&pool_addr), None);
+        // Held by another process, the message blames a process, not the config.
+        let why = Prober::new(vec![], "nginx", ours())
+            .blocked(&pool_addr)
+            .expect("blocked");
+        assert!(why.contains("in use by"), "{why}");
+    }
+
     #[test]
     fn a_held_socket_is_blocked_a_free_one_is_not() {
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = held.local_addr().unwrap().port();
         let ip = BindAddr::Ip("127.0.0.1".parse().unwrap());
-        let why = Prober::new(vec![])
+        let why = Prober::new(vec![], "nginx", Ours::default())
             .blocked(&bind(Protocol::Tcp, ip, port))
             .expect("a held port passed");
         assert!(why.contains("in use by") && why.contains(&port.to_string()), "{why}");
         // The wildcard of the same port is blocked by the specific listener too.
         assert!(
-            Prober::new(vec![])
+            Prober::new(vec![], "nginx", Ours::default())
                 .blocked(&bind(Protocol::Tcp, BindAddr::AnyV4, port))
                 .is_some()
         );
         // This process holds it: as the load balancer, it may keep it.
         let me = std::process::id() as i32;
-        assert_eq!(Prober::new(vec![me]).blocked(&bind(Protocol::Tcp, ip, port)), None);
+        assert_eq!(
+            Prober::new(vec![me], "nginx", ours()).blocked(&bind(Protocol::Tcp, ip, port)),
+            None
+        );
         // Its wildcard overlaps only the load balancer's own socket: no other process to blame.
         assert_eq!(
-            Prober::new(vec![me]).blocked(&bind(Protocol::Tcp, BindAddr::AnyV4, port)),
+            Prober::new(vec![me], "nginx", ours()).blocked(&bind(Protocol::Tcp, BindAddr::AnyV4, port)),
             None
         );
         drop(held);
-        assert_eq!(Prober::new(vec![]).blocked(&bind(Protocol::Tcp, ip, port)), None);
+        assert_eq!(
+            Prober::new(vec![], "nginx", Ours::default()).blocked(&bind(Protocol::Tcp, ip, port)),
+            None
+        );
 
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
-        assert!(Prober::new(vec![]).blocked(&bind(Protocol::Udp, ip, port)).is_some());
+        assert!(
+            Prober::new(vec![], "nginx", Ours::default())
+                .blocked(&bind(Protocol::Udp, ip, port))
+                .is_some()
+        );
         assert_eq!(
-            Prober::new(vec![]).blocked(&bind(Protocol::Tcp, ip, port)),
+            Prober::new(vec![], "nginx", Ours::default()).blocked(&bind(Protocol::Tcp, ip, port)),
             None,
             "TCP and UDP ports are apart"
         );

@@ -116,7 +116,8 @@ impl Step<'_> {
             files = checked.len(),
             "files checked"
         );
-        let (withheld, rewritten) = self.withhold(host.flavor, &checked, &mut Prober::new(lb.processes()))?;
+        let prober = || Prober::new(lb.processes(), lb.name(), self.ours(loaded.as_ref(), host));
+        let (withheld, rewritten) = self.withhold(host.flavor, &checked, &mut prober())?;
         let wanted = Release {
             commit: head,
             withheld: withheld.keys().cloned().collect(),
@@ -161,8 +162,7 @@ impl Step<'_> {
                 // the probe. Probe again (afresh); when that withholds more, try once more.
                 Err(SwapError::Bind(e)) if !retried => {
                     retried = true;
-                    let (more, more_rewritten) =
-                        self.withhold(host.flavor, &checked, &mut Prober::new(lb.processes()))?;
+                    let (more, more_rewritten) = self.withhold(host.flavor, &checked, &mut prober())?;
                     if more.keys().eq(withheld.keys()) {
                         return Err(e);
                     }
@@ -174,6 +174,34 @@ impl Step<'_> {
                 }
                 Err(SwapError::Bind(e) | SwapError::Other(e)) => return Err(e),
             }
+        }
+    }
+
+    /// The load balancer's sockets Flipbit opened, for the probe: addresses in this host's pools,
+    /// and the wildcards of the listeners file of the release it was confirmed to run (none when
+    /// that file does not read: a socket then counts as the operator's, and the worst case is a
+    /// Service withheld for one run).
+    fn ours(&self, loaded: Option<&Release>, host: &LbHost) -> binds::Ours {
+        let wildcards = loaded
+            .and_then(|l| {
+                let path = layout::lb_host_file_path(&host.name, render_map::LISTENERS_FILE);
+                let blob = self.store.entry_id(l.commit, &path).ok()??;
+                let then = config_at(self.store, l.commit).ok()?.host(&host.name)?.clone();
+                let format = verify::output_format(self.store, l.commit).ok()?;
+                let checked =
+                    verify::check_files(self.store, l.commit, &then, format, &BTreeMap::from([(path, blob)])).ok()?;
+                Some(
+                    checked
+                        .into_values()
+                        .flat_map(|f| f.checked.binds)
+                        .filter(|b| !matches!(b.addr, BindAddr::Ip(_)))
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        binds::Ours {
+            pools: host.pools.clone(),
+            wildcards,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod lb_step;
 pub mod logtail;
 pub mod metrics;
 pub mod nginx;
+pub mod nginx_log;
 pub mod outcome;
 pub mod procnet;
 pub mod quote;

@@ -42,6 +42,7 @@ fn options(args: &ApplyArgs, interval: Duration) -> anyhow::Result<ApplyOptions>
             pid_file: args.nginx_pid.clone(),
             reload_command: args.reload_command.clone(),
             reload_timeout: Duration::from_secs(args.reload_timeout),
+            found_log: Default::default(),
         },
         haproxy: Haproxy {
             bin: args.haproxy.clone(),

@@ -25,13 +25,17 @@ pub struct Nginx {
     pub conf: PathBuf,
     /// `-p PREFIX`, when nginx runs with a private prefix.
     pub prefix: Option<PathBuf>,
-    /// `-e FILE`; also where reload errors are looked for.
+    /// `-e FILE`; also where reload errors are looked for. Without it they are looked for where
+    /// the main config says ([`crate::nginx_log`]).
     pub error_log: Option<PathBuf>,
     pub pid_file: PathBuf,
     /// Run this instead of sending SIGHUP (e.g. `systemctl reload nginx`).
     pub reload_command: Option<String>,
     /// How long a reload may take to show a new worker generation.
     pub reload_timeout: Duration,
+    /// The log found from the main config when `error_log` is not given: looked up at the first
+    /// reload, once per process.
+    pub found_log: std::sync::OnceLock<Option<crate::nginx_log::ErrorLog>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,8 +163,12 @@ impl Nginx {
                 continue;
             }
             if Instant::now() >= deadline {
+                let look = self.log_file().map_or_else(
+                    || "its error log was not found: set --nginx-error-log".to_owned(),
+                    |log| format!("nothing in {}", log.display()),
+                );
                 return Err(NginxError::Reload(format!(
-                    "no new worker processes within {:?} of the reload",
+                    "no new worker processes within {:?} of the reload ({look})",
                     self.reload_timeout
                 )));
             }
@@ -168,13 +176,39 @@ impl Nginx {
         }
     }
 
+    /// The file a failed reload is reported in: `--nginx-error-log`, else the one the main config
+    /// names; `None` when nginx logs elsewhere (syslog, stderr).
+    fn log_file(&self) -> Option<&Path> {
+        if let Some(given) = &self.error_log {
+            return Some(given);
+        }
+        let found = self.found_log.get_or_init(|| {
+            let found = crate::nginx_log::find(&self.bin, &self.conf, self.prefix.as_deref());
+            match &found {
+                Some(crate::nginx_log::ErrorLog::File(path)) => {
+                    tracing::debug!(log = %path.display(), "nginx's error log, from its config")
+                }
+                Some(crate::nginx_log::ErrorLog::NotAFile(target)) => tracing::warn!(
+                    target = %crate::quote::redact(target),
+                    "nginx logs its errors to no file: a failed reload's cause cannot be quoted (set --nginx-error-log)"
+                ),
+                None => tracing::warn!("nginx's error log is not named in its config: set --nginx-error-log"),
+            }
+            found
+        });
+        match found {
+            Some(crate::nginx_log::ErrorLog::File(path)) => Some(path),
+            _ => None,
+        }
+    }
+
     fn error_log_len(&self) -> u64 {
-        crate::logtail::len(self.error_log.as_deref())
+        crate::logtail::len(self.log_file())
     }
 
     /// `[emerg]` lines written to the error log past `offset`, redacted.
     fn errors_since(&self, offset: u64) -> Option<String> {
-        let errors = crate::logtail::lines_since(self.error_log.as_ref()?, offset, "[emerg]");
+        let errors = crate::logtail::lines_since(self.log_file()?, offset, "[emerg]");
         let errors: Vec<String> = errors.iter().map(|l| crate::quote::redact(l)).collect();
         (!errors.is_empty()).then(|| errors.join("; "))
     }

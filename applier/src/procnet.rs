@@ -58,6 +58,14 @@ impl SocketTable {
         self.conflicting(bind).any(|(_, inode)| self.lb_inodes.contains(&inode))
     }
 
+    /// The addresses of the load balancer's sockets that overlap `bind` without being exactly it.
+    pub fn lb_overlapping(&self, bind: &Bind) -> Vec<IpAddr> {
+        self.conflicting(bind)
+            .filter(|(ip, inode)| !same_addr(bind, *ip) && self.lb_inodes.contains(inode))
+            .map(|(ip, _)| ip)
+            .collect()
+    }
+
     /// The inode of a socket, not the load balancer's, that keeps `bind` from being bound.
     pub fn other_holder(&self, bind: &Bind) -> Option<u64> {
         self.conflicting(bind)

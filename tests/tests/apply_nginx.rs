@@ -293,3 +293,84 @@ fn a_dual_stack_service_answers_on_ipv6_loopback_too() {
     let zone = repo::read(&f.repo, "dns/k8s.example.test/web/dual.zone").unwrap();
     assert!(zone.contains("IN AAAA ::1"), "{zone}");
 }
+
+/// lb-a's applier arguments without `--nginx-error-log`, as on a stock host.
+fn stock_args(f: &Fleet) -> Vec<String> {
+    let mut args = f.lbs["lb-a"].applier_args(&f.repo, "lb-a");
+    let at = args
+        .iter()
+        .position(|a| a == "--nginx-error-log")
+        .expect("the fleet passes --nginx-error-log");
+    args.drain(at..at + 2);
+    args
+}
+
+#[test]
+fn a_default_site_on_a_wildcard_port_withholds_the_service_and_reload_errors_are_quoted() {
+    let Some(f) = Fleet::start(206) else { return };
+    let nginx = &f.lbs["lb-a"];
+    // As on a stock Debian host: a site of nginx's own config listens on `*:<port>`, and a
+    // top-level file the main config includes.
+    let extra = nginx.dir.join("extra.conf");
+    std::fs::write(&extra, "worker_rlimit_nofile 4096;\n").expect("extra.conf");
+    let main = std::fs::read_to_string(&nginx.conf).expect("nginx.conf");
+    let stock = format!(
+        "{main}include {};\nhttp {{\n    server {{ listen 18091; return 204; }}\n}}\n",
+        extra.display()
+    );
+    std::fs::write(&nginx.conf, stock).expect("nginx.conf");
+    let pid: i32 = std::fs::read_to_string(&nginx.pid_file)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // SAFETY: SIGHUP to the nginx master this fleet started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    probe::eventually(std::time::Duration::from_secs(5), || {
+        std::net::TcpStream::connect("127.0.0.1:18091").map_err(|e| e.to_string())
+    })
+    .expect("the default site listens on *:18091");
+
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.cluster.lb_service("web", "site", &[], &[("TCP", 18091, 30080)]);
+    f.render();
+    let site = f.address("web/site", "lb-a").expect("web/site on lb-a");
+    let out = applier(&stock_args(&f));
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "withheld web/site: {site}:18091/tcp is covered by *:18091/tcp, a listener of nginx's own config that Flipbit did not write (such as a default site's `listen 18091`)"
+        )),
+        "{said}"
+    );
+    assert!(
+        !probe::answers(
+            SocketAddr::new(f.address("web/a", "lb-a").expect("web/a"), 8080),
+            false,
+            2
+        )
+        .is_empty()
+    );
+
+    // A reload that fails for a reason `nginx -t` could not see (the included file is gone by
+    // the time nginx reloads): the applier finds nginx's log from the main config and quotes
+    // the cause, without --nginx-error-log and without waiting out its reload timeout.
+    f.cluster.lb_service("web", "b", &[], &[("TCP", 8081, 30080)]);
+    f.render();
+    let mut args = stock_args(&f);
+    args.extend([
+        "--reload-command".to_owned(),
+        format!("rm {} && kill -HUP {pid}", extra.display()),
+        "--reload-timeout".to_owned(),
+        "30".to_owned(),
+    ]);
+    let out = applier(&args);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("nginx reload failed") && said.contains("No such file or directory"),
+        "{said}"
+    );
+    assert!(!said.contains("no new worker processes"), "{said}");
+}

@@ -223,6 +223,7 @@ fn options(f: &Fleet, lb: &str) -> flipbit_applier::apply::ApplyOptions {
             pid_file: nginx.pid_file.clone(),
             reload_command: None,
             reload_timeout: Duration::from_secs(10),
+            found_log: Default::default(),
         },
         haproxy: flipbit_applier::haproxy::Haproxy {
             bin: "haproxy".into(),
