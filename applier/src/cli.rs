@@ -133,6 +133,8 @@ pub struct ApplyArgs {
     /// Seconds to wait for each DNS answer.
     #[arg(long, env = "FLIPBIT_DNS_TIMEOUT", default_value_t = 3)]
     pub dns_timeout: u64,
+    #[command(flatten)]
+    pub git_server: GitServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +163,31 @@ pub struct StatusArgs {
     /// Seconds to wait for each DNS answer.
     #[arg(long, env = "FLIPBIT_DNS_TIMEOUT", default_value_t = 3)]
     pub dns_timeout: u64,
+    #[command(flatten)]
+    pub git_server: GitServerArgs,
+}
+
+/// How the state repo's server is checked (docs/operating-with-git.md, "Connecting"); the
+/// generator takes the same flags.
+#[derive(Debug, Args)]
+pub struct GitServerArgs {
+    /// OpenSSH known_hosts file an ssh:// state repo's host key must be in (`ssh-keyscan -p PORT
+    /// HOST >> FILE`); the only one read. Default: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts.
+    #[arg(long, env = "FLIPBIT_GIT_KNOWN_HOSTS")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// PEM file of the CA certificates an https:// state repo's certificate may be signed by,
+    /// besides the system's.
+    #[arg(long, env = "FLIPBIT_GIT_CA_BUNDLE")]
+    pub git_ca_bundle: Option<PathBuf>,
+}
+
+impl GitServerArgs {
+    pub fn trust(&self) -> flipbit_store::ServerTrust {
+        flipbit_store::ServerTrust {
+            known_hosts: self.git_known_hosts.clone(),
+            ca_bundle: self.git_ca_bundle.clone(),
+        }
+    }
 }
 
 /// Seconds between two watch runs: a finite number, at least 0.05 (below that the loop would

@@ -114,6 +114,11 @@ fn changed(report: &Report) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let git_server = match &cli.command {
+        Command::Status(args) => &args.git_server,
+        Command::Apply(args) | Command::Watch { args, .. } => &args.git_server,
+    };
+    git_server.trust().install()?;
     match cli.command {
         Command::Status(args) => flipbit_applier::status::run(&args),
         Command::Apply(args) => {

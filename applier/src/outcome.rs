@@ -40,7 +40,9 @@ pub fn cause_of(error: &anyhow::Error) -> Cause {
         }
         if let Some(e) = e.downcast_ref::<flipbit_store::StoreError>() {
             return match e {
-                flipbit_store::StoreError::Fetch { .. } | flipbit_store::StoreError::TimedOut { .. } => Cause::Fetch,
+                flipbit_store::StoreError::Fetch { .. }
+                | flipbit_store::StoreError::TimedOut { .. }
+                | flipbit_store::StoreError::Untrusted { .. } => Cause::Fetch,
                 _ => Cause::Other,
             };
         }

@@ -33,3 +33,4 @@ mod settled;
 pub mod sink;
 pub mod text;
 pub mod traffic;
+pub mod validate;

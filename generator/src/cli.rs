@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The same Git server settings as the applier's.
+pub use flipbit_applier::cli::GitServerArgs;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "flipbit-generator",
@@ -32,6 +35,29 @@ pub enum Command {
     Plan(OfflineArgs),
     /// Live: watch the cluster, commit and push while holding the lease, report status and Events.
     Run(RunArgs),
+    /// The state repo's pre-merge check: flipbit.yaml, holds.yaml and the ledger against the
+    /// pools, with the generator's own errors; exit 1 on any finding.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// State repo (a Git URL or the path of a bare repo): checks the head of --branch.
+    #[arg(long, env = "FLIPBIT_REPO", required_unless_present = "dir", conflicts_with = "dir")]
+    pub repo: Option<String>,
+    /// Branch to check in --repo.
+    #[arg(long, env = "FLIPBIT_BRANCH", default_value = "main")]
+    pub branch: String,
+    /// A checkout of the state repo (a CI job's work tree, a pre-commit hook's): checks the
+    /// files in this directory instead of a branch.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Accept ledger addresses that the next run would move (outside their host's pools, or on a
+    /// host that left lbHosts): for a pool retired on purpose.
+    #[arg(long)]
+    pub allow_moves: bool,
+    #[command(flatten)]
+    pub git_server: GitServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +130,8 @@ pub struct RepoArgs {
     /// OpenSSH private key (unencrypted) that signs every commit, in git's SSH signature format.
     #[arg(long, env = "FLIPBIT_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub git_server: GitServerArgs,
 }
 
 #[derive(Debug, Args)]

@@ -10,3 +10,4 @@ pub mod live;
 pub mod manifests;
 pub mod offline;
 pub mod report;
+pub mod validate;

@@ -3,11 +3,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use flipbit_core::text::escaped;
-use flipbit_generator::cli::{Cli, Command, LogFormat, OfflineArgs, RepoArgs, RunArgs};
+use flipbit_generator::cli::{Cli, Command, LogFormat, OfflineArgs, RepoArgs, RunArgs, ValidateArgs};
 use flipbit_generator::cycle::RepoTarget;
 use flipbit_generator::live::{self, LiveOptions, leader::LeaseSettings};
 use flipbit_generator::offline;
 use flipbit_generator::report;
+use flipbit_generator::validate;
 
 /// mimalloc rather than glibc's malloc: a decision over 50,000 Services allocates and frees
 /// millions of small objects, and glibc spent a fifth of each cycle consolidating its free lists
@@ -45,6 +46,12 @@ fn main() -> ExitCode {
 const PLAN_HAS_CHANGES: u8 = 2;
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let git_server = match &cli.command {
+        Command::Render(args) | Command::Plan(args) => &args.repo.git_server,
+        Command::Run(args) => &args.repo.git_server,
+        Command::Validate(args) => &args.git_server,
+    };
+    git_server.trust().install()?;
     match cli.command {
         Command::Render(args) => {
             let outcome = offline::run(&target(&args.repo), &args.manifests, now(&args), true)?;
@@ -68,7 +75,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Run(args) => live(args).map(|()| ExitCode::SUCCESS),
+        Command::Validate(args) => validate_repo(&args),
     }
+}
+
+/// Prints every finding and the verdict; exit 1 unless it passed.
+fn validate_repo(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    let report = match (&args.dir, &args.repo) {
+        (Some(dir), _) => validate::run(validate::Source::Dir(dir), args.allow_moves)?,
+        (None, Some(url)) => {
+            let target = RepoTarget {
+                url: url.clone(),
+                branch: args.branch.clone(),
+                cache_dir: None,
+                author_name: String::new(),
+                author_email: String::new(),
+                signing_key: None,
+                propose_branch: None,
+            };
+            validate::run(validate::Source::Repo(&target), args.allow_moves)?
+        }
+        (None, None) => anyhow::bail!("validate: give --repo URL or --dir PATH"),
+    };
+    print!("{}", report.text());
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn now(args: &OfflineArgs) -> jiff::Timestamp {

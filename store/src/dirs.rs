@@ -130,10 +130,10 @@ fn is_file(mode: i32) -> bool {
 }
 
 fn read_err(dir: &str, commit: Oid) -> impl Fn(git2::Error) -> StoreError + '_ {
-    move |source| StoreError::Read {
+    move |error| StoreError::Read {
         what: dir.to_owned(),
         commit,
-        source,
+        error,
     }
 }
 

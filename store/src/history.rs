@@ -20,10 +20,10 @@ pub struct CommitMeta {
 
 impl Store {
     fn meta(&self, id: Oid) -> Result<CommitMeta, StoreError> {
-        let c = self.repo.find_commit(id).map_err(|source| StoreError::Read {
+        let c = self.repo.find_commit(id).map_err(|error| StoreError::Read {
             what: "commit".into(),
             commit: id,
-            source,
+            error,
         })?;
         Ok(CommitMeta {
             id,
@@ -36,10 +36,10 @@ impl Store {
     /// When `id` was committed (the committer's time, Unix seconds): the applier's metrics say how
     /// old the commit it serves is, which a timestamp of the apply alone cannot.
     pub fn commit_time(&self, id: Oid) -> Result<i64, StoreError> {
-        let c = self.repo.find_commit(id).map_err(|source| StoreError::Read {
+        let c = self.repo.find_commit(id).map_err(|error| StoreError::Read {
             what: "commit".into(),
             commit: id,
-            source,
+            error,
         })?;
         Ok(c.committer().when().seconds())
     }
@@ -51,10 +51,10 @@ impl Store {
         head: Oid,
         ours: impl Fn(&CommitMeta) -> bool,
     ) -> Result<Option<Vec<CommitMeta>>, StoreError> {
-        let err = |source| StoreError::Read {
+        let err = |error| StoreError::Read {
             what: "history".into(),
             commit: head,
-            source,
+            error,
         };
         let walk_from = |sorting: Sort, hidden: &[Oid]| -> Result<git2::Revwalk<'_>, StoreError> {
             let mut walk = self.repo.revwalk().map_err(err)?;
@@ -102,10 +102,10 @@ impl Store {
     /// Paths (files, full repo paths) whose content in `commit` differs from every parent's: what
     /// the commit itself changed, not what a merge brought in from one side. Empty for a root commit.
     pub fn changed_by(&self, commit: &CommitMeta) -> Result<BTreeSet<String>, StoreError> {
-        let err = |source| StoreError::Read {
+        let err = |error| StoreError::Read {
             what: "changes".into(),
             commit: commit.id,
-            source,
+            error,
         };
         let tree = self.repo.find_commit(commit.id).and_then(|c| c.tree()).map_err(err)?;
         let mut common: Option<BTreeSet<String>> = None;

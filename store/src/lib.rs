@@ -11,6 +11,7 @@ pub mod signing;
 pub use batch::BlobBatch;
 pub use dirs::{DirDiff, DirListing};
 mod tree;
+mod trust;
 
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ mod tests;
 pub use auth::Credentials;
 pub use history::CommitMeta;
 pub use signing::SshSigner;
+pub use trust::{GLOBAL_KNOWN_HOSTS, Refusal, ServerTrust, TrustError};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -28,15 +30,17 @@ pub use git2::Signature;
 
 pub use git2::Oid as CommitId;
 
+/// libgit2's error is part of each message and deliberately not a `source`: printed with its
+/// chain (`{:#}`, as the binaries print errors), it would say everything twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cache repo {path}: {source}")]
-    Cache { path: String, source: git2::Error },
-    #[error("fetching {branch} from {url}: {source}")]
+    #[error("cache repo {path}: {error}")]
+    Cache { path: String, error: git2::Error },
+    #[error("fetching {branch} from {url}: {error}")]
     Fetch {
         url: String,
         branch: String,
-        source: git2::Error,
+        error: git2::Error,
     },
     #[error(
         "fetching {branch} from {url}: no answer within {} (the server accepted the connection but did not serve the fetch; check the Git server)", human_secs(*after)
@@ -48,18 +52,24 @@ pub enum StoreError {
     },
     #[error("push to {url} was rejected ({reason}): the branch moved on; fetch and decide again")]
     Rejected { url: String, reason: String },
-    #[error("pushing to {url}: {source}")]
-    Push { url: String, source: git2::Error },
-    #[error("reading {what} at commit {commit}: {source}")]
+    #[error("pushing to {url}: {error}")]
+    Push { url: String, error: git2::Error },
+    #[error("reading {what} at commit {commit}: {error}")]
     Read {
         what: String,
         commit: Oid,
-        source: git2::Error,
+        error: git2::Error,
     },
     #[error("writing commit: {0}")]
     Write(git2::Error),
     #[error(transparent)]
     Signing(#[from] signing::SigningError),
+    /// The server's SSH host key or TLS certificate was refused (`what`: "fetching main from
+    /// URL", "pushing to URL").
+    #[error("{what}: {refusal}")]
+    Untrusted { what: String, refusal: Box<Refusal> },
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
 fn human_secs(d: std::time::Duration) -> String {
@@ -95,6 +105,8 @@ pub struct Store {
     signer: Option<SshSigner>,
     /// Bounds every fetch, when set.
     limits: Option<FetchLimits>,
+    /// How the Git server is checked.
+    trust: ServerTrust,
 }
 
 /// The result of a commit: its id and how many paths' content really changed (which ones:
@@ -148,9 +160,9 @@ impl Store {
     /// Opens the bare cache at `cache`, creating it when missing.
     pub fn open(cache: &Path, url: &str, branch: &str) -> Result<Self, StoreError> {
         tune_libgit2();
-        let err = |source| StoreError::Cache {
+        let err = |error| StoreError::Cache {
             path: cache.display().to_string(),
-            source,
+            error,
         };
         let repo = match Repository::open_bare(cache) {
             Ok(repo) => repo,
@@ -164,7 +176,16 @@ impl Store {
             credentials: Credentials::from_env(),
             signer: None,
             limits: None,
+            trust: ServerTrust::installed(),
         })
+    }
+
+    /// Checks the Git server as `trust` says, rather than as the process installed
+    /// ([`ServerTrust::install`]; the defaults without). A CA bundle joins the process's trust.
+    pub fn trust_server(&mut self, trust: ServerTrust) -> Result<(), StoreError> {
+        trust.prepare()?;
+        self.trust = trust;
+        Ok(())
     }
 
     /// Bounds every fetch from now on by `limits`. libgit2 keeps its connect and read timeouts
@@ -202,16 +223,18 @@ impl Store {
     /// Fetches `branch` (the tracked one or another, such as a review branch); returns its head,
     /// or `None` when the remote has no such branch.
     pub fn fetch_branch(&self, branch: &str) -> Result<Option<Oid>, StoreError> {
-        let err = |source| StoreError::Fetch {
+        let err = |error| StoreError::Fetch {
             url: self.url.clone(),
             branch: branch.to_owned(),
-            source,
+            error,
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
         let refspec = format!("+refs/heads/{branch}:{}", tracking_ref(branch));
         let started = std::time::Instant::now();
         let over = || self.limits.is_some_and(|l| started.elapsed() >= l.total);
+        let check = trust::ServerCheck::new(&self.trust, &self.url);
         let mut callbacks = self.credentials.callbacks();
+        check.attach(&mut callbacks);
         // Called as data arrives: past the deadline, returning false cancels the transfer.
         callbacks.transfer_progress(|_| !over());
         callbacks.sideband_progress(|_| !over());
@@ -220,6 +243,14 @@ impl Store {
         opts.remote_callbacks(callbacks);
         let fetched = remote.fetch(&[refspec.as_str()], Some(&mut opts), None);
         drop(opts);
+        if let Err(e) = &fetched
+            && let Some(refusal) = check.refusal(e)
+        {
+            return Err(StoreError::Untrusted {
+                what: format!("fetching {branch} from {}", self.url),
+                refusal: Box::new(refusal),
+            });
+        }
         if let (Err(e), Some(_)) = (&fetched, self.limits)
             && (over() || e.code() == ErrorCode::Timeout)
         {
@@ -249,10 +280,10 @@ impl Store {
 
     /// The content of `path` at `commit`, or `None` when there is no such file.
     pub fn read(&self, commit: Oid, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let err = |source| StoreError::Read {
+        let err = |error| StoreError::Read {
             what: path.to_owned(),
             commit,
-            source,
+            error,
         };
         let tree = self.repo.find_commit(commit).and_then(|c| c.tree()).map_err(err)?;
         let entry = match tree.get_path(Path::new(path)) {
@@ -269,10 +300,10 @@ impl Store {
     /// The paths whose content differs between the trees of `from` and `to` (added, changed or
     /// deleted files).
     pub fn changed_paths(&self, from: Oid, to: Oid) -> Result<BTreeSet<String>, StoreError> {
-        let err = |source| StoreError::Read {
+        let err = |error| StoreError::Read {
             what: format!("the changes since {from}"),
             commit: to,
-            source,
+            error,
         };
         let tree = |id: Oid| self.repo.find_commit(id).and_then(|c| c.tree()).map_err(err);
         let (old, new) = (tree(from)?, tree(to)?);
@@ -289,10 +320,10 @@ impl Store {
     }
 
     pub fn blob(&self, id: Oid) -> Result<Vec<u8>, StoreError> {
-        let blob = self.repo.find_blob(id).map_err(|source| StoreError::Read {
+        let blob = self.repo.find_blob(id).map_err(|error| StoreError::Read {
             what: format!("blob {id}"),
             commit: Oid::ZERO_SHA1,
-            source,
+            error,
         })?;
         Ok(blob.content().to_vec())
     }
@@ -304,10 +335,10 @@ impl Store {
         }
         self.repo
             .graph_descendant_of(descendant, ancestor)
-            .map_err(|source| StoreError::Read {
+            .map_err(|error| StoreError::Read {
                 what: format!("history of {ancestor}"),
                 commit: descendant,
-                source,
+                error,
             })
     }
 
@@ -369,10 +400,10 @@ impl Store {
     /// tree ids tell cheaply that nothing under a directory changed), or `None` when there is no
     /// such path.
     pub fn entry_id(&self, commit: Oid, path: &str) -> Result<Option<Oid>, StoreError> {
-        let err = |source| StoreError::Read {
+        let err = |error| StoreError::Read {
             what: path.to_owned(),
             commit,
-            source,
+            error,
         };
         let tree = self.repo.find_commit(commit).and_then(|c| c.tree()).map_err(err)?;
         match tree.get_path(Path::new(path)) {
@@ -464,9 +495,9 @@ impl Store {
     /// Sets `branch` on the remote to `commit` (`None` deletes it). Without `force` only a
     /// fast-forward is accepted; a rejection is [`StoreError::Rejected`].
     pub fn push_branch(&self, branch: &str, commit: Option<Oid>, force: bool) -> Result<(), StoreError> {
-        let err = |source| StoreError::Push {
+        let err = |error| StoreError::Push {
             url: self.url.clone(),
-            source,
+            error,
         };
         let local = format!("refs/flipbit/push/{branch}");
         if let Some(commit) = commit {
@@ -474,7 +505,9 @@ impl Store {
         }
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
         let rejected = std::cell::RefCell::new(None::<String>);
+        let check = trust::ServerCheck::new(&self.trust, &self.url);
         let mut callbacks = self.credentials.callbacks();
+        check.attach(&mut callbacks);
         callbacks.push_update_reference(|_, status| {
             if let Some(msg) = status {
                 *rejected.borrow_mut() = Some(msg.to_owned());
@@ -490,6 +523,14 @@ impl Store {
         };
         let result = remote.push(&[spec.as_str()], Some(&mut opts));
         drop(opts);
+        if let Err(e) = &result
+            && let Some(refusal) = check.refusal(e)
+        {
+            return Err(StoreError::Untrusted {
+                what: format!("pushing to {}", self.url),
+                refusal: Box::new(refusal),
+            });
+        }
         if let Some(reason) = rejected.into_inner() {
             return Err(StoreError::Rejected {
                 url: self.url.clone(),
@@ -517,10 +558,10 @@ impl Store {
 
     /// The tree and parents of `commit`.
     pub fn shape(&self, commit: Oid) -> Result<(Oid, Vec<Oid>), StoreError> {
-        let c = self.repo.find_commit(commit).map_err(|source| StoreError::Read {
+        let c = self.repo.find_commit(commit).map_err(|error| StoreError::Read {
             what: "commit".into(),
             commit,
-            source,
+            error,
         })?;
         Ok((c.tree_id(), c.parent_ids().collect()))
     }

@@ -572,3 +572,58 @@ fn both_binaries_name_their_version_and_the_revision_they_were_built_from() {
         );
     }
 }
+
+/// `flipbit-generator validate` with `--repo` (a branch head) or `--dir` (a checkout).
+fn validate(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = std::process::Command::new(flipbit_tests::bins::generator())
+        .arg("validate")
+        .args(args)
+        .output()
+        .expect("running flipbit-generator validate");
+    (out.status.success(), text(&out))
+}
+
+#[test]
+fn validate_passes_what_the_generator_wrote_and_fails_a_pool_edit_that_moves_addresses() {
+    let s = setup(33);
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    render_ok(&s);
+    let repo_arg = [std::ffi::OsStr::new("--repo"), s.repo.as_os_str()];
+    let (ok, out) = validate(&repo_arg);
+    assert!(ok, "a repo the generator just wrote failed: {out}");
+    assert!(out.contains("ok: ") && out.contains("(0 findings)"), "{out}");
+
+    // A pool edit under review that leaves web/a's address behind: a move, refused unless allowed.
+    let edited = flipbit_yaml(&[("lb-a", "127.33.1.2-127.33.1.50"), ("lb-b", "127.33.2.0/24")]);
+    repo::human_commit(&s.repo, &BTreeMap::from([("flipbit.yaml", edited)]), &[], "shrink lb-a").unwrap();
+    let (ok, out) = validate(&repo_arg);
+    assert!(!ok, "a move passed: {out}");
+    assert!(
+        out.contains("ledger.yaml: services.web/a.addresses.lb-a: 127.33.1.1 is not in the pools of LB host lb-a"),
+        "{out}"
+    );
+    let allow = [repo_arg[0], repo_arg[1], std::ffi::OsStr::new("--allow-moves")];
+    let (ok, out) = validate(&allow);
+    assert!(ok, "--allow-moves still failed: {out}");
+    assert!(out.contains("allowed move: ledger.yaml"), "{out}");
+
+    // A checkout with a typo in a field: the generator's own error, naming file and field; exit 1
+    // even with --allow-moves.
+    let checkout = s._tmp.path().join("checkout");
+    std::fs::create_dir(&checkout).unwrap();
+    let typo = flipbit_yaml(&[("lb-a", "127.33.1.0/24")]).replace("pools:", "pool:");
+    std::fs::write(checkout.join("flipbit.yaml"), typo).unwrap();
+    std::fs::write(
+        checkout.join("ledger.yaml"),
+        repo::read(&s.repo, "ledger.yaml").unwrap(),
+    )
+    .unwrap();
+    let dir_arg = [
+        std::ffi::OsStr::new("--dir"),
+        checkout.as_os_str(),
+        std::ffi::OsStr::new("--allow-moves"),
+    ];
+    let (ok, out) = validate(&dir_arg);
+    assert!(!ok, "a broken flipbit.yaml passed: {out}");
+    assert!(out.contains("error: flipbit.yaml: ") && out.contains("pool"), "{out}");
+}
