@@ -53,9 +53,13 @@ fn group_doc(group: &str) -> Value {
     })
 }
 
-/// `/apis`
-pub fn groups() -> Value {
-    let groups: Vec<Value> = resources::groups().into_iter().map(group_doc).collect();
+/// `/apis`: the groups of the table that `served` says are served.
+pub fn groups(served: impl Fn(&str) -> bool) -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|g| served(g))
+        .map(group_doc)
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

@@ -28,7 +28,9 @@ pub async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult
         return Err(ApiError::unavailable());
     }
     let path = req.uri().path().to_string();
-    let route = route::parse(&path).ok_or_else(|| ApiError::not_found_path(&path))?;
+    let route = route::parse(&path)
+        .filter(|r| shared.serves_route(r))
+        .ok_or_else(|| ApiError::not_found_path(&path))?;
     let tables = req.method() == Method::GET && matches!(route, Route::Collection { .. } | Route::Object { .. });
     let format = negotiate(&req, tables)?;
     let q = Query::parse(req.uri().query().unwrap_or(""));
@@ -44,7 +46,7 @@ pub async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult
         Route::Health if req.method() == Method::GET => Ok(http::text("ok")),
         Route::Health => Err(ApiError::method_not_allowed(req.method().as_str(), &path)),
         Route::CoreVersions => get_only(discovery::core_versions(&shared.addr.to_string())),
-        Route::Groups => get_only(discovery::groups()),
+        Route::Groups => get_only(discovery::groups(|g| shared.serves_group(g))),
         Route::Group(g) => get_only(discovery::group(g)),
         Route::ResourceList { group, version } => get_only(discovery::resource_list(group, version)),
         Route::Collection { res, ns } => collection(shared, req, res, ns, &q, &path, format).await,
@@ -141,6 +143,7 @@ async fn collection(
         }
         Method::POST if ns.is_some() || !Resource::get(res).namespaced => {
             check_json(&req)?;
+            q.check_field_validation()?;
             let dry_run = q.dry_run()?;
             let body = http::parse_json(&http::read_body(req).await?)?;
             let ns = ns.unwrap_or_default();
@@ -179,6 +182,7 @@ async fn object(
         }
         Method::PUT => {
             check_json(&req)?;
+            q.check_field_validation()?;
             let dry_run = q.dry_run()?;
             let body = http::parse_json(&http::read_body(req).await?)?;
             match crud::replace(&mut lock(&shared.store), key, body, status, dry_run)? {
@@ -189,6 +193,7 @@ async fn object(
         Method::PATCH => {
             let content_type = http::media_type(&req);
             patch::check_content_type(content_type.as_deref())?;
+            q.check_field_validation()?;
             let dry_run = q.dry_run()?;
             let body = http::parse_json(&http::read_body(req).await?)?;
             let (ns, name) = (key.1.clone(), key.2.clone());

@@ -9,10 +9,18 @@
 //! resourceVersion, 410 after compaction, bookmarks, no-op updates that write nothing). Tests drive
 //! it from sync code: the server runs its own tokio runtime on a background thread.
 //!
-//! Known gaps: no namespaces objects (any namespace name is accepted), no finalizers or garbage
-//! collection, no defaulting (no clusterIP or nodePort allocation) or schema validation beyond
-//! names and metadata, no OpenAPI (kubectl create/replace need `--validate=false`; kubectl apply
-//! and `kubectl patch` without `--type=merge` send strategic merge patches and get 415), and
+//! The kinds served are one table (`resources.rs`): what the generator reads and writes, and what
+//! the cluster bundle (deploy/kubernetes) installs, all stored alike by group/version/kind.
+//!
+//! Known gaps: Namespaces are objects, but a namespaced object may be created in a namespace that
+//! has none (no NamespaceLifecycle admission); no finalizers or garbage collection; no defaulting
+//! (no clusterIP or nodePort allocation, no Deployment defaults, no `metadata.generation`) and no
+//! validation beyond names and metadata (no per-kind rules, no schemas, so `fieldValidation=Strict`
+//! is refused and a Secret's `stringData` is kept as sent rather than folded into `data`); no
+//! managedFields; no OpenAPI, so kubectl create/replace/apply need `--validate=false` (they then
+//! send `fieldValidation=Ignore`), and a kubectl apply that changes a live object, `kubectl patch`
+//! without `--type=merge` and `kubectl apply --server-side` send strategic merge or apply patches
+//! and get 415 (a first apply creates, a repeated one finds nothing to patch, and both work); and
 //! core/v1 and events.k8s.io/v1 Events are stored separately (no conversion between the two).
 //!
 //! kube 5 clients retry 503 by default (15 times, exponential backoff from 5 ms), so a request
@@ -74,6 +82,26 @@ pub(crate) struct Shared {
     status_patches: Mutex<Vec<StatusPatch>>,
     bookmark_interval: Mutex<Duration>,
     addr: SocketAddr,
+    /// The API groups served ("" is core): [`resources::DEFAULT_GROUPS`] and those enabled.
+    groups: Vec<&'static str>,
+}
+
+impl Shared {
+    pub(crate) fn serves_group(&self, group: &str) -> bool {
+        self.groups.contains(&group)
+    }
+
+    /// Whether a routed path lies in a served group (else it is a 404, as on a cluster without it).
+    pub(crate) fn serves_route(&self, route: &route::Route) -> bool {
+        use route::Route;
+        match route {
+            Route::Group(g) | Route::ResourceList { group: g, .. } => self.serves_group(g),
+            Route::Collection { res, .. } | Route::Object { res, .. } => {
+                self.serves_group(resources::Resource::get(*res).group)
+            }
+            Route::Version | Route::Health | Route::CoreVersions | Route::Groups => true,
+        }
+    }
 }
 
 /// Locks ignoring poisoning: a test that panicked while holding a lock must not hide its own
@@ -90,9 +118,22 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Binds 127.0.0.1 on a free port and serves from a background thread. Panics when the
-    /// socket or the runtime cannot be created (a broken test machine).
+    /// Binds 127.0.0.1 on a free port and serves from a background thread, with the API groups
+    /// the generator uses ([`resources::DEFAULT_GROUPS`]). Panics when the socket or the runtime
+    /// cannot be created (a broken test machine).
     pub fn start() -> ApiServer {
+        Self::start_with_groups(&[])
+    }
+
+    /// [`ApiServer::start`], also serving the API `groups` (e.g. "apps",
+    /// "rbac.authorization.k8s.io"), as kube-apiserver's `--runtime-config` enables groups.
+    /// Panics on a group the resource table does not have (a bug in the test).
+    pub fn start_with_groups(groups: &[&str]) -> ApiServer {
+        let mut served: Vec<&'static str> = resources::DEFAULT_GROUPS.to_vec();
+        for group in groups {
+            let known = resources::groups().into_iter().find(|g| g == group);
+            served.push(known.unwrap_or_else(|| panic!("the test API server has no API group {group:?}")));
+        }
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the test API server");
         listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = listener.local_addr().expect("listener address");
@@ -102,6 +143,7 @@ impl ApiServer {
             status_patches: Mutex::default(),
             bookmark_interval: Mutex::new(Duration::from_secs(1)),
             addr,
+            groups: served,
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -152,6 +194,12 @@ impl ApiServer {
     /// returns it as stored. Namespaced objects without a namespace go to "default". Panics on an
     /// object this server cannot store (a bug in the test).
     pub fn apply(&self, obj: Value) -> Value {
+        let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        if let Some(res) = resources::by_kind(av, obj.get("kind").and_then(Value::as_str).unwrap_or(""))
+            && !self.shared.serves_group(resources::Resource::get(res).group)
+        {
+            panic!("ApiServer::apply: {av} is not served here; start the server with start_with_groups");
+        }
         let mut store = lock(&self.shared.store);
         match crud::apply(&mut store, obj) {
             Ok(stored) => (*stored).clone(),

@@ -77,6 +77,26 @@ impl Query {
         }
     }
 
+    /// `fieldValidation` of a create, update or patch: what the server does with fields its schema
+    /// does not know. This server has no schemas, so it cannot find such fields: `Ignore` and
+    /// `Warn` (the real default), which never fail a request over them, are served as given
+    /// (nothing is dropped, no warning is sent); `Strict`, which promises a 400 for every unknown
+    /// field, is refused rather than pretended. kubectl sends `Strict` by default once it finds
+    /// OpenAPI documents, which this server does not serve, so kubectl apply/create/replace need
+    /// `--validate=false` here (they then send `Ignore`).
+    pub fn check_field_validation(&self) -> ApiResult<()> {
+        match self.get("fieldValidation") {
+            None | Some("" | "Ignore" | "Warn") => Ok(()),
+            Some("Strict") => Err(ApiError::bad_request(
+                "fieldValidation=Strict is not implemented by this test API server: it has no schemas to find \
+                 unknown fields with (kubectl: --validate=false sends Ignore)",
+            )),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+
     /// A non-negative integer parameter.
     pub fn number(&self, name: &str) -> ApiResult<Option<u64>> {
         match self.get(name) {
@@ -112,5 +132,14 @@ mod tests {
         assert_eq!(q.get("bad"), Some("%zz"));
         assert!(q.flag("watch").unwrap());
         assert!(Query::parse("watch=yes").flag("watch").is_err());
+        assert!(Query::parse("fieldValidation=Ignore").check_field_validation().is_ok());
+        assert!(Query::parse("fieldManager=kubectl").check_field_validation().is_ok());
+        assert_eq!(
+            Query::parse("fieldValidation=Strict")
+                .check_field_validation()
+                .map_err(|e| e.code),
+            Err(400)
+        );
+        assert!(Query::parse("fieldValidation=strict").check_field_validation().is_err());
     }
 }

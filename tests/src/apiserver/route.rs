@@ -118,7 +118,8 @@ mod tests {
         assert_eq!(parse("/api/v1/services/b"), None);
         assert_eq!(parse("/api/v1/nodes/n/status"), None);
         assert_eq!(parse("/apis/coordination.k8s.io/v1/leases").map(|_| ()), Some(()));
-        assert_eq!(parse("/apis/apps/v1"), None);
+        assert_eq!(parse("/apis/batch/v1"), None);
+        assert_eq!(parse("/apis/apps/v1").map(|_| ()), Some(()));
         assert_eq!(parse("/api/v1/services/"), None);
     }
 }
