@@ -31,8 +31,13 @@ NGINX_PACKAGES=(nginx libnginx-mod-stream)
 BIND_PACKAGES=(bind9 bind9-dnsutils)
 # HAProxy for LB hosts whose flavor is haproxy; tests and the demo run private instances.
 HAPROXY_PACKAGES=(haproxy)
-# Only the tests: network namespaces for IPv6 listeners (ip), systemd-analyze for the units.
-TEST_PACKAGES=(iproute2 systemd)
+# Only the tests: network namespaces for IPv6 listeners and --manage-addresses (ip),
+# systemd-analyze for the units; Git servers on loopback (sshd, and git http-backend behind nginx
+# through fcgiwrap with a CA of the test's own from openssl).
+TEST_PACKAGES=(iproute2 systemd git openssh-server openssh-client fcgiwrap openssl)
+# The release artifacts and their tests: scripts/image (buildah), the image run with podman (runc;
+# skopeo to check the archive as a registry-less site copies it), scripts/package (dpkg-dev).
+ARTIFACT_PACKAGES=(buildah podman runc skopeo ca-certificates binutils dpkg-dev)
 
 # Debian's haproxy package enables haproxy.service. Where an install may start services (no
 # policy-rc.d blocking it, as on a full system), stop and disable that instance so it holds no

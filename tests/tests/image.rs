@@ -144,6 +144,16 @@ fn the_image_runs_the_generator_as_a_cluster_would() {
     let group = extract(&podman, &image, "etc/group");
     assert!(group.lines().any(|l| l.split(':').nth(2) == Some("65532")), "{group}");
 
+    // validate, as the README's state-repo CI job runs it: a read-only checkout, no network.
+    let checkout = format!("{}:/repo:ro", workspace().join("state-repo-example").display());
+    let out = run(&["--volume", &checkout, &image, "validate", "--dir", "/repo"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.starts_with("ok: /repo"),
+        "validate in the container: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // render: the example, from a read-only manifests folder into a mounted bare repo.
     let bare = example_repo(&podman.path("state.git"));
     chown_tree(&bare, UID);
