@@ -1,8 +1,10 @@
 //! One apply on one LB host (docs/design.md §5): fetch, then the load-balancer step (`lb_step`:
-//! check, stage, validate, swap, reload, confirm) and, only once the load balancer serves the
-//! head, the DNS step (`dns_step`). Both record what they confirmed in the journal, which a run
-//! reads first: a run killed anywhere is finished by the next one. Any failure before the swap
-//! leaves the load balancer untouched; a failed reload swaps back to the release it still runs.
+//! check, stage, validate, swap, reload, confirm), with `--manage-addresses` the addresses step
+//! (`addresses`, §5.7) and, only once the load balancer serves the head on its addresses, the DNS
+//! step (`dns_step`). The LB and DNS steps record what they confirmed in the journal, which a run
+//! reads first, and the addresses step recomputes its work from the interface: a run killed
+//! anywhere is finished by the next one. Any failure before the swap leaves the load balancer
+//! untouched; a failed reload swaps back to the release it still runs.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use flipbit_core::names::LbHostName;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, FetchLimits, Store};
 
+use crate::addresses::{self, ManagedInterface};
 use crate::dns::{self, client::UpdateClient};
 use crate::dns_step::{self, DnsOutcome};
 use crate::failpoint;
@@ -82,6 +85,8 @@ pub struct Report {
     pub nginx: Applied,
     /// Services withheld from this host (another process holds a socket they need), and why.
     pub withheld: Withheld,
+    /// What the addresses step changed on the interface, when it ran.
+    pub addresses: Option<addresses::Changes>,
     pub dns: Option<DnsOutcome>,
 }
 
@@ -119,6 +124,9 @@ pub struct Run {
     /// The load-balancer step: what it did and the Services withheld, or why it failed (the
     /// fetch's failure included).
     pub lb: Result<(Applied, Withheld), Failure>,
+    /// The addresses step, when `--manage-addresses` is set and it succeeded; its failure is the
+    /// run's failure, in `lb`, since the load balancer then serves no one on the segment.
+    pub addresses: Option<addresses::Changes>,
     /// The DNS step, when it is configured and the load-balancer step succeeded.
     pub dns: Option<Result<DnsOutcome, Failure>>,
     pub lb_time: Duration,
@@ -134,7 +142,12 @@ impl Run {
     pub fn into_report(self) -> Result<Report> {
         let (nginx, withheld) = self.lb.map_err(|f| f.error)?;
         let dns = self.dns.transpose().map_err(|f| f.error)?;
-        Ok(Report { nginx, withheld, dns })
+        Ok(Report {
+            nginx,
+            withheld,
+            addresses: self.addresses,
+            dns,
+        })
     }
 }
 
@@ -143,10 +156,17 @@ pub fn apply_once(opts: &ApplyOptions) -> Result<Report> {
     run_once(opts)?.into_report()
 }
 
-/// One run: lock, fetch, the load-balancer step, then the DNS step, then this host's part in
-/// the fleet (its published state, its peers). Errors before the fetch (the state dir, the lock)
-/// end it; a step's failure is recorded in the [`Run`].
+/// One run without the addresses step.
 pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
+    run_managing(opts, None)
+}
+
+/// One run: lock, fetch, the load-balancer step, the addresses step on `interface` when given,
+/// then the DNS step, then this host's part in the fleet (its published state, its peers).
+/// Errors before the fetch (the state dir, the lock) end it; a step's failure is recorded in the
+/// [`Run`]. The interface is a parameter rather than a field of [`ApplyOptions`], which library
+/// users build field by field: the step is opt-in, and only the command line turns it on.
+pub fn run_managing(opts: &ApplyOptions, interface: Option<&ManagedInterface>) -> Result<Run> {
     tracing::debug!(lb = %opts.lb, "apply started");
     let state = StateDir::new(opts.state_dir.clone())?;
     let _lock = Lock::take(&state)?;
@@ -155,6 +175,7 @@ pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
     let mut run = Run {
         head: None,
         lb: Err(Failure::from(anyhow!("not run"))),
+        addresses: None,
         dns: None,
         lb_time: Duration::ZERO,
         dns_time: Duration::ZERO,
@@ -181,7 +202,14 @@ pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
         .as_ref()
         .and_then(|f| f.read(opts.lb.as_str()).ok())
         .unwrap_or_default();
-    let republished = steps(opts, &state, &store, head, fleet.as_ref(), &mut own, &mut run, started);
+    let on = Where {
+        opts,
+        state: &state,
+        store: &store,
+        head,
+        interface,
+    };
+    let republished = steps(&on, fleet.as_ref(), &mut own, &mut run, started);
     if let Some(fleet) = &fleet {
         fleet.publish(&own, &run, republished);
         run.peers = Some(fleet.watch_peers(run.lb.is_ok()));
@@ -189,19 +217,32 @@ pub fn run_once(opts: &ApplyOptions) -> Result<Run> {
     Ok(run)
 }
 
-/// The load-balancer and DNS steps of `run`; true when this host sent all its records again
-/// (a peer had withdrawn them).
-#[allow(clippy::too_many_arguments)]
-fn steps(
-    opts: &ApplyOptions,
-    state: &StateDir,
-    store: &Store,
+/// What a run's steps work on.
+struct Where<'a> {
+    opts: &'a ApplyOptions,
+    state: &'a StateDir,
+    store: &'a Store,
     head: CommitId,
+    /// `--manage-addresses`.
+    interface: Option<&'a ManagedInterface>,
+}
+
+/// The load-balancer, addresses and DNS steps of `run`; true when this host sent all its records
+/// again (a peer had withdrawn them).
+fn steps(
+    on: &Where<'_>,
     fleet: Option<&crate::fleet::Fleet<'_>>,
     own: &mut crate::fleet::Own,
     run: &mut Run,
     started: Instant,
 ) -> bool {
+    let Where {
+        opts,
+        state,
+        store,
+        head,
+        ..
+    } = *on;
     // A later rollout wave waits until the earlier waves serve the head healthy.
     match crate::rollout::hold(opts, store, head) {
         Ok(None) => {}
@@ -214,6 +255,11 @@ fn steps(
                 },
                 Withheld::new(),
             ));
+            // The release it keeps running still needs its addresses, and those it dropped are
+            // still to be removed once their connections end.
+            if let Err(e) = addresses_step(on, run) {
+                run.lb = Err(Failure::from(e));
+            }
             run.lb_time = started.elapsed();
             return false;
         }
@@ -245,6 +291,16 @@ fn steps(
     } = outcome;
     if !matches!(nginx, Applied::UpToDate { .. }) {
         lb_step::report_withheld(&opts.lb, &withheld);
+    }
+    // Before the probe, which connects to the addresses as any client would, and before DNS
+    // names any of them.
+    if let Err(e) = addresses_step(on, run) {
+        if let Some(reloaded) = reloaded {
+            reloaded.finish();
+        }
+        run.lb = Err(Failure::from(e));
+        run.lb_time = started.elapsed();
+        return false;
     }
     // After a reload, and while DNS has yet to follow a commit (a probe that failed earlier): the
     // listeners must accept before DNS names them.
@@ -291,6 +347,23 @@ fn steps(
     }
     run.lb = Ok((nginx, withheld));
     baseline == Some(dns_step::Baseline::Republish) && matches!(run.dns, Some(Ok(_)))
+}
+
+/// The addresses step (§5.7), when `--manage-addresses` is set, for the release the load
+/// balancer was confirmed to run (none yet: nothing to serve, nothing to change). Its error
+/// fails the run, so DNS never names an address that is not on the interface.
+fn addresses_step(on: &Where<'_>, run: &mut Run) -> Result<()> {
+    let (Some(interface), Some(loaded)) = (on.interface, &run.journal.loaded) else {
+        return Ok(());
+    };
+    let changes = addresses::reconcile(interface, on.store, &on.opts.lb, loaded).map_err(|e| {
+        e.context(format!(
+            "commit {} on {}: the addresses step failed; DNS left as it was",
+            loaded.commit, on.opts.lb
+        ))
+    })?;
+    run.addresses = Some(changes);
+    Ok(())
 }
 
 /// The post-apply probe of the release just loaded (`selfcheck`).

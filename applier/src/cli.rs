@@ -133,6 +133,13 @@ pub struct ApplyArgs {
     /// Seconds to wait for each DNS answer.
     #[arg(long, env = "FLIPBIT_DNS_TIMEOUT", default_value_t = 3)]
     pub dns_timeout: u64,
+    /// For LB hosts on a flat L2 segment: after each confirmed reload, put the addresses this
+    /// host serves on this interface and announce them (gratuitous ARP, unsolicited neighbour
+    /// advertisements), before DNS names them; take those it added off once they are no longer
+    /// served and no socket uses them. Never touches an address it did not add. Needs
+    /// CAP_NET_ADMIN, CAP_NET_RAW and net.ipv4.ip_nonlocal_bind=1 (docs/lb-host.md).
+    #[arg(long, env = "FLIPBIT_MANAGE_ADDRESSES", value_name = "IFACE")]
+    pub manage_addresses: Option<crate::addresses::ManagedInterface>,
     #[command(flatten)]
     pub git_server: GitServerArgs,
 }

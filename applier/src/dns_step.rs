@@ -50,8 +50,11 @@ pub enum Baseline {
     /// The journal's record, and every wanted record is sent again: a peer withdrew this host's
     /// records while it looked down.
     Republish,
-    /// The records of this commit: the journal lost its record (a new state dir), and the host's
-    /// published state says it served this commit, whose records may still be in the zone.
+    /// The records of this commit: the journal has no record (a new state dir, or no DNS step
+    /// completed yet), and the host's published state says it served this commit, whose records
+    /// may still be in the zone; their deletes are computed from it. Or may not be: a run can fail
+    /// after the reload and before DNS (the post-apply probe, the addresses step), and its commit
+    /// is published all the same. So every wanted record is sent again too.
     Commit(CommitId),
 }
 
@@ -129,7 +132,7 @@ pub fn run(
             omitted_names: BTreeSet::new(),
         }),
     };
-    let resend_all = baseline == Baseline::Republish;
+    let resend_all = matches!(baseline, Baseline::Republish | Baseline::Commit(_));
     if let Some(prev) = &previous
         && !resend_all
         && prev.commit == head
@@ -252,8 +255,8 @@ pub fn run(
             .deletes
             .push((*record).clone());
     }
-    // A host whose records a peer withdrew sends them all again (adds of records the zone still
-    // holds change nothing).
+    // A host whose records a peer withdrew, or whose journal has no DNS record, sends them all
+    // again (adds of records the zone still holds change nothing).
     let added: Vec<&&AddressRecord> = if resend_all {
         after.iter().collect()
     } else {

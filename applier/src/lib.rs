@@ -1,5 +1,6 @@
 //! flipbit-applier: brings this LB host's nginx or HAProxy to the state repo's head, safely.
 
+pub mod addresses;
 pub mod apply;
 pub mod balancer;
 pub mod binds;

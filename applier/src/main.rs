@@ -97,6 +97,9 @@ fn report(report: &Report) {
             println!("applied {commit}: {files} files, {balancer} reloaded in {millis} ms")
         }
     }
+    if let Some(changes) = report.addresses.as_ref().filter(|c| c.changed()) {
+        println!("{changes}");
+    }
     if let Some(DnsOutcome::Applied {
         adds,
         deletes,
@@ -110,7 +113,9 @@ fn report(report: &Report) {
 
 /// Something worth printing happened.
 fn changed(report: &Report) -> bool {
-    !matches!(report.nginx, Applied::UpToDate { .. }) || matches!(report.dns, Some(DnsOutcome::Applied { .. }))
+    !matches!(report.nginx, Applied::UpToDate { .. })
+        || matches!(report.dns, Some(DnsOutcome::Applied { .. }))
+        || report.addresses.as_ref().is_some_and(|c| c.changed())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -127,7 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::warn!("--metrics-listen is for `watch`; a one-shot apply writes --metrics-file only");
             }
             let mut observer = Observer::new(args.metrics_file.clone());
-            let run = apply::run_once(&opts);
+            let run = apply::run_managing(&opts, args.manage_addresses.as_ref());
             observer.observe(&opts, &run);
             report(&run?.into_report()?);
             Ok(())
@@ -146,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // Runs start every `period`, however long an apply took (an apply that took
                 // longer is followed at once by the next run).
                 let started = std::time::Instant::now();
-                let run = apply::run_once(&opts);
+                let run = apply::run_managing(&opts, args.manage_addresses.as_ref());
                 observer.observe(&opts, &run);
                 match run.and_then(Run::into_report) {
                     Ok(outcome) if !changed(&outcome) => {}

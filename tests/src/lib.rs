@@ -14,6 +14,7 @@ pub mod genproc;
 pub mod gitdaemon;
 pub mod haproxy;
 pub mod human;
+pub mod netns;
 pub mod nginx;
 pub mod probe;
 pub mod repo;
