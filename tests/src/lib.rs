@@ -12,13 +12,16 @@ pub mod failover;
 pub mod fleet;
 pub mod genproc;
 pub mod gitdaemon;
+pub mod githttp;
 pub mod haproxy;
 pub mod human;
 pub mod netns;
 pub mod nginx;
+pub mod podman;
 pub mod probe;
 pub mod repo;
 pub mod shared_layout;
+pub mod sshd;
 pub mod sshkeys;
 pub mod synth;
 
