@@ -253,6 +253,11 @@ fn package_installs_removes_and_purges() {
             "deploy/systemd/haproxy.service.d/flipbit.conf",
             0o644,
         ),
+        (
+            "/usr/share/flipbit/manage-addresses.conf",
+            "deploy/systemd/manage-addresses.conf",
+            0o644,
+        ),
         (CONFFILE, "deploy/systemd/flipbit-applier.env.example", 0o600),
         ("/usr/share/doc/flipbit-applier/lb-host.md", "docs/lb-host.md", 0o644),
     ];
