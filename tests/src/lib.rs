@@ -24,6 +24,7 @@ pub mod shared_layout;
 pub mod sshd;
 pub mod sshkeys;
 pub mod synth;
+pub mod unit_sandbox;
 
 /// The variable `scripts/test` sets: everything a test needs is installed and the run is root,
 /// so a test that cannot run fails instead of skipping.

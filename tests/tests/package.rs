@@ -12,6 +12,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use flipbit_tests::cluster::text;
+use flipbit_tests::fleet::Fleet;
+use flipbit_tests::probe;
+use flipbit_tests::unit_sandbox::Sandbox;
+
 const PACKAGE: &str = "flipbit-applier";
 const SERVICES: [&str; 2] = ["flipbit-applier.service", "flipbit-applier-watch.service"];
 const TIMER: &str = "flipbit-applier.timer";
@@ -290,6 +295,7 @@ fn package_installs_removes_and_purges() {
 
     if flipbit_tests::have_nginx() {
         stream_block_loads_the_current_release();
+        the_units_sandbox_runs_an_apply_on_port_80();
     } else {
         flipbit_tests::skip("nginx with the stream module is not installed: the stream block is not checked");
     }
@@ -389,6 +395,71 @@ fn stream_block_loads_the_current_release() {
     );
     std::fs::remove_file(Path::new(STATE_DIR).join("current")).unwrap();
     std::fs::remove_dir_all(Path::new(STATE_DIR).join("releases")).unwrap();
+}
+
+/// The installed service's sandbox (`tests/src/unit_sandbox.rs`: its capability bounding set,
+/// no new privileges, a read-only system but for its ReadWritePaths and the test's own directory)
+/// around the installed applier, on a Service listening on port 80: without CAP_NET_BIND_SERVICE
+/// the applier's bind probe cannot bind it, so the Service is withheld and nothing is served; with
+/// the unit's set the apply goes through the probes, `nginx -t`, the swap and the reload, and the
+/// Service answers. Without CAP_SYS_PTRACE a listener in the way is not named; with it, it is.
+/// (CAP_DAC_OVERRIDE is for Debian's nginx logs, owned by www-data; this nginx's are root's.)
+fn the_units_sandbox_runs_an_apply_on_port_80() {
+    let unit = read(Path::new("/lib/systemd/system").join(SERVICES[0]));
+    let sandbox = Sandbox::of_unit(&unit);
+    assert!(sandbox.strict && sandbox.no_new_privileges, "{unit}");
+    let f = Fleet::start(207).expect("nginx is installed");
+    f.cluster.lb_service("web", "shop", &[], &[("TCP", 80, 30080)]);
+    f.render();
+    let args = f.lbs["lb-a"].applier_args(&f.repo, "lb-a");
+    let installed = Path::new("/usr/bin/flipbit-applier");
+    let service = f.addr(1, 1, 80);
+
+    let out = sandbox
+        .without("CAP_NET_BIND_SERVICE")
+        .run(&[f.tmp.path()], installed, &args);
+    let said = text(&out);
+    assert!(
+        said.contains("withheld web/shop: 127.207.1.1:80/tcp cannot be bound: Permission denied"),
+        "an apply without CAP_NET_BIND_SERVICE: {said}"
+    );
+    assert!(probe::tcp(service).is_err(), "{service} answered after a refused apply");
+
+    let out = sandbox.run(&[f.tmp.path()], installed, &args);
+    let said = text(&out);
+    assert!(out.status.success(), "an apply in the unit's sandbox: {said}");
+    assert!(said.contains("nginx reloaded") && !said.contains("withheld"), "{said}");
+    let got = probe::answers(service, false, 3);
+    assert!(got.iter().all(|a| a.ends_with(":30080")), "{got:?}");
+
+    // CAP_SYS_PTRACE: which process holds an address a new Service needs is read from
+    // /proc/<pid>/fd, which a process with fewer capabilities than the holder may not read.
+    f.cluster.lb_service("web", "cart", &[], &[("TCP", 81, 30080)]);
+    f.render();
+    let held = std::net::TcpListener::bind("127.207.1.2:81").expect("binding web/cart's address");
+    let out = sandbox.without("CAP_SYS_PTRACE").run(&[f.tmp.path()], installed, &args);
+    let said = text(&out);
+    assert!(
+        said.contains("withheld web/cart: 127.207.1.2:81/tcp is in use by another process"),
+        "{said}"
+    );
+    let out = sandbox.run(&[f.tmp.path()], installed, &args);
+    let said = text(&out);
+    let holder = "withheld web/cart: 127.207.1.2:81/tcp is in use by ";
+    let pid = format!("(pid {})", std::process::id());
+    assert!(said.contains(holder) && said.contains(&pid), "{said}");
+    drop(held);
+    let out = sandbox.run(&[f.tmp.path()], installed, &args);
+    assert!(
+        out.status.success() && !text(&out).contains("withheld"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        probe::answers(f.addr(1, 2, 81), false, 1)
+            .iter()
+            .all(|a| a.ends_with(":30080"))
+    );
 }
 
 /// No mask or enablement link of the units under /etc/systemd/system, and no record of them in
