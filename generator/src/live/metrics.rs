@@ -15,6 +15,22 @@ pub struct HostLabel {
     pub lb_host: String,
 }
 
+/// Which kind of write to the cluster failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteKind {
+    pub kind: &'static str,
+}
+
+impl WriteKind {
+    pub fn status() -> Self {
+        Self { kind: "status" }
+    }
+
+    pub fn event() -> Self {
+        Self { kind: "event" }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Counter,
@@ -23,6 +39,10 @@ pub struct Metrics {
     pub allocations: Family<HostLabel, Gauge>,
     pub last_commit_seconds: Gauge<f64, AtomicU64>,
     pub leader: Gauge,
+    /// Status patches and Events waiting or in flight (see `outbox`).
+    pub status_writes_pending: Gauge,
+    pub status_write_failures: Family<WriteKind, Counter>,
+    pub events_dropped: Counter,
     pub fleet: FleetMetrics,
 }
 
@@ -141,6 +161,24 @@ impl Metrics {
             "1 while this process holds the lease",
             leader.clone(),
         );
+        let status_writes_pending = Gauge::default();
+        let status_write_failures = Family::<WriteKind, Counter>::default();
+        let events_dropped = Counter::default();
+        registry.register(
+            "flipbit_generator_status_writes_pending",
+            "Status patches and Events waiting or in flight; they never hold back a commit",
+            status_writes_pending.clone(),
+        );
+        registry.register(
+            "flipbit_generator_status_write_failures",
+            "Failed status patches (kind=status) and Event creates (kind=event); retried with backoff",
+            status_write_failures.clone(),
+        );
+        registry.register(
+            "flipbit_generator_events_dropped",
+            "Events not sent: over the per-Service rate limit, or failed too often",
+            events_dropped.clone(),
+        );
         let fleet = FleetMetrics::default();
         if fleet_view {
             fleet.register(&mut registry);
@@ -153,6 +191,9 @@ impl Metrics {
             allocations,
             last_commit_seconds,
             leader,
+            status_writes_pending,
+            status_write_failures,
+            events_dropped,
             fleet,
         }
     }

@@ -1,6 +1,7 @@
 //! `flipbit-generator run`: the live loop. Watch the cluster, and on every settled change (or a
 //! periodic resync) run the same decision cycle as `render`, but only while holding the lease;
-//! then tell the cluster (status, Events). Watch errors, API outages and failed pushes are logged
+//! then tell the cluster (status, Events) through the outbox, whose own task writes them, so no
+//! decision waits on the API server. Watch errors, API outages and failed pushes are logged
 //! and retried; the repo is never touched from a partial view (nothing runs before the first full
 //! sync of all three watchers).
 
@@ -8,6 +9,7 @@ pub mod fleet;
 mod http;
 pub mod leader;
 mod metrics;
+mod outbox;
 mod status;
 mod stores;
 
@@ -96,7 +98,13 @@ async fn run_async(opts: LiveOptions) -> Result<()> {
             },
         );
     }
-    let mut status = status::StatusWriter::new(client.clone(), &opts.lease.identity);
+    let outbox = outbox::spawn(outbox::Writer {
+        client: client.clone(),
+        identity: opts.lease.identity.clone(),
+        leading: leading.clone(),
+        metrics: metrics.clone(),
+    });
+    let mut status = status::StatusReporter::new(outbox);
     let mut terminate = shutdown_signal();
     loop {
         let is_leader = *leading.borrow_and_update();
@@ -136,7 +144,7 @@ async fn cycle_once(
     stores: &stores::Stores,
     store: &Arc<Mutex<(flipbit_store::Store, cycle::Memory)>>,
     metrics: &Metrics,
-    status: &mut status::StatusWriter,
+    status: &mut status::StatusReporter,
     latest: &fleet::LatestSlot,
 ) {
     metrics.reconciles.inc();
@@ -208,7 +216,8 @@ async fn cycle_once(
     for p in &outcome.problems {
         tracing::warn!(problem = %escaped(&p.to_string()), "skipped");
     }
-    status.report(&services, &outcome).await;
+    // Only enqueued: the outbox's task writes, so the next decision never waits on the API server.
+    status.report(&services, &outcome);
     if opts.fleet.is_some() {
         // The head the LB hosts follow: the commit pushed to their branch, else the one decided on.
         let head = match (&outcome.committed, &outcome.proposal) {

@@ -21,7 +21,7 @@ use super::route::{self, Route};
 use super::store::Key;
 use super::table;
 use super::watch;
-use super::{Shared, StatusPatch, lock};
+use super::{Shared, StatusPatch, StatusWrites, lock};
 
 pub async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
     if lock(&shared.store).unavailable {
@@ -31,6 +31,9 @@ pub async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult
     let route = route::parse(&path)
         .filter(|r| shared.serves_route(r))
         .ok_or_else(|| ApiError::not_found_path(&path))?;
+    if is_status_write(&route, req.method()) {
+        gate(shared).await?;
+    }
     let tables = req.method() == Method::GET && matches!(route, Route::Collection { .. } | Route::Object { .. });
     let format = negotiate(&req, tables)?;
     let q = Query::parse(req.uri().query().unwrap_or(""));
@@ -61,6 +64,57 @@ pub async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult
                 format,
             )
             .await
+        }
+    }
+}
+
+/// A write of Service status or of an Event: what [`StatusWrites`] governs.
+fn is_status_write(route: &Route, method: &Method) -> bool {
+    let writes = matches!(*method, Method::POST | Method::PATCH | Method::PUT);
+    match route {
+        Route::Object { res, status: true, .. } => {
+            Resource::get(*res).kind == "Service" && matches!(*method, Method::PATCH | Method::PUT)
+        }
+        Route::Collection { res, .. } | Route::Object { res, .. } => writes && Resource::get(*res).kind == "Event",
+        _ => false,
+    }
+}
+
+/// Counts a held request while it waits, also when its client hangs up.
+struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Applies the [`StatusWrites`] mode to a status or Event write: returns when it may be served.
+async fn gate(shared: &Arc<Shared>) -> ApiResult<()> {
+    let mut mode = shared.status_writes.subscribe();
+    loop {
+        let now = *mode.borrow_and_update();
+        match now {
+            StatusWrites::Normal => return Ok(()),
+            StatusWrites::Delay(d) => {
+                tokio::time::sleep(d).await;
+                return Ok(());
+            }
+            StatusWrites::Fail(code) => {
+                let reason = StatusWrites::reason(code).unwrap_or("InternalError");
+                return Err(ApiError::new(
+                    code,
+                    reason,
+                    "status and Event writes fail on this test API server (set_status_writes)",
+                ));
+            }
+            StatusWrites::Hold => {
+                shared.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _held = Held(&shared.held);
+                if mode.changed().await.is_err() {
+                    return Err(ApiError::unavailable());
+                }
+            }
         }
     }
 }

@@ -23,6 +23,9 @@
 //! and get 415 (a first apply creates, a repeated one finds nothing to patch, and both work); and
 //! core/v1 and events.k8s.io/v1 Events are stored separately (no conversion between the two).
 //!
+//! [`ApiServer::set_status_writes`] makes writes of Service status and of Events slow, held or
+//! failing (and only those), so a test can show that a controller's decisions never wait on them.
+//!
 //! kube 5 clients retry 503 by default (15 times, exponential backoff from 5 ms), so a request
 //! made during [`ApiServer::set_unavailable`] waits for the outage to end rather than failing,
 //! unless the client sets `Config::default_retry = false`.
@@ -45,6 +48,7 @@ mod watch;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -75,11 +79,43 @@ pub struct StatusPatch {
     pub body: Value,
 }
 
+/// How the server answers writes of `services/{name}/status` (PATCH, PUT) and of Events (POST,
+/// PATCH, PUT; core/v1 and events.k8s.io/v1); every other request is served as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusWrites {
+    #[default]
+    Normal,
+    /// Served after this long (an API server a few ms away, or a slow etcd).
+    Delay(Duration),
+    /// Not answered until the mode changes (then served by the new mode);
+    /// [`ApiServer::held_status_writes`] counts those waiting.
+    Hold,
+    /// Answered with this code and its real Status reason: 429, 500, 503 or 504.
+    Fail(u16),
+}
+
+impl StatusWrites {
+    /// The Status reason of a failure code, as the real server names it; None for a code this
+    /// server does not fake.
+    pub(crate) fn reason(code: u16) -> Option<&'static str> {
+        match code {
+            429 => Some("TooManyRequests"),
+            500 => Some("InternalError"),
+            503 => Some("ServiceUnavailable"),
+            504 => Some("Timeout"),
+            _ => None,
+        }
+    }
+}
+
 /// State shared by the HTTP side and the sync test API.
 pub(crate) struct Shared {
     store: Mutex<Store>,
     requests: Mutex<Vec<RequestRecord>>,
     status_patches: Mutex<Vec<StatusPatch>>,
+    pub(crate) status_writes: tokio::sync::watch::Sender<StatusWrites>,
+    /// Status and Event writes waiting in [`StatusWrites::Hold`].
+    pub(crate) held: AtomicUsize,
     bookmark_interval: Mutex<Duration>,
     addr: SocketAddr,
     /// The API groups served ("" is core): [`resources::DEFAULT_GROUPS`] and those enabled.
@@ -141,6 +177,8 @@ impl ApiServer {
             store: Mutex::new(Store::default()),
             requests: Mutex::default(),
             status_patches: Mutex::default(),
+            status_writes: tokio::sync::watch::Sender::new(StatusWrites::Normal),
+            held: AtomicUsize::new(0),
             bookmark_interval: Mutex::new(Duration::from_secs(1)),
             addr,
             groups: served,
@@ -237,6 +275,31 @@ impl ApiServer {
 
     pub fn status_patches(&self) -> Vec<StatusPatch> {
         lock(&self.shared.status_patches).clone()
+    }
+
+    /// The accepted status patches from the `from`-th on (for polling many without copying all).
+    pub fn status_patches_since(&self, from: usize) -> Vec<StatusPatch> {
+        lock(&self.shared.status_patches)
+            .get(from..)
+            .map(<[StatusPatch]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// How writes of Service status and of Events are answered from now on (held ones included).
+    /// Panics on a failure code the server does not fake (a bug in the test).
+    pub fn set_status_writes(&self, mode: StatusWrites) {
+        if let StatusWrites::Fail(code) = mode {
+            assert!(
+                StatusWrites::reason(code).is_some(),
+                "set_status_writes: Fail({code}) is not faked; use 429, 500, 503 or 504"
+            );
+        }
+        self.shared.status_writes.send_replace(mode);
+    }
+
+    /// Status and Event writes waiting in [`StatusWrites::Hold`] now.
+    pub fn held_status_writes(&self) -> usize {
+        self.shared.held.load(Ordering::SeqCst)
     }
 
     /// Event objects currently stored, core/v1 then events.k8s.io/v1.
