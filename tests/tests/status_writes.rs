@@ -398,3 +398,26 @@ async fn the_test_servers_status_knob_governs_only_status_and_event_writes() {
     assert_eq!(server.status_patches().len(), 1);
     assert_eq!(server.events().len(), 1);
 }
+
+/// `flipbit-bench status-writes` at a tiny size, so the benchmark keeps working as the code
+/// moves (its figures are in BENCHMARKS.md; nothing is timed here).
+#[test]
+fn the_status_writes_benchmark_runs() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flipbit-bench"))
+        .args(["status-writes", "40", "--idle-probes", "1"])
+        .output()
+        .expect("running flipbit-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "flipbit-bench status-writes failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "40 Services x 3 LB hosts: first commit",
+        "create -> commit while status is written: median",
+        "create -> commit idle (floor and target): median",
+    ] {
+        assert!(stdout.lines().any(|l| l.starts_with(line)), "no {line:?} in:\n{stdout}");
+    }
+}

@@ -1,8 +1,13 @@
 //! The cluster as the generator sees it: reflector stores of Services, Nodes and EndpointSlices,
 //! fed by kube's watchers (which list, watch from a resourceVersion, and relist after a 410 or an
-//! outage, keeping the last full state meanwhile). Every event bumps a counter the main loop
-//! watches, so bursts coalesce.
+//! outage, keeping the last full state meanwhile). Every event that can change a decision bumps a
+//! counter the main loop watches, so bursts coalesce. A Service event that changes nothing the
+//! decisions read (its status, most often our own status patch coming back) bumps nothing: 10,000
+//! status patches would otherwise keep the quiet period from ever settling, and each new Service
+//! would wait out the longest delay.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -29,13 +34,21 @@ pub struct Stores {
 pub fn start(client: &Client, changes: watch::Sender<u64>) -> Stores {
     let changes = Arc::new(changes);
     Stores {
-        services: spawn(Api::all(client.clone()), changes.clone()),
-        nodes: spawn(Api::all(client.clone()), changes.clone()),
-        slices: spawn(Api::all(client.clone()), changes),
+        services: spawn(Api::all(client.clone()), changes.clone(), Some(service_fingerprint)),
+        nodes: spawn(Api::all(client.clone()), changes.clone(), None),
+        slices: spawn(Api::all(client.clone()), changes, None),
     }
 }
 
-fn spawn<K>(api: Api<K>, changes: Arc<watch::Sender<u64>>) -> Store<K>
+/// What the decisions read of a Service (`convert::service`), hashed: its status is not in it.
+fn service_fingerprint(svc: &Service) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    convert::service(svc).hash(&mut h);
+    h.finish()
+}
+
+/// With a `fingerprint`, an applied object whose fingerprint is unchanged is no change.
+fn spawn<K>(api: Api<K>, changes: Arc<watch::Sender<u64>>, fingerprint: Option<fn(&K) -> u64>) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -44,9 +57,25 @@ where
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     tokio::spawn(async move {
+        let mut seen: HashMap<(Option<String>, Option<String>), u64> = HashMap::new();
         stream
             .for_each(|event| {
+                let changed = match (&event, fingerprint) {
+                    (Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)), Some(fingerprint)) => {
+                        let meta = obj.meta();
+                        let key = (meta.namespace.clone(), meta.name.clone());
+                        let print = fingerprint(obj);
+                        seen.insert(key, print) != Some(print)
+                    }
+                    (Ok(watcher::Event::Delete(obj)), Some(_)) => {
+                        let meta = obj.meta();
+                        seen.remove(&(meta.namespace.clone(), meta.name.clone()));
+                        true
+                    }
+                    _ => true,
+                };
                 match event {
+                    Ok(_) if !changed => {}
                     Ok(_) => changes.send_modify(|n| *n = n.wrapping_add(1)),
                     // The watcher retries with backoff; the store keeps its last full state.
                     Err(e) => tracing::warn!(%kind, error = %escaped(&e.to_string()), "watch failed; retrying"),

@@ -14,6 +14,8 @@
 //!   such as `--block B` keep runs apart).
 //! - `fleet N`: a dead LB host's records leaving DNS and coming back, N Services (see fleet.rs).
 //! - `pods-rollout N`: a rolling update of a pod-backed Service of N endpoints (see pods.rs).
+//! - `status-writes N`: status and Events of N Services written off the decision path, and
+//!   create -> commit meanwhile vs idle (see status_writes.rs).
 //! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
 //!   host, the apply and its DNS step, as the binaries report them.
 
@@ -25,6 +27,7 @@ mod overhead;
 mod pods;
 mod rig;
 mod scale;
+mod status_writes;
 mod under_load;
 
 /// The generator binary's allocator, so in-process figures are the generator's (see its main.rs).
@@ -61,6 +64,7 @@ fn main() {
         Some("convergence") => figure(convergence::run(n, &args[2..])),
         Some("under-load") => figure(under_load::run(&args[1..])),
         Some("fleet") => figure(fleet::run(n, &args[2..])),
+        Some("status-writes") => figure(status_writes::run(n, &args[2..])),
         Some("pods-rollout") => figure(pods::run(
             args.get(1).and_then(|s| s.parse().ok()).unwrap_or(500),
             args.get(2..).unwrap_or_default(),
