@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use jiff::{SignedDuration, Timestamp};
 
 use self::admitted::{Admitted, admitted_at};
-pub(crate) use self::books::{Books, CoHeld};
+pub(crate) use self::books::{Books, CoHeld, Released};
 pub(crate) use self::cursor::Cursors;
 use crate::config::{Config, LbHost};
 use crate::exposure::ExposedService;
@@ -165,7 +165,11 @@ pub fn allocate(
     placement.events = events;
 
     // Shared addresses: the groups, and the address each group already has on each host (the
-    // first member in creation order that holds one there). Members with an address keep it.
+    // first member in creation order that holds one there that it may keep: inside a pool of the
+    // host that admits it). Members with an address keep it. An address a member must give up
+    // (a pool shrank past it) is not the group's: were it, that member would find no group
+    // address this time and take the next member's on the next decision, so deciding twice from
+    // the same cluster would not give the same ledger.
     let mut groups: BTreeMap<(String, String), Vec<&ExposedService>> = BTreeMap::new();
     for svc in &sorted {
         if let Some(k) = &svc.settings.shared_key {
@@ -182,6 +186,9 @@ pub fn allocate(
                 continue;
             };
             for (host, ip) in &entry.addresses {
+                if !config.host(host).is_some_and(|h| admitted_at(h, member, *ip)) {
+                    continue;
+                }
                 placement
                     .group_address
                     .entry((group.clone(), host.clone()))
@@ -218,17 +225,9 @@ pub fn allocate(
         }
         placement.co_held.retain(|_, holders| *holders > 1);
     }
+    reserve_requests(config, &ledger, &sorted, &mut placement);
     for svc in &sorted {
-        for (host, ip) in &svc.settings.requested {
-            // A request in a pool that does not admit the Service reserves nothing: it is refused.
-            if !config.host(host).is_some_and(|h| admitted_at(h, svc, *ip)) {
-                continue;
-            }
-            if let std::collections::btree_map::Entry::Vacant(slot) = placement.holders.entry((host.clone(), *ip)) {
-                slot.insert(svc.key.clone());
-                placement.used.entry(host.clone()).or_default().insert(*ip);
-            }
-        }
+        placement.release_unadmitted(config, &ledger, svc);
     }
     for svc in sorted {
         placement.place(config, &mut ledger, svc);
@@ -245,6 +244,51 @@ pub fn allocate(
     }
 }
 
+/// Reserves requested addresses (`flipbit.io/ips`) for their requesters, to a fixed point: a
+/// request is granted when its address is free or already the requester's (the first requester
+/// by key wins a free one), and a Service granted one gives up the address it holds on that host
+/// (unless its sharing group still holds it), which may let another request through. Not in
+/// placement order, so that order decides nothing: a request refused because its holder had not
+/// yet moved to its own request would be granted by the next decision, and two decisions from
+/// one cluster would differ. Requests in a pool that does not admit their Service reserve
+/// nothing: they are refused when placed. Two Services asking for each other's addresses both
+/// keep theirs.
+fn reserve_requests(config: &Config, ledger: &Ledger, sorted: &[&&ExposedService], placement: &mut Placement) {
+    let mut granted: BTreeSet<(&ServiceKey, &LbHostName)> = BTreeSet::new();
+    loop {
+        let mut progress = false;
+        for svc in sorted {
+            for (host, ip) in &svc.settings.requested {
+                if granted.contains(&(&svc.key, host)) || !config.host(host).is_some_and(|h| admitted_at(h, svc, *ip)) {
+                    continue;
+                }
+                if placement
+                    .holders
+                    .get(&(host.clone(), *ip))
+                    .is_some_and(|holder| holder != &svc.key)
+                {
+                    continue;
+                }
+                placement.holders.insert((host.clone(), *ip), svc.key.clone());
+                placement.used.entry(host.clone()).or_default().insert(*ip);
+                granted.insert((&svc.key, host));
+                progress = true;
+                let current = ledger.services.get(&svc.key).and_then(|e| e.addresses.get(host));
+                if let Some(current) = current.filter(|c| *c != ip) {
+                    let at = (host.clone(), *current);
+                    if !placement.co_held.contains_key(&at) && placement.holders.get(&at) == Some(&svc.key) {
+                        placement.holders.remove(&at);
+                        placement.release(config, &svc.key, host, *current);
+                    }
+                }
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+}
+
 /// One decision's address bookkeeping, and what it placed.
 #[derive(Debug, Default)]
 pub(crate) struct Placement {
@@ -257,6 +301,8 @@ pub(crate) struct Placement {
     group_address: BTreeMap<((String, String), LbHostName), IpAddr>,
     /// Addresses several entries hold, with how many.
     co_held: CoHeld,
+    /// Addresses let go before placement ([`Placement::release_unadmitted`]).
+    released: Released,
     pub(crate) addresses: BTreeMap<ServiceKey, HostAddresses>,
     pub(crate) addresses_v6: BTreeMap<ServiceKey, HostAddresses>,
     pub(crate) events: Vec<AddressEvent>,
@@ -271,6 +317,40 @@ impl Placement {
         }
     }
 
+    /// Lets go, before any Service is placed, each address `svc` holds in a pool of its host that
+    /// no longer admits it (it gives every such address up when placed, whatever else happens;
+    /// an address left for a granted request is let go by `reserve_requests`).
+    /// Without this the order of placement would decide: a Service placed earlier would find a
+    /// pool exhausted by an address a later one is about to give up, and the next decision, from
+    /// the written ledger, would give it that address: two decisions from one cluster differing.
+    pub(crate) fn release_unadmitted(&mut self, config: &Config, ledger: &Ledger, svc: &ExposedService) {
+        let Some(entry) = ledger.services.get(&svc.key) else {
+            return;
+        };
+        for (host_name, ip) in &entry.addresses {
+            let Some(host) = config.host(host_name) else { continue };
+            if host.in_pools(*ip) && !admitted_at(host, svc, *ip) {
+                self.release(config, &svc.key, host_name, *ip);
+            }
+        }
+    }
+
+    /// `key` gives `ip` on `host` up ahead of placement (as [`Books::let_go`]); when it is
+    /// placed, the address only leaves its entry.
+    fn release(&mut self, config: &Config, key: &ServiceKey, host: &LbHostName, ip: IpAddr) {
+        let mut books = Books {
+            config,
+            key,
+            used: &mut self.used,
+            cursors: &mut self.cursors,
+            holders: &mut self.holders,
+            co_held: &mut self.co_held,
+            released: &mut self.released,
+        };
+        books.let_go(host, ip);
+        self.released.insert((key.clone(), host.clone()), ip);
+    }
+
     /// Gives `svc` its addresses: kept while valid (inside a pool that admits it), requested
     /// ones, its group's, or the lowest free of the pools that admit it; records them in its
     /// ledger entry (removed when it got none).
@@ -282,6 +362,7 @@ impl Placement {
             holders,
             group_address,
             co_held,
+            released,
             addresses,
             addresses_v6,
             events,
@@ -318,6 +399,7 @@ impl Placement {
             cursors: &mut *cursors,
             holders: &mut *holders,
             co_held: &mut *co_held,
+            released: &mut *released,
         };
         books.drop_hosts(&mut entry.addresses, keep, events);
         for host in targets {

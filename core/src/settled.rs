@@ -323,6 +323,9 @@ impl Settled {
         }
         exposed.sort_by(|a, b| a.key.cmp(&b.key));
         for svc in &exposed {
+            placement.release_unadmitted(config, &self.ledger, svc);
+        }
+        for svc in &exposed {
             placement.place(config, &mut self.ledger, svc);
         }
         let ledger_changed = touched

@@ -25,13 +25,25 @@ pub(crate) struct Books<'a> {
     pub(crate) cursors: &'a mut Cursors,
     pub(crate) holders: &'a mut BTreeMap<(LbHostName, IpAddr), ServiceKey>,
     pub(crate) co_held: &'a mut CoHeld,
+    /// Addresses given up before any Service was placed (`Placement::release_unadmitted`): let
+    /// go once, then, when their Service is placed, only taken out of its entry.
+    pub(crate) released: &'a mut Released,
 }
+
+/// Addresses let go ahead of placement, by Service and host.
+pub(crate) type Released = BTreeMap<(ServiceKey, LbHostName), IpAddr>;
 
 impl Books<'_> {
     /// The Service gives `ip` on `host` up. It becomes free, unless other members of its sharing
     /// group still hold it, or a request of this decision was promised it (a pool stopped
     /// admitting its holder: the requester takes it, so it stays in use).
     pub(crate) fn let_go(&mut self, host: &LbHostName, ip: IpAddr) {
+        let mine = (self.key.clone(), host.clone());
+        if self.released.get(&mine) == Some(&ip) {
+            // Let go before placement began; another Service may hold it by now.
+            self.released.remove(&mine);
+            return;
+        }
         let at = (host.clone(), ip);
         if let Some(holders) = self.co_held.get_mut(&at) {
             *holders -= 1;
