@@ -8,7 +8,7 @@
 //! Options: `--latency-ms L` answers each status patch and Event L ms late (the in-process
 //! server answers in well under 1 ms; a real API server takes a few ms, TLS and etcd included);
 //! `--generator PATH` runs another build (e.g. one from before the outbox, for the before/after);
-//! `--idle-probes K` (default 5).
+//! `--idle-probes K` (default 5); `--log FILE` keeps the generator's log.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -90,7 +90,10 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
     let flags = Flags::parse(args)?;
     let latency: u64 = flags.get("latency-ms", 0)?;
     let idle_probes: usize = flags.get("idle-probes", 5)?;
-    let binary: PathBuf = flags.get("generator", flipbit_tests::bins::generator())?;
+    let binary = match flags.get::<String>("generator", String::new())? {
+        path if path.is_empty() => flipbit_tests::bins::generator(),
+        path => PathBuf::from(path),
+    };
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let api = ApiServer::start();
     if latency > 0 {
@@ -123,7 +126,7 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
         ));
     }
     let initial = repo::head(&repo);
-    let log = tmp.path().join("generator.log");
+    let log: PathBuf = flags.get("log", tmp.path().join("generator.log"))?;
     let started = Instant::now();
     let generator = start(&binary, &repo, &kubeconfig, &tmp.path().join("cache.git"), &log)?;
     let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
