@@ -56,7 +56,8 @@ const SPAM_PER_SECOND: f64 = 1.0 / 300.0;
 /// and never hold back status, which has slots of its own).
 const GLOBAL_BURST: f64 = 200.0;
 const GLOBAL_PER_SECOND: f64 = 50.0;
-/// Per-Service spam buckets kept before full (idle) ones are forgotten, as client-go's LRU of 4096.
+/// Per-Service spam buckets kept before full (idle) ones are forgotten (client-go keeps an LRU of
+/// 4096); more when that many are in use.
 const SPAM_BUCKETS: usize = 4096;
 /// events.k8s.io/v1 refuses a note longer than this (bytes).
 const NOTE_MAX: usize = 1024;
@@ -208,6 +209,8 @@ pub struct Queue {
     event_lane: Lane<EventKey>,
     events_sending: usize,
     spam: HashMap<ServiceKey, Bucket>,
+    /// The size of `spam` at which full (idle) buckets are forgotten next.
+    spam_prune_at: usize,
     global: Option<Bucket>,
     /// Bumped whenever everything is dropped (a change of leadership).
     epoch: u64,
@@ -318,11 +321,14 @@ impl Queue {
             job.wish.regarding = wish.regarding;
             return true;
         }
-        if self.spam.len() >= SPAM_BUCKETS {
+        if self.spam.len() >= self.spam_prune_at {
             self.spam.retain(|_, b| {
                 b.refill(SPAM_BURST, SPAM_PER_SECOND, now);
                 b.tokens < SPAM_BURST
             });
+            // Not again before the map doubles: 50,000 first allocations in one cycle would
+            // otherwise scan all buckets for every Event (quadratic: 16 s at 50k).
+            self.spam_prune_at = SPAM_BUCKETS.max(2 * self.spam.len());
         }
         let bucket = self
             .spam
@@ -976,6 +982,25 @@ mod tests {
         // A write that ends after the reset changes nothing.
         assert!(!q.status_done(&key("a"), &Outcome::Failed("aborted".into()), now));
         assert_eq!(q.pending(), 0);
+    }
+
+    #[test]
+    fn spam_buckets_are_pruned_only_as_the_map_doubles() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        let mut prunes = 0;
+        let mut last = 0;
+        for i in 0..20_000 {
+            q.event(wish(&format!("s{i}"), "AddressAllocated", "x"), now);
+            if q.spam_prune_at != last {
+                prunes += 1;
+                last = q.spam_prune_at;
+            }
+        }
+        // Every bucket is in use (24 of 25 tokens): none is forgotten, and the map is scanned
+        // a handful of times, not once per Event.
+        assert_eq!(q.spam.len(), 20_000);
+        assert!(prunes <= 5, "{prunes} prunes");
     }
 
     #[test]
