@@ -79,7 +79,7 @@ fn probe(api: &ApiServer, repo: &Path, name: &str) -> Result<f64, String> {
     let started = Instant::now();
     api.apply(objects::lb_service("probe", name, &[], &[(8080, 30080)]));
     let path = format!("lb/lb-a/probe/{name}.conf");
-    until(Duration::from_secs(120), Duration::from_millis(2), || {
+    until(Duration::from_secs(900), Duration::from_millis(2), || {
         repo::read(repo, &path).is_some()
     })
     .map_err(|e| format!("probe/{name} committed: {e}"))?;
