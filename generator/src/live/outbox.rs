@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Client, Resource};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -715,6 +715,12 @@ fn start_writes(
     }
 }
 
+/// Sends a write and leaves its answer unread: decoding 50,000 Services echoed back by status
+/// patches costs CPU the next decision could use, and the watch brings the same objects anyway.
+async fn send(client: &Client, request: hyper::Request<Vec<u8>>) -> Result<(), kube::Error> {
+    client.request_text(request).await.map(|_| ())
+}
+
 /// Classifies a write's error: 404 means the object (or its namespace) is gone.
 fn outcome(result: Result<(), kube::Error>) -> Outcome {
     match result {
@@ -736,11 +742,18 @@ async fn patch_status(client: Client, key: ServiceKey, ingress: Ingress) -> Done
         )
     };
     let patch = json!({"status": {"loadBalancer": {"ingress": value}}});
-    let api: Api<Service> = Api::namespaced(client, key.namespace.as_str());
-    let result = api
-        .patch_status(key.name.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ());
+    let request = kube::core::Request::new(Service::url_path(&(), Some(key.namespace.as_str())))
+        .patch_subresource(
+            "status",
+            key.name.as_str(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .map_err(kube::Error::BuildRequest);
+    let result = match request {
+        Ok(request) => send(&client, request).await,
+        Err(e) => Err(e),
+    };
     if result.is_ok() {
         tracing::debug!(service = %key, addresses = ?ingress, "status updated");
     }
@@ -765,11 +778,20 @@ async fn create_event(client: Client, identity: String, job: Box<EventJob>) -> D
         type_: Some(if job.wish.warning { "Warning" } else { "Normal" }.into()),
         ..Event::default()
     };
-    let api: Api<Event> = Api::namespaced(client, job.wish.key.namespace.as_str());
-    let result = match api.create(&PostParams::default(), &event).await {
-        // A retry of a create that landed: the name is the Event's own.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        r => r.map(|_| ()),
+    let request = serde_json::to_vec(&event)
+        .map_err(kube::Error::SerdeError)
+        .and_then(|body| {
+            kube::core::Request::new(Event::url_path(&(), Some(job.wish.key.namespace.as_str())))
+                .create(&PostParams::default(), body)
+                .map_err(kube::Error::BuildRequest)
+        });
+    let result = match request {
+        Ok(request) => match send(&client, request).await {
+            // A retry of a create that landed: the name is the Event's own.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            r => r,
+        },
+        Err(e) => Err(e),
     };
     let outcome = outcome(result);
     Done::Event(job, outcome)
