@@ -56,7 +56,7 @@ report_free_disk() {
   mkdir -p "$dir"
   free_kb=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
   echo "free disk under $dir: $((free_kb / 1024)) MB"
-  if [ "$free_kb" -lt $((4 * 1024 * 1024)) ]; then
-    echo "warning: less than 4 GB free under $dir; the build and tests may run out of space" >&2
+  if [ "$free_kb" -lt $((6 * 1024 * 1024)) ]; then
+    echo "warning: less than 6 GB free under $dir; the build, the release artifacts and the tests may run out of space" >&2
   fi
 }
