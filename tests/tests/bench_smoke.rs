@@ -1,7 +1,7 @@
 //! Smoke runs of the issue-7 benchmarks (`flipbit-bench overhead|dns-ratio|convergence|under-load`)
 //! at tiny sizes, so the benches keep working as the code moves. Nothing here is timed: each run
 //! must finish and print its figure lines, and under load no TCP connection may fail. Each run
-//! has its own address block (127.121–124.x.x) and DNS port, like every other end-to-end test.
+//! has its own address block (127.121–125.x.x) and DNS port, like every other end-to-end test.
 
 use std::process::Command;
 
@@ -96,8 +96,39 @@ fn under_load_loses_no_tcp_connection() {
     };
     let line = out
         .lines()
-        .find(|l| l.starts_with("under-load, 3 reloads"))
+        .find(|l| l.starts_with("under-load (nginx), 3 reloads"))
         .unwrap_or_else(|| panic!("no under-load line:\n{out}"));
     assert!(line.contains(", 0 failed (target 0)"), "{out}");
     assert!(has_line(&out, "under-load: UDP", "answered"), "{out}");
+}
+
+/// The same through a HAProxy host (HAProxy 2.6 master-worker, reloaded on its master CLI): the
+/// new worker takes the listening sockets from the old one, so no connection fails.
+#[test]
+fn under_load_through_haproxy_loses_no_tcp_connection() {
+    if !flipbit_tests::haproxy::have_haproxy() {
+        flipbit_tests::skip("haproxy is not installed (scripts/test installs it)");
+        return;
+    }
+    let Some(out) = bench(
+        &[
+            "under-load",
+            "--connections",
+            "300",
+            "--changes",
+            "3",
+            "--block",
+            "125",
+            "--host-option",
+            "flavor=haproxy",
+        ],
+        false,
+    ) else {
+        return;
+    };
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("under-load (haproxy), 3 reloads"))
+        .unwrap_or_else(|| panic!("no under-load line:\n{out}"));
+    assert!(line.contains(", 0 failed (target 0)"), "{out}");
 }

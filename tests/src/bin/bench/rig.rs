@@ -16,6 +16,7 @@ use flipbit_core::ledger::Ledger;
 use flipbit_tests::backends::Backends;
 use flipbit_tests::bind::NamedInstance;
 use flipbit_tests::cluster::{ManifestDir, text};
+use flipbit_tests::haproxy::HaproxyInstance;
 use flipbit_tests::nginx::NginxInstance;
 
 /// The zone every figure publishes into (the one `NamedInstance` serves).
@@ -29,8 +30,8 @@ pub const NODE_PORT_UDP: u16 = 30053;
 /// Command-line options after `<figure> N`: `--block B`, `--dns-port P`, `--reps R`,
 /// `--namespaces K`, `--interval S`, `--connections C`, `--changes K`, `--log FILTER` (the
 /// applier's `RUST_LOG`, its output printed), and `--host-option key=value` (repeatable: a line
-/// added to every LB host in flipbit.yaml, e.g. `layout=shared-listeners`). Each figure reads the
-/// ones it uses.
+/// added to every LB host in flipbit.yaml, e.g. `layout=shared-listeners`; `flavor=haproxy` also
+/// runs a private HAProxy on each host instead of nginx). Each figure reads the ones it uses.
 #[derive(Debug, Clone)]
 pub struct Flags {
     values: BTreeMap<String, String>,
@@ -75,6 +76,8 @@ pub struct Rig {
     pub repo: PathBuf,
     pub cluster: ManifestDir,
     pub lbs: BTreeMap<String, NginxInstance>,
+    /// The LB hosts run HAProxy instead (`--host-option flavor=haproxy`); `lbs` is then empty.
+    pub haproxies: BTreeMap<String, HaproxyInstance>,
     pub named: Option<NamedInstance>,
     cache: PathBuf,
     _backends: Backends,
@@ -92,7 +95,11 @@ impl Rig {
         dns_port: Option<u16>,
         host_options: &[String],
     ) -> Result<Self, String> {
-        if !flipbit_tests::have_nginx() {
+        let haproxy = host_options.iter().any(|o| o == "flavor: haproxy");
+        if haproxy && !flipbit_tests::haproxy::have_haproxy() {
+            return Err("haproxy is not installed (scripts/test installs it)".into());
+        }
+        if !haproxy && !flipbit_tests::have_nginx() {
             return Err("nginx with the stream module is not installed (scripts/test installs it)".into());
         }
         let tmp = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
@@ -119,8 +126,12 @@ impl Rig {
         let backends = Backends::start(&tcp, &udp).map_err(|e| format!("node backends: {e}"))?;
         // Every listening socket takes a connection slot in each worker; leave room for traffic.
         let connections = (listeners + 1024).min(19_000);
-        let mut lbs = BTreeMap::new();
+        let (mut lbs, mut haproxies) = (BTreeMap::new(), BTreeMap::new());
         for name in HOSTS.iter().take(hosts) {
+            if haproxy {
+                haproxies.insert((*name).to_owned(), HaproxyInstance::start(&tmp.path().join(name))?);
+                continue;
+            }
             let nginx = NginxInstance::start_with_connections(&tmp.path().join(name), connections)?;
             lbs.insert((*name).to_owned(), nginx);
         }
@@ -134,6 +145,7 @@ impl Rig {
             repo,
             cluster,
             lbs,
+            haproxies,
             named,
             cache,
             _backends: backends,
@@ -154,7 +166,10 @@ impl Rig {
 
     /// `flipbit-applier <mode>` arguments for `lb` (with the DNS step when there is a `named`).
     pub fn applier_args(&self, lb: &str, mode: &str) -> Vec<String> {
-        let mut args = self.lbs[lb].applier_args(&self.repo, lb);
+        let mut args = match self.haproxies.get(lb) {
+            Some(haproxy) => haproxy.applier_args(&self.repo, lb),
+            None => self.lbs[lb].applier_args(&self.repo, lb),
+        };
         args[0] = mode.to_owned();
         if let Some(named) = &self.named {
             args.extend([

@@ -11,7 +11,10 @@
 //! session per client instead of one per datagram (the snippets keep a session 20 s).
 //!
 //! Options: `--connections C` (default 10000), `--changes K` (20), `--tcp-threads T` (2),
-//! `--udp-threads U` (1), `--block B`.
+//! `--udp-threads U` (1), `--block B`. With `--host-option flavor=haproxy` the LB host is a
+//! HAProxy 2.6 master (`haproxy -W -S <socket>`, `tests/src/haproxy.rs`) and each change is a
+//! reload through the master CLI, as the applier does on a HAProxy host; HAProxy carries TCP
+//! only, so there is no UDP load then.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -56,8 +59,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let target: u64 = flags.get("connections", 10_000)?;
     let changes: usize = flags.get("changes", 20)?;
     let tcp_threads: usize = flags.get("tcp-threads", 2)?;
-    let udp_threads: usize = flags.get("udp-threads", 1)?;
     let rig = Rig::start(block, 1, changes + 16, None, &flags.host_options)?;
+    let haproxy = !rig.haproxies.is_empty();
+    let (server, reloaded) = if haproxy {
+        ("haproxy", "haproxy reloaded")
+    } else {
+        ("nginx", "nginx reloaded")
+    };
+    let udp_threads: usize = if haproxy { 0 } else { flags.get("udp-threads", 1)? };
     rig.cluster.lb_service(
         "bench",
         "load",
@@ -75,7 +84,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .ok_or("bench/load has no committed address on lb-a")?;
     let (tcp_addr, udp_addr) = (SocketAddr::new(ip, TCP_PORT), SocketAddr::new(ip, UDP_PORT));
     probe::eventually(Duration::from_secs(5), || probe::tcp(tcp_addr))?;
-    probe::eventually(Duration::from_secs(5), || probe::udp(udp_addr))?;
+    if !haproxy {
+        probe::eventually(Duration::from_secs(5), || probe::udp(udp_addr))?;
+    }
     let nodes: Vec<String> = crate::rig::node_ips(block)
         .iter()
         .map(|ip| format!("{ip}:{NODE_PORT_TCP}"))
@@ -115,9 +126,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         other(&rig, i, (k % 2 == 1).then_some("least-conn"));
         let step = rig.render().and_then(|_| rig.apply("lb-a", &[]));
         match step {
-            Ok((took, out)) if out.contains("nginx reloaded") => applies.push(ms(took)),
+            Ok((took, out)) if out.contains(reloaded) => applies.push(ms(took)),
             Ok((_, out)) => {
-                result = Err(format!("change {k} did not reload nginx: {out}"));
+                result = Err(format!("change {k} did not reload {server}: {out}"));
                 break;
             }
             Err(e) => {
@@ -141,21 +152,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let sent = counters.udp_sent.load(Ordering::Relaxed);
     let answered = counters.udp_answered.load(Ordering::Relaxed);
     println!(
-        "under-load, {} reloads ({} applies, median {:.0} ms) in {secs:.1} s: TCP {} connections, {failed} failed (target 0)",
+        "under-load ({server}), {} reloads ({} applies, median {:.0} ms) in {secs:.1} s: TCP {} connections, {failed} failed (target 0)",
         applies.len(),
         applies.len(),
         crate::rig::median(&mut applies),
         ok + failed
     );
-    println!(
-        "under-load: UDP {sent} requests, {answered} answered, {} lost ({:.2}%)",
-        sent - answered,
-        if sent == 0 {
-            0.0
-        } else {
-            100.0 * (sent - answered) as f64 / sent as f64
-        }
-    );
+    if haproxy {
+        println!("under-load (haproxy): no UDP (HAProxy carries TCP only)");
+    } else {
+        println!(
+            "under-load: UDP {sent} requests, {answered} answered, {} lost ({:.2}%)",
+            sent - answered,
+            if sent == 0 {
+                0.0
+            } else {
+                100.0 * (sent - answered) as f64 / sent as f64
+            }
+        );
+    }
     if let Ok(reasons) = counters.reasons.lock() {
         for (reason, count) in reasons.iter() {
             println!("  TCP failure x{count}: {reason}");
