@@ -15,6 +15,7 @@ pub mod gitdaemon;
 pub mod githttp;
 pub mod haproxy;
 pub mod human;
+pub mod live_cluster;
 pub mod netns;
 pub mod nginx;
 pub mod podman;

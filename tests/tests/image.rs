@@ -26,6 +26,19 @@ fn archive() -> PathBuf {
     workspace().join(format!("target/artifacts/flipbit-generator-{VERSION}.oci.tar"))
 }
 
+/// The archive scripts/image wrote, or a skip (a failure under scripts/test) when it is missing.
+fn built_archive() -> Option<PathBuf> {
+    let archive = archive();
+    if !archive.exists() {
+        flipbit_tests::skip(&format!(
+            "{} is missing: run scripts/image first (scripts/test does)",
+            archive.display()
+        ));
+        return None;
+    }
+    Some(archive)
+}
+
 /// Every blob file under `lb/` and `dns/` plus the ledger, with its content, at the head of `main`.
 fn rendered(bare: &Path) -> BTreeMap<String, String> {
     let mut files: Vec<String> = repo::files_under(bare, "");
@@ -57,14 +70,7 @@ fn chown_tree(path: &Path, uid: u32) {
 
 #[test]
 fn the_image_runs_the_generator_as_a_cluster_would() {
-    let archive = archive();
-    if !archive.exists() {
-        flipbit_tests::skip(&format!(
-            "{} is missing: run scripts/image first (scripts/test does)",
-            archive.display()
-        ));
-        return;
-    }
+    let Some(archive) = built_archive() else { return };
     if let Some(why) = podman::unavailable() {
         flipbit_tests::skip(&why);
         return;
@@ -302,14 +308,7 @@ fn walk_files(dir: &Path) -> Vec<std::fs::Metadata> {
 /// skopeo must read it as an image with the generator's labels and one entrypoint.
 #[test]
 fn skopeo_copies_the_archive_as_an_air_gapped_site_would() {
-    let archive = archive();
-    if !archive.exists() {
-        flipbit_tests::skip(&format!(
-            "{} is missing: run scripts/image first (scripts/test does)",
-            archive.display()
-        ));
-        return;
-    }
+    let Some(archive) = built_archive() else { return };
     if Command::new("skopeo").arg("--version").output().is_err() {
         flipbit_tests::skip("skopeo is not installed (scripts/test installs it)");
         return;

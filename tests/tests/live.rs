@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use flipbit_core::ledger::Ledger;
 use flipbit_tests::apiserver::ApiServer;
-use flipbit_tests::cluster::flipbit_yaml;
 use flipbit_tests::genproc::{GeneratorProcess, objects};
+use flipbit_tests::live_cluster::LiveCluster;
 use flipbit_tests::repo;
 use tempfile::TempDir;
 
@@ -24,33 +24,12 @@ struct Live {
 
 impl Live {
     fn new(block: u8) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let api = ApiServer::start();
-        let kubeconfig = tmp.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-        let config = flipbit_yaml(&[
-            ("lb-a", &format!("127.{block}.1.0/24")),
-            ("lb-b", &format!("127.{block}.2.0/24")),
-        ]);
-        let repo = repo::create(
-            &tmp.path().join("state.git"),
-            &BTreeMap::from([("flipbit.yaml", config)]),
-        )
-        .expect("repo");
-        for i in 1..=5u8 {
-            api.apply(objects::node(
-                &format!("node-{i}"),
-                &format!("127.{block}.0.{}", 9 + i),
-                true,
-                false,
-                true,
-            ));
-        }
+        let c = LiveCluster::start(block);
         Self {
-            _tmp: tmp,
-            api,
-            kubeconfig,
-            repo,
+            _tmp: c.tmp,
+            api: c.api,
+            kubeconfig: c.kubeconfig,
+            repo: c.repo,
             block,
         }
     }

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flipbit_tests::apiserver::{ApiServer, StatusWrites};
-use flipbit_tests::cluster::flipbit_yaml;
 use flipbit_tests::genproc::{GeneratorProcess, objects};
+use flipbit_tests::live_cluster::LiveCluster;
 use flipbit_tests::repo;
 use serde_json::json;
 use tempfile::TempDir;
@@ -32,34 +32,13 @@ struct Cluster {
 impl Cluster {
     /// Two LB hosts (127.B.1.0/24, 127.B.2.0/24) and five Ready nodes; status writes as `mode`.
     fn new(block: u8, mode: StatusWrites) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let api = ApiServer::start();
-        api.set_status_writes(mode);
-        let kubeconfig = tmp.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-        let config = flipbit_yaml(&[
-            ("lb-a", &format!("127.{block}.1.0/24")),
-            ("lb-b", &format!("127.{block}.2.0/24")),
-        ]);
-        let repo = repo::create(
-            &tmp.path().join("state.git"),
-            &BTreeMap::from([("flipbit.yaml", config)]),
-        )
-        .expect("repo");
-        for i in 1..=5u8 {
-            api.apply(objects::node(
-                &format!("node-{i}"),
-                &format!("127.{block}.0.{}", 9 + i),
-                true,
-                false,
-                true,
-            ));
-        }
+        let c = LiveCluster::start(block);
+        c.api.set_status_writes(mode);
         Self {
-            _tmp: tmp,
-            api,
-            kubeconfig,
-            repo,
+            _tmp: c.tmp,
+            api: c.api,
+            kubeconfig: c.kubeconfig,
+            repo: c.repo,
             block,
         }
     }

@@ -1,0 +1,54 @@
+//! The cluster the live-generator tests start from: an in-process API server with five Ready
+//! nodes (127.B.0.10–14), its kubeconfig, and a bare state repo whose `flipbit.yaml` has LB hosts
+//! lb-a (127.B.1.0/24) and lb-b (127.B.2.0/24).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+
+use crate::apiserver::ApiServer;
+use crate::cluster::flipbit_yaml;
+use crate::genproc::objects;
+
+pub struct LiveCluster {
+    pub tmp: TempDir,
+    pub api: ApiServer,
+    pub kubeconfig: PathBuf,
+    pub repo: PathBuf,
+    pub block: u8,
+}
+
+impl LiveCluster {
+    pub fn start(block: u8) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let api = ApiServer::start();
+        let kubeconfig = tmp.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        let config = flipbit_yaml(&[
+            ("lb-a", &format!("127.{block}.1.0/24")),
+            ("lb-b", &format!("127.{block}.2.0/24")),
+        ]);
+        let repo = crate::repo::create(
+            &tmp.path().join("state.git"),
+            &BTreeMap::from([("flipbit.yaml", config)]),
+        )
+        .expect("repo");
+        for i in 1..=5u8 {
+            api.apply(objects::node(
+                &format!("node-{i}"),
+                &format!("127.{block}.0.{}", 9 + i),
+                true,
+                false,
+                true,
+            ));
+        }
+        Self {
+            tmp,
+            api,
+            kubeconfig,
+            repo,
+            block,
+        }
+    }
+}
