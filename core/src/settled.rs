@@ -358,11 +358,8 @@ impl Settled {
                     }
                 }
                 for listener in new.difference(old) {
-                    match counts.get_mut(listener) {
-                        Some(n) => *n += 1,
-                        // A port no Service used on that host: a new listener.
-                        None => return None,
-                    }
+                    // A port no Service used on that host (`None`): a new listener.
+                    *counts.get_mut(listener)? += 1;
                 }
             }
             self.listeners = counts;
