@@ -220,8 +220,8 @@ fn parse_interval(text: &str) -> Result<f64, String> {
 
 /// Seconds between two head checks: 0 (off), or as for [`parse_interval`].
 fn parse_check_interval(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs == 0.0 => Ok(0.0),
-        _ => parse_interval(text),
+    if text.parse::<f64>() == Ok(0.0) {
+        return Ok(0.0);
     }
+    parse_interval(text)
 }
