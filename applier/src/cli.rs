@@ -22,16 +22,25 @@ pub enum Command {
     /// The fleet as its hosts published it: per LB host its applied commit (and how far behind
     /// the branch it is), the age of its last run, its state and its records (docs/design.md §5.6).
     Status(StatusArgs),
-    /// The same, repeated every --interval seconds.
+    /// The same, long-running: a full run every --interval seconds, and between runs a check of
+    /// the branch head every --check-interval seconds that starts a run at once when it moved.
     Watch {
         #[command(flatten)]
         args: ApplyArgs,
-        /// Seconds from one fetch to the next (fractions allowed, at least 0.05). The interval is
-        /// most of the time from a commit to this host serving it; a fetch that finds nothing new
-        /// costs one round trip to the Git server and a few milliseconds here (raise it for a
-        /// hosted Git service that limits fetches).
+        /// Seconds from the start of one full run (fetch, apply, publish this host's state, watch
+        /// the peers) to the next (fractions allowed, at least 0.05). Peers judge this host's
+        /// heartbeat by it.
         #[arg(long, env = "FLIPBIT_INTERVAL", default_value_t = 1.0, value_parser = parse_interval)]
         interval: f64,
+        /// Seconds between two checks of the head the Git server advertises for the branch (one
+        /// ref listing, as `git ls-remote`: no fetch), made between full runs; a head other than
+        /// the one last fetched starts a full run at once. It is most of the time from a commit to
+        /// this host serving it. No check is made sooner than this after the last request to the
+        /// server, so the server sees about one request per check interval: raise it for a hosted
+        /// Git service that limits request rates; 0 (or a value not below --interval) turns the
+        /// checks off, leaving one fetch per --interval.
+        #[arg(long, env = "FLIPBIT_CHECK_INTERVAL", default_value_t = 0.1, value_parser = parse_check_interval)]
+        check_interval: f64,
     },
 }
 
@@ -207,4 +216,12 @@ fn parse_interval(text: &str) -> Result<f64, String> {
         return Err(format!("{text} is out of range: use 0.05 to 86400 seconds"));
     }
     Ok(secs)
+}
+
+/// Seconds between two head checks: 0 (off), or as for [`parse_interval`].
+fn parse_check_interval(text: &str) -> Result<f64, String> {
+    if text.parse::<f64>() == Ok(0.0) {
+        return Ok(0.0);
+    }
+    parse_interval(text)
 }

@@ -27,3 +27,4 @@ pub mod signatures;
 pub mod stage;
 pub mod status;
 pub mod verify;
+pub mod watch;

@@ -11,7 +11,9 @@ use flipbit_applier::haproxy::Haproxy;
 use flipbit_applier::metrics::observer::Observer;
 use flipbit_applier::nginx::Nginx;
 use flipbit_applier::signatures::SignaturePolicy;
+use flipbit_applier::watch::Between;
 use flipbit_core::text::escaped;
+use flipbit_core::timing::WatchSchedule;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -137,8 +139,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report(&run?.into_report()?);
             Ok(())
         }
-        Command::Watch { args, interval } => {
+        Command::Watch {
+            args,
+            interval,
+            check_interval,
+        } => {
             let period = Duration::from_secs_f64(interval);
+            let mut between = Between::new(
+                &args.repo,
+                &args.branch,
+                WatchSchedule {
+                    interval: period,
+                    check: (check_interval > 0.0).then(|| Duration::from_secs_f64(check_interval)),
+                },
+            );
             let opts = options(&args, period)?;
             let mut observer = Observer::new(args.metrics_file.clone());
             if let Some(addr) = args.metrics_listen {
@@ -149,10 +163,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             loop {
                 // Runs start every `period`, however long an apply took (an apply that took
-                // longer is followed at once by the next run).
+                // longer is followed at once by the next run), and sooner when a check between
+                // them sees the branch move.
                 let started = std::time::Instant::now();
                 let run = apply::run_managing(&opts, args.manage_addresses.as_ref());
                 observer.observe(&opts, &run);
+                let fetched = run.as_ref().ok().and_then(|r| r.head);
                 match run.and_then(Run::into_report) {
                     Ok(outcome) if !changed(&outcome) => {}
                     Ok(outcome) => report(&outcome),
@@ -160,7 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         tracing::error!(error = %escaped(&format!("{e:#}")), "apply failed; the running config is kept")
                     }
                 }
-                std::thread::sleep(period.saturating_sub(started.elapsed()));
+                between.wait(started, fetched, &mut observer);
             }
         }
     }

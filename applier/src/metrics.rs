@@ -38,6 +38,9 @@ const CAUSES: [Cause; 7] = [
 /// The steps a failure is counted against.
 const STEPS: [&str; 2] = ["lb", "dns"];
 
+/// What a `watch` head check found (`crate::watch::Checked`).
+const CHECK_RESULTS: [&str; 3] = ["unchanged", "moved", "failed"];
+
 /// What the metrics take from one run (a [`Run`], or a run that could not start).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
@@ -114,6 +117,8 @@ pub struct Metrics {
     dns_added: u64,
     dns_deleted: u64,
     withdrawals: u64,
+    /// `watch`'s checks of the advertised branch head, by result.
+    head_checks: BTreeMap<&'static str, u64>,
     last: Option<Last>,
     peers_down: Option<usize>,
     /// The applied commit and its commit time (read again only when the commit changes).
@@ -132,6 +137,7 @@ impl Default for Metrics {
             dns_added: 0,
             dns_deleted: 0,
             withdrawals: 0,
+            head_checks: CHECK_RESULTS.iter().map(|r| (*r, 0)).collect(),
             last: None,
             peers_down: None,
             applied: None,
@@ -184,6 +190,9 @@ impl Metrics {
         for ((step, cause), n) in &mut self.failures {
             out.push((failure_series(step, *cause), n));
         }
+        for (result, n) in &mut self.head_checks {
+            out.push((format!("{}{{result=\"{result}\"}}", name("head_checks_total")), n));
+        }
         out
     }
 
@@ -219,6 +228,12 @@ impl Metrics {
     /// Peers this host saw down in its last run (the fleet's peer watch).
     pub fn record_peers_down(&mut self, n: usize) {
         self.peers_down = Some(n);
+    }
+
+    /// One check of the advertised branch head between two `watch` runs, by its result (one of
+    /// `unchanged`, `moved`, `failed`).
+    pub fn record_head_check(&mut self, result: &'static str) {
+        *self.head_checks.entry(result).or_default() += 1;
     }
 
     /// Peers this host withdrew from DNS in its last run.
@@ -277,6 +292,17 @@ impl Metrics {
             "counter",
             "Peers this host withdrew from DNS (they looked down).",
             &one(self.withdrawals.to_string()),
+        );
+        let checks: Vec<(String, String)> = self
+            .head_checks
+            .iter()
+            .map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.to_string()))
+            .collect();
+        metric(
+            "head_checks_total",
+            "counter",
+            "watch: checks of the branch head the Git server advertises (no fetch), by result; moved starts a run.",
+            &checks,
         );
         if let Some(peers) = self.peers_down {
             metric(

@@ -32,5 +32,6 @@ pub mod rollout;
 mod settled;
 pub mod sink;
 pub mod text;
+pub mod timing;
 pub mod traffic;
 pub mod validate;

@@ -6,6 +6,7 @@
 mod auth;
 mod batch;
 mod dirs;
+mod headcheck;
 mod history;
 pub mod signing;
 pub use batch::BlobBatch;
@@ -17,6 +18,7 @@ mod trust;
 mod tests;
 
 pub use auth::Credentials;
+pub use headcheck::HeadCheck;
 pub use history::CommitMeta;
 pub use signing::SshSigner;
 pub use trust::{GLOBAL_KNOWN_HOSTS, Refusal, ServerTrust, TrustError};

@@ -67,23 +67,12 @@ fn dns_ratio_prints_the_applier_nsupdate_and_their_ratio() {
 
 #[test]
 fn convergence_prints_percentiles() {
-    let Some(out) = bench(
-        &[
-            "convergence",
-            "3",
-            "--block",
-            "123",
-            "--dns-port",
-            "5411",
-            "--interval",
-            "1",
-        ],
-        true,
-    ) else {
+    let Some(out) = bench(&["convergence", "3", "--block", "123", "--dns-port", "5411"], true) else {
         return;
     };
     assert!(has_line(&out, "convergence, 3 Services x 3 LB hosts", "p99"), "{out}");
     assert!(has_line(&out, "convergence, 3 Services: medians", "DNS"), "{out}");
+    assert!(has_line(&out, "convergence floor, same run", "one fetch"), "{out}");
 }
 
 #[test]

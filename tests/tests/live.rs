@@ -400,3 +400,64 @@ fn a_revert_while_running_holds_the_service_with_an_event_until_lifted() {
         vec!["127.105.1.1", "127.105.2.1"]
     );
 }
+
+/// The quiet period's leading edge (docs/design.md §4.2): a lone change after a quiet spell starts
+/// a cycle at once, counted as such, while a burst of Services still makes a handful of commits,
+/// not one each. The quiet period is long (1.5 s) so that a commit that waited for it, or a burst
+/// that did not batch, shows in the counts.
+#[test]
+fn a_lone_change_is_decided_at_once_and_a_burst_still_batches() {
+    let t = Live::new(210);
+    let timings = [
+        "--lease-duration",
+        "2",
+        "--lease-renew",
+        "0.3",
+        "--debounce-ms",
+        "1500",
+        "--debounce-max-ms",
+        "6000",
+        "--resync",
+        "30",
+    ];
+    let generator = GeneratorProcess::spawn(&t.repo, &t.kubeconfig, "gen-q", &timings, &[]);
+    generator.wait_for_log("leading=true", WAIT).unwrap();
+    let counter = |name: &str| -> u64 {
+        let (_, metrics) = generator.get("/metrics").expect("metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let leading = "flipbit_generator_leading_edge_cycles_total";
+
+    // A quiet spell longer than the quiet period, then one Service: decided at once.
+    for round in 0..2 {
+        std::thread::sleep(Duration::from_millis(2000));
+        let (before_leading, before_commits) = (counter(leading), repo::commit_count(&t.repo));
+        let name = format!("lone-{round}");
+        t.api.apply(objects::lb_service("web", &name, &[], &[(8080, 30080)]));
+        t.wait_repo("the lone Service committed", &generator, |t| {
+            t.file(&format!("lb/lb-a/web/{name}.conf")).is_some()
+        });
+        assert_eq!(counter(leading), before_leading + 1, "{}", generator.log());
+        assert_eq!(repo::commit_count(&t.repo), before_commits + 1, "{}", generator.log());
+
+        // A burst right after: its first change may go at once, the rest wait for quiet together.
+        let before = repo::commit_count(&t.repo);
+        let burst: Vec<String> = (0..12).map(|i| format!("burst-{round}-{i}")).collect();
+        for name in &burst {
+            t.api.apply(objects::lb_service("web", name, &[], &[(8080, 30080)]));
+        }
+        t.wait_repo("the whole burst committed", &generator, |t| {
+            burst.iter().all(|n| t.file(&format!("lb/lb-a/web/{n}.conf")).is_some())
+        });
+        let made = repo::commit_count(&t.repo) - before;
+        assert!(
+            (1..=3).contains(&made),
+            "12 Services in a burst made {made} commits:\n{}",
+            generator.log()
+        );
+    }
+}

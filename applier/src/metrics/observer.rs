@@ -70,6 +70,15 @@ impl Observer {
         }
     }
 
+    /// Takes in one head check of `watch` (its result label). Only the served text follows at
+    /// once: the textfile is written after runs, not ten times a second.
+    pub fn observe_check(&mut self, result: &'static str) {
+        self.metrics.record_head_check(result);
+        if let Some(served) = &self.served {
+            *served.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = self.metrics.render();
+        }
+    }
+
     fn record_failure(&mut self, opts: &ApplyOptions, run: &Run) {
         let failure = status::local::failure_of(run);
         let key = failure.map(|(step, f)| format!("{step} {} {:#}", f.cause.code(), f.error));

@@ -34,6 +34,8 @@ impl WriteKind {
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Counter,
+    /// Cycles started at once by a change after a quiet spell (the quiet period's leading edge).
+    pub leading_edge_cycles: Counter,
     pub commits: Counter,
     pub push_failures: Counter,
     pub allocations: Family<HostLabel, Gauge>,
@@ -126,6 +128,7 @@ impl Metrics {
         // No registry prefix: the fleet's metrics are not the generator's.
         let mut registry = Registry::default();
         let reconciles = Counter::default();
+        let leading_edge_cycles = Counter::default();
         let commits = Counter::default();
         let push_failures = Counter::default();
         let allocations = Family::<HostLabel, Gauge>::default();
@@ -135,6 +138,11 @@ impl Metrics {
             "flipbit_generator_reconciles",
             "Decision cycles run",
             reconciles.clone(),
+        );
+        registry.register(
+            "flipbit_generator_leading_edge_cycles",
+            "Decision cycles started at once by a change after a quiet spell (no debounce wait)",
+            leading_edge_cycles.clone(),
         );
         registry.register(
             "flipbit_generator_commits",
@@ -186,6 +194,7 @@ impl Metrics {
         Self {
             registry,
             reconciles,
+            leading_edge_cycles,
             commits,
             push_failures,
             allocations,

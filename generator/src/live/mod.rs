@@ -10,6 +10,7 @@ mod http;
 pub mod leader;
 mod metrics;
 mod outbox;
+mod settle;
 mod status;
 mod stores;
 
@@ -17,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kube::Client;
@@ -106,6 +107,9 @@ async fn run_async(opts: LiveOptions) -> Result<()> {
     });
     let mut status = status::StatusReporter::new(outbox);
     let mut terminate = shutdown_signal();
+    // The first cycle reads the stores whole: what the first lists brought is no change to wait on.
+    changes.borrow_and_update();
+    let mut quiet = settle::Quiet::new(opts.quiet, opts.max_delay);
     loop {
         let is_leader = *leading.borrow_and_update();
         metrics.leader.set(i64::from(is_leader));
@@ -113,28 +117,17 @@ async fn run_async(opts: LiveOptions) -> Result<()> {
             cycle_once(&opts, &stores, &store, &metrics, &mut status, &latest).await;
         }
         tokio::select! {
-            _ = changes.changed() => settle(&mut changes, opts.quiet, opts.max_delay).await,
+            _ = changes.changed() => {
+                if quiet.wait(&mut changes).await == settle::Settled::AtOnce {
+                    metrics.leading_edge_cycles.inc();
+                }
+            }
             _ = leading.changed() => {}
             _ = tokio::time::sleep(opts.resync) => {}
             _ = &mut terminate => {
                 tracing::info!("terminating");
                 return Ok(());
             }
-        }
-    }
-}
-
-/// Waits until changes stop arriving for `quiet`, or `max` has passed.
-async fn settle(changes: &mut watch::Receiver<u64>, quiet: Duration, max: Duration) {
-    let deadline = Instant::now() + max;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        match tokio::time::timeout(quiet.min(left), changes.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => return,
         }
     }
 }

@@ -10,6 +10,7 @@ mod isolation;
 mod rollout;
 mod status;
 mod untrusted;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -1,0 +1,159 @@
+//! `flipbit-applier watch` between its runs (docs/design.md §5.8): it checks the branch head the
+//! Git server advertises, fetches only when the head moved, and then runs at once; with
+//! `--check-interval 0` it asks the server only once per `--interval`. The run interval here is an
+//! hour, so after the first run any run at all can only have been started by a check.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flipbit_tests::fleet::Fleet;
+use flipbit_tests::{bins, repo};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A watching applier on lb-a with its metrics served; killed on drop.
+struct Watch {
+    child: Child,
+    metrics: SocketAddr,
+}
+
+impl Watch {
+    fn start(f: &Fleet, extra: &[&str]) -> Self {
+        let mut args = f.lbs["lb-a"].applier_args(&f.repo, "lb-a");
+        args[0] = "watch".into();
+        args.extend(["--interval", "3600", "--metrics-listen", "127.0.0.1:0"].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(bins::applier())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a watching applier");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("bound=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let metrics = rx
+            .recv_timeout(WAIT)
+            .expect("the metrics listener's address in the log")
+            .parse()
+            .expect("an address");
+        Self { child, metrics }
+    }
+
+    /// Every sample of /metrics, by series as written (`name{labels}`).
+    fn samples(&self) -> BTreeMap<String, f64> {
+        let mut stream = TcpStream::connect(self.metrics).expect("connect to /metrics");
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn get(&self, series: &str) -> f64 {
+        self.samples().get(series).copied().unwrap_or(0.0)
+    }
+
+    /// Waits until `check` holds for the metrics.
+    fn wait_for(&self, what: &str, check: impl Fn(&BTreeMap<String, f64>) -> bool) -> BTreeMap<String, f64> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let samples = self.samples();
+            if check(&samples) {
+                return samples;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {samples:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const RUNS: &str = "flipbit_applier_runs_total";
+const UNCHANGED: &str = "flipbit_applier_head_checks_total{result=\"unchanged\"}";
+const MOVED: &str = "flipbit_applier_head_checks_total{result=\"moved\"}";
+const FAILED: &str = "flipbit_applier_head_checks_total{result=\"failed\"}";
+
+fn get(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn watch_fetches_only_when_the_advertised_head_moves_and_then_at_once() {
+    let Some(f) = Fleet::start(211) else { return };
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let first = repo::head(&f.repo).expect("a head");
+    let w = Watch::start(&f, &["--check-interval", "0.05"]);
+    w.wait_for("the first run", |m| get(m, RUNS) >= 1.0);
+    assert_eq!(f.journal("lb-a").lb, Some(first));
+
+    // The head stays: checks come and go, and no run (no fetch) follows any of them.
+    let quiet = w.wait_for("five head checks", |m| get(m, UNCHANGED) >= 5.0);
+    assert_eq!(get(&quiet, RUNS), 1.0, "{quiet:?}");
+    assert_eq!(get(&quiet, MOVED), 0.0, "{quiet:?}");
+    assert_eq!(get(&quiet, FAILED), 0.0, "{quiet:?}");
+
+    // A new commit: the next check sees it and the run it starts fetches and applies it, an
+    // hour before the run interval would have.
+    f.cluster.lb_service("web", "b", &[], &[("TCP", 8081, 30080)]);
+    f.render();
+    let second = repo::head(&f.repo).expect("a head");
+    assert_ne!(first, second);
+    let deadline = Instant::now() + WAIT;
+    while f.journal("lb-a").lb != Some(second) {
+        assert!(
+            Instant::now() < deadline,
+            "the new head was not applied: {:?}",
+            w.samples()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = w.wait_for("the second run counted", |m| get(m, RUNS) >= 2.0);
+    assert_eq!(get(&after, MOVED), 1.0, "{after:?}");
+    assert_eq!(get(&after, RUNS), 2.0, "{after:?}");
+    assert_eq!(get(&after, "flipbit_applier_reloads_total"), 2.0, "{after:?}");
+}
+
+#[test]
+fn check_interval_zero_leaves_one_fetch_per_run_interval() {
+    let Some(f) = Fleet::start(212) else { return };
+    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    let first = repo::head(&f.repo).expect("a head");
+    let w = Watch::start(&f, &["--check-interval", "0"]);
+    w.wait_for("the first run", |m| get(m, RUNS) >= 1.0);
+    f.cluster.lb_service("web", "b", &[], &[("TCP", 8081, 30080)]);
+    f.render();
+    // A second during which the default schedule would have checked ten times: with the checks
+    // off the server is not asked again, so the new head waits for the next run interval.
+    std::thread::sleep(Duration::from_secs(1));
+    let samples = w.samples();
+    assert_eq!(get(&samples, RUNS), 1.0, "{samples:?}");
+    for series in [UNCHANGED, MOVED, FAILED] {
+        assert_eq!(get(&samples, series), 0.0, "{series}: {samples:?}");
+    }
+    assert_eq!(f.journal("lb-a").lb, Some(first));
+    assert_eq!(w.get(RUNS), 1.0);
+}
