@@ -140,14 +140,17 @@ impl PackFile {
             return Ok(());
         }
         if u32::try_from(self.ids.len()).is_err() {
-            return Err(StoreError::Write(git2::Error::from_str("more than 2^32 objects in one pack")));
+            return Err(StoreError::Write(git2::Error::from_str(
+                "more than 2^32 objects in one pack",
+            )));
         }
         let sent = self.queue.as_ref().is_some_and(|q| q.send(text).is_ok());
         if !sent {
             // The thread stopped: its error says why.
-            return Err(self.join().err().unwrap_or_else(|| {
-                StoreError::Write(git2::Error::from_str("the pack writer stopped early"))
-            }));
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| StoreError::Write(git2::Error::from_str("the pack writer stopped early"))));
         }
         self.ids.push(id);
         Ok(())
@@ -206,12 +209,18 @@ impl PackFile {
             .tempfile_in(&dir)
             .map_err(|e| io_error("creating a pack index", e))?;
         idx.write_all(&index).map_err(|e| io_error("writing a pack index", e))?;
-        idx.as_file().sync_all().map_err(|e| io_error("writing a pack index", e))?;
+        idx.as_file()
+            .sync_all()
+            .map_err(|e| io_error("writing a pack index", e))?;
         file.persist(dir.join(format!("{name}.pack")))
             .map_err(|e| io_error("storing a pack", e.error))?;
         idx.persist(dir.join(format!("{name}.idx")))
             .map_err(|e| io_error("storing a pack index", e.error))?;
-        store.repo.odb().and_then(|odb| odb.refresh()).map_err(StoreError::Write)
+        store
+            .repo
+            .odb()
+            .and_then(|odb| odb.refresh())
+            .map_err(StoreError::Write)
     }
 }
 
@@ -355,7 +364,11 @@ mod tests {
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         let listed = String::from_utf8_lossy(&run.stdout);
         let distinct: HashSet<&Oid> = ids.iter().filter(|id| **id != Store::blob_id(b"").unwrap()).collect();
-        assert_eq!(listed.lines().filter(|l| l.contains(" blob ")).count(), distinct.len(), "{listed}");
+        assert_eq!(
+            listed.lines().filter(|l| l.contains(" blob ")).count(),
+            distinct.len(),
+            "{listed}"
+        );
     }
 
     /// Offsets past 2 GiB go through the index's table of 64-bit offsets.
@@ -374,7 +387,10 @@ mod tests {
         assert_eq!(word(offsets + 4), 0x8000_0000);
         assert_eq!(word(offsets + 8), 0x8000_0001);
         let table = offsets + 12;
-        assert_eq!(u64::from_be_bytes(index[table..table + 8].try_into().unwrap()), 0x8000_0010);
+        assert_eq!(
+            u64::from_be_bytes(index[table..table + 8].try_into().unwrap()),
+            0x8000_0010
+        );
         assert_eq!(index.len(), table + 16 + 40);
     }
 
@@ -399,7 +415,9 @@ mod tests {
             .collect();
         drop(batch);
         assert!(store.blob(ids[0]).is_err());
-        let left = std::fs::read_dir(store.repo.path().join("objects/pack")).unwrap().count();
+        let left = std::fs::read_dir(store.repo.path().join("objects/pack"))
+            .unwrap()
+            .count();
         assert_eq!(left, 0, "the temporary pack was removed");
     }
 }
