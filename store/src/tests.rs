@@ -96,6 +96,59 @@ fn a_push_carries_whole_objects() {
     assert!(!packs.contains("chain length"), "the pushed pack has deltas:\n{packs}");
 }
 
+/// `git fsck --full` over the repo at `path`; fails the test with its report.
+fn fsck(path: &Path) {
+    let run = Command::new("git")
+        .arg("--git-dir")
+        .arg(path)
+        .args(["fsck", "--full", "--strict", "--no-dangling"])
+        .output()
+        .expect("run git fsck");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // A cache's HEAD names no branch of its own ("notice: HEAD points to an unborn branch").
+    let problems = report
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("notice:"))
+        .count();
+    assert!(
+        run.status.success() && problems == 0,
+        "git fsck {}:\n{report}",
+        path.display()
+    );
+}
+
+/// A cold push: the batch's blobs go through the pack and index the store writes itself. Git
+/// finds nothing wrong with the cache or the remote, and a second cache (as an LB host's applier
+/// keeps) fetches the commit and reads every file back.
+#[test]
+fn a_cold_push_passes_fsck_and_fetches_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let remote_path = tmp.path().join("remote.git");
+    remote(&remote_path);
+    let url = remote_path.display().to_string();
+    let store = Store::open(&tmp.path().join("cache.git"), &url, "main").expect("open the cache");
+    let pushed = commit_and_push(&store);
+    let cache_packs = std::fs::read_dir(tmp.path().join("cache.git/objects/pack"))
+        .expect("the cache's pack dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "idx"))
+        })
+        .count();
+    assert_eq!(cache_packs, 2, "the fetched pack and the batch's own");
+    fsck(&tmp.path().join("cache.git"));
+    fsck(&remote_path);
+    let reader = Store::open(&tmp.path().join("applier.git"), &url, "main").expect("open a second cache");
+    assert_eq!(reader.fetch().expect("fetch"), Some(pushed));
+    for (path, text) in snippets() {
+        assert_eq!(reader.read(pushed, &path).expect("read"), Some(text), "{path}");
+    }
+}
+
 /// The control: the same push with libgit2's defaults does deltify these snippets, so the test
 /// above would see a delta if the setting stopped working.
 #[test]
