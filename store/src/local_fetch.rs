@@ -16,7 +16,7 @@ use std::path::Path;
 
 use flate2::Compression;
 use flate2::write::ZlibEncoder;
-use git2::{ErrorCode, ObjectType, Oid, Repository};
+use git2::{ErrorCode, ObjectType, Odb, OdbLookupFlags, Oid, Repository};
 
 use crate::{Store, StoreError, tracking_ref};
 
@@ -73,17 +73,20 @@ impl Store {
                 let _ = walk.hide(id);
             }
         }
+        // Without a rescan of the pack directory after every miss (libgit2's default), which
+        // most lookups here are.
+        let held = |odb: &Odb<'_>, id: Oid| odb.exists_ext(id, OdbLookupFlags::NO_REFRESH);
         let mut seen: HashSet<Oid> = HashSet::new();
         let mut out = Vec::new();
         for commit in walk {
             let commit = source.find_commit(commit?)?;
-            if ours.exists(commit.id()) {
+            if held(&ours, commit.id()) {
                 continue;
             }
             out.push((commit.id(), ObjectType::Commit));
             let mut trees = vec![commit.tree_id()];
             while let Some(tree) = trees.pop() {
-                if ours.exists(tree) || !seen.insert(tree) {
+                if held(&ours, tree) || !seen.insert(tree) {
                     continue;
                 }
                 out.push((tree, ObjectType::Tree));
@@ -91,7 +94,7 @@ impl Store {
                     let id = entry.id();
                     match entry.kind() {
                         Some(ObjectType::Tree) => trees.push(id),
-                        Some(ObjectType::Blob) if !ours.exists(id) && seen.insert(id) => {
+                        Some(ObjectType::Blob) if !held(&ours, id) && seen.insert(id) => {
                             out.push((id, ObjectType::Blob));
                         }
                         // A submodule's commit is not in this repository.
