@@ -92,16 +92,7 @@ impl PackFile {
     /// One undeltified blob entry: type and size in the variable-length header, then the
     /// zlib-compressed content.
     fn append(&mut self, text: &[u8]) -> Result<(), StoreError> {
-        let mut size = text.len();
-        let mut header = Vec::with_capacity(10);
-        let mut byte = ((ObjectType::Blob.raw() as u8) << 4) | (size & 0x0f) as u8;
-        size >>= 4;
-        while size > 0 {
-            header.push(byte | 0x80);
-            byte = (size & 0x7f) as u8;
-            size >>= 7;
-        }
-        header.push(byte);
+        let header = crate::local_fetch::entry_header(ObjectType::Blob, text.len());
         let write = |out: &mut BufWriter<_>| -> std::io::Result<()> {
             out.write_all(&header)?;
             let mut z = ZlibEncoder::new(out, Compression::fast());

@@ -155,7 +155,7 @@ impl Store {
 }
 
 /// A pack entry's header: the type and the size in the variable-length form.
-fn entry_header(kind: ObjectType, size: usize) -> Vec<u8> {
+pub(crate) fn entry_header(kind: ObjectType, size: usize) -> Vec<u8> {
     let mut size = size;
     let mut header = Vec::with_capacity(10);
     let mut byte = ((kind.raw() as u8) << 4) | (size & 0x0f) as u8;
@@ -219,7 +219,7 @@ mod tests {
                 None => root.insert(path, blob, 0o100644).expect("insert"),
             };
         }
-        if sub.len() > 0 {
+        if !sub.is_empty() {
             root.insert("dns", sub.write().expect("tree"), 0o040000).expect("dir");
         }
         let tree = repo.find_tree(root.write().expect("tree")).expect("tree");
