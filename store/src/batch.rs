@@ -244,15 +244,7 @@ fn write_entries(file: tempfile::NamedTempFile, blobs: Receiver<Vec<u8>>) -> std
     let mut entry = Vec::new();
     for text in blobs {
         entry.clear();
-        let mut size = text.len();
-        let mut byte = ((ObjectType::Blob.raw() as u8) << 4) | (size & 0x0f) as u8;
-        size >>= 4;
-        while size > 0 {
-            entry.push(byte | 0x80);
-            byte = (size & 0x7f) as u8;
-            size >>= 7;
-        }
-        entry.push(byte);
+        entry.extend_from_slice(&crate::local_fetch::entry_header(ObjectType::Blob, text.len()));
         let mut z = ZlibEncoder::new(entry, Compression::fast());
         z.write_all(&text)?;
         entry = z.finish()?;

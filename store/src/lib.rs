@@ -8,6 +8,7 @@ mod batch;
 mod dirs;
 mod headcheck;
 mod history;
+mod local_fetch;
 pub mod signing;
 pub use batch::BlobBatch;
 pub use dirs::{DirDiff, DirListing};
@@ -225,6 +226,10 @@ impl Store {
     /// Fetches `branch` (the tracked one or another, such as a review branch); returns its head,
     /// or `None` when the remote has no such branch.
     pub fn fetch_branch(&self, branch: &str) -> Result<Option<Oid>, StoreError> {
+        // A repository on a local path: its objects are copied rather than packed and sent.
+        if let Some(source) = local_fetch::local_source(&self.url) {
+            return self.fetch_local(&source, branch);
+        }
         let err = |error| StoreError::Fetch {
             url: self.url.clone(),
             branch: branch.to_owned(),

@@ -2,9 +2,10 @@
 //! changes to the same `named` in the same run. N Services on one LB host are published first;
 //! then each repetition changes the TTL of all N names and times
 //!
-//! - `flipbit-applier apply` as a process (nginx has nothing to do: a TTL is DNS only), with the
-//!   DNS step's own figure beside it (read both commits' zone fragments from Git, diff, sign,
-//!   send, record);
+//! - `flipbit-applier apply` as a process (nginx has nothing to do: a TTL is DNS only, so the
+//!   run holds no `nginx -t` or reload), with the DNS step's own figure beside it (read both
+//!   commits' zone fragments from Git, diff, sign, send, record). Each repetition sets a TTL no
+//!   earlier commit had, so the fetch brings 10k new blobs every time;
 //! - one `nsupdate -k KEY FILE` process sending what the applier sends: per name one add with the
 //!   new TTL, which replaces the RR and its TTL (RFC 2136 §3.4.2.2), 500 RRs per UPDATE as the
 //!   applier packs them (the floor: the same messages, no Git, no diff);
@@ -94,8 +95,10 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
     let (mut applier, mut step, mut same, mut spelled) = (vec![], vec![], vec![], vec![]);
     let mut last = String::new();
     let mut ttl = 300;
-    for _ in 0..reps {
-        let (old, new) = (ttl, if ttl == 300 { 60 } else { 300 });
+    for rep in 0..reps {
+        // A TTL no earlier commit had, so every fragment is a blob the applier's cache has not
+        // seen (a TTL going back to an earlier value would make its fetch a few trees).
+        let (old, new) = (ttl, 60 + u32::try_from(rep).map_err(|e| e.to_string())?);
         ttl = new;
         services(&rig, n, Some(new));
         rig.render()?;
@@ -141,8 +144,12 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
         s / d
     );
     println!(
-        "dns-ratio, {n} names: whole flipbit-applier apply (fetch of the commit, checks, DNS step), median of {reps}: {a:.1} ms, {:.2} x nsupdate",
-        a / f
+        "dns-ratio, {n} names: whole flipbit-applier apply (start, fetch of the commit, LB step with nothing to reload, journal, probe, DNS step), median of {reps}: {a:.1} ms"
+    );
+    println!(
+        "dns-ratio, {n} names: ratio whole run / nsupdate {:.2} (target <= 1.3); DNS step / nsupdate {:.2} (target <= 1.0)",
+        a / f,
+        s / f
     );
     Ok(())
 }
