@@ -67,6 +67,12 @@ pub struct Engine<Id> {
     settled: Option<Settled>,
     /// How many decisions took that shortcut.
     fast_decisions: u64,
+    /// Node choices read back by [`Engine::restore`], by node name: turned into a [`Choice`] the
+    /// first time the Service's candidates are seen again (the nodes themselves come with them).
+    restored_choices: HashMap<ServiceKey, (u64, usize, Vec<String>)>,
+    /// Whether anything was learned or changed since [`Engine::restore`] (a new base, a path, a
+    /// choice): `render` rewrites its cache only then.
+    changed: bool,
 }
 
 impl<Id> Default for Engine<Id> {
@@ -78,6 +84,8 @@ impl<Id> Default for Engine<Id> {
             base: None,
             settled: None,
             fast_decisions: 0,
+            restored_choices: HashMap::default(),
+            changed: true,
         }
     }
 }
@@ -164,6 +172,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         self.files = files;
         self.base = Some(commit.to_owned());
         self.settled = None;
+        self.changed = true;
     }
 
     /// Decides, rendering only what changed since the base, and storing new texts in `blobs`.
@@ -244,6 +253,9 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
     /// Records that `step` is now the content of `commit` (committed, or nothing to commit): the
     /// memory moves to it, taking the step's paths.
     pub fn advance(&mut self, commit: &str, step: Step<Id>, decision: &Decision) {
+        if !step.changes.is_empty() || !step.learned.is_empty() || self.base.as_deref() != Some(commit) {
+            self.changed = true;
+        }
         for (path, change) in step.changes {
             match change {
                 Change::Write {
@@ -262,6 +274,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         if self.choices.len() > exposed.len() {
             self.choices.retain(|key, _| exposed.contains_key(key));
         }
+        self.restored_choices.retain(|key, _| exposed.contains_key(key));
         self.base = Some(commit.to_owned());
         self.settled = step.settled;
     }
@@ -272,6 +285,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         if self.base.as_deref() != Some(commit) {
             return;
         }
+        self.changed |= !step.learned.is_empty();
         self.remember(step.learned.iter().cloned());
     }
 
@@ -285,6 +299,71 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             };
             self.files.insert(path, known);
         }
+    }
+
+    /// Every path the memory describes, with the fingerprint of the inputs its text came from
+    /// (when a decision rendered it) and its blob: what `flipbit-generator render` keeps in its
+    /// cache dir between runs, with [`Engine::base`].
+    pub fn files(&self) -> impl Iterator<Item = (&str, Option<u64>, Id)> {
+        self.files
+            .iter()
+            .map(|(path, k)| (path.as_str(), k.fingerprint, k.blob))
+    }
+
+    /// A memory of `commit` read back from what [`Engine::files`] gave for it. The caller vouches
+    /// that `files` are that commit's generated paths (the cache is tagged with the commit and
+    /// checked), and that the fingerprints come from this very build (they hash the inputs, not
+    /// the templates). The last decision itself is not kept: the first decision is a full one,
+    /// which renders only the files whose fingerprint is new.
+    pub fn restore(
+        commit: &str,
+        files: impl IntoIterator<Item = (String, Option<u64>, Id)>,
+        choices: impl IntoIterator<Item = (ServiceKey, u64, usize, Vec<String>)>,
+    ) -> Self {
+        let files = files
+            .into_iter()
+            .map(|(path, fingerprint, blob)| {
+                let known = Known {
+                    fingerprint,
+                    blob,
+                    seen: 0,
+                };
+                (path, known)
+            })
+            .collect();
+        let restored_choices = choices
+            .into_iter()
+            .map(|(key, candidates, max, nodes)| (key, (candidates, max, nodes)))
+            .collect();
+        Self {
+            files,
+            base: Some(commit.to_owned()),
+            restored_choices,
+            changed: false,
+            ..Self::default()
+        }
+    }
+
+    /// The node choice of every Service that has one: its candidates' fingerprint, the most
+    /// nodes it may have, and the names of the nodes chosen (for [`Engine::restore`]).
+    pub fn choices(&self) -> impl Iterator<Item = (&ServiceKey, u64, usize, Vec<&str>)> {
+        let resolved = self.choices.iter().map(|(key, c)| {
+            let names = c.chosen.nodes.iter().map(|n| &*n.name).collect();
+            (key, c.candidates, c.max, names)
+        });
+        let unresolved = self
+            .restored_choices
+            .iter()
+            .filter(|(key, _)| !self.choices.contains_key(*key))
+            .map(|(key, (candidates, max, names))| {
+                (key, *candidates, *max, names.iter().map(String::as_str).collect())
+            });
+        resolved.chain(unresolved)
+    }
+
+    /// Whether anything was learned or changed since [`Engine::restore`].
+    pub fn changed(&self) -> bool {
+        self.changed
     }
 
     /// Forgets everything (after an error that may have left the memory out of step).
@@ -304,6 +383,39 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
 
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
+    }
+}
+
+impl<B: Blobs> EngineSink<'_, B> {
+    /// A choice read back by [`Engine::restore`] for the same candidates, now tied to this
+    /// decision's nodes; `None` when there is none, or a named node is no longer among them.
+    fn restored_choice(
+        &mut self,
+        key: &ServiceKey,
+        all: &Arc<[Node]>,
+        candidates_fp: u64,
+        max: usize,
+    ) -> Option<Chosen> {
+        let (fp, restored_max, names) = self.engine.restored_choices.remove(key)?;
+        if fp != candidates_fp || restored_max != max {
+            return None;
+        }
+        let picked = names
+            .iter()
+            .map(|name| {
+                all.binary_search_by(|n| (*n.name).cmp(name.as_str()))
+                    .ok()
+                    .map(|i| &all[i])
+            })
+            .collect::<Option<Vec<&Node>>>()?;
+        let chosen = Chosen::new(nodes::NodeSet::new(all, &picked));
+        let choice = Choice {
+            candidates: candidates_fp,
+            max,
+            chosen: chosen.clone(),
+        };
+        self.engine.choices.insert(key.clone(), choice);
+        Some(chosen)
     }
 }
 
@@ -395,6 +507,10 @@ impl<B: Blobs> FileSink for EngineSink<'_, B> {
         {
             return c.chosen.clone();
         }
+        if let Some(chosen) = self.restored_choice(key, all, candidates_fp, max) {
+            return chosen;
+        }
+        self.engine.changed = true;
         let chosen = Chosen::new(nodes::NodeSet::new(all, &nodes::choose(key, candidates, Some(max))));
         self.engine.choices.insert(
             key.clone(),
