@@ -390,6 +390,89 @@ fn add(at: &str, value: Value, snapshot: &mut Snapshot, problems: &mut Vec<Probl
 mod tests {
     use super::*;
 
+    /// What the folder reads as file by file, every document whole (as before units existed).
+    fn whole(dir: &Path) -> Result<(Snapshot, Vec<Problem>), ManifestError> {
+        let mut files = Vec::new();
+        collect(dir, &mut files)?;
+        files.sort();
+        let (mut snapshot, mut problems) = (Snapshot::default(), Vec::new());
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read");
+            read_file(&file.display().to_string(), &text, &mut snapshot, &mut problems)?;
+        }
+        Ok((snapshot, problems))
+    }
+
+    fn same(a: &(Snapshot, Vec<Problem>), b: &(Snapshot, Vec<Problem>)) -> bool {
+        a.0.services == b.0.services
+            && a.0.nodes == b.0.nodes
+            && a.0.endpoint_slices == b.0.endpoint_slices
+            && a.0.unreadable_services == b.0.unreadable_services
+            && a.1 == b.1
+    }
+
+    const SVC: &str = "- apiVersion: v1\n  kind: Service\n  metadata: {name: NAME, namespace: shop}\n  spec:\n    type: LoadBalancer\n    ports: [{port: 80, nodePort: 30080}]\n";
+
+    fn items(names: &[&str]) -> String {
+        names.iter().map(|n| SVC.replace("NAME", n)).collect()
+    }
+
+    /// Folders of every shape read the same item by item (cold and from the cache they leave) as
+    /// whole; only plain `List`s are read item by item, and units that did not read cleanly are
+    /// not kept.
+    #[test]
+    fn items_read_one_by_one_read_as_the_whole_file() {
+        let cases = [
+            // kubectl's shape: items first, kind and metadata after.
+            format!("apiVersion: v1\nitems:\n{}kind: List\nmetadata:\n  resourceVersion: \"\"\n", items(&["a", "b"])),
+            format!("apiVersion: v1\nkind: ServiceList\nitems:\n{}", items(&["a", "b", "a"])),
+            // An anchor used across items reads only whole.
+            "apiVersion: v1\nkind: List\nitems:\n- &svc {apiVersion: v1, kind: Service, metadata: {name: a}, spec: {type: LoadBalancer, ports: [{port: 80, nodePort: 30080}]}}\n- *svc\n".to_owned(),
+            // A malformed Service and one without a name: a problem, and an error.
+            format!("apiVersion: v1\nkind: List\nitems:\n{}- apiVersion: v1\n  kind: Service\n  metadata: {{name: bad}}\n  spec: {{ports: 7}}\n", items(&["a"])),
+            // Indented items, document markers, comments between items.
+            format!("kind: List\nitems:\n  - {{kind: Service, metadata: {{name: a}}}}\n"),
+            format!("---\nkind: List\nitems:\n{}---\nkind: List\nitems: []\n", items(&["a"])),
+            format!("kind: List\nitems:\n# one\n{}# two\n\n{}", items(&["a"]), items(&["b"])),
+            // A quoted scalar spanning the cut must not fool the reader.
+            format!("kind: List\ndescription: 'x\nitems:\n{}'\n", items(&["a"])),
+            // A top-level sequence is not a List item.
+            items(&["a"]),
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("list.yaml"), case).expect("write");
+            let one = "apiVersion: v1\nkind: Service\nmetadata: {name: z, namespace: shop}\nspec: {type: LoadBalancer, ports: [{port: 80, nodePort: 30081}]}\n";
+            std::fs::write(dir.path().join("one.yaml"), one).expect("write");
+            let expected = whole(dir.path()).unwrap_or_else(|e| panic!("case {i}: {e}\n{case}"));
+            let (s, p, cache) = load_dir_cached(dir.path(), ParseCache::default()).expect("cold");
+            assert!(same(&expected, &(s, p)), "case {i}: cold\n{case}");
+            let (s, p, again) = load_dir_cached(dir.path(), cache.clone()).expect("warm");
+            assert!(same(&expected, &(s, p)), "case {i}: warm\n{case}");
+            // Only units that did not read cleanly (and are not kept) are read again.
+            assert!(again.changed <= cache.changed, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_plain_list_is_cut_into_its_items_and_a_warm_load_reads_nothing() {
+        let text = format!("apiVersion: v1\nitems:\n{}kind: List\n", items(&["a", "b"]));
+        let (rest, cut) = list_items(&text).expect("a plain List");
+        assert!(list_header_ok(&rest), "{rest}");
+        assert_eq!(cut, [SVC.replace("NAME", "a"), SVC.replace("NAME", "b")]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("list.yaml"), &text).expect("write");
+        let (_, _, cache) = load_dir_cached(dir.path(), ParseCache::default()).expect("cold");
+        assert_eq!((cache.items.len(), cache.changed), (2, 2));
+        let (s, _, warm) = load_dir_cached(dir.path(), cache).expect("warm");
+        assert_eq!((s.services.len(), warm.changed), (2, 0));
+        std::fs::write(dir.path().join("list.yaml"), text.replace("name: b", "name: c")).expect("write");
+        let (s, _, changed) = load_dir_cached(dir.path(), warm).expect("one changed");
+        assert_eq!(s.services[1].name, "c");
+        // One item read afresh, one went.
+        assert_eq!(changed.changed, 2);
+    }
+
     /// `spec.externalIPs` reaches the model, so the core can warn about it.
     #[test]
     fn external_ips_are_read() {
