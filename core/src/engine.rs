@@ -67,9 +67,9 @@ pub struct Engine<Id> {
     settled: Option<Settled>,
     /// How many decisions took that shortcut.
     fast_decisions: u64,
-    /// Node choices read back by [`Engine::restore`], by node name: turned into a [`Choice`] the
-    /// first time the Service's candidates are seen again (the nodes themselves come with them).
-    restored_choices: HashMap<ServiceKey, (u64, usize, Vec<String>)>,
+    /// Node choices read back by [`Engine::restore`]: turned into a [`Choice`] the first time the
+    /// Service's candidates are seen again (the nodes themselves come with the decision).
+    restored_choices: HashMap<ServiceKey, KeptChoice>,
     /// Whether anything was learned or changed since [`Engine::restore`] (a new base, a path, a
     /// choice): `render` rewrites its cache only then.
     changed: bool,
@@ -88,6 +88,21 @@ impl<Id> Default for Engine<Id> {
             changed: true,
         }
     }
+}
+
+/// A Service's node choice as kept between processes: valid for a decision whose candidates and
+/// eligible nodes have the same fingerprints, where the chosen nodes are at the same positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptChoice {
+    pub key: ServiceKey,
+    /// Fingerprint of the candidates the choice was made from.
+    pub candidates: u64,
+    pub max: usize,
+    /// Fingerprint of the decision's eligible nodes, which `positions` index.
+    pub all: u64,
+    pub positions: Vec<u32>,
+    /// [`Chosen::fingerprint`] of the chosen nodes.
+    pub fingerprint: u64,
 }
 
 /// The repo changes one incremental decision implies (its [`Decision`] is returned beside it,
@@ -198,6 +213,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             learned: Vec::new(),
             unclean: HashSet::default(),
             error: None,
+            all_fp: None,
         };
         let fast = settled.and_then(|s| s.decide_fast(snapshot, config, previous, holds, now, &mut sink));
         let (decision, settled, touched) = match fast {
@@ -318,7 +334,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
     pub fn restore(
         commit: &str,
         files: impl IntoIterator<Item = (String, Option<u64>, Id)>,
-        choices: impl IntoIterator<Item = (ServiceKey, u64, usize, Vec<String>)>,
+        choices: impl IntoIterator<Item = KeptChoice>,
     ) -> Self {
         let files = files
             .into_iter()
@@ -331,10 +347,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
                 (path, known)
             })
             .collect();
-        let restored_choices = choices
-            .into_iter()
-            .map(|(key, candidates, max, nodes)| (key, (candidates, max, nodes)))
-            .collect();
+        let restored_choices = choices.into_iter().map(|c| (c.key.clone(), c)).collect();
         Self {
             files,
             base: Some(commit.to_owned()),
@@ -344,21 +357,35 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         }
     }
 
-    /// The node choice of every Service that has one: its candidates' fingerprint, the most
-    /// nodes it may have, and the names of the nodes chosen (for [`Engine::restore`]).
-    pub fn choices(&self) -> impl Iterator<Item = (&ServiceKey, u64, usize, Vec<&str>)> {
-        let resolved = self.choices.iter().map(|(key, c)| {
-            let names = c.chosen.nodes.iter().map(|n| &*n.name).collect();
-            (key, c.candidates, c.max, names)
-        });
+    /// The node choice of every Service that has one (for [`Engine::restore`]).
+    pub fn kept_choices(&self) -> Vec<KeptChoice> {
+        let mut all_fp: Option<(*const Node, u64)> = None;
+        let mut out: Vec<KeptChoice> = Vec::with_capacity(self.choices.len() + self.restored_choices.len());
+        for (key, c) in &self.choices {
+            let all = c.chosen.nodes.all();
+            let fp = match all_fp {
+                Some((ptr, fp)) if std::ptr::eq(ptr, all.as_ptr()) => fp,
+                _ => {
+                    let fp = crate::sink::fingerprint(&**all);
+                    all_fp = Some((all.as_ptr(), fp));
+                    fp
+                }
+            };
+            out.push(KeptChoice {
+                key: key.clone(),
+                candidates: c.candidates,
+                max: c.max,
+                all: fp,
+                positions: c.chosen.nodes.positions().to_vec(),
+                fingerprint: c.chosen.fingerprint,
+            });
+        }
         let unresolved = self
             .restored_choices
-            .iter()
-            .filter(|(key, _)| !self.choices.contains_key(*key))
-            .map(|(key, (candidates, max, names))| {
-                (key, *candidates, *max, names.iter().map(String::as_str).collect())
-            });
-        resolved.chain(unresolved)
+            .values()
+            .filter(|c| !self.choices.contains_key(&c.key));
+        out.extend(unresolved.cloned());
+        out
     }
 
     /// Whether anything was learned or changed since [`Engine::restore`].
@@ -387,8 +414,8 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
 }
 
 impl<B: Blobs> EngineSink<'_, B> {
-    /// A choice read back by [`Engine::restore`] for the same candidates, now tied to this
-    /// decision's nodes; `None` when there is none, or a named node is no longer among them.
+    /// A choice read back by [`Engine::restore`] for the same candidates and eligible nodes,
+    /// now tied to this decision's nodes; `None` when there is none or they differ.
     fn restored_choice(
         &mut self,
         key: &ServiceKey,
@@ -396,19 +423,22 @@ impl<B: Blobs> EngineSink<'_, B> {
         candidates_fp: u64,
         max: usize,
     ) -> Option<Chosen> {
-        let (fp, restored_max, names) = self.engine.restored_choices.remove(key)?;
-        if fp != candidates_fp || restored_max != max {
+        let kept = self.engine.restored_choices.remove(key)?;
+        let all_fp = match self.all_fp {
+            Some((ptr, fp)) if std::ptr::eq(ptr, all.as_ptr()) => fp,
+            _ => {
+                let fp = crate::sink::fingerprint(&**all);
+                self.all_fp = Some((all.as_ptr(), fp));
+                fp
+            }
+        };
+        if kept.candidates != candidates_fp || kept.max != max || kept.all != all_fp {
             return None;
         }
-        let picked = names
-            .iter()
-            .map(|name| {
-                all.binary_search_by(|n| (*n.name).cmp(name.as_str()))
-                    .ok()
-                    .map(|i| &all[i])
-            })
-            .collect::<Option<Vec<&Node>>>()?;
-        let chosen = Chosen::new(nodes::NodeSet::new(all, &picked));
+        let chosen = Chosen {
+            nodes: nodes::NodeSet::at_positions(all, &kept.positions)?,
+            fingerprint: kept.fingerprint,
+        };
         let choice = Choice {
             candidates: candidates_fp,
             max,
@@ -431,6 +461,8 @@ struct EngineSink<'a, B: Blobs> {
     unclean: HashSet<(String, String)>,
     /// The blob store failed: the whole decision is void.
     error: Option<String>,
+    /// The fingerprint of the decision's eligible nodes, once a restored choice needed it.
+    all_fp: Option<(*const Node, u64)>,
 }
 
 impl<B: Blobs> FileSink for EngineSink<'_, B> {

@@ -17,7 +17,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use flipbit_core::engine::Engine;
+use flipbit_core::engine::{Engine, KeptChoice};
 use flipbit_core::ledger::Ledger;
 use flipbit_core::names::ServiceKey;
 use flipbit_store::CommitId;
@@ -152,15 +152,16 @@ fn encode(memory: &Memory, manifests: &ParseCache, tag: &str) -> Vec<u8> {
                 out.extend_from_slice(&fingerprint.unwrap_or_default().to_le_bytes());
                 out.extend_from_slice(blob.as_bytes());
             }
-            let choices: Vec<_> = engine.choices().collect();
+            let choices = engine.kept_choices();
             out.extend_from_slice(&(choices.len() as u64).to_le_bytes());
-            for (key, candidates, max, nodes) in choices {
-                put_bytes(&mut out, key.to_string().as_bytes());
-                out.extend_from_slice(&candidates.to_le_bytes());
-                out.extend_from_slice(&(max as u64).to_le_bytes());
-                out.extend_from_slice(&(nodes.len() as u32).to_le_bytes());
-                for node in nodes {
-                    put_bytes(&mut out, node.as_bytes());
+            for c in choices {
+                put_bytes(&mut out, c.key.to_string().as_bytes());
+                for n in [c.candidates, c.max as u64, c.all, c.fingerprint] {
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+                out.extend_from_slice(&(c.positions.len() as u32).to_le_bytes());
+                for p in c.positions {
+                    out.extend_from_slice(&p.to_le_bytes());
                 }
             }
         }
@@ -234,13 +235,21 @@ fn decode(bytes: &[u8], tag: &str) -> Result<Option<Kept>, String> {
                 let key: ServiceKey = key.parse().map_err(|e| format!("a node choice: {e}"))?;
                 let candidates = u64::from_le_bytes(r.array()?);
                 let max = usize::try_from(u64::from_le_bytes(r.array()?)).map_err(|_| "a node choice's max")?;
+                let all = u64::from_le_bytes(r.array()?);
+                let fingerprint = u64::from_le_bytes(r.array()?);
                 let n = u32::from_le_bytes(r.array()?);
-                let mut nodes = Vec::new();
+                let mut positions = Vec::with_capacity((n as usize).min(body.len()));
                 for _ in 0..n {
-                    let node = std::str::from_utf8(r.sized()?).map_err(|_| "a node name that is not UTF-8")?;
-                    nodes.push(node.to_owned());
+                    positions.push(u32::from_le_bytes(r.array()?));
                 }
-                choices.push((key, candidates, max, nodes));
+                choices.push(KeptChoice {
+                    key,
+                    candidates,
+                    max,
+                    all,
+                    positions,
+                    fingerprint,
+                });
             }
             Engine::restore(&base.to_string(), files, choices)
         }
@@ -310,12 +319,14 @@ mod tests {
             ("lb/lb-1/ns/a.conf".to_owned(), Some(7), id(1)),
             ("ledger.yaml".to_owned(), None, id(2)),
         ];
-        let choices = [(
-            "shop/web".parse().expect("a key"),
-            5,
-            2,
-            vec!["n1".to_owned(), "n2".to_owned()],
-        )];
+        let choices = [KeptChoice {
+            key: "shop/web".parse().expect("a key"),
+            candidates: 5,
+            max: 2,
+            all: 6,
+            positions: vec![0, 3],
+            fingerprint: 7,
+        }];
         Engine::restore(&id(9).to_string(), files, choices)
     }
 
@@ -354,8 +365,7 @@ mod tests {
         let back = decode(&bytes, "tag").expect("intact").expect("same tag");
         assert_eq!(back.memory.engine().base(), engine().base());
         assert_eq!(sorted(back.memory.engine()), sorted(&engine()));
-        let choices = |e: &Engine<CommitId>| -> Vec<String> { e.choices().map(|c| format!("{c:?}")).collect() };
-        assert_eq!(choices(back.memory.engine()), choices(&engine()));
+        assert_eq!(back.memory.engine().kept_choices(), engine().kept_choices());
         assert_eq!(back.memory.ledger(), memory().ledger());
         assert_eq!(back.manifests.items, manifests().items);
         assert_eq!(back.manifests.files, manifests().files);
