@@ -431,7 +431,7 @@ mod tests {
             // A malformed Service and one without a name: a problem, and an error.
             format!("apiVersion: v1\nkind: List\nitems:\n{}- apiVersion: v1\n  kind: Service\n  metadata: {{name: bad}}\n  spec: {{ports: 7}}\n", items(&["a"])),
             // Indented items, document markers, comments between items.
-            format!("kind: List\nitems:\n  - {{kind: Service, metadata: {{name: a}}}}\n"),
+            "kind: List\nitems:\n  - {kind: Service, metadata: {name: a}}\n".to_owned(),
             format!("---\nkind: List\nitems:\n{}---\nkind: List\nitems: []\n", items(&["a"])),
             format!("kind: List\nitems:\n# one\n{}# two\n\n{}", items(&["a"]), items(&["b"])),
             // A quoted scalar spanning the cut must not fool the reader.
