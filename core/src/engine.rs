@@ -67,6 +67,12 @@ pub struct Engine<Id> {
     settled: Option<Settled>,
     /// How many decisions took that shortcut.
     fast_decisions: u64,
+    /// Node choices read back by [`Engine::restore`]: turned into a [`Choice`] the first time the
+    /// Service's candidates are seen again (the nodes themselves come with the decision).
+    restored_choices: HashMap<ServiceKey, KeptChoice>,
+    /// Whether anything was learned or changed since [`Engine::restore`] (a new base, a path, a
+    /// choice): `render` rewrites its cache only then.
+    changed: bool,
 }
 
 impl<Id> Default for Engine<Id> {
@@ -78,8 +84,25 @@ impl<Id> Default for Engine<Id> {
             base: None,
             settled: None,
             fast_decisions: 0,
+            restored_choices: HashMap::default(),
+            changed: true,
         }
     }
+}
+
+/// A Service's node choice as kept between processes: valid for a decision whose candidates and
+/// eligible nodes have the same fingerprints, where the chosen nodes are at the same positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptChoice {
+    pub key: ServiceKey,
+    /// Fingerprint of the candidates the choice was made from.
+    pub candidates: u64,
+    pub max: usize,
+    /// Fingerprint of the decision's eligible nodes, which `positions` index.
+    pub all: u64,
+    pub positions: Vec<u32>,
+    /// [`Chosen::fingerprint`] of the chosen nodes.
+    pub fingerprint: u64,
 }
 
 /// The repo changes one incremental decision implies (its [`Decision`] is returned beside it,
@@ -164,6 +187,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         self.files = files;
         self.base = Some(commit.to_owned());
         self.settled = None;
+        self.changed = true;
     }
 
     /// Decides, rendering only what changed since the base, and storing new texts in `blobs`.
@@ -189,6 +213,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             learned: Vec::new(),
             unclean: HashSet::default(),
             error: None,
+            all_fp: None,
         };
         let fast = settled.and_then(|s| s.decide_fast(snapshot, config, previous, holds, now, &mut sink));
         let (decision, settled, touched) = match fast {
@@ -244,6 +269,9 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
     /// Records that `step` is now the content of `commit` (committed, or nothing to commit): the
     /// memory moves to it, taking the step's paths.
     pub fn advance(&mut self, commit: &str, step: Step<Id>, decision: &Decision) {
+        if !step.changes.is_empty() || !step.learned.is_empty() || self.base.as_deref() != Some(commit) {
+            self.changed = true;
+        }
         for (path, change) in step.changes {
             match change {
                 Change::Write {
@@ -262,6 +290,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         if self.choices.len() > exposed.len() {
             self.choices.retain(|key, _| exposed.contains_key(key));
         }
+        self.restored_choices.retain(|key, _| exposed.contains_key(key));
         self.base = Some(commit.to_owned());
         self.settled = step.settled;
     }
@@ -272,6 +301,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         if self.base.as_deref() != Some(commit) {
             return;
         }
+        self.changed |= !step.learned.is_empty();
         self.remember(step.learned.iter().cloned());
     }
 
@@ -285,6 +315,82 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             };
             self.files.insert(path, known);
         }
+    }
+
+    /// Every path the memory describes, with the fingerprint of the inputs its text came from
+    /// (when a decision rendered it) and its blob: what `flipbit-generator render` keeps in its
+    /// cache dir between runs, with [`Engine::base`].
+    pub fn files(&self) -> impl Iterator<Item = (&str, Option<u64>, Id)> {
+        self.files
+            .iter()
+            .map(|(path, k)| (path.as_str(), k.fingerprint, k.blob))
+    }
+
+    /// A memory of `commit` read back from what [`Engine::files`] gave for it. The caller vouches
+    /// that `files` are that commit's generated paths (the cache is tagged with the commit and
+    /// checked), and that the fingerprints come from this very build (they hash the inputs, not
+    /// the templates). The last decision itself is not kept: the first decision is a full one,
+    /// which renders only the files whose fingerprint is new.
+    pub fn restore(
+        commit: &str,
+        files: impl IntoIterator<Item = (String, Option<u64>, Id)>,
+        choices: impl IntoIterator<Item = KeptChoice>,
+    ) -> Self {
+        let files = files
+            .into_iter()
+            .map(|(path, fingerprint, blob)| {
+                let known = Known {
+                    fingerprint,
+                    blob,
+                    seen: 0,
+                };
+                (path, known)
+            })
+            .collect();
+        let restored_choices = choices.into_iter().map(|c| (c.key.clone(), c)).collect();
+        Self {
+            files,
+            base: Some(commit.to_owned()),
+            restored_choices,
+            changed: false,
+            ..Self::default()
+        }
+    }
+
+    /// The node choice of every Service that has one (for [`Engine::restore`]).
+    pub fn kept_choices(&self) -> Vec<KeptChoice> {
+        let mut all_fp: Option<(*const Node, u64)> = None;
+        let mut out: Vec<KeptChoice> = Vec::with_capacity(self.choices.len() + self.restored_choices.len());
+        for (key, c) in &self.choices {
+            let all = c.chosen.nodes.all();
+            let fp = match all_fp {
+                Some((ptr, fp)) if std::ptr::eq(ptr, all.as_ptr()) => fp,
+                _ => {
+                    let fp = crate::sink::fingerprint(&**all);
+                    all_fp = Some((all.as_ptr(), fp));
+                    fp
+                }
+            };
+            out.push(KeptChoice {
+                key: key.clone(),
+                candidates: c.candidates,
+                max: c.max,
+                all: fp,
+                positions: c.chosen.nodes.positions().to_vec(),
+                fingerprint: c.chosen.fingerprint,
+            });
+        }
+        let unresolved = self
+            .restored_choices
+            .values()
+            .filter(|c| !self.choices.contains_key(&c.key));
+        out.extend(unresolved.cloned());
+        out
+    }
+
+    /// Whether anything was learned or changed since [`Engine::restore`].
+    pub fn changed(&self) -> bool {
+        self.changed
     }
 
     /// Forgets everything (after an error that may have left the memory out of step).
@@ -307,6 +413,42 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
     }
 }
 
+impl<B: Blobs> EngineSink<'_, B> {
+    /// A choice read back by [`Engine::restore`] for the same candidates and eligible nodes,
+    /// now tied to this decision's nodes; `None` when there is none or they differ.
+    fn restored_choice(
+        &mut self,
+        key: &ServiceKey,
+        all: &Arc<[Node]>,
+        candidates_fp: u64,
+        max: usize,
+    ) -> Option<Chosen> {
+        let kept = self.engine.restored_choices.remove(key)?;
+        let all_fp = match self.all_fp {
+            Some((ptr, fp)) if std::ptr::eq(ptr, all.as_ptr()) => fp,
+            _ => {
+                let fp = crate::sink::fingerprint(&**all);
+                self.all_fp = Some((all.as_ptr(), fp));
+                fp
+            }
+        };
+        if kept.candidates != candidates_fp || kept.max != max || kept.all != all_fp {
+            return None;
+        }
+        let chosen = Chosen {
+            nodes: nodes::NodeSet::at_positions(all, &kept.positions)?,
+            fingerprint: kept.fingerprint,
+        };
+        let choice = Choice {
+            candidates: candidates_fp,
+            max,
+            chosen: chosen.clone(),
+        };
+        self.engine.choices.insert(key.clone(), choice);
+        Some(chosen)
+    }
+}
+
 struct EngineSink<'a, B: Blobs> {
     engine: &'a mut Engine<B::Id>,
     blobs: &'a mut B,
@@ -319,6 +461,8 @@ struct EngineSink<'a, B: Blobs> {
     unclean: HashSet<(String, String)>,
     /// The blob store failed: the whole decision is void.
     error: Option<String>,
+    /// The fingerprint of the decision's eligible nodes, once a restored choice needed it.
+    all_fp: Option<(*const Node, u64)>,
 }
 
 impl<B: Blobs> FileSink for EngineSink<'_, B> {
@@ -395,6 +539,10 @@ impl<B: Blobs> FileSink for EngineSink<'_, B> {
         {
             return c.chosen.clone();
         }
+        if let Some(chosen) = self.restored_choice(key, all, candidates_fp, max) {
+            return chosen;
+        }
+        self.engine.changed = true;
         let chosen = Chosen::new(nodes::NodeSet::new(all, &nodes::choose(key, candidates, Some(max))));
         self.engine.choices.insert(
             key.clone(),

@@ -1,12 +1,16 @@
 //! The cluster as the decisions see it: plain data, already lifted out of the Kubernetes types by
 //! the generator's edge. Strings here are still untrusted; `exposure` and `nodes` validate them.
+//! Serializable so `flipbit-generator render` can keep what it read from unchanged manifests in
+//! its cache dir.
 
 use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::names::ServiceKey;
 
 /// One Service as read from the cluster or a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 pub struct ServiceInput {
     pub namespace: String,
     pub name: String,
@@ -33,7 +37,7 @@ pub struct ServiceInput {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 pub struct PortInput {
     pub name: Option<String>,
     /// `TCP` (the default when absent), `UDP` or `SCTP`.
@@ -43,7 +47,7 @@ pub struct PortInput {
 }
 
 /// One Node as read from the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 pub struct NodeInput {
     pub name: String,
     pub labels: BTreeMap<String, String>,
@@ -58,7 +62,7 @@ pub struct NodeInput {
 /// One EndpointSlice, as much of it as matters here: which nodes hold a ready endpoint (for
 /// `externalTrafficPolicy: Local`) and, for `flipbit.io/backends: pods`, the endpoints themselves
 /// with the slice's ports.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 pub struct EndpointSliceInput {
     pub namespace: String,
     /// The `kubernetes.io/service-name` label.
@@ -74,7 +78,7 @@ pub struct EndpointSliceInput {
 
 /// One of a slice's `ports`. The endpoint controller names it after the Service port it serves
 /// and has already resolved a named `targetPort` to the pods' number.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 pub struct EndpointPortInput {
     /// The Service port's name; absent or empty for a Service's one unnamed port.
     pub name: Option<String>,
@@ -85,7 +89,7 @@ pub struct EndpointPortInput {
 }
 
 /// One endpoint (a pod) of a slice.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 pub struct EndpointInput {
     /// `addresses`, as written, of the slice's address type.
     pub addresses: Vec<String>,

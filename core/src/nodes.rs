@@ -141,6 +141,25 @@ impl NodeSet {
         }
     }
 
+    /// The positions of the picked nodes in the decision's eligible nodes (what a choice kept
+    /// between processes holds, with a fingerprint of those nodes).
+    pub fn positions(&self) -> &[u32] {
+        &self.picked
+    }
+
+    /// The nodes at `positions` of `all`; `None` when one is out of range.
+    pub fn at_positions(all: &std::sync::Arc<[Node]>, positions: &[u32]) -> Option<Self> {
+        positions.iter().all(|p| (*p as usize) < all.len()).then(|| Self {
+            all: all.clone(),
+            picked: positions.into(),
+        })
+    }
+
+    /// The decision's eligible nodes these were picked from.
+    pub fn all(&self) -> &std::sync::Arc<[Node]> {
+        &self.all
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Node> {
         self.picked.iter().filter_map(|i| self.all.get(*i as usize))
     }

@@ -116,7 +116,8 @@ pub struct RepoArgs {
     /// Branch the LB hosts follow.
     #[arg(long, env = "FLIPBIT_BRANCH", default_value = "main")]
     pub branch: String,
-    /// Bare cache repo kept between runs (default: a temporary one).
+    /// Bare cache repo kept between runs (default: a temporary one). `render` also keeps there
+    /// what it derived (flipbit-render.cache), so the next run redoes only what changed.
     #[arg(long, env = "FLIPBIT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     #[arg(long, env = "FLIPBIT_AUTHOR_NAME", default_value = "flipbit-generator")]

@@ -404,6 +404,20 @@ impl Memory {
         self.engine.fast_decisions()
     }
 
+    /// A memory read back from `render`'s cache dir (see `render_cache`).
+    pub fn restored(engine: Engine<CommitId>, ledger: Option<(CommitId, std::sync::Arc<Ledger>)>) -> Self {
+        Self { engine, ledger }
+    }
+
+    pub fn engine(&self) -> &Engine<CommitId> {
+        &self.engine
+    }
+
+    /// The last ledger parsed or written, with its blob id.
+    pub fn ledger(&self) -> Option<&(CommitId, std::sync::Arc<Ledger>)> {
+        self.ledger.as_ref()
+    }
+
     /// After a successful push (or nothing to commit): the engine's base moves to `commit`, and a
     /// ledger the commit wrote is remembered as parsed.
     fn advance(&mut self, commit: CommitId, step: Step<CommitId>, decision: &Decision) {

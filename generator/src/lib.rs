@@ -9,5 +9,6 @@ pub mod history;
 pub mod live;
 pub mod manifests;
 pub mod offline;
+pub mod render_cache;
 pub mod report;
 pub mod validate;

@@ -17,8 +17,12 @@ use flipbit_generator::validate;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    flipbit_generator::allocator::return_freed_memory_at_once();
     let cli = Cli::parse();
+    // A one-shot `render` or `plan` with a warm cache allocates little and exits soon: purging
+    // each freed page at once only makes it fault the same pages in again (a third of a warm
+    // render at 10,000 Services went to zeroing pages). Cold, it may allocate like `run`, so the
+    // offline commands purge at once too until `render_cache` finds a usable cache.
+    flipbit_generator::allocator::return_freed_memory_at_once();
     let default_level = if matches!(cli.command, Command::Run(_)) {
         "info"
     } else {

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use serde::Deserialize;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use flipbit_core::model::{Snapshot, UnreadableService};
+use flipbit_core::model::{EndpointSliceInput, NodeInput, ServiceInput, Snapshot, UnreadableService};
 use flipbit_core::names::ServiceKey;
 use flipbit_core::problem::{Problem, Severity};
 
@@ -24,27 +26,276 @@ pub enum ManifestError {
 
 /// The snapshot, plus problems with single objects that were skipped.
 pub fn load_dir(dir: &Path) -> Result<(Snapshot, Vec<Problem>), ManifestError> {
+    load_dir_cached(dir, ParseCache::default()).map(|(snapshot, problems, _)| (snapshot, problems))
+}
+
+/// What one unit of text (a whole file, or one item of a `List` file) gave when it read cleanly:
+/// no problem, nothing unreadable. Only such units are kept, so what is kept never names the
+/// place it was read at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Parsed {
+    pub services: Vec<ServiceInput>,
+    pub nodes: Vec<NodeInput>,
+    pub endpoint_slices: Vec<EndpointSliceInput>,
+}
+
+/// Parse results by the exact text they came from (compared whole, not by a hash), like git's
+/// index for a work tree: `render` keeps it in its cache dir so a folder where one Service changed
+/// is not parsed again, even when all Services are items of one `List` file. Whole files and
+/// `List` items are kept apart: the same text reads differently as one or the other.
+#[derive(Debug, Clone, Default)]
+pub struct ParseCache {
+    pub files: HashMap<String, Parsed>,
+    pub items: HashMap<String, Parsed>,
+    /// After a load: how many units were read afresh or went (0: the cache is as it was).
+    pub changed: usize,
+}
+
+impl ParseCache {
+    pub fn len(&self) -> usize {
+        self.files.len() + self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// [`load_dir`], reusing `cache` for units whose text is unchanged; also returns the cache of
+/// this folder's units (units that went are dropped).
+pub fn load_dir_cached(
+    dir: &Path,
+    mut cache: ParseCache,
+) -> Result<(Snapshot, Vec<Problem>, ParseCache), ManifestError> {
     let mut files = Vec::new();
     collect(dir, &mut files)?;
     files.sort();
     let mut snapshot = Snapshot::default();
     let mut problems = Vec::new();
+    let mut kept = ParseCache::default();
     for file in files {
         let where_ = file.display().to_string();
         let text = std::fs::read_to_string(&file).map_err(|e| ManifestError::Unreadable {
             path: where_.clone(),
             message: e.to_string(),
         })?;
-        for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
-            let value = Value::deserialize(doc).map_err(|e| ManifestError::Unreadable {
-                path: where_.clone(),
-                message: format!("document {}: not YAML: {e}", i + 1),
-            })?;
-            let at = format!("{where_}: document {}", i + 1);
-            add(&at, value, &mut snapshot, &mut problems)?;
+        let mut part = Snapshot::default();
+        let mut part_problems = Vec::new();
+        let read = match list_items(&text).filter(|(rest, _)| list_header_ok(rest)) {
+            Some((_, items)) => read_items(&where_, &items, &mut cache, &mut kept, &mut part, &mut part_problems)?,
+            None => {
+                read_unit(
+                    &text,
+                    &mut cache.files,
+                    &mut kept.files,
+                    &mut kept.changed,
+                    &mut part,
+                    &mut part_problems,
+                    |s, p| read_file(&where_, &text, s, p).map(|()| true),
+                )?;
+                true
+            }
+        };
+        if !read {
+            // Any doubt about a `List` read item by item: the whole file, as before units existed.
+            part = Snapshot::default();
+            part_problems.clear();
+            read_file(&where_, &text, &mut part, &mut part_problems)?;
+        }
+        snapshot.services.append(&mut part.services);
+        snapshot.nodes.append(&mut part.nodes);
+        snapshot.endpoint_slices.append(&mut part.endpoint_slices);
+        snapshot.unreadable_services.append(&mut part.unreadable_services);
+        problems.append(&mut part_problems);
+    }
+    kept.changed += cache.len();
+    Ok((snapshot, problems, kept))
+}
+
+/// The items of a `List` file one by one; `Ok(false)` (and the caller reads the file whole) when
+/// one is not exactly one YAML sequence entry or does not read (an anchor used across items reads
+/// only in the whole file). The items kept are left in `kept` even then: they read the same.
+fn read_items(
+    where_: &str,
+    items: &[&str],
+    cache: &mut ParseCache,
+    kept: &mut ParseCache,
+    part: &mut Snapshot,
+    problems: &mut Vec<Problem>,
+) -> Result<bool, ManifestError> {
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{where_}: document 1: items[{i}]");
+        let read = read_unit(
+            item,
+            &mut cache.items,
+            &mut kept.items,
+            &mut kept.changed,
+            part,
+            problems,
+            |s, p| read_item(&at, item, s, p).or(Ok(false)),
+        )?;
+        if !read {
+            return Ok(false);
         }
     }
-    Ok((snapshot, problems))
+    Ok(true)
+}
+
+/// One unit: from `cache` when its text is there, else read by `read` and kept in `kept` when it
+/// read cleanly (no problem and nothing unreadable: those name the place they were read at).
+fn read_unit(
+    text: &str,
+    cache: &mut HashMap<String, Parsed>,
+    kept: &mut HashMap<String, Parsed>,
+    changed: &mut usize,
+    part: &mut Snapshot,
+    problems: &mut Vec<Problem>,
+    read: impl FnOnce(&mut Snapshot, &mut Vec<Problem>) -> Result<bool, ManifestError>,
+) -> Result<bool, ManifestError> {
+    let known = match cache.remove_entry(text) {
+        Some(entry) => Some(entry),
+        // The same text twice in the folder.
+        None => kept.get_key_value(text).map(|(t, p)| (t.clone(), p.clone())),
+    };
+    if let Some((text, parsed)) = known {
+        append(part, parsed.clone());
+        kept.insert(text, parsed);
+        return Ok(true);
+    }
+    let mut fresh = Snapshot::default();
+    let problems_before = problems.len();
+    if !read(&mut fresh, problems)? {
+        return Ok(false);
+    }
+    let clean = fresh.unreadable_services.is_empty() && problems.len() == problems_before;
+    part.unreadable_services.append(&mut fresh.unreadable_services);
+    let parsed = Parsed {
+        services: fresh.services,
+        nodes: fresh.nodes,
+        endpoint_slices: fresh.endpoint_slices,
+    };
+    if clean {
+        kept.insert(text.to_owned(), parsed.clone());
+    }
+    *changed += 1;
+    append(part, parsed);
+    Ok(true)
+}
+
+fn append(snapshot: &mut Snapshot, parsed: Parsed) {
+    snapshot.services.extend(parsed.services);
+    snapshot.nodes.extend(parsed.nodes);
+    snapshot.endpoint_slices.extend(parsed.endpoint_slices);
+}
+
+/// Every document of a file, as read before units existed (and still, for a file with any doubt).
+fn read_file(
+    where_: &str,
+    text: &str,
+    snapshot: &mut Snapshot,
+    problems: &mut Vec<Problem>,
+) -> Result<(), ManifestError> {
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|e| ManifestError::Unreadable {
+            path: where_.to_owned(),
+            message: format!("document {}: not YAML: {e}", i + 1),
+        })?;
+        let at = format!("{where_}: document {}", i + 1);
+        add(&at, value, snapshot, problems)?;
+    }
+    Ok(())
+}
+
+/// One item of a `List` read on its own: `Ok(false)` when its text is not exactly one sequence
+/// entry (the file is then read whole).
+fn read_item(
+    at: &str,
+    item: &str,
+    snapshot: &mut Snapshot,
+    problems: &mut Vec<Problem>,
+) -> Result<bool, ManifestError> {
+    let Ok(Value::Array(mut entries)) = serde_norway::from_str::<Value>(item) else {
+        return Ok(false);
+    };
+    let (Some(value), true) = (entries.pop(), entries.is_empty()) else {
+        return Ok(false);
+    };
+    add(at, value, snapshot, problems)?;
+    Ok(true)
+}
+
+/// The texts of a `List` file's items when it has the plain shape `kubectl get -o yaml` writes:
+/// top-level keys at column 0, one `items:` among them, its entries each starting with `- ` at
+/// column 0; also the rest of the file with `items: []` in their place. `None` for anything else
+/// (document markers, directives, an indented `items` list), which is read whole.
+fn list_items(text: &str) -> Option<(String, Vec<&str>)> {
+    if !text.ends_with('\n') {
+        return None;
+    }
+    let mut rest = String::new();
+    let mut items: Vec<&str> = Vec::new();
+    let mut region: Option<usize> = None;
+    let mut item_start: Option<usize> = None;
+    let mut seen_items_key = false;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let start = at;
+        at += line.len();
+        if line.starts_with("---") || line.starts_with("...") || line.starts_with('%') {
+            return None;
+        }
+        let col0 = !line.starts_with([' ', '\t', '\n', '\r', '#']);
+        if region.is_some() {
+            if line.starts_with("- ") || line.trim_end() == "-" {
+                if let Some(s) = item_start {
+                    items.push(&text[s..start]);
+                }
+                item_start = Some(start);
+                continue;
+            }
+            if !col0 {
+                if item_start.is_none() && !line.trim().is_empty() && !line.trim_start().starts_with('#') {
+                    // An indented list: not the plain shape.
+                    return None;
+                }
+                continue;
+            }
+            if let Some(s) = item_start.take() {
+                items.push(&text[s..start]);
+            }
+            region = None;
+        }
+        if line.trim_end() == "items:" {
+            if seen_items_key {
+                return None;
+            }
+            seen_items_key = true;
+            region = Some(start);
+            rest.push_str("items: []\n");
+            continue;
+        }
+        rest.push_str(line);
+    }
+    if let Some(s) = item_start {
+        items.push(&text[s..]);
+    }
+    seen_items_key.then_some((rest, items))
+}
+
+/// True when the file outside its items reads as a `List` whose `items` are the ones
+/// [`list_items`] cut out: a mapping with `kind: List` (or `...List`), `items: []`, and as many
+/// keys as lines at column 0 (so no multi-line scalar spans the cut).
+fn list_header_ok(rest: &str) -> bool {
+    let Ok(Value::Object(map)) = serde_norway::from_str::<Value>(rest) else {
+        return false;
+    };
+    let keys_at_col0 = rest
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with([' ', '\t', '\r', '#']))
+        .count();
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let empty_items = map.get("items").and_then(Value::as_array).is_some_and(Vec::is_empty);
+    (kind == "List" || kind.ends_with("List")) && empty_items && keys_at_col0 == map.len()
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
@@ -138,6 +389,89 @@ fn add(at: &str, value: Value, snapshot: &mut Snapshot, problems: &mut Vec<Probl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the folder reads as file by file, every document whole (as before units existed).
+    fn whole(dir: &Path) -> Result<(Snapshot, Vec<Problem>), ManifestError> {
+        let mut files = Vec::new();
+        collect(dir, &mut files)?;
+        files.sort();
+        let (mut snapshot, mut problems) = (Snapshot::default(), Vec::new());
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read");
+            read_file(&file.display().to_string(), &text, &mut snapshot, &mut problems)?;
+        }
+        Ok((snapshot, problems))
+    }
+
+    fn same(a: &(Snapshot, Vec<Problem>), b: &(Snapshot, Vec<Problem>)) -> bool {
+        a.0.services == b.0.services
+            && a.0.nodes == b.0.nodes
+            && a.0.endpoint_slices == b.0.endpoint_slices
+            && a.0.unreadable_services == b.0.unreadable_services
+            && a.1 == b.1
+    }
+
+    const SVC: &str = "- apiVersion: v1\n  kind: Service\n  metadata: {name: NAME, namespace: shop}\n  spec:\n    type: LoadBalancer\n    ports: [{port: 80, nodePort: 30080}]\n";
+
+    fn items(names: &[&str]) -> String {
+        names.iter().map(|n| SVC.replace("NAME", n)).collect()
+    }
+
+    /// Folders of every shape read the same item by item (cold and from the cache they leave) as
+    /// whole; only plain `List`s are read item by item, and units that did not read cleanly are
+    /// not kept.
+    #[test]
+    fn items_read_one_by_one_read_as_the_whole_file() {
+        let cases = [
+            // kubectl's shape: items first, kind and metadata after.
+            format!("apiVersion: v1\nitems:\n{}kind: List\nmetadata:\n  resourceVersion: \"\"\n", items(&["a", "b"])),
+            format!("apiVersion: v1\nkind: ServiceList\nitems:\n{}", items(&["a", "b", "a"])),
+            // An anchor used across items reads only whole.
+            "apiVersion: v1\nkind: List\nitems:\n- &svc {apiVersion: v1, kind: Service, metadata: {name: a}, spec: {type: LoadBalancer, ports: [{port: 80, nodePort: 30080}]}}\n- *svc\n".to_owned(),
+            // A malformed Service and one without a name: a problem, and an error.
+            format!("apiVersion: v1\nkind: List\nitems:\n{}- apiVersion: v1\n  kind: Service\n  metadata: {{name: bad}}\n  spec: {{ports: 7}}\n", items(&["a"])),
+            // Indented items, document markers, comments between items.
+            "kind: List\nitems:\n  - {kind: Service, metadata: {name: a}}\n".to_owned(),
+            format!("---\nkind: List\nitems:\n{}---\nkind: List\nitems: []\n", items(&["a"])),
+            format!("kind: List\nitems:\n# one\n{}# two\n\n{}", items(&["a"]), items(&["b"])),
+            // A quoted scalar spanning the cut must not fool the reader.
+            format!("kind: List\ndescription: 'x\nitems:\n{}'\n", items(&["a"])),
+            // A top-level sequence is not a List item.
+            items(&["a"]),
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("list.yaml"), case).expect("write");
+            let one = "apiVersion: v1\nkind: Service\nmetadata: {name: z, namespace: shop}\nspec: {type: LoadBalancer, ports: [{port: 80, nodePort: 30081}]}\n";
+            std::fs::write(dir.path().join("one.yaml"), one).expect("write");
+            let expected = whole(dir.path()).unwrap_or_else(|e| panic!("case {i}: {e}\n{case}"));
+            let (s, p, cache) = load_dir_cached(dir.path(), ParseCache::default()).expect("cold");
+            assert!(same(&expected, &(s, p)), "case {i}: cold\n{case}");
+            let (s, p, again) = load_dir_cached(dir.path(), cache.clone()).expect("warm");
+            assert!(same(&expected, &(s, p)), "case {i}: warm\n{case}");
+            // Only units that did not read cleanly (and are not kept) are read again.
+            assert!(again.changed <= cache.changed, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_plain_list_is_cut_into_its_items_and_a_warm_load_reads_nothing() {
+        let text = format!("apiVersion: v1\nitems:\n{}kind: List\n", items(&["a", "b"]));
+        let (rest, cut) = list_items(&text).expect("a plain List");
+        assert!(list_header_ok(&rest), "{rest}");
+        assert_eq!(cut, [SVC.replace("NAME", "a"), SVC.replace("NAME", "b")]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("list.yaml"), &text).expect("write");
+        let (_, _, cache) = load_dir_cached(dir.path(), ParseCache::default()).expect("cold");
+        assert_eq!((cache.items.len(), cache.changed), (2, 2));
+        let (s, _, warm) = load_dir_cached(dir.path(), cache).expect("warm");
+        assert_eq!((s.services.len(), warm.changed), (2, 0));
+        std::fs::write(dir.path().join("list.yaml"), text.replace("name: b", "name: c")).expect("write");
+        let (s, _, changed) = load_dir_cached(dir.path(), warm).expect("one changed");
+        assert_eq!(s.services[1].name, "c");
+        // One item read afresh, one went.
+        assert_eq!(changed.changed, 2);
+    }
 
     /// `spec.externalIPs` reaches the model, so the core can warn about it.
     #[test]

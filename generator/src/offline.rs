@@ -5,21 +5,30 @@ use jiff::Timestamp;
 
 use crate::cycle::{self, Outcome, RepoTarget};
 use crate::manifests;
+use crate::render_cache;
 
 /// Decides from the manifests in `dir`; commits and pushes when `push`, else only reports.
 pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp, push: bool) -> Result<Outcome> {
+    // What the last run kept in the cache dir (render_cache), else nothing: either way the engine
+    // writes only what changed and never holds every rendered text at once.
+    let kept = match &target.cache_dir {
+        Some(cache) => render_cache::load(cache, target),
+        None => render_cache::Kept::default(),
+    };
     let t = std::time::Instant::now();
-    let (snapshot, load_problems) = manifests::load_dir(dir)?;
+    let (snapshot, load_problems, parsed) = manifests::load_dir_cached(dir, kept.manifests)?;
     tracing::debug!(
         ms = t.elapsed().as_millis() as u64,
         services = snapshot.services.len(),
         "manifests loaded"
     );
     let (store, _temp) = cycle::open_store(target)?;
-    // One shot: the engine starts empty, but still writes only what changed and never holds
-    // every rendered text at once.
-    let mut memory = cycle::Memory::default();
-    cycle::run(&store, target, &snapshot, &load_problems, now, push, Some(&mut memory))
+    let mut memory = kept.memory;
+    let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, push, Some(&mut memory))?;
+    if let Some(cache) = &target.cache_dir {
+        render_cache::save(cache, target, &memory, &parsed);
+    }
+    Ok(outcome)
 }
 
 /// What `plan` shows: the outcome, and the content before the change of every changed path

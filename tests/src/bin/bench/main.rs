@@ -16,6 +16,8 @@
 //! - `pods-rollout N`: a rolling update of a pod-backed Service of N endpoints (see pods.rs).
 //! - `status-writes N`: status and Events of N Services written off the decision path, and
 //!   create -> commit meanwhile vs idle (see status_writes.rs).
+//! - `render-cli N`: `flipbit-generator render --cache-dir` (a fresh process each time) with one
+//!   Service changed and with none, beside `git commit -a` of one changed file (see render_cli.rs).
 //! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
 //!   host, the apply and its DNS step, as the binaries report them.
 
@@ -25,6 +27,7 @@ mod dns_ratio;
 mod fleet;
 mod overhead;
 mod pods;
+mod render_cli;
 mod rig;
 mod scale;
 mod status_writes;
@@ -65,6 +68,7 @@ fn main() {
         Some("under-load") => figure(under_load::run(&args[1..])),
         Some("fleet") => figure(fleet::run(n, &args[2..])),
         Some("status-writes") => figure(status_writes::run(n, &args[2..])),
+        Some("render-cli") => figure(render_cli::run(n, &args[2..])),
         Some("pods-rollout") => figure(pods::run(
             args.get(1).and_then(|s| s.parse().ok()).unwrap_or(500),
             args.get(2..).unwrap_or_default(),

@@ -1,0 +1,166 @@
+//! `flipbit-generator render --cache-dir` keeps what it derived between runs (the engine's
+//! memory, the ledger, what each manifest read as): the committed trees must be the same as with
+//! no cache at every step, whether the cache is warm, from another head, truncated or damaged.
+//! Two repos with the same history take the same manifests: one rendered with a cache dir, the
+//! other without.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use flipbit_tests::cluster::{ManifestDir, text};
+use flipbit_tests::repo;
+
+const NOW: &str = "2026-12-05T12:00:00Z";
+
+struct Pair {
+    tmp: tempfile::TempDir,
+    cached: PathBuf,
+    plain: PathBuf,
+    cluster: ManifestDir,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cached = repo::two_hosts(&tmp.path().join("cached"), "127.215.1.0/24", "127.215.2.0/24");
+        let plain = repo::two_hosts(&tmp.path().join("plain"), "127.215.1.0/24", "127.215.2.0/24");
+        let cluster = ManifestDir::new(&tmp.path().join("cluster"));
+        cluster.nodes(215);
+        Pair {
+            tmp,
+            cached,
+            plain,
+            cluster,
+        }
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.tmp.path().join("cache.git")
+    }
+
+    fn cache_file(&self) -> PathBuf {
+        self.cache_dir().join("flipbit-render.cache")
+    }
+
+    /// Renders both repos; returns the cached run's output. Fails unless both trees are the same.
+    fn render(&self, step: &str) -> String {
+        let cache = self.cache_dir();
+        let with = render(
+            &self.cached,
+            self.cluster.path(),
+            &["--cache-dir", &cache.display().to_string()],
+        );
+        let without = render(&self.plain, self.cluster.path(), &[]);
+        assert_eq!(
+            tree(&self.cached),
+            tree(&self.plain),
+            "{step}: the trees differ with and without the cache\nwith: {with}\nwithout: {without}"
+        );
+        with
+    }
+
+    /// The same human commit on both repos.
+    fn human_commit(&self, files: &[(&str, String)], deletes: &[&str]) {
+        let files: BTreeMap<&str, String> = files.iter().cloned().collect();
+        for r in [&self.cached, &self.plain] {
+            repo::human_commit(r, &files, deletes, "a human edit").expect("human commit");
+        }
+    }
+}
+
+fn render(repo: &Path, manifests: &Path, extra: &[&str]) -> String {
+    let out: Output = Command::new(flipbit_tests::bins::generator())
+        .args(["render", "--now", NOW, "--repo"])
+        .arg(repo)
+        .arg("--manifests")
+        .arg(manifests)
+        .args(extra)
+        .env("RUST_LOG", "flipbit_generator::render_cache=debug")
+        .output()
+        .unwrap_or_else(|e| panic!("running flipbit-generator: {e}"));
+    assert!(out.status.success(), "render failed: {}", text(&out));
+    text(&out)
+}
+
+fn tree(path: &Path) -> git2::Oid {
+    let repo = git2::Repository::open_bare(path).expect("bare repo");
+    let commit = repo
+        .find_reference("refs/heads/main")
+        .and_then(|r| r.peel_to_commit())
+        .expect("a head");
+    commit.tree_id()
+}
+
+/// A `List` of Services as `kubectl get -o yaml` writes it (items first, `kind: List` and
+/// `metadata` after them); `balance` is the `flipbit.io/balance` annotation of the first one.
+fn services_list(count: usize, balance: &str, first_port: u16) -> String {
+    let mut out = String::from("apiVersion: v1\nitems:\n");
+    for i in 0..count {
+        let annotations = if i == 0 {
+            format!("  metadata:\n    annotations:\n      flipbit.io/balance: {balance}\n")
+        } else {
+            "  metadata:\n".to_owned()
+        };
+        let port = if i == 0 { first_port } else { 8080 };
+        out.push_str(&format!(
+            "- apiVersion: v1\n  kind: Service\n{annotations}    name: svc{i}\n    namespace: shop\n  spec:\n    type: LoadBalancer\n    loadBalancerClass: flipbit.io/nginx\n    ports:\n    - {{port: {port}, protocol: TCP, nodePort: {}}}\n",
+            30100 + i
+        ));
+    }
+    out.push_str("kind: List\nmetadata:\n  resourceVersion: \"\"\n");
+    out
+}
+
+#[test]
+fn renders_with_a_warm_stale_truncated_or_damaged_cache_commit_what_renders_without_one() {
+    let p = Pair::new();
+    p.cluster.put("services.yaml", &services_list(6, "round-robin", 8080));
+    p.cluster.lb_service("web", "alone", &[], &[("TCP", 8081, 30090)]);
+    let out = p.render("cold");
+    assert!(out.contains("committed"), "{out}");
+    assert!(p.cache_file().exists(), "no cache written: {out}");
+
+    // Warm: one Service of the List changed, then nothing.
+    p.cluster.put("services.yaml", &services_list(6, "least-conn", 8080));
+    let out = p.render("one changed Service");
+    assert!(out.contains("render cache loaded"), "{out}");
+    assert!(out.contains("committed"), "{out}");
+    let out = p.render("no change");
+    assert!(out.contains("no change"), "{out}");
+
+    // A Service leaves the List (its files go), another file goes.
+    p.cluster.put("services.yaml", &services_list(5, "least-conn", 8080));
+    p.cluster.remove("svc-web-alone.yaml");
+    p.render("two Services gone");
+
+    // A human commit moves the head: the cache describes another commit.
+    let stale = std::fs::read(p.cache_file()).expect("cache");
+    p.human_commit(&[], &["lb/lb-a/shop/svc1.conf"]);
+    let out = p.render("a human deleted a generated file");
+    assert!(out.contains("committed"), "{out}");
+
+    // A cache from an older head, put back.
+    std::fs::write(p.cache_file(), &stale).expect("old cache back");
+    p.cluster.put("services.yaml", &services_list(5, "least-conn", 8090));
+    p.render("cache from another head");
+
+    // Truncated, then damaged in the middle: ignored with a log line, and rebuilt.
+    let bytes = std::fs::read(p.cache_file()).expect("cache");
+    std::fs::write(p.cache_file(), &bytes[..bytes.len() / 2]).expect("truncate");
+    p.cluster.put("services.yaml", &services_list(5, "round-robin", 8090));
+    let out = p.render("truncated cache");
+    assert!(out.contains("render cache corrupt"), "{out}");
+    let mut bytes = std::fs::read(p.cache_file()).expect("cache rebuilt");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(p.cache_file(), &bytes).expect("damage");
+    p.cluster.put("services.yaml", &services_list(7, "round-robin", 8090));
+    let out = p.render("damaged cache");
+    assert!(out.contains("render cache corrupt"), "{out}");
+    let out = p.render("rebuilt cache");
+    assert!(
+        out.contains("render cache loaded") && out.contains("no change"),
+        "{out}"
+    );
+}
