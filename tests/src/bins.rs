@@ -30,6 +30,9 @@ pub fn bin(name: &str) -> PathBuf {
                 "CARGO_HOME",
                 "RUSTUP_HOME",
                 "RUSTUP_TOOLCHAIN",
+                // Without it a rustup proxy on a machine that sets it to 0 may install or update a
+                // toolchain in the middle of a test run (it moved this machine from 1.95 to 1.99).
+                "RUSTUP_AUTO_INSTALL",
                 "CARGO_TARGET_DIR",
                 "CARGO_INCREMENTAL",
                 "TMPDIR",
