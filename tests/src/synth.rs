@@ -6,9 +6,21 @@ use std::collections::BTreeMap;
 
 use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
 
-/// Node `i`'s InternalIP: 127.120.0.10 onwards (250 per /24).
+/// Node `i`'s InternalIP: 127.120.0.10 onwards, 200 per /24 (.10 to .209), so every one is a valid
+/// address (250 per /24 gave nodes 246-249 of each 250 a last octet past 255).
 pub fn node_ip(i: usize) -> String {
-    format!("127.120.{}.{}", i / 250, 10 + i % 250)
+    format!("127.120.{}.{}", i / 200, 10 + i % 200)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_node_ip_is_an_address() {
+        for i in 0..2000 {
+            let ip = super::node_ip(i);
+            assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "node {i}: {ip}");
+        }
+    }
 }
 
 pub fn node(i: usize, ready: bool) -> NodeInput {
