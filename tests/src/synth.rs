@@ -12,17 +12,6 @@ pub fn node_ip(i: usize) -> String {
     format!("127.120.{}.{}", i / 200, 10 + i % 200)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_node_ip_is_an_address() {
-        for i in 0..2000 {
-            let ip = super::node_ip(i);
-            assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "node {i}: {ip}");
-        }
-    }
-}
-
 pub fn node(i: usize, ready: bool) -> NodeInput {
     NodeInput {
         name: format!("node-{i:03}"),
@@ -121,4 +110,15 @@ pub fn write_manifests(snapshot: &Snapshot, dir: &std::path::Path) -> std::io::R
         ));
     }
     std::fs::write(dir.join("nodes.yaml"), nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_node_ip_is_an_address() {
+        for i in 0..2000 {
+            let ip = super::node_ip(i);
+            assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "node {i}: {ip}");
+        }
+    }
 }
