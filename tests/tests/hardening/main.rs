@@ -13,7 +13,10 @@ mod untrusted;
 mod watch;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use flipbit_tests::fleet::Fleet;
 
@@ -39,4 +42,30 @@ pub fn lb_a_records(f: &Fleet, names: &[String]) -> BTreeMap<String, Vec<IpAddr>
             (n.clone(), addrs)
         })
         .collect()
+}
+
+/// Starts `flipbit-applier` with `args` (which include `--metrics-listen 127.0.0.1:0`) and returns
+/// it with the address its metrics listener bound, read from the `bound=` field of its log.
+pub fn spawn_with_metrics(args: &[String], wait: Duration) -> (Child, SocketAddr) {
+    let mut child = Command::new(flipbit_tests::bins::applier())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a watching applier");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("bound=").nth(1) {
+                let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let bound = rx
+        .recv_timeout(wait)
+        .expect("the metrics listener's address in the log")
+        .parse()
+        .expect("an address");
+    (child, bound)
 }

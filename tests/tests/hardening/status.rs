@@ -5,9 +5,9 @@
 //! the reading side alone.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flipbit_core::fleet::{Cause, HostState, StepState};
@@ -268,26 +268,7 @@ fn watch_serves_its_metrics_over_http() {
         "--metrics-listen".into(),
         "127.0.0.1:0".into(),
     ]);
-    let mut child = Command::new(flipbit_tests::bins::applier())
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("watch");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("bound=").nth(1) {
-                let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let bound: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the listener's address in the log")
-        .parse()
-        .expect("an address");
+    let (mut child, bound) = crate::spawn_with_metrics(&args, Duration::from_secs(20));
     let deadline = Instant::now() + Duration::from_secs(20);
     let runs = loop {
         let mut stream = TcpStream::connect(bound).expect("connect");

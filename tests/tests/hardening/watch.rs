@@ -4,13 +4,13 @@
 //! hour, so after the first run any run at all can only have been started by a check.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use flipbit_tests::fleet::Fleet;
-use flipbit_tests::{bins, repo};
+use flipbit_tests::repo;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -26,26 +26,7 @@ impl Watch {
         args[0] = "watch".into();
         args.extend(["--interval", "3600", "--metrics-listen", "127.0.0.1:0"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut child = Command::new(bins::applier())
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn a watching applier");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("bound=").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let metrics = rx
-            .recv_timeout(WAIT)
-            .expect("the metrics listener's address in the log")
-            .parse()
-            .expect("an address");
+        let (child, metrics) = crate::spawn_with_metrics(&args, WAIT);
         Self { child, metrics }
     }
 
