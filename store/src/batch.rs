@@ -15,10 +15,9 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use flate2::Compression;
-use flate2::write::ZlibEncoder;
 use git2::{ObjectType, Oid};
 
+use crate::packfile::{self, Entry};
 use crate::{Store, StoreError};
 
 /// Blobs kept in memory before a batch turns into a pack.
@@ -34,13 +33,6 @@ pub struct BlobBatch<'a> {
     store: &'a Store,
     pending: Vec<(Oid, Vec<u8>)>,
     pack: Option<PackFile>,
-}
-
-/// One object of the pack: what its index lists.
-struct Entry {
-    id: Oid,
-    offset: u64,
-    crc: u32,
 }
 
 /// A pack being written by its thread.
@@ -199,23 +191,8 @@ impl PackFile {
             .zip(entries)
             .map(|(id, (offset, crc))| Entry { id: *id, offset, crc })
             .collect();
-        objects.sort_unstable_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
-        let index = index_v2(&objects, &checksum);
-
         let dir = store.repo.path().join("objects/pack");
-        let name = format!("pack-{}", hex(&checksum));
-        let mut idx = tempfile::Builder::new()
-            .prefix("tmp_idx_")
-            .tempfile_in(&dir)
-            .map_err(|e| io_error("creating a pack index", e))?;
-        idx.write_all(&index).map_err(|e| io_error("writing a pack index", e))?;
-        idx.as_file()
-            .sync_all()
-            .map_err(|e| io_error("writing a pack index", e))?;
-        file.persist(dir.join(format!("{name}.pack")))
-            .map_err(|e| io_error("storing a pack", e.error))?;
-        idx.persist(dir.join(format!("{name}.idx")))
-            .map_err(|e| io_error("storing a pack index", e.error))?;
+        packfile::store(&dir, file, &checksum, &mut objects).map_err(|e| io_error("storing a pack", e))?;
         store
             .repo
             .odb()
@@ -238,67 +215,18 @@ impl Drop for PackFile {
 /// content. Returns each entry's offset and the CRC-32 of its bytes, in order.
 fn write_entries(file: tempfile::NamedTempFile, blobs: Receiver<Vec<u8>>) -> std::io::Result<Written> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(b"PACK\0\0\0\x02\0\0\0\0")?;
+    out.write_all(&packfile::header(0))?;
     let mut offset: u64 = 12;
     let mut entries = Vec::new();
     let mut entry = Vec::new();
     for text in blobs {
-        entry.clear();
-        entry.extend_from_slice(&crate::local_fetch::entry_header(ObjectType::Blob, text.len()));
-        let mut z = ZlibEncoder::new(entry, Compression::fast());
-        z.write_all(&text)?;
-        entry = z.finish()?;
+        entry = packfile::deflated_entry(ObjectType::Blob, &text, entry)?;
         out.write_all(&entry)?;
         entries.push((offset, crc32fast::hash(&entry)));
         offset += entry.len() as u64;
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
     Ok(Written { file, entries })
-}
-
-/// A version 2 pack index (gitformat-pack(5)): fan-out table, sorted ids, CRC-32s, 31-bit
-/// offsets (larger ones point into a table of 64-bit offsets), the pack's checksum and the
-/// index's own. `objects` are sorted by id.
-fn index_v2(objects: &[Entry], pack_checksum: &[u8; 20]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 256 * 4 + objects.len() * 28 + 40);
-    out.extend_from_slice(b"\xfftOc\0\0\0\x02");
-    let mut fanout = [0u32; 256];
-    for o in objects {
-        fanout[usize::from(o.id.as_bytes()[0])] += 1;
-    }
-    let mut total = 0u32;
-    for n in fanout {
-        total += n;
-        out.extend_from_slice(&total.to_be_bytes());
-    }
-    for o in objects {
-        out.extend_from_slice(o.id.as_bytes());
-    }
-    for o in objects {
-        out.extend_from_slice(&o.crc.to_be_bytes());
-    }
-    let mut large = Vec::new();
-    for o in objects {
-        match u32::try_from(o.offset) {
-            Ok(small) if small < 0x8000_0000 => out.extend_from_slice(&small.to_be_bytes()),
-            _ => {
-                let at = 0x8000_0000u32 | large.len() as u32;
-                out.extend_from_slice(&at.to_be_bytes());
-                large.push(o.offset);
-            }
-        }
-    }
-    for offset in large {
-        out.extend_from_slice(&offset.to_be_bytes());
-    }
-    out.extend_from_slice(pack_checksum);
-    let own = sha1_smol::Sha1::from(&out).digest().bytes();
-    out.extend_from_slice(&own);
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -361,29 +289,6 @@ mod tests {
             distinct.len(),
             "{listed}"
         );
-    }
-
-    /// Offsets past 2 GiB go through the index's table of 64-bit offsets.
-    #[test]
-    fn large_offsets_are_indexed_in_the_64_bit_table() {
-        let at = |byte: u8, offset: u64| Entry {
-            id: Oid::from_bytes(&[byte; 20]).unwrap(),
-            offset,
-            crc: 7,
-        };
-        let index = index_v2(&[at(1, 12), at(2, 0x8000_0010), at(3, 0x1_0000_0000)], &[0; 20]);
-        let word = |at: usize| u32::from_be_bytes(index[at..at + 4].try_into().unwrap());
-        let offsets = 8 + 256 * 4 + 3 * 20 + 3 * 4;
-        assert_eq!(word(8 + 255 * 4), 3, "fan-out total");
-        assert_eq!(word(offsets), 12);
-        assert_eq!(word(offsets + 4), 0x8000_0000);
-        assert_eq!(word(offsets + 8), 0x8000_0001);
-        let table = offsets + 12;
-        assert_eq!(
-            u64::from_be_bytes(index[table..table + 8].try_into().unwrap()),
-            0x8000_0010
-        );
-        assert_eq!(index.len(), table + 16 + 40);
     }
 
     #[test]

@@ -9,6 +9,9 @@ mod dirs;
 mod headcheck;
 mod history;
 mod local_fetch;
+mod local_push;
+mod packfile;
+mod reach;
 pub mod signing;
 pub use batch::BlobBatch;
 pub use dirs::{DirDiff, DirListing};
@@ -500,8 +503,19 @@ impl Store {
     }
 
     /// Sets `branch` on the remote to `commit` (`None` deletes it). Without `force` only a
-    /// fast-forward is accepted; a rejection is [`StoreError::Rejected`].
+    /// fast-forward is accepted; a rejection is [`StoreError::Rejected`]. A bare repository on a
+    /// plain local path receives the objects as a pack the store writes itself, reusing the
+    /// cache's packed objects (`local_push.rs`); every other remote through libgit2.
     pub fn push_branch(&self, branch: &str, commit: Option<Oid>, force: bool) -> Result<(), StoreError> {
+        if let Some(commit) = commit
+            && let Some(target) = local_push::local_target(&self.url)
+        {
+            self.push_local(&target, branch, commit, force)?;
+            let _ = self
+                .repo
+                .reference(&tracking_ref(branch), commit, true, "flipbit pushed");
+            return Ok(());
+        }
         let err = |error| StoreError::Push {
             url: self.url.clone(),
             error,

@@ -27,7 +27,7 @@ pub(crate) fn remote(path: &Path) -> Repository {
 }
 
 /// 300 nginx-like snippets that differ in a few bytes each: prime delta material.
-fn snippets() -> Vec<(String, Vec<u8>)> {
+pub(crate) fn snippets() -> Vec<(String, Vec<u8>)> {
     (0..300)
         .map(|i| {
             let text = format!(
@@ -41,7 +41,7 @@ fn snippets() -> Vec<(String, Vec<u8>)> {
 }
 
 /// Commits the snippets through `store` and pushes them; returns the commit.
-fn commit_and_push(store: &Store) -> Oid {
+pub(crate) fn commit_and_push(store: &Store) -> Oid {
     let head = store.fetch().expect("fetch").expect("the remote has main");
     let mut batch = store.batch();
     let files: Vec<(String, Oid)> = snippets()
@@ -60,7 +60,7 @@ fn commit_and_push(store: &Store) -> Oid {
 }
 
 /// `git verify-pack -v` over every pack of the bare repo at `path`.
-fn verify_packs(path: &Path) -> String {
+pub(crate) fn verify_packs(path: &Path) -> String {
     let mut out = String::new();
     for entry in std::fs::read_dir(path.join("objects/pack")).expect("pack dir") {
         let idx = entry.expect("entry").path();
@@ -77,27 +77,31 @@ fn verify_packs(path: &Path) -> String {
     out
 }
 
+/// Through libgit2 (a `file://` URL) and through the store's own push to a plain path, a push
+/// carries whole objects.
 #[test]
 fn a_push_carries_whole_objects() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let remote_path = tmp.path().join("remote.git");
-    let remote = remote(&remote_path);
-    let store = Store::open(
-        &tmp.path().join("cache.git"),
-        &remote_path.display().to_string(),
-        "main",
-    )
-    .expect("open the cache");
-    let pushed = commit_and_push(&store);
-    let packs = verify_packs(&remote_path);
-    // Every snippet arrived, and none as a delta (verify-pack sums up delta chains by length).
-    assert_eq!(remote.refname_to_id("refs/heads/main").expect("main"), pushed);
-    assert!(packs.contains("non delta: "), "{packs}");
-    assert!(!packs.contains("chain length"), "the pushed pack has deltas:\n{packs}");
+    for file_url in [true, false] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let remote_path = tmp.path().join("remote.git");
+        let remote = remote(&remote_path);
+        let url = remote_path.display().to_string();
+        let url = if file_url { format!("file://{url}") } else { url };
+        let store = Store::open(&tmp.path().join("cache.git"), &url, "main").expect("open the cache");
+        let pushed = commit_and_push(&store);
+        let packs = verify_packs(&remote_path);
+        // Every snippet arrived, and none as a delta (verify-pack sums up delta chains by length).
+        assert_eq!(remote.refname_to_id("refs/heads/main").expect("main"), pushed);
+        assert!(packs.contains("non delta: "), "{packs}");
+        assert!(
+            !packs.contains("chain length"),
+            "the pushed pack has deltas ({url}):\n{packs}"
+        );
+    }
 }
 
 /// `git fsck --full` over the repo at `path`; fails the test with its report.
-fn fsck(path: &Path) {
+pub(crate) fn fsck(path: &Path) {
     let run = Command::new("git")
         .arg("--git-dir")
         .arg(path)
@@ -156,12 +160,9 @@ fn libgit2_deltifies_the_same_push_by_default() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let remote_path = tmp.path().join("remote.git");
     remote(&remote_path);
-    let store = Store::open(
-        &tmp.path().join("cache.git"),
-        &remote_path.display().to_string(),
-        "main",
-    )
-    .expect("open the cache");
+    // A `file://` URL: libgit2's push (a plain path takes the store's own).
+    let url = format!("file://{}", remote_path.display());
+    let store = Store::open(&tmp.path().join("cache.git"), &url, "main").expect("open the cache");
     let mut config = store.repo.config().expect("config");
     config.remove("pack.deltaCacheSize").expect("unset");
     config.remove("core.bigFileThreshold").expect("unset");
@@ -169,12 +170,7 @@ fn libgit2_deltifies_the_same_push_by_default() {
     assert!(verify_packs(&remote_path).contains("chain length"));
     // Opening the cache again restores the setting.
     drop(store);
-    let store = Store::open(
-        &tmp.path().join("cache.git"),
-        &remote_path.display().to_string(),
-        "main",
-    )
-    .expect("open the cache again");
+    let store = Store::open(&tmp.path().join("cache.git"), &url, "main").expect("open the cache again");
     let config = store.repo.config().and_then(|mut c| c.snapshot()).expect("config");
     assert_eq!(config.get_i64("pack.deltaCacheSize").ok(), Some(1));
 }

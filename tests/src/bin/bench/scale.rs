@@ -26,9 +26,10 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
         Ok(r) => r,
         Err(e) => return eprintln!("error: {e}"),
     };
-    // The remote is the bare repo's path (libgit2's local transport, which also indexes the
-    // pushed pack inside this process); FLIPBIT_BENCH_REMOTE=daemon serves it with `git daemon` on
-    // loopback instead, a remote in its own process as in production.
+    // The remote is the bare repo's path (the store's own push: one pack written straight into
+    // the remote, the cache's packed blobs copied as they are; `store/src/local_push.rs`);
+    // FLIPBIT_BENCH_REMOTE=daemon serves it with `git daemon` on loopback instead, a remote in its
+    // own process as in production, pushed to through libgit2.
     let daemon = match std::env::var("FLIPBIT_BENCH_REMOTE").as_deref() {
         Ok("daemon") => match flipbit_tests::gitdaemon::GitDaemon::start(tmp.path()) {
             Ok(d) => Some(d),
