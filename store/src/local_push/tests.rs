@@ -2,7 +2,7 @@
 //! locked branch does to it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use git2::{Oid, Repository, Signature};
@@ -32,6 +32,7 @@ fn commit(store: &Store, parent: Oid, files: &[(String, Vec<u8>)], deletes: &[&s
         .commit_blobs(parent, &changes, |_| Some("change".into()), &author())
         .expect("commit")
         .expect("something changed")
+        .id
 }
 
 /// A commit on `main` made in `repo` itself, as another writer would; returns it.
@@ -72,21 +73,23 @@ fn reads_back(path: &Path, commit: Oid, files: &[(String, Vec<u8>)]) {
     }
 }
 
+/// A remote with one commit on `main` at a plain path, and a cache pushing to it.
+fn setup() -> (tempfile::TempDir, PathBuf, Repository, Store) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let remote_path = tmp.path().join("remote.git");
+    let repo = remote(&remote_path);
+    let url = remote_path.display().to_string();
+    let store = Store::open(&tmp.path().join("cache.git"), &url, "main").expect("open the cache");
+    (tmp, remote_path, repo, store)
+}
+
 fn main_of(repo: &Repository) -> Oid {
     repo.refname_to_id("refs/heads/main").expect("main")
 }
 
 #[test]
 fn a_local_push_is_one_pack_that_git_and_libgit2_read_back() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let remote_path = tmp.path().join("remote.git");
-    let repo = remote(&remote_path);
-    let store = Store::open(
-        &tmp.path().join("cache.git"),
-        &remote_path.display().to_string(),
-        "main",
-    )
-    .expect("open the cache");
+    let (_tmp, remote_path, repo, store) = setup();
     let pushed = commit_and_push(&store);
     assert_eq!(main_of(&repo), pushed);
     fsck(&remote_path);
@@ -116,15 +119,7 @@ fn a_local_push_is_one_pack_that_git_and_libgit2_read_back() {
 /// commit (loose in the cache) are deflated again.
 #[test]
 fn packed_blobs_are_copied_not_compressed_again() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let remote_path = tmp.path().join("remote.git");
-    let repo = remote(&remote_path);
-    let store = Store::open(
-        &tmp.path().join("cache.git"),
-        &remote_path.display().to_string(),
-        "main",
-    )
-    .expect("open the cache");
+    let (_tmp, remote_path, repo, store) = setup();
     let head = store.fetch().expect("fetch").expect("main");
     let files = snippets();
     let top = commit(&store, head, &files, &[]);
@@ -141,15 +136,7 @@ fn packed_blobs_are_copied_not_compressed_again() {
 /// is rejected, the other writer's commit stays, and the next decision builds on it.
 #[test]
 fn a_branch_moved_during_the_push_rejects_it_and_loses_nothing() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let remote_path = tmp.path().join("remote.git");
-    let repo = remote(&remote_path);
-    let store = Store::open(
-        &tmp.path().join("cache.git"),
-        &remote_path.display().to_string(),
-        "main",
-    )
-    .expect("open the cache");
+    let (_tmp, remote_path, repo, store) = setup();
     let head = store.fetch().expect("fetch").expect("main");
     let ours = commit(&store, head, &snippets(), &[]);
     let theirs = std::rc::Rc::new(std::cell::Cell::new(None));
@@ -185,15 +172,7 @@ fn a_branch_moved_during_the_push_rejects_it_and_loses_nothing() {
 /// another writer holds the branch's lock is rejected and leaves the branch as it was.
 #[test]
 fn a_push_that_would_lose_a_commit_is_rejected() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let remote_path = tmp.path().join("remote.git");
-    let repo = remote(&remote_path);
-    let store = Store::open(
-        &tmp.path().join("cache.git"),
-        &remote_path.display().to_string(),
-        "main",
-    )
-    .expect("open the cache");
+    let (_tmp, remote_path, repo, store) = setup();
     let head = store.fetch().expect("fetch").expect("main");
     let file = |text: &str| vec![("ledger.yaml".to_owned(), text.as_bytes().to_vec())];
     let a = commit(&store, head, &file("a\n"), &[]);
@@ -230,15 +209,7 @@ fn a_push_that_would_lose_a_commit_is_rejected() {
 /// and the remote ends complete.
 #[test]
 fn a_remote_several_commits_behind_ends_complete() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let remote_path = tmp.path().join("remote.git");
-    let repo = remote(&remote_path);
-    let store = Store::open(
-        &tmp.path().join("cache.git"),
-        &remote_path.display().to_string(),
-        "main",
-    )
-    .expect("open the cache");
+    let (_tmp, remote_path, repo, store) = setup();
     let head = store.fetch().expect("fetch").expect("main");
     let elsewhere = commit_in(&repo, "other.yaml", b"x\n");
     repo.reference("refs/heads/other", elsewhere, true, "test")
@@ -284,9 +255,11 @@ fn a_deltified_cache_pack_is_sent_whole() {
     let store = Store::open(&cache, &first.display().to_string(), "main").expect("open the cache");
     let pushed = commit_and_push(&store);
     drop(store);
+    // The cache's own settings keep git from deltifying (`push_without_deltas`): lifted here.
     let run = Command::new("git")
         .arg("--git-dir")
         .arg(&cache)
+        .args(["-c", "core.bigFileThreshold=512m", "-c", "pack.deltaCacheSize=256m"])
         .args(["repack", "-a", "-d", "-f", "-q", "--window=50"])
         .output()
         .expect("run git repack");
