@@ -98,12 +98,16 @@ impl Store {
             .flatten()
             .filter_map(|r| r.target())
             .collect();
+        let started = std::time::Instant::now();
         let objects = crate::reach::missing_objects(&self.repo, &theirs, commit, hide).map_err(err)?;
+        let walked = started.elapsed();
         let written = self.send(target, &objects).map_err(err)?;
         tracing::debug!(
             objects = objects.len(),
             copied = written.copied,
             deflated = written.deflated,
+            walk_ms = walked.as_millis() as u64,
+            write_ms = (started.elapsed() - walked).as_millis() as u64,
             "pushed to a local path"
         );
 
