@@ -40,11 +40,14 @@ pub(crate) fn local_target(url: &str) -> Option<Repository> {
     crate::local_fetch::local_source(url).filter(Repository::is_bare)
 }
 
+/// What a test runs right before the branch is moved (see [`BEFORE_REF_UPDATE`]).
+#[cfg(test)]
+pub(crate) type RefUpdateHook = Box<dyn FnOnce(&Repository)>;
+
 #[cfg(test)]
 thread_local! {
     /// Run right before the branch is moved: lets a test move it first, as a concurrent writer.
-    pub(crate) static BEFORE_REF_UPDATE: std::cell::RefCell<Option<Box<dyn FnOnce(&Repository)>>> =
-        std::cell::RefCell::new(None);
+    pub(crate) static BEFORE_REF_UPDATE: std::cell::RefCell<Option<RefUpdateHook>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Store {
