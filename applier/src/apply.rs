@@ -182,7 +182,8 @@ pub fn run_managing(opts: &ApplyOptions, interface: Option<&ManagedInterface>) -
         journal,
         peers: None,
     };
-    let (store, head) = match open_and_fetch(opts, &state) {
+    let published = run.journal.dns.as_ref().map(|d| d.commit);
+    let (store, head, prefetch) = match open_and_fetch(opts, &state, published) {
         Ok(fetched) => fetched,
         Err(e) => {
             run.lb = Err(Failure::from(e));
@@ -208,6 +209,7 @@ pub fn run_managing(opts: &ApplyOptions, interface: Option<&ManagedInterface>) -
         store: &store,
         head,
         interface,
+        prefetch: std::cell::Cell::new(prefetch),
     };
     let republished = steps(&on, fleet.as_ref(), &mut own, &mut run, started);
     if let Some(fleet) = &fleet {
@@ -225,6 +227,8 @@ struct Where<'a> {
     head: CommitId,
     /// `--manage-addresses`.
     interface: Option<&'a ManagedInterface>,
+    /// The published commit's DNS records, read during the fetch; taken by the DNS step.
+    prefetch: std::cell::Cell<Option<dns_step::Prefetch>>,
 }
 
 /// The load-balancer, addresses and DNS steps of `run`; true when this host sent all its records
@@ -333,7 +337,7 @@ fn steps(
     // and the run ends once that generation no longer accepts.
     let dns_started = Instant::now();
     if let Some(baseline) = baseline {
-        run.dns = dns_step(opts, state, store, head, &mut run.journal, baseline)
+        run.dns = dns_step(opts, state, store, head, &mut run.journal, baseline, on.prefetch.take())
             .map_err(Failure::from)
             .transpose();
     }
@@ -407,17 +411,29 @@ fn serves_itself(fleet: &crate::fleet::Fleet<'_>, run: &Run) -> bool {
     }
 }
 
-/// The cache repo, and the branch's head fetched into it.
-fn open_and_fetch(opts: &ApplyOptions, state: &StateDir) -> Result<(Store, CommitId)> {
+/// The cache repo, and the branch's head fetched into it. With the DNS step, the records of
+/// `published` (the commit it last published) are read on another thread meanwhile: at 10,000
+/// Services that read takes about as long as the fetch of a commit changing every one of them.
+fn open_and_fetch(
+    opts: &ApplyOptions,
+    state: &StateDir,
+    published: Option<CommitId>,
+) -> Result<(Store, CommitId, Option<dns_step::Prefetch>)> {
     let mut store = Store::open(&state.cache_repo(), &opts.repo, &opts.branch)?;
     store.limit_fetches(opts.git_limits);
     tracing::debug!("cache opened");
+    let prefetch = match (&opts.dns, published) {
+        (Some(_), Some(commit)) => {
+            dns_step::Prefetch::start(state.cache_repo(), &opts.repo, &opts.branch, &opts.lb, commit)
+        }
+        _ => None,
+    };
     let head = store
         .fetch()?
         .ok_or_else(|| anyhow!("branch {} not found in {}", escaped(&opts.branch), escaped(&opts.repo)))?;
     failpoint::reached("fetched");
     tracing::debug!(%head, "fetched");
-    Ok((store, head))
+    Ok((store, head, prefetch))
 }
 
 /// The journal, or, when it does not read back, one rebuilt from what can be checked, said in
@@ -457,6 +473,7 @@ fn dns_step(
     head: CommitId,
     journal: &mut Journal,
     baseline: dns_step::Baseline,
+    prefetch: Option<dns_step::Prefetch>,
 ) -> Result<Option<DnsOutcome>> {
     let Some(settings) = &opts.dns else {
         return Ok(None);
@@ -467,7 +484,7 @@ fn dns_step(
         key,
         timeout: settings.timeout,
     };
-    let outcome = dns_step::run(store, state, &opts.lb, head, &client, journal, baseline)?;
+    let outcome = dns_step::run(store, state, &opts.lb, head, &client, journal, baseline, prefetch)?;
     tracing::debug!("dns step done");
     Ok(Some(outcome))
 }

@@ -6,22 +6,23 @@
 //!
 //! Here the new objects are found by walking the new commits and their trees, skipping every
 //! tree and blob the cache already holds (a tree the cache holds comes with everything under
-//! it: the cache only ever receives whole commits), and copied whole, without deltas, into one
-//! pack that libgit2's indexer receives in large pieces and checks (it hashes every object, and
-//! the pack's trailer). Only plain paths take this way; URLs, `file://` included, use libgit2.
+//! it: the cache only ever receives whole commits), and copied whole, without deltas. Each is
+//! read from the source once and hashed, and the fetch stops at one whose content does not hash
+//! to its id: the state repo is untrusted input, and nothing downstream hashes again (reads are
+//! not re-hashed, see `tune_libgit2`). A few objects are written loose; more go into one pack
+//! and index written here (`pack.rs`), not by libgit2's indexer, which would inflate and hash
+//! each object a second time. Only plain paths take this way; URLs, `file://` included, use
+//! libgit2.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::Path;
 
-use flate2::Compression;
-use flate2::write::ZlibEncoder;
 use git2::{ErrorCode, ObjectType, Odb, OdbLookupFlags, Oid, Repository};
 
 use crate::{Store, StoreError, tracking_ref};
 
-/// Bytes handed to the indexer at once.
-const CHUNK: usize = 1 << 20;
+mod pack;
+use pack::PackWriter;
 
 /// The source of a fetch from `url`, when it is a local path holding a repository.
 pub(crate) fn local_source(url: &str) -> Option<Repository> {
@@ -106,52 +107,76 @@ impl Store {
         Ok(out)
     }
 
-    /// Copies `objects` from `source` into one pack of the cache (an empty object, which the
-    /// indexer refuses in a pack, is written loose).
+    /// Copies `objects` from `source` into the cache: each is read once and hashed, and one whose
+    /// content does not hash to its id is refused (the source is as untrusted as any remote).
+    /// A few are written loose, as git does under `fetch.unpackLimit`, so a fetch of one changed
+    /// file does not leave a pack behind; more go into one pack ([`PackWriter`]).
     fn copy_objects(&self, source: &Repository, objects: &[(Oid, ObjectType)]) -> Result<(), git2::Error> {
         let theirs = source.odb()?;
         let ours = self.repo.odb()?;
-        let mut packed = Vec::with_capacity(objects.len());
-        for (id, kind) in objects {
-            let object = theirs.read(*id)?;
-            if object.kind() != *kind {
-                return Err(git2::Error::from_str(&format!(
-                    "object {id} is a {}, not a {kind}",
-                    object.kind()
-                )));
+        if objects.len() < UNPACK_LIMIT {
+            for (id, kind) in objects {
+                let object = read_as(&theirs, *id, *kind)?;
+                let written = ours.write(*kind, object.data())?;
+                if written != *id {
+                    return Err(mismatch(*id, *kind, written));
+                }
             }
-            if object.len() == 0 {
-                ours.write(*kind, &[])?;
-            } else {
-                packed.push(*id);
-            }
-        }
-        if packed.is_empty() {
             return Ok(());
         }
-        let count = u32::try_from(packed.len()).map_err(|_| git2::Error::from_str("more than 2^32 objects"))?;
-        let io = |e: std::io::Error| git2::Error::from_str(&format!("writing the fetched pack: {e}"));
-        let mut pack = Hashed {
-            out: ours.packwriter()?,
-            sha: sha1_smol::Sha1::new(),
-            buf: Vec::with_capacity(CHUNK + (64 << 10)),
-        };
-        pack.write_all(b"PACK\0\0\0\x02").map_err(io)?;
-        pack.write_all(&count.to_be_bytes()).map_err(io)?;
-        for id in &packed {
-            let object = theirs.read(*id)?;
+        // An empty object stays loose (libgit2 reads no zero-length pack entry). Only the empty
+        // object of its type hashes to that id, so the pack's count is known before any read.
+        let empty: Vec<(ObjectType, Oid)> = [ObjectType::Commit, ObjectType::Tree, ObjectType::Blob]
+            .into_iter()
+            .map(|kind| Oid::hash_object(kind, &[]).map(|id| (kind, id)))
+            .collect::<Result<_, _>>()?;
+        let is_empty = |id: Oid, kind: ObjectType| empty.contains(&(kind, id));
+        let packed = objects.iter().filter(|(id, kind)| !is_empty(*id, *kind)).count();
+        let count = u32::try_from(packed).map_err(|_| git2::Error::from_str("more than 2^32 objects"))?;
+        let mut pack = (count > 0)
+            .then(|| PackWriter::create(&self.repo.path().join("objects/pack"), count))
+            .transpose()?;
+        for (id, kind) in objects {
+            let object = read_as(&theirs, *id, *kind)?;
             let data = object.data();
-            pack.write_all(&entry_header(object.kind(), data.len())).map_err(io)?;
-            let mut z = ZlibEncoder::new(&mut pack, Compression::fast());
-            z.write_all(data).map_err(io)?;
-            z.finish().map_err(io)?;
+            let hashed = Oid::hash_object(*kind, data)?;
+            if hashed != *id {
+                return Err(mismatch(*id, *kind, hashed));
+            }
+            match &mut pack {
+                Some(pack) if !is_empty(*id, *kind) => pack.append(*id, *kind, data)?,
+                _ => {
+                    ours.write(*kind, data)?;
+                }
+            }
         }
-        pack.flush().map_err(io)?;
-        let Hashed { mut out, sha, .. } = pack;
-        out.write_all(&sha.digest().bytes()).map_err(io)?;
-        out.commit()?;
+        if let Some(pack) = pack {
+            pack.finish()?;
+            ours.refresh()?;
+        }
         Ok(())
     }
+}
+
+/// Fewer objects than this are written loose (git's default `fetch.unpackLimit`).
+const UNPACK_LIMIT: usize = 100;
+
+/// Object `id` of `odb`, which must be a `kind`.
+fn read_as<'o>(odb: &'o Odb<'_>, id: Oid, kind: ObjectType) -> Result<git2::OdbObject<'o>, git2::Error> {
+    let object = odb.read(id)?;
+    if object.kind() != kind {
+        return Err(git2::Error::from_str(&format!(
+            "object {id} is a {}, not a {kind}",
+            object.kind()
+        )));
+    }
+    Ok(object)
+}
+
+fn mismatch(id: Oid, kind: ObjectType, hashed: Oid) -> git2::Error {
+    git2::Error::from_str(&format!(
+        "the {kind} stored as {id} hashes to {hashed}: the repository is corrupt or was tampered with; the fetch stopped and the branch was not updated"
+    ))
 }
 
 /// A pack entry's header: the type and the size in the variable-length form.
@@ -167,33 +192,6 @@ pub(crate) fn entry_header(kind: ObjectType, size: usize) -> Vec<u8> {
     }
     header.push(byte);
     header
-}
-
-/// The pack as it goes to the indexer: hashed for its trailer, passed on in [`CHUNK`]s.
-struct Hashed<W: Write> {
-    out: W,
-    sha: sha1_smol::Sha1,
-    buf: Vec<u8>,
-}
-
-impl<W: Write> Write for Hashed<W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.sha.update(data);
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.out.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.out.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        self.out.flush()
-    }
 }
 
 #[cfg(test)]
@@ -266,6 +264,9 @@ mod tests {
         let store = Store::open(&tmp.path().join("cache.git"), &url, "main").expect("open");
         assert_eq!(store.fetch().expect("fetch"), Some(first));
         same_files(&store, &source, first);
+        // The pack and index written for it are what git itself accepts.
+        let packs = verify_packs(&store);
+        assert_eq!(packs, 1, "300 files come in one pack");
 
         // A change, an empty file (kept loose: the indexer refuses empty entries) and a large one.
         let big = "x".repeat(100_000);
@@ -276,8 +277,85 @@ mod tests {
         assert_eq!(store.fetch().expect("fetch"), Some(second));
         same_files(&store, &source, second);
         assert!(store.descends_from(second, first).expect("history"));
+        assert_eq!(verify_packs(&store), 1, "a fetch of a few objects leaves no pack");
         // Nothing new: the head again.
         assert_eq!(store.fetch().expect("fetch"), Some(second));
         assert_eq!(store.fetch_branch("other").expect("fetch"), None);
+    }
+
+    /// Runs `git verify-pack` on every pack of `store`; returns how many there are.
+    fn verify_packs(store: &Store) -> usize {
+        let dir = store.repo.path().join("objects/pack");
+        let idx: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+            .collect();
+        for path in &idx {
+            let run = std::process::Command::new("git")
+                .args(["verify-pack", "-v"])
+                .arg(path)
+                .output()
+                .expect("run git verify-pack");
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        }
+        let fsck = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(store.repo.path())
+            .args(["fsck", "--full", "--no-dangling"])
+            .output()
+            .expect("run git fsck");
+        assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+        idx.len()
+    }
+
+    /// A source whose object `wanted` holds other content (its loose file copied from another
+    /// object's): a tampered or corrupt repository.
+    fn tampered(source: &Repository, fillers: usize) -> Oid {
+        let other = source.blob(b"other content\n").expect("blob");
+        let wanted = Oid::hash_object(ObjectType::Blob, b"wanted content\n").expect("hash");
+        let loose = |id: Oid| {
+            let hex = id.to_string();
+            source.path().join("objects").join(&hex[..2]).join(&hex[2..])
+        };
+        let to = loose(wanted);
+        std::fs::create_dir_all(to.parent().expect("object dir")).expect("object dir");
+        std::fs::copy(loose(other), &to).expect("copy the object file");
+        let mut files: Vec<(String, Vec<u8>)> = (0..fillers)
+            .map(|i| (format!("dns/f{i}"), format!("filler {i}\n").into_bytes()))
+            .collect();
+        files.push(("ok".into(), b"ok\n".to_vec()));
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, t)| (p.as_str(), t.as_slice())).collect();
+        let head = commit(source, &refs);
+        // Point `bad` at the tampered object.
+        let sig = Signature::now("t", "t@localhost").expect("signature");
+        let parent = source.find_commit(head).expect("commit");
+        let mut root = source
+            .treebuilder(Some(&parent.tree().expect("tree")))
+            .expect("builder");
+        root.insert("bad", wanted, 0o100644).expect("insert");
+        let tree = source.find_tree(root.write().expect("tree")).expect("tree");
+        source
+            .commit(Some("refs/heads/main"), &sig, &sig, "bad", &tree, &[&parent])
+            .expect("commit")
+    }
+
+    #[test]
+    fn an_object_whose_content_does_not_hash_to_its_id_stops_the_fetch() {
+        // A few objects (written loose) and many (written into a pack).
+        for fillers in [0, 300] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let path = tmp.path().join("remote.git");
+            let source = Repository::init_bare(&path).expect("init");
+            let store = Store::open(&tmp.path().join("cache.git"), &path.display().to_string(), "main").expect("open");
+            tampered(&source, fillers);
+            let err = store.fetch().expect_err("a tampered object is refused").to_string();
+            assert!(err.contains("hashes to"), "{fillers}: {err}");
+            assert!(
+                store.repo.refname_to_id(&tracking_ref("main")).is_err(),
+                "{fillers}: the branch was not updated"
+            );
+        }
     }
 }
