@@ -14,10 +14,9 @@
 //! each object a second time. Only plain paths take this way; URLs, `file://` included, use
 //! libgit2.
 
-use std::collections::HashSet;
 use std::path::Path;
 
-use git2::{ErrorCode, ObjectType, Odb, OdbLookupFlags, Oid, Repository};
+use git2::{ErrorCode, ObjectType, Odb, Oid, Repository};
 
 use crate::{Store, StoreError, tracking_ref};
 
@@ -60,51 +59,12 @@ impl Store {
         Ok(Some(head))
     }
 
-    /// The objects reachable from `head` in `source` that the cache does not hold.
+    /// The objects reachable from `head` in `source` that the cache does not hold: commits the
+    /// cache's references name are not walked again, with their history and trees.
     fn new_objects(&self, source: &Repository, head: Oid) -> Result<Vec<(Oid, ObjectType)>, git2::Error> {
         let ours = self.repo.odb()?;
-        let theirs = source.odb()?;
-        let mut walk = source.revwalk()?;
-        walk.push(head)?;
-        // Commits the cache holds, with their history and trees: not walked again.
-        for reference in self.repo.references()?.flatten() {
-            if let Some(id) = reference.target()
-                && theirs.exists(id)
-            {
-                let _ = walk.hide(id);
-            }
-        }
-        // Without a rescan of the pack directory after every miss (libgit2's default), which
-        // most lookups here are.
-        let held = |odb: &Odb<'_>, id: Oid| odb.exists_ext(id, OdbLookupFlags::NO_REFRESH);
-        let mut seen: HashSet<Oid> = HashSet::new();
-        let mut out = Vec::new();
-        for commit in walk {
-            let commit = source.find_commit(commit?)?;
-            if held(&ours, commit.id()) {
-                continue;
-            }
-            out.push((commit.id(), ObjectType::Commit));
-            let mut trees = vec![commit.tree_id()];
-            while let Some(tree) = trees.pop() {
-                if held(&ours, tree) || !seen.insert(tree) {
-                    continue;
-                }
-                out.push((tree, ObjectType::Tree));
-                for entry in source.find_tree(tree)?.iter() {
-                    let id = entry.id();
-                    match entry.kind() {
-                        Some(ObjectType::Tree) => trees.push(id),
-                        Some(ObjectType::Blob) if !held(&ours, id) && seen.insert(id) => {
-                            out.push((id, ObjectType::Blob));
-                        }
-                        // A submodule's commit is not in this repository.
-                        _ => {}
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let held_commits: Vec<Oid> = self.repo.references()?.flatten().filter_map(|r| r.target()).collect();
+        crate::reach::missing_objects(source, &ours, head, held_commits)
     }
 
     /// Copies `objects` from `source` into the cache: each is read once and hashed, and one whose
@@ -177,21 +137,6 @@ fn mismatch(id: Oid, kind: ObjectType, hashed: Oid) -> git2::Error {
     git2::Error::from_str(&format!(
         "the {kind} stored as {id} hashes to {hashed}: the repository is corrupt or was tampered with; the fetch stopped and the branch was not updated"
     ))
-}
-
-/// A pack entry's header: the type and the size in the variable-length form.
-pub(crate) fn entry_header(kind: ObjectType, size: usize) -> Vec<u8> {
-    let mut size = size;
-    let mut header = Vec::with_capacity(10);
-    let mut byte = ((kind.raw() as u8) << 4) | (size & 0x0f) as u8;
-    size >>= 4;
-    while size > 0 {
-        header.push(byte | 0x80);
-        byte = (size & 0x7f) as u8;
-        size >>= 7;
-    }
-    header.push(byte);
-    header
 }
 
 #[cfg(test)]

@@ -23,11 +23,26 @@ pub(crate) fn header(count: u32) -> [u8; 12] {
     out
 }
 
+/// A pack entry's header: the type and the size in the variable-length form.
+pub(crate) fn entry_header(kind: ObjectType, size: usize) -> Vec<u8> {
+    let mut size = size;
+    let mut header = Vec::with_capacity(10);
+    let mut byte = ((kind.raw() as u8) << 4) | (size & 0x0f) as u8;
+    size >>= 4;
+    while size > 0 {
+        header.push(byte | 0x80);
+        byte = (size & 0x7f) as u8;
+        size >>= 7;
+    }
+    header.push(byte);
+    header
+}
+
 /// An undeltified entry for an object into `entry` (cleared first, returned for reuse): its
 /// header, then the content deflated at zlib's fastest level.
 pub(crate) fn deflated_entry(kind: ObjectType, data: &[u8], mut entry: Vec<u8>) -> std::io::Result<Vec<u8>> {
     entry.clear();
-    entry.extend_from_slice(&crate::local_fetch::entry_header(kind, data.len()));
+    entry.extend_from_slice(&entry_header(kind, data.len()));
     let mut z = ZlibEncoder::new(entry, Compression::fast());
     z.write_all(data)?;
     z.finish()

@@ -1,6 +1,6 @@
 //! Which objects one repository must receive from another: the walk both local transfers need
-//! (a push to a local path, `local_push.rs`; the same walk with the roles swapped is
-//! `local_fetch.rs`'s).
+//! (a push to a local path, `local_push.rs`, and a fetch from one, `local_fetch.rs`, with the
+//! roles swapped).
 //!
 //! The new commits are walked from the head, hiding every commit the receiver's references
 //! name; each new commit's tree is walked, skipping every tree and blob the receiver already

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use flate2::{Compress, Compression, FlushCompress, Status};
 use git2::{ObjectType, Oid};
 
+use crate::packfile::{Entry, hex, index_v2};
+
 /// Objects up to this size are stored uncompressed: zlib gains little on them and costs a
 /// reset of its state per object.
 const STORED_UP_TO: usize = 512;
@@ -35,13 +37,6 @@ pub(crate) struct PackWriter {
     compress: Compress,
     /// One entry's bytes, reused.
     entry: Vec<u8>,
-}
-
-/// One object of the pack: what its index lists.
-struct Entry {
-    id: Oid,
-    offset: u64,
-    crc: u32,
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> git2::Error + '_ {
@@ -67,9 +62,7 @@ impl PackWriter {
             compress: Compress::new(Compression::fast(), true),
             entry: Vec::new(),
         };
-        let mut header = *b"PACK\0\0\0\x02\0\0\0\0";
-        header[8..].copy_from_slice(&count.to_be_bytes());
-        pack.write(&header)?;
+        pack.write(&crate::packfile::header(count))?;
         Ok(pack)
     }
 
@@ -88,7 +81,7 @@ impl PackWriter {
         }
         let mut entry = std::mem::take(&mut self.entry);
         entry.clear();
-        entry.extend_from_slice(&crate::local_fetch::entry_header(kind, data.len()));
+        entry.extend_from_slice(&crate::packfile::entry_header(kind, data.len()));
         if data.len() <= STORED_UP_TO {
             zlib_stored(&mut entry, data);
         } else {
@@ -189,51 +182,6 @@ fn adler32(data: &[u8]) -> u32 {
         b %= MOD;
     }
     (b << 16) | a
-}
-
-/// A version 2 pack index (gitformat-pack(5)): fan-out table, sorted ids, CRC-32s, 31-bit
-/// offsets (larger ones point into a table of 64-bit offsets), the pack's checksum and the
-/// index's own. `objects` are sorted by id. (`batch.rs` writes the same format for its packs.)
-fn index_v2(objects: &[Entry], pack_checksum: &[u8; 20]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 256 * 4 + objects.len() * 28 + 40);
-    out.extend_from_slice(b"\xfftOc\0\0\0\x02");
-    let mut fanout = [0u32; 256];
-    for o in objects {
-        fanout[usize::from(o.id.as_bytes()[0])] += 1;
-    }
-    let mut total = 0u32;
-    for n in fanout {
-        total += n;
-        out.extend_from_slice(&total.to_be_bytes());
-    }
-    for o in objects {
-        out.extend_from_slice(o.id.as_bytes());
-    }
-    for o in objects {
-        out.extend_from_slice(&o.crc.to_be_bytes());
-    }
-    let mut large: Vec<u64> = Vec::new();
-    for o in objects {
-        match u32::try_from(o.offset) {
-            Ok(small) if small < 0x8000_0000 => out.extend_from_slice(&small.to_be_bytes()),
-            _ => {
-                let at = 0x8000_0000u32 | large.len() as u32;
-                out.extend_from_slice(&at.to_be_bytes());
-                large.push(o.offset);
-            }
-        }
-    }
-    for offset in large {
-        out.extend_from_slice(&offset.to_be_bytes());
-    }
-    out.extend_from_slice(pack_checksum);
-    let own = sha1_smol::Sha1::from(&out).digest().bytes();
-    out.extend_from_slice(&own);
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
