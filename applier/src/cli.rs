@@ -110,11 +110,8 @@ pub struct ApplyArgs {
     pub kerberos_principal: Option<String>,
     /// `--dns-auth gss-tsig`: the account's keytab (`ktpass`, `samba-tool domain exportkeytab`);
     /// tickets are fetched from it again whenever they expire, without a restart.
-    #[arg(long, env = "FLIPBIT_KEYTAB", conflicts_with = "kerberos_password_file")]
+    #[arg(long, env = "FLIPBIT_KEYTAB")]
     pub keytab: Option<PathBuf>,
-    /// `--dns-auth gss-tsig`, instead of --keytab: a file whose first line is the account's password.
-    #[arg(long, env = "FLIPBIT_KERBEROS_PASSWORD_FILE")]
-    pub kerberos_password_file: Option<PathBuf>,
     /// `--dns-auth gss-tsig`: the DNS server's host name as Kerberos knows it (the service is
     /// `DNS/<this>`), e.g. `dc1.example.test`.
     #[arg(long, env = "FLIPBIT_DNS_DC_HOST")]
@@ -274,10 +271,9 @@ pub fn dns_auth(args: &ApplyArgs) -> Result<Option<crate::dns::auth::AuthConfig>
         .kerberos_principal
         .clone()
         .ok_or("--dns-auth gss-tsig needs --kerberos-principal (e.g. flipbit-dns@EXAMPLE.TEST)")?;
-    let secret = match (&args.keytab, &args.kerberos_password_file) {
-        (Some(keytab), _) => GssSecret::Keytab(keytab.clone()),
-        (None, Some(file)) => GssSecret::PasswordFile(file.clone()),
-        (None, None) => return Err("--dns-auth gss-tsig needs --keytab (or --kerberos-password-file)".into()),
+    let secret = match &args.keytab {
+        Some(keytab) => GssSecret::Keytab(keytab.clone()),
+        None => return Err("--dns-auth gss-tsig needs --keytab, the account's keytab".into()),
     };
     let dc_host = args
         .dns_dc_host

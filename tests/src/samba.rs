@@ -99,6 +99,7 @@ impl SambaDc {
         self.child = Some(child);
         // Ready when DNS answers the zone's SOA (and, with one, the KDC accepts connections).
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut ready_in_a_row = 0;
         loop {
             let dns_ready = Command::new("dig")
                 .args(["+short", "+time=1", "+tries=1", "@127.0.0.1", DOMAIN, "SOA"])
@@ -107,7 +108,9 @@ impl SambaDc {
             let kdc_ready = services == Services::NoKdc
                 || TcpStream::connect_timeout(&"127.0.0.1:88".parse().expect("addr"), Duration::from_millis(200))
                     .is_ok();
-            if dns_ready && kdc_ready {
+            // Samba's DNS task can answer once and then rebind its sockets: three answers in a row.
+            ready_in_a_row = if dns_ready && kdc_ready { ready_in_a_row + 1 } else { 0 };
+            if ready_in_a_row >= 3 {
                 return Ok(());
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -150,7 +153,8 @@ impl SambaDc {
     pub fn admin_add_a(&self, name: &str, addr: &str) -> Result<(), String> {
         run(Command::new("samba-tool")
             .args(["dns", "add", "127.0.0.1", DOMAIN, name, "A", addr])
-            .arg(format!("-U=administrator%{ADMIN_PASSWORD}"))
+            .arg("-U")
+            .arg(format!("administrator%{ADMIN_PASSWORD}"))
             .arg("-s")
             .arg(self.dir.join("etc/smb.conf")))
     }
@@ -159,6 +163,27 @@ impl SambaDc {
     pub fn write_file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.join(name);
         fs::write(&path, text).expect("writing a file in the DC dir");
+        path
+    }
+
+    /// A keytab for `principal`, an account the domain does not have (made with `ktutil`).
+    pub fn keytab_for_unknown_principal(&self, principal: &str) -> PathBuf {
+        let path = self.dir.join("unknown.keytab");
+        let script = format!(
+            "addent -password -p {principal} -k 1 -e aes256-cts-hmac-sha1-96\nNot-A-Password-1\nwkt {}\nquit\n",
+            path.display()
+        );
+        let mut child = Command::new("ktutil")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ktutil (krb5-user)");
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, script.as_bytes()).expect("writing to ktutil");
+        }
+        assert!(child.wait().is_ok_and(|s| s.success()), "ktutil failed");
+        assert!(path.exists(), "ktutil wrote no keytab");
         path
     }
 

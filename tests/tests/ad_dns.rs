@@ -14,7 +14,7 @@ use flipbit_applier::dns::auth::{Auth, GssConfig, GssSecret, ReplyMac};
 use flipbit_applier::dns::client::{AddressRecord, DnsError, UpdateClient, ZoneUpdate};
 use flipbit_tests::cluster::text;
 use flipbit_tests::fleet::Fleet;
-use flipbit_tests::samba::{ACCOUNT, ACCOUNT_PASSWORD, DC_HOST, DOMAIN, REALM, SambaDc, Services, have_samba};
+use flipbit_tests::samba::{ACCOUNT, DC_HOST, DOMAIN, REALM, SambaDc, Services, have_samba};
 
 const SHOP: &str = "shop.web.k8s.example.test";
 
@@ -133,17 +133,14 @@ fn login_failures_fail_the_dns_step_with_one_line_each() {
     // nginx was applied all the same: the DNS step alone failed.
     assert!(f.current("lb-a").is_some(), "{}", text(&out));
 
-    // A principal the KDC does not know (a password login, so the KDC is asked).
-    let password = dc.write_file("nobody.password", "whatever\n");
-    let mut args = gss_args(&dc, &format!("nobody@{REALM}"), DC_HOST);
+    // A principal the KDC does not know, with a keytab of its own (so the KDC is asked).
+    let ghost = dc.keytab_for_unknown_principal(&format!("ghost@{REALM}"));
+    let mut args = gss_args(&dc, &format!("ghost@{REALM}"), DC_HOST);
     let at = args.iter().position(|a| a == "--keytab").expect("--keytab");
-    args.splice(
-        at..at + 2,
-        ["--kerberos-password-file".to_string(), password.display().to_string()],
-    );
+    args[at + 1] = ghost.display().to_string();
     let line = error_line(&apply(&f, &dc, "lb-a", &args));
     assert!(
-        line.contains(&format!("does not know principal nobody@{REALM}")),
+        line.contains(&format!("does not know principal ghost@{REALM}")),
         "{line}"
     );
 
@@ -291,27 +288,4 @@ fn a_server_that_does_not_do_gss_tsig_is_named_as_such() {
         .expect_err("BIND without a GSS keytab cannot take GSS-TSIG");
     assert!(matches!(err, DnsError::NotGssTsig { .. }), "{err}");
     assert!(err.to_string().contains("does not do GSS-TSIG"), "{err}");
-
-    // And a refusal is reported against the account: an unsigned-key zone update refused by
-    // Samba for an account without rights is covered by the REFUSED mapping; here the same
-    // account with a password file works too.
-    let password = dc.write_file("svc.password", &format!("{ACCOUNT_PASSWORD}\n"));
-    let client = UpdateClient {
-        auth: Auth::Gss(GssConfig {
-            secret: GssSecret::PasswordFile(password),
-            ..match gss_client(&dc, None).auth {
-                Auth::Gss(config) => config,
-                Auth::Tsig(_) => unreachable!(),
-            }
-        }),
-        ..gss_client(&dc, None)
-    };
-    client
-        .send(&ZoneUpdate {
-            zone: DOMAIN.into(),
-            deletes: vec![],
-            adds: vec![rec("pw", "127.245.0.2")],
-        })
-        .expect("an update signed after a password login");
-    assert_eq!(dc.query("pw.k8s.example.test", "A"), vec!["127.245.0.2"]);
 }

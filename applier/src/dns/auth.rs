@@ -70,9 +70,9 @@ pub struct GssConfig {
 pub enum GssSecret {
     /// A keytab (`ktpass`, `samba-tool domain exportkeytab`): tickets are fetched from it again
     /// whenever they expire, so a long-running applier never needs a `kinit`.
+    /// (A password login is not offered: MIT krb5's `gss_acquire_cred_with_password` credentials
+    /// are refused by its SPNEGO, and a keytab is what a service should use anyway.)
     Keytab(PathBuf),
-    /// A file holding the account's password (first line).
-    PasswordFile(PathBuf),
 }
 
 /// The layout of the data a server's reply MAC covers. RFC 8945 §4.3.3 (and RFC 3645) prefix the

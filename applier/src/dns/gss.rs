@@ -18,10 +18,9 @@
 //! Samba's did); from then on the context accepts only that one layout.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::ptr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -29,10 +28,10 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, signed_bitmessage_to_buf};
 use libgssapi::context::{ClientCtx, CtxFlags, SecurityContext};
-use libgssapi::credential::{Cred, CredUsage};
+use libgssapi::credential::Cred;
 use libgssapi::error::Error as GssError;
 use libgssapi::name::Name as GssName;
-use libgssapi::oid::{GSS_MECH_SPNEGO, GSS_NT_HOSTBASED_SERVICE, GSS_NT_KRB5_PRINCIPAL};
+use libgssapi::oid::{GSS_MECH_SPNEGO, GSS_NT_HOSTBASED_SERVICE};
 
 use super::auth::{GssConfig, GssSecret, ReplyMac};
 use super::client::{read_framed, write_framed};
@@ -157,46 +156,37 @@ pub fn forget(server: SocketAddr, config: &GssConfig) {
 
 /// Kerberos credentials for the configured principal.
 fn credentials(config: &GssConfig) -> Result<Cred, GssFailure> {
-    let principal = &config.principal;
     match &config.secret {
         GssSecret::Keytab(path) => {
             // GSS would only say "no key table entry found" for a file it cannot open.
             File::open(path)
                 .map_err(|e| GssFailure::Kerberos(format!("cannot read keytab {}: {e}", path.display())))?;
-            acquire_from_keytab(principal, path)
-        }
-        GssSecret::PasswordFile(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| GssFailure::Kerberos(format!("cannot read password file {}: {e}", path.display())))?;
-            let password = text.lines().next().unwrap_or_default();
-            let name = GssName::new(principal.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
-                .map_err(|e| GssFailure::Kerberos(format!("principal {principal:?} is not valid: {e}")))?;
-            Cred::acquire_with_password(Some(&name), password, None, CredUsage::Initiate, None)
-                .map_err(|e| kerberos_failure(config, e))
+            let keytab = CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|_| GssFailure::Kerberos(format!("keytab path {} holds a NUL byte", path.display())))?;
+            acquire_from(config, c"client_keytab", &keytab)
         }
     }
 }
 
 /// `gss_acquire_cred_from` with the keytab as `client_keytab` and a ccache of this process's
 /// own: MIT krb5 gets (and later renews) the tickets from the keytab by itself.
-fn acquire_from_keytab(principal: &str, keytab: &Path) -> Result<Cred, GssFailure> {
+fn acquire_from(config: &GssConfig, secret_key: &CStr, secret: &CStr) -> Result<Cred, GssFailure> {
     use libgssapi_sys::{
         GSS_S_COMPLETE, OM_uint32, gss_OID_desc, gss_acquire_cred_from, gss_buffer_desc, gss_cred_id_t,
         gss_import_name, gss_key_value_element_desc, gss_key_value_set_desc, gss_name_t, gss_release_name,
     };
+    let principal = &config.principal;
     let fail = |what: &str| GssFailure::Kerberos(format!("{what} for principal {principal:?}"));
-    let keytab_c =
-        CString::new(keytab.as_os_str().as_encoded_bytes()).map_err(|_| fail("the keytab path holds a NUL byte"))?;
     let cache: String = principal
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let ccache_c = CString::new(format!("MEMORY:flipbit-dns-{cache}")).map_err(|_| fail("bad cache name"))?;
-    let (client_keytab, ccache) = (c"client_keytab", c"ccache");
+    let ccache = c"ccache";
     let mut elements = [
         gss_key_value_element_desc {
-            key: client_keytab.as_ptr(),
-            value: keytab_c.as_ptr(),
+            key: secret_key.as_ptr(),
+            value: secret.as_ptr(),
         },
         gss_key_value_element_desc {
             key: ccache.as_ptr(),
@@ -246,11 +236,7 @@ fn acquire_from_keytab(principal: &str, keytab: &Path) -> Result<Cred, GssFailur
                 major: libgssapi::error::MajorFlags::from_bits_retain(major),
                 minor,
             };
-            return Err(GssFailure::Kerberos(format!(
-                "cannot use keytab {} for {principal}: {}",
-                keytab.display(),
-                one_line(&error.to_string())
-            )));
+            return Err(kerberos_failure(config, error));
         }
         Ok(Cred::from_c(cred))
     }
@@ -336,9 +322,20 @@ fn kerberos_failure(config: &GssConfig, error: GssError) -> GssFailure {
     let krb5_config = std::env::var("KRB5_CONFIG").unwrap_or_else(|_| "/etc/krb5.conf".into());
     let keytab = match &config.secret {
         GssSecret::Keytab(path) => format!("keytab {}", path.display()),
-        GssSecret::PasswordFile(path) => format!("password file {}", path.display()),
     };
-    let text = match error.minor as i32 {
+    // SPNEGO does not always pass the Kerberos code up as the minor status; its text does.
+    let message = one_line(&error.to_string());
+    let code = match error.minor as i32 {
+        0 => KRB5_TEXTS
+            .iter()
+            .find(|(_, text)| message.contains(text))
+            .map_or(0, |(code, _)| *code),
+        code => KRB5_TEXTS
+            .iter()
+            .find(|(_, text)| message.contains(text))
+            .map_or(code, |(known, _)| *known),
+    };
+    let text = match code {
         KRB5_KDC_UNREACH => format!(
             "cannot reach a Kerberos KDC for realm {realm} (check `kdc =` for it in {krb5_config}, and that the DC's port 88 answers)"
         ),
@@ -362,10 +359,32 @@ fn kerberos_failure(config: &GssConfig, error: GssError) -> GssFailure {
                 "the {keytab} holds no current key for {principal} (export it again after a password change: `samba-tool domain exportkeytab` or `ktpass`)"
             )
         }
-        _ => format!("Kerberos login of {principal} failed: {}", one_line(&error.to_string())),
+        _ => format!(
+            "Kerberos login of {principal} failed: {}",
+            message
+                .replace("Unspecified GSS failure. Minor code may provide more information ", "")
+                .replace('\0', "")
+        ),
     };
     GssFailure::Kerberos(text)
 }
+
+/// MIT krb5's messages for the codes above, as `gss_display_status` shows them.
+const KRB5_TEXTS: &[(i32, &str)] = &[
+    (KRB5_KDC_UNREACH, "Cannot contact any KDC"),
+    (KRB5_REALM_UNKNOWN, "Cannot find KDC for realm"),
+    (KRB5KRB_AP_ERR_SKEW, "Clock skew too great"),
+    (KRB5KDC_ERR_S_PRINCIPAL_UNKNOWN, "Server not found in Kerberos database"),
+    // "Client 'name@REALM' not found in Kerberos database"
+    (KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN, "not found in Kerberos database"),
+    (KRB5KDC_ERR_CLIENT_REVOKED, "Client's credentials have been revoked"),
+    (KRB5KDC_ERR_PREAUTH_FAILED, "Preauthentication failed"),
+    (KRB5_KT_NOTFOUND, "Key table entry not found"),
+    (
+        KRB5_KT_KVNONOTFOUND,
+        "Key version number for principal in key table is incorrect",
+    ),
+];
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
