@@ -336,7 +336,6 @@ impl UpdateClient {
         records: &[Record],
         names: &[&str],
     ) -> Result<UpdateStats, DnsError> {
-        let ctx = ctx;
         let mut stats = UpdateStats::default();
         let mut tcp = TcpPipeline {
             client: self,
