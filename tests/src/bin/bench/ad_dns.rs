@@ -91,6 +91,8 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
         f - r
     );
     println!("ad-dns machine: shared with other builds (contended); compare the ratios, not the absolute figures");
+    drop(dc);
+    flipbit_tests::samba::remove_template();
     Ok(())
 }
 
