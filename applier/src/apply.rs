@@ -94,7 +94,7 @@ pub struct Report {
 #[derive(Debug, Clone)]
 pub struct DnsSettings {
     pub server: std::net::SocketAddr,
-    pub key_file: PathBuf,
+    pub auth: dns::auth::AuthConfig,
     pub timeout: std::time::Duration,
 }
 
@@ -478,10 +478,9 @@ fn dns_step(
     let Some(settings) = &opts.dns else {
         return Ok(None);
     };
-    let key = dns::key::load(&settings.key_file)?;
     let client = UpdateClient {
         server: settings.server,
-        key,
+        auth: settings.auth.load()?,
         timeout: settings.timeout,
     };
     let outcome = dns_step::run(store, state, &opts.lb, head, &client, journal, baseline, prefetch)?;

@@ -95,11 +95,36 @@ pub struct ApplyArgs {
     #[arg(long, env = "FLIPBIT_ALLOW_REWIND")]
     pub allow_rewind: bool,
     /// DNS server (ADDR:PORT) for the RFC 2136 step; the step is off without it.
-    #[arg(long, env = "FLIPBIT_DNS_SERVER", requires = "tsig_key")]
+    #[arg(long, env = "FLIPBIT_DNS_SERVER")]
     pub dns_server: Option<std::net::SocketAddr>,
+    /// How DNS updates are signed: `tsig` (an HMAC key, --tsig-key: BIND, Knot, PowerDNS) or
+    /// `gss-tsig` (a Kerberos login, RFC 3645: Active Directory; --kerberos-principal, --keytab,
+    /// --dns-dc-host; docs/active-directory.md).
+    #[arg(long, env = "FLIPBIT_DNS_AUTH", default_value = "tsig", value_parser = ["tsig", "gss-tsig"])]
+    pub dns_auth: String,
     /// TSIG key file in BIND format (as `tsig-keygen` writes it).
     #[arg(long, env = "FLIPBIT_TSIG_KEY", requires = "dns_server")]
     pub tsig_key: Option<PathBuf>,
+    /// `--dns-auth gss-tsig`: the account updates are made as, e.g. `flipbit-dns@EXAMPLE.TEST`.
+    #[arg(long, env = "FLIPBIT_KERBEROS_PRINCIPAL")]
+    pub kerberos_principal: Option<String>,
+    /// `--dns-auth gss-tsig`: the account's keytab (`ktpass`, `samba-tool domain exportkeytab`);
+    /// tickets are fetched from it again whenever they expire, without a restart.
+    #[arg(long, env = "FLIPBIT_KEYTAB")]
+    pub keytab: Option<PathBuf>,
+    /// `--dns-auth gss-tsig`: the DNS server's host name as Kerberos knows it (the service is
+    /// `DNS/<this>`), e.g. `dc1.example.test`.
+    #[arg(long, env = "FLIPBIT_DNS_DC_HOST")]
+    pub dns_dc_host: Option<String>,
+    /// `--dns-auth gss-tsig`: the layout of the server's reply MACs. `detect` accepts Samba's
+    /// (the request MAC without its length) when only that verifies on a context's first reply,
+    /// and then only that on the context; `rfc` only RFC 8945's (Windows Server); `samba` only Samba's.
+    #[arg(long, env = "FLIPBIT_GSS_REPLY_MAC", default_value = "detect", value_parser = ["detect", "rfc", "samba"])]
+    pub gss_reply_mac: String,
+    /// Seconds a GSS-TSIG context is used before a new one is negotiated (default: until Kerberos
+    /// says it expires). For tests and figures.
+    #[arg(long, env = "FLIPBIT_GSS_CONTEXT_MAX_AGE", hide = true)]
+    pub gss_context_max_age: Option<f64>,
     /// Accept only commits signed (SSH, `git commit -S` with gpg.format=ssh) by a key in this
     /// file, git's allowed signers format (as for gpg.ssh.allowedSignersFile); read on every run.
     #[arg(long, env = "FLIPBIT_ALLOWED_SIGNERS")]
@@ -224,4 +249,54 @@ fn parse_check_interval(text: &str) -> Result<f64, String> {
         return Ok(0.0);
     }
     parse_interval(text)
+}
+
+/// The DNS step's signer from the flags, or None when the step is off (no --dns-server).
+pub fn dns_auth(args: &ApplyArgs) -> Result<Option<crate::dns::auth::AuthConfig>, String> {
+    use crate::dns::auth::{AuthConfig, GssConfig, GssSecret, ReplyMac};
+    let Some(_) = args.dns_server else {
+        return Ok(None);
+    };
+    if args.dns_auth == "tsig" {
+        let key = args
+            .tsig_key
+            .clone()
+            .ok_or("--dns-server needs --tsig-key (or --dns-auth gss-tsig with a Kerberos login)")?;
+        return Ok(Some(AuthConfig::Tsig(key)));
+    }
+    if args.tsig_key.is_some() {
+        return Err("--tsig-key is for --dns-auth tsig; --dns-auth gss-tsig signs with Kerberos".into());
+    }
+    let principal = args
+        .kerberos_principal
+        .clone()
+        .ok_or("--dns-auth gss-tsig needs --kerberos-principal (e.g. flipbit-dns@EXAMPLE.TEST)")?;
+    let secret = match &args.keytab {
+        Some(keytab) => GssSecret::Keytab(keytab.clone()),
+        None => return Err("--dns-auth gss-tsig needs --keytab, the account's keytab".into()),
+    };
+    let dc_host = args
+        .dns_dc_host
+        .clone()
+        .ok_or("--dns-auth gss-tsig needs --dns-dc-host, the DNS server's host name (the service is DNS/<host>)")?;
+    let max_context_age = match args.gss_context_max_age {
+        Some(secs) if !(0.0..=86_400.0).contains(&secs) => {
+            return Err(format!(
+                "--gss-context-max-age {secs} is out of range: use 0 to 86400 seconds"
+            ));
+        }
+        Some(secs) => Some(std::time::Duration::from_secs_f64(secs)),
+        None => None,
+    };
+    Ok(Some(AuthConfig::Gss(GssConfig {
+        principal,
+        secret,
+        dc_host: dc_host.trim_end_matches('.').to_owned(),
+        reply_mac: match args.gss_reply_mac.as_str() {
+            "rfc" => ReplyMac::Rfc,
+            "samba" => ReplyMac::Samba,
+            _ => ReplyMac::Detect,
+        },
+        max_context_age,
+    })))
 }

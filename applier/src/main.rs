@@ -55,10 +55,13 @@ fn options(args: &ApplyArgs, interval: Duration) -> anyhow::Result<ApplyOptions>
             reload_timeout: Duration::from_secs(args.reload_timeout),
         },
         allow_rewind: args.allow_rewind,
-        dns: match (args.dns_server, &args.tsig_key) {
-            (Some(server), Some(key_file)) => Some(DnsSettings {
+        dns: match (
+            args.dns_server,
+            flipbit_applier::cli::dns_auth(args).map_err(anyhow::Error::msg)?,
+        ) {
+            (Some(server), Some(auth)) => Some(DnsSettings {
                 server,
-                key_file: key_file.clone(),
+                auth,
                 timeout: Duration::from_secs(args.dns_timeout.max(1)),
             }),
             _ => None,

@@ -21,6 +21,7 @@ pub mod nginx;
 pub mod podman;
 pub mod probe;
 pub mod repo;
+pub mod samba;
 pub mod shared_layout;
 pub mod sshd;
 pub mod sshkeys;

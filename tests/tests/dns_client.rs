@@ -23,7 +23,7 @@ fn named(port: u16) -> Option<(TempDir, NamedInstance, UpdateClient)> {
     let named = NamedInstance::start(dir.path(), port, ZONE).unwrap();
     let client = UpdateClient {
         server: named.addr(),
-        key: key::load(&named.key_file).unwrap(),
+        auth: key::load(&named.key_file).unwrap().into(),
         timeout: TIMEOUT,
     };
     Some((dir, named, client))
@@ -156,7 +156,7 @@ fn a_wrong_key_is_reported_as_rejected() {
     tsig_keygen(KEY_NAME, &other).unwrap();
     let client = UpdateClient {
         server: named.addr(),
-        key: key::load(&other).unwrap(),
+        auth: key::load(&other).unwrap().into(),
         timeout: TIMEOUT,
     };
     let err = client
@@ -202,7 +202,7 @@ fn a_dead_server_fails_within_the_timeout() {
     let server: SocketAddr = "127.0.0.1:5397".parse().unwrap();
     let client = UpdateClient {
         server,
-        key: dummy_key(),
+        auth: dummy_key().into(),
         timeout: Duration::from_secs(1),
     };
     let started = Instant::now();
@@ -232,7 +232,7 @@ fn a_silent_server_times_out() {
     let _tcp = TcpListener::bind(server).unwrap();
     let client = UpdateClient {
         server,
-        key: dummy_key(),
+        auth: dummy_key().into(),
         timeout: Duration::from_millis(600),
     };
     let big: Vec<_> = (0..200).map(|i| rec(&format!("h{i}"), "127.93.0.1")).collect();

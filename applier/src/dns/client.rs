@@ -1,4 +1,5 @@
-//! A small blocking RFC 2136 DNS UPDATE client, signed with TSIG (RFC 8945).
+//! A small blocking RFC 2136 DNS UPDATE client, signed with TSIG (RFC 8945): an HMAC key, or a
+//! Kerberos context (GSS-TSIG, RFC 3645, [`super::gss`]) behind the same [`Signer`].
 //!
 //! The applier is a synchronous one-shot program, so this speaks DNS over std sockets rather
 //! than pulling in an async runtime for a handful of messages; hickory-proto only builds, signs
@@ -16,7 +17,9 @@ use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigVerifier, TSigner};
 
-use super::key::{KeyAlgorithm, TsigKey};
+use super::auth::{Auth, GssConfig};
+use super::gss::{self, GssFailure};
+use super::key::KeyAlgorithm;
 
 /// Update RRs per message: keeps each message well inside TCP's 64 KiB while making a big
 /// change a few round trips rather than thousands.
@@ -58,7 +61,7 @@ pub struct ZoneUpdate {
 #[derive(Debug, Clone)]
 pub struct UpdateClient {
     pub server: SocketAddr,
-    pub key: TsigKey,
+    pub auth: Auth,
     /// Per exchange: UDP reply wait (all tries together), TCP connect, each TCP read and write.
     pub timeout: Duration,
 }
@@ -72,6 +75,8 @@ pub struct UpdateStats {
     pub records: usize,
     /// Messages that went over TCP (too big for UDP, or a truncated UDP reply).
     pub over_tcp: usize,
+    /// GSS-TSIG contexts negotiated for it (0 when one in use was reused, and with TSIG).
+    pub negotiations: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +107,33 @@ pub enum DnsError {
     },
     #[error("DNS server {server} refused the update of zone {zone} (check its update-policy)")]
     Refused { server: SocketAddr, zone: String },
+    #[error(
+        "DNS server {server} refused the update of zone {zone}: account {account} lacks the right to change records there (grant it Create all child objects and Write on the zone, or on the records it owns)"
+    )]
+    RefusedAccount {
+        server: SocketAddr,
+        zone: String,
+        account: String,
+    },
+    #[error("GSS-TSIG login to DNS server {server} for zone {zone}: {detail}")]
+    Kerberos {
+        server: SocketAddr,
+        zone: String,
+        detail: String,
+    },
+    #[error(
+        "GSS-TSIG login to DNS server {server}: the KDC knows no service DNS/{dc_host}; --dns-dc-host must be the DC's own host name as Kerberos knows it{}",
+        try_hosts_hint(try_hosts)
+    )]
+    UnknownService {
+        server: SocketAddr,
+        dc_host: String,
+        try_hosts: Vec<String>,
+    },
+    #[error(
+        "DNS server {server} does not do GSS-TSIG ({detail}): point --dns-server at an Active Directory DNS server, or use --dns-auth tsig"
+    )]
+    NotGssTsig { server: SocketAddr, detail: String },
     #[error("TSIG key \"{key}\" rejected by {server} for the update of zone {zone} ({reason})")]
     KeyRejected {
         key: String,
@@ -141,6 +173,14 @@ pub enum DnsError {
         zone: String,
         detail: String,
     },
+}
+
+fn try_hosts_hint(hosts: &[String]) -> String {
+    if hosts.is_empty() {
+        " (`samba-tool spn list DC$` or `setspn -L DC` lists them)".to_string()
+    } else {
+        format!(" (try {}: the zone's name servers)", hosts.join(" or "))
+    }
 }
 
 /// A response code shown by its RFC mnemonic (`NOTAUTH`), as `dig` and BIND's logs show it.
@@ -188,6 +228,8 @@ struct Ctx<'a> {
     server: SocketAddr,
     zone: &'a str,
     key: &'a str,
+    /// GSS-TSIG: a REFUSED names the account.
+    gss: bool,
 }
 
 impl Ctx<'_> {
@@ -239,7 +281,8 @@ impl UpdateClient {
         let ctx = Ctx {
             server: self.server,
             zone: zone_text,
-            key: &self.key.name,
+            key: self.auth.identity(),
+            gss: matches!(self.auth, Auth::Gss(_)),
         };
 
         // A delete whose address an add puts back under the same name (a TTL change) is left
@@ -264,11 +307,39 @@ impl UpdateClient {
         let names: Vec<&str> = ops.iter().map(|(r, _)| r.name.as_str()).collect();
         tracing::debug!(records = records.len(), "update records built");
 
-        let signer = self.signer()?;
+        let (signer, fresh) = self.signer(&ctx)?;
+        match self.send_signed(&ctx, &signer, &zone, &records, &names) {
+            // A server restarted or out of memory forgets GSS contexts: it answers BADKEY. Once
+            // more with a new one (safe: the update is idempotent).
+            Err(DnsError::KeyRejected { .. }) if !fresh && matches!(self.auth, Auth::Gss(_)) => {
+                tracing::info!(server = %self.server, "the DNS server no longer knows the GSS-TSIG context; negotiating a new one");
+                signer.forget(self.server);
+                let (signer, _) = self.signer(&ctx)?;
+                let mut stats = self.send_signed(&ctx, &signer, &zone, &records, &names)?;
+                stats.negotiations += 1;
+                Ok(stats)
+            }
+            Ok(mut stats) => {
+                stats.negotiations += usize::from(fresh);
+                Ok(stats)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Self::send`] with a signer in hand.
+    fn send_signed(
+        &self,
+        ctx: &Ctx<'_>,
+        signer: &Signer,
+        zone: &Name,
+        records: &[Record],
+        names: &[&str],
+    ) -> Result<UpdateStats, DnsError> {
         let mut stats = UpdateStats::default();
         let mut tcp = TcpPipeline {
             client: self,
-            ctx: &ctx,
+            ctx,
             stream: None,
             pending: Vec::new(),
             reconnected: false,
@@ -276,12 +347,12 @@ impl UpdateClient {
         // Replies are matched by id: the messages of one update take consecutive ids from a
         // random start (random per update, as RFC 5452 would have it).
         let mut next_id = Message::query().metadata.id;
-        for range in name_chunks(&names, MAX_RRS_PER_MESSAGE) {
+        for range in name_chunks(names, MAX_RRS_PER_MESSAGE) {
             let mut messages = Vec::new();
             prepare(
-                &ctx,
-                &signer,
-                &zone,
+                ctx,
+                signer,
+                zone,
                 &records[range.clone()],
                 &names[range],
                 &mut next_id,
@@ -289,10 +360,10 @@ impl UpdateClient {
             )?;
             for message in messages {
                 if message.wire.len() <= MAX_UDP_MESSAGE {
-                    let reply = self.udp(&ctx, &message.wire, message.id)?;
+                    let reply = self.udp(ctx, &message.wire, message.id)?;
                     // TC: the server could not fit its answer; ask again over TCP (RFC 1035 §4.2.1).
                     if reply[2] & 0x02 == 0 {
-                        check_reply(&ctx, &reply, message.verifier)?;
+                        check_reply(ctx, &reply, message.verifier)?;
                         stats.messages += 1;
                         stats.records += message.records;
                         continue;
@@ -315,9 +386,10 @@ impl UpdateClient {
         let ctx = Ctx {
             server: self.server,
             zone: zone_text,
-            key: &self.key.name,
+            key: self.auth.identity(),
+            gss: matches!(self.auth, Auth::Gss(_)),
         };
-        let signer = self.signer()?;
+        let (signer, _) = self.signer(&ctx)?;
         let encode_error = |detail: String| DnsError::Encode {
             zone: zone_text.to_string(),
             detail,
@@ -332,11 +404,7 @@ impl UpdateClient {
         message.add_query(zone_query);
         message.add_answers(prerequisites.iter().cloned());
         message.add_authorities(updates.iter().cloned());
-        let verifier = message
-            .finalize(&signer, unix_now())
-            .map_err(|e| encode_error(format!("signing failed: {e}")))?
-            .ok_or_else(|| encode_error("the signer returned no reply verifier".to_string()))?;
-        let wire = message.to_vec().map_err(|e| encode_error(e.to_string()))?;
+        let (wire, verifier) = signer.sign(message, id).map_err(encode_error)?;
         let mut stream = self.tcp_connect(&ctx)?;
         write_framed(&mut stream, &wire).map_err(|e| ctx.io(e, self.timeout))?;
         let reply = read_framed(&mut stream).map_err(|e| eof_as_malformed(&ctx, e, self.timeout))?;
@@ -346,18 +414,65 @@ impl UpdateClient {
         check_reply(&ctx, &reply, verifier)
     }
 
-    fn signer(&self) -> Result<TSigner, DnsError> {
-        let signer_error = |detail: String| DnsError::Signer {
-            key: self.key.name.clone(),
-            detail,
-        };
-        let name = absolute_name(&self.key.name).ok_or_else(|| signer_error("not a valid DNS name".to_string()))?;
-        let algorithm = match self.key.algorithm {
-            KeyAlgorithm::HmacSha256 => TsigAlgorithm::HmacSha256,
-            KeyAlgorithm::HmacSha384 => TsigAlgorithm::HmacSha384,
-            KeyAlgorithm::HmacSha512 => TsigAlgorithm::HmacSha512,
-        };
-        TSigner::new(self.key.secret.clone(), algorithm, name, FUDGE_SECONDS).map_err(|e| signer_error(e.to_string()))
+    /// The signer for this client: the HMAC key, or the GSS-TSIG context in use (negotiated now
+    /// if there is none with time left; the flag says so).
+    fn signer(&self, ctx: &Ctx<'_>) -> Result<(Signer, bool), DnsError> {
+        match &self.auth {
+            Auth::Tsig(key) => {
+                let signer_error = |detail: String| DnsError::Signer {
+                    key: key.name.clone(),
+                    detail,
+                };
+                let name = absolute_name(&key.name).ok_or_else(|| signer_error("not a valid DNS name".to_string()))?;
+                let algorithm = match key.algorithm {
+                    KeyAlgorithm::HmacSha256 => TsigAlgorithm::HmacSha256,
+                    KeyAlgorithm::HmacSha384 => TsigAlgorithm::HmacSha384,
+                    KeyAlgorithm::HmacSha512 => TsigAlgorithm::HmacSha512,
+                };
+                let signer = TSigner::new(key.secret.clone(), algorithm, name, FUDGE_SECONDS)
+                    .map_err(|e| signer_error(e.to_string()))?;
+                Ok((Signer::Hmac(signer), false))
+            }
+            Auth::Gss(config) => {
+                let (session, fresh) = gss::session(self.server, config, self.timeout)
+                    .map_err(|failure| self.gss_error(ctx, config, failure))?;
+                Ok((Signer::Gss(session, config.clone()), fresh))
+            }
+        }
+    }
+
+    fn gss_error(&self, ctx: &Ctx<'_>, config: &GssConfig, failure: GssFailure) -> DnsError {
+        let server = self.server;
+        match failure {
+            GssFailure::Kerberos(detail) => DnsError::Kerberos {
+                server,
+                zone: ctx.zone.to_string(),
+                detail,
+            },
+            GssFailure::UnknownService { dc_host } => {
+                // The zone's own name servers are the host names most likely to be right.
+                let lookup = super::lookup::Lookup {
+                    server,
+                    timeout: self.timeout,
+                };
+                let try_hosts = lookup
+                    .infrastructure(ctx.zone)
+                    .map(|names| {
+                        names
+                            .into_iter()
+                            .filter(|n| !n.eq_ignore_ascii_case(&config.dc_host))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                DnsError::UnknownService {
+                    server,
+                    dc_host,
+                    try_hosts,
+                }
+            }
+            GssFailure::NotGssTsig(detail) => DnsError::NotGssTsig { server, detail },
+            GssFailure::Io(kind, detail) => ctx.io(io::Error::new(kind, detail), self.timeout),
+        }
     }
 
     fn udp(&self, ctx: &Ctx<'_>, wire: &[u8], id: u16) -> Result<Vec<u8>, DnsError> {
@@ -512,7 +627,7 @@ pub(crate) fn read_framed(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
 struct Prepared {
     wire: Vec<u8>,
     id: u16,
-    verifier: TSigVerifier,
+    verifier: Verifier,
     /// RRs in its update section.
     records: usize,
 }
@@ -548,7 +663,7 @@ fn name_chunks(names: &[&str], max: usize) -> Vec<std::ops::Range<usize>> {
 /// (halved at a name boundary where there is one), and appends them to `out`.
 fn prepare(
     ctx: &Ctx<'_>,
-    signer: &TSigner,
+    signer: &Signer,
     zone: &Name,
     records: &[Record],
     names: &[&str],
@@ -631,15 +746,11 @@ fn update_record(zone: &Name, zone_text: &str, record: &AddressRecord, delete: b
 /// the reply.
 fn sign(
     ctx: &Ctx<'_>,
-    signer: &TSigner,
+    signer: &Signer,
     zone: &Name,
     records: &[Record],
     id: u16,
-) -> Result<(Vec<u8>, TSigVerifier), DnsError> {
-    let encode_error = |detail: String| DnsError::Encode {
-        zone: ctx.zone.to_string(),
-        detail,
-    };
+) -> Result<(Vec<u8>, Verifier), DnsError> {
     let mut message = Message::query();
     message.metadata.id = id;
     message.metadata.message_type = MessageType::Query;
@@ -649,15 +760,63 @@ fn sign(
     zone_query.set_query_class(DNSClass::IN);
     message.add_zone(zone_query);
     message.add_updates(records.iter().cloned());
-    let verifier = message
-        .finalize(signer, unix_now())
-        .map_err(|e| encode_error(format!("signing failed: {e}")))?
-        .ok_or_else(|| encode_error("the signer returned no reply verifier".to_string()))?;
-    let wire = message.to_vec().map_err(|e| encode_error(e.to_string()))?;
-    Ok((wire, verifier))
+    signer.sign(message, id).map_err(|detail| DnsError::Encode {
+        zone: ctx.zone.to_string(),
+        detail,
+    })
 }
 
-fn unix_now() -> u64 {
+/// What signs the UPDATEs: the one point where HMAC TSIG and GSS-TSIG differ.
+pub(crate) enum Signer {
+    Hmac(TSigner),
+    Gss(gss::Shared, GssConfig),
+}
+
+/// What checks a reply against its request.
+pub(crate) enum Verifier {
+    Hmac(Box<TSigVerifier>),
+    /// The context, and the request's MAC (the reply's MAC covers it).
+    Gss(gss::Shared, Vec<u8>),
+}
+
+impl Signer {
+    /// The wire form of `message` (message id `id`) with its TSIG record.
+    fn sign(&self, mut message: Message, id: u16) -> Result<(Vec<u8>, Verifier), String> {
+        match self {
+            Signer::Hmac(signer) => {
+                let verifier = message
+                    .finalize(signer, unix_now())
+                    .map_err(|e| format!("signing failed: {e}"))?
+                    .ok_or_else(|| "the signer returned no reply verifier".to_string())?;
+                let wire = message.to_vec().map_err(|e| e.to_string())?;
+                Ok((wire, Verifier::Hmac(Box::new(verifier))))
+            }
+            Signer::Gss(session, _) => {
+                let mut wire = message.to_vec().map_err(|e| e.to_string())?;
+                let mac = gss::sign(session, &mut wire, id, unix_now())?;
+                Ok((wire, Verifier::Gss(session.clone(), mac)))
+            }
+        }
+    }
+
+    /// The server no longer knows this signer's context.
+    fn forget(&self, server: SocketAddr) {
+        if let Signer::Gss(_, config) = self {
+            gss::forget(server, config);
+        }
+    }
+}
+
+impl Verifier {
+    fn verify(&mut self, raw: &[u8]) -> Result<(), String> {
+        match self {
+            Verifier::Hmac(verifier) => verifier.verify(raw).map(|_| ()).map_err(|e| e.to_string()),
+            Verifier::Gss(session, request_mac) => gss::verify(session, raw, request_mac, unix_now()),
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -668,7 +827,7 @@ fn unix_now() -> u64 {
 /// any signature verification, which would only fail on the empty MAC. Every other reply to a
 /// signed request is signed, so a NOTAUTH/NOTZONE that verifies means the key was fine and the
 /// zone is not served there, while an unsigned NOTAUTH means the key was not accepted.
-fn check_reply(ctx: &Ctx<'_>, raw: &[u8], mut verifier: TSigVerifier) -> Result<(), DnsError> {
+fn check_reply(ctx: &Ctx<'_>, raw: &[u8], mut verifier: Verifier) -> Result<(), DnsError> {
     let reply = Message::from_vec(raw).map_err(|e| ctx.malformed(e.to_string()))?;
     if reply.metadata.op_code != OpCode::Update {
         return Err(ctx.malformed(format!("reply opcode is {:?}, not UPDATE", reply.metadata.op_code)));
@@ -688,11 +847,18 @@ fn check_reply(ctx: &Ctx<'_>, raw: &[u8], mut verifier: TSigVerifier) -> Result<
             other => rcode_error(ctx, other),
         });
     }
-    verifier.verify(raw).map_err(|e| DnsError::BadReplySignature {
-        server: ctx.server,
-        zone: ctx.zone.to_string(),
-        detail: e.to_string(),
-    })?;
+    if let Err(detail) = verifier.verify(raw) {
+        // Samba answers an update its access checks refuse with SERVFAIL under a MAC that does
+        // not verify: a failure either way, reported by its code (nothing is taken as applied).
+        if ctx.gss && rcode != ResponseCode::NoError {
+            return Err(rcode_error(ctx, rcode));
+        }
+        return Err(DnsError::BadReplySignature {
+            server: ctx.server,
+            zone: ctx.zone.to_string(),
+            detail,
+        });
+    }
     match rcode {
         ResponseCode::NoError => Ok(()),
         other => Err(rcode_error(ctx, other)),
@@ -702,6 +868,11 @@ fn check_reply(ctx: &Ctx<'_>, raw: &[u8], mut verifier: TSigVerifier) -> Result<
 fn rcode_error(ctx: &Ctx<'_>, rcode: ResponseCode) -> DnsError {
     let (server, zone) = (ctx.server, ctx.zone.to_string());
     match rcode {
+        ResponseCode::Refused if ctx.gss => DnsError::RefusedAccount {
+            server,
+            zone,
+            account: ctx.key.to_string(),
+        },
         ResponseCode::Refused => DnsError::Refused { server, zone },
         ResponseCode::NXRRSet | ResponseCode::YXRRSet | ResponseCode::NXDomain | ResponseCode::YXDomain => {
             DnsError::PrerequisiteFailed {
@@ -737,12 +908,12 @@ fn tsig_error_reason(error: TsigError) -> String {
 mod tests {
     use super::*;
 
-    fn key() -> TsigKey {
-        TsigKey {
+    fn key() -> Auth {
+        Auth::Tsig(super::super::key::TsigKey {
             name: "k".into(),
             algorithm: KeyAlgorithm::HmacSha256,
             secret: vec![7; 32],
-        }
+        })
     }
 
     fn rec(name: &str, addr: &str) -> AddressRecord {
@@ -758,6 +929,7 @@ mod tests {
             server: "127.0.0.1:53".parse().unwrap(),
             zone: "example.test",
             key: "k",
+            gss: false,
         }
     }
 
@@ -782,10 +954,10 @@ mod tests {
     fn signed_message_is_an_update_with_zone_section() {
         let client = UpdateClient {
             server: ctx().server,
-            key: key(),
+            auth: key(),
             timeout: Duration::from_secs(1),
         };
-        let signer = client.signer().unwrap();
+        let (signer, _) = client.signer(&ctx()).unwrap();
         let zone = absolute_name("example.test").unwrap();
         let rr = update_record(&zone, "example.test", &rec("a.example.test", "127.93.0.1"), false).unwrap();
         let (wire, _) = sign(&ctx(), &signer, &zone, &[rr], 4711).unwrap();
@@ -804,10 +976,10 @@ mod tests {
         reply.metadata.response_code = ResponseCode::NotAuth;
         let client = UpdateClient {
             server: ctx().server,
-            key: key(),
+            auth: key(),
             timeout: Duration::from_secs(1),
         };
-        let signer = client.signer().unwrap();
+        let (signer, _) = client.signer(&ctx()).unwrap();
         let zone = absolute_name("example.test").unwrap();
         let (_, verifier) = sign(&ctx(), &signer, &zone, &[], 9).unwrap();
         let err = check_reply(&ctx(), &reply.to_vec().unwrap(), verifier).unwrap_err();

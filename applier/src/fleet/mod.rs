@@ -211,10 +211,9 @@ pub fn for_run<'a>(opts: &'a ApplyOptions, store: &'a Store, head: CommitId) -> 
     let Some(settings) = &opts.dns else {
         return Ok(None);
     };
-    let key = crate::dns::key::load(&settings.key_file)?;
     let client = UpdateClient {
         server: settings.server,
-        key,
+        auth: settings.auth.load()?,
         timeout: settings.timeout,
     };
     Fleet::new(opts, store, head, client)

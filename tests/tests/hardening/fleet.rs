@@ -236,7 +236,7 @@ fn options(f: &Fleet, lb: &str) -> flipbit_applier::apply::ApplyOptions {
         allow_rewind: false,
         dns: Some(DnsSettings {
             server: named.addr(),
-            key_file: named.key_file.clone(),
+            auth: flipbit_applier::dns::auth::AuthConfig::Tsig(named.key_file.clone()),
             timeout: Duration::from_secs(2),
         }),
         signatures: None,

@@ -18,9 +18,12 @@
 //!   create -> commit meanwhile vs idle (see status_writes.rs).
 //! - `render-cli N`: `flipbit-generator render --cache-dir` (a fresh process each time) with one
 //!   Service changed and with none, beside `git commit -a` of one changed file (see render_cli.rs).
+//! - `ad-dns N`: N names over GSS-TSIG to a Samba AD DC vs over HMAC TSIG to named, and a fresh
+//!   GSS-TSIG context vs a reused one (see ad_dns.rs; needs root and Samba).
 //! - `example`: the seed's example as the demo runs it (needs root): the render and, per LB
 //!   host, the apply and its DNS step, as the binaries report them.
 
+mod ad_dns;
 mod classic;
 mod convergence;
 mod dns_ratio;
@@ -64,6 +67,7 @@ fn main() {
         },
         Some("overhead") => figure(overhead::run(n, &args[2..])),
         Some("dns-ratio") => figure(dns_ratio::run(n, &args[2..])),
+        Some("ad-dns") => figure(ad_dns::run(n, &args[2..])),
         Some("convergence") => figure(convergence::run(n, &args[2..])),
         Some("under-load") => figure(under_load::run(&args[1..])),
         Some("fleet") => figure(fleet::run(n, &args[2..])),
