@@ -124,6 +124,9 @@ impl Settled {
                 put_str(&mut w, text);
             }
         }
+        // Its own check, whatever the caller keeps it in: a damaged memory would decide wrongly.
+        let sum = checksum(&w);
+        put_u64(&mut w, sum);
         Some(w)
     }
 
@@ -135,6 +138,11 @@ impl Settled {
         config: &Config,
         previous: &Ledger,
     ) -> Result<Self, String> {
+        let body = bytes.len().checked_sub(8).ok_or("shorter than its checksum")?;
+        let (bytes, sum) = bytes.split_at(body);
+        if sum != checksum(bytes).to_le_bytes() {
+            return Err("checksum mismatch (truncated or damaged)".into());
+        }
         let mut r = Reader { bytes, at: 0 };
         let version = r.u8()?;
         if version != VERSION {
@@ -291,6 +299,11 @@ impl Settled {
         settled.derive(config);
         Ok(settled)
     }
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    use std::hash::BuildHasher as _;
+    foldhash::quality::FixedState::with_seed(0x7365_7474_6c65_6400).hash_one(bytes)
 }
 
 /// `flipbit.yaml` as decided on, by its serialized form (the memory holds the parsed config).
