@@ -23,7 +23,11 @@ use flipbit_core::names::ServiceKey;
 use flipbit_store::CommitId;
 
 use crate::cycle::{Memory, RepoTarget};
-use crate::manifests::{ParseCache, Parsed};
+use crate::manifests::ParseCache;
+#[cfg(test)]
+use crate::manifests::Parsed;
+
+mod parsed_codec;
 
 /// What the last run kept.
 #[derive(Default)]
@@ -89,6 +93,7 @@ pub fn save(cache_dir: &Path, target: &RepoTarget, memory: &Memory, manifests: &
         // What is there already says all this run knows.
         return;
     }
+    let t = std::time::Instant::now();
     let bytes = encode(memory, manifests, &tag(target));
     let file = path(cache_dir);
     let temp = cache_dir.join(format!("{FILE}.{}.tmp", std::process::id()));
@@ -99,6 +104,11 @@ pub fn save(cache_dir: &Path, target: &RepoTarget, memory: &Memory, manifests: &
         let _ = std::fs::remove_file(&temp);
         tracing::warn!(file = %file.display(), error = %e, "could not write the render cache");
     }
+    tracing::debug!(
+        ms = t.elapsed().as_millis() as u64,
+        bytes = bytes.len(),
+        "render cache written"
+    );
 }
 
 /// What a cache must have been written for: this build (version, revision and the executable's
@@ -137,7 +147,7 @@ fn checksum(bytes: &[u8]) -> u64 {
 /// length and bytes, a fingerprint flag and value, the blob id, then the node choices, then the
 /// last decision's memory (a flag and `Engine::kept_settled`'s bytes); the last ledger (a flag,
 /// its blob id, JSON); the manifests: per map (whole files, then items) a count, then each text
-/// and what it read as (JSON); a checksum of all that.
+/// and what it read as (`parsed_codec`); a checksum of all that.
 fn encode(memory: &Memory, manifests: &ParseCache, tag: &str) -> Vec<u8> {
     let (engine, ledger) = (memory.engine(), memory.ledger());
     let mut out = Vec::with_capacity(64 + engine.len() * 80);
@@ -191,8 +201,7 @@ fn encode(memory: &Memory, manifests: &ParseCache, tag: &str) -> Vec<u8> {
         out.extend_from_slice(&(units.len() as u64).to_le_bytes());
         for (text, parsed) in units {
             put_bytes(&mut out, text.as_bytes());
-            // Serializing plain structs of strings and numbers does not fail.
-            put_bytes(&mut out, &serde_json::to_vec(parsed).unwrap_or_default());
+            parsed_codec::put(&mut out, parsed);
         }
     }
     let sum = checksum(&out);
@@ -200,7 +209,7 @@ fn encode(memory: &Memory, manifests: &ParseCache, tag: &str) -> Vec<u8> {
     out
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(bytes);
 }
@@ -287,7 +296,7 @@ fn decode(bytes: &[u8], tag: &str) -> Result<Option<Kept>, String> {
             let text = std::str::from_utf8(r.sized()?)
                 .map_err(|_| "a manifest that is not UTF-8")?
                 .to_owned();
-            let parsed: Parsed = serde_json::from_slice(r.sized()?).map_err(|e| format!("a parse result: {e}"))?;
+            let parsed = parsed_codec::get(&mut r).map_err(|e| format!("a parse result: {e}"))?;
             units.insert(text, parsed);
         }
     }
@@ -297,13 +306,13 @@ fn decode(bytes: &[u8], tag: &str) -> Result<Option<Kept>, String> {
     Ok(Some(Kept { memory, manifests }))
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len());
         let end = end.ok_or_else(|| format!("truncated at byte {}", self.at))?;
         let out = &self.bytes[self.at..end];
@@ -311,11 +320,11 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
         self.take(N)?.try_into().map_err(|_| "short read".to_owned())
     }
 
-    fn sized(&mut self) -> Result<&'a [u8], String> {
+    pub(crate) fn sized(&mut self) -> Result<&'a [u8], String> {
         let n = u32::from_le_bytes(self.array()?);
         self.take(n as usize)
     }
