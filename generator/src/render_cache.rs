@@ -51,16 +51,27 @@ pub fn path(cache_dir: &Path) -> PathBuf {
 /// usable cache.
 pub fn load(cache_dir: &Path, target: &RepoTarget) -> Kept {
     let file = path(cache_dir);
+    // A warm run: small pages from here on, before the cache's own bytes are read (see
+    // `allocator::huge_pages`); back to huge pages when the cache turns out unusable (a cold run).
+    crate::allocator::huge_pages(false);
     let bytes = match std::fs::read(&file) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Kept::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::allocator::huge_pages(true);
+            return Kept::default();
+        }
         Err(e) => {
+            crate::allocator::huge_pages(true);
             tracing::warn!(file = %file.display(), error = %e, "render cache unreadable; deciding from the repo alone");
             return Kept::default();
         }
     };
     let t = std::time::Instant::now();
-    match decode(&bytes, &tag(target)) {
+    let kept = decode(&bytes, &tag(target));
+    if !matches!(&kept, Ok(Some(k)) if k.memory.engine().base().is_some()) {
+        crate::allocator::huge_pages(true);
+    }
+    match kept {
         Ok(Some(kept)) => {
             if kept.memory.engine().base().is_some() {
                 crate::allocator::keep_freed_memory_a_while();
