@@ -73,6 +73,11 @@ pub struct Engine<Id> {
     /// Whether anything was learned or changed since [`Engine::restore`] (a new base, a path, a
     /// choice): `render` rewrites its cache only then.
     changed: bool,
+    /// The last decision as [`Engine::kept_settled`] wrote it, read back by [`Engine::restore_settled`]:
+    /// turned into the shortcut's memory by the next decision, which has the snapshot it needs.
+    restored_settled: Option<Vec<u8>>,
+    /// Why the restored decision could not be used, once a decision tried (for a log line).
+    settled_refused: Option<String>,
 }
 
 impl<Id> Default for Engine<Id> {
@@ -86,6 +91,8 @@ impl<Id> Default for Engine<Id> {
             fast_decisions: 0,
             restored_choices: HashMap::default(),
             changed: true,
+            restored_settled: None,
+            settled_refused: None,
         }
     }
 }
@@ -187,6 +194,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         self.files = files;
         self.base = Some(commit.to_owned());
         self.settled = None;
+        self.restored_settled = None;
         self.changed = true;
     }
 
@@ -203,7 +211,10 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
     ) -> Result<(Decision, Step<Id>), String> {
         self.generation += 1;
         let generation = self.generation;
-        let settled = self.settled.take();
+        let settled = self
+            .settled
+            .take()
+            .or_else(|| self.restored_settled(snapshot, config, previous));
         let mut sink = EngineSink {
             engine: self,
             blobs,
@@ -329,8 +340,9 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
     /// A memory of `commit` read back from what [`Engine::files`] gave for it. The caller vouches
     /// that `files` are that commit's generated paths (the cache is tagged with the commit and
     /// checked), and that the fingerprints come from this very build (they hash the inputs, not
-    /// the templates). The last decision itself is not kept: the first decision is a full one,
-    /// which renders only the files whose fingerprint is new.
+    /// the templates). The last decision itself comes separately ([`Engine::restore_settled`]);
+    /// without it the first decision is a full one, which renders only the files whose
+    /// fingerprint is new.
     pub fn restore(
         commit: &str,
         files: impl IntoIterator<Item = (String, Option<u64>, Id)>,
@@ -386,6 +398,37 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             .filter(|c| !self.choices.contains_key(&c.key));
         out.extend(unresolved.cloned());
         out
+    }
+
+    /// The last decision's memory as bytes, when it describes the base (what `render` keeps beside
+    /// [`Engine::files`] so its next process decides only what changed); `beside` is the ledger
+    /// kept with them, which the bytes then name by hash only.
+    pub fn kept_settled(&self, beside: Option<&Ledger>) -> Option<Vec<u8>> {
+        match &self.settled {
+            Some(settled) => settled.encode(beside),
+            // Restored and not used yet (no decision since): still the base's.
+            None => self.restored_settled.clone(),
+        }
+    }
+
+    /// Gives a memory read back by [`Engine::restore`] the last decision, as
+    /// [`Engine::kept_settled`] wrote it. The next decision uses it when it fits the snapshot,
+    /// `flipbit.yaml` and ledger it is made on, and is a full one otherwise
+    /// ([`Engine::settled_refused`] says why).
+    pub fn restore_settled(&mut self, bytes: Vec<u8>) {
+        self.restored_settled = Some(bytes);
+    }
+
+    /// Why the last decision could not use the restored memory of the one before (taken: said once).
+    pub fn settled_refused(&mut self) -> Option<String> {
+        self.settled_refused.take()
+    }
+
+    fn restored_settled(&mut self, snapshot: &Snapshot, config: &Config, previous: &Ledger) -> Option<Settled> {
+        let bytes = self.restored_settled.take()?;
+        Settled::decode(&bytes, snapshot, config, previous)
+            .map_err(|why| self.settled_refused = Some(why))
+            .ok()
     }
 
     /// Whether anything was learned or changed since [`Engine::restore`].

@@ -38,6 +38,8 @@ use crate::nodes::{self, Node};
 use crate::problem::Problem;
 use crate::sink::FileSink;
 
+mod kept;
+
 type HashMap<K, V> = foldhash::HashMap<K, V>;
 type HashSet<K> = foldhash::HashSet<K>;
 
@@ -180,11 +182,6 @@ impl Settled {
         {
             return None;
         }
-        let mut custom_names = HashSet::default();
-        for (key, summary) in decision.exposed.iter() {
-            let default = crate::dns::default_name(key, &config.zone);
-            custom_names.extend(summary.dns_names.iter().filter(|n| **n != default).cloned());
-        }
         let grace = grace_of(config);
         let next_expiry = decision
             .ledger
@@ -209,22 +206,33 @@ impl Settled {
             eligible: nodes::eligible(&snapshot.nodes, config).0.into(),
             ready: nodes::ready_nodes_by_service(&snapshot.endpoint_slices),
             used: allocate::used_addresses(&decision.ledger),
-            custom_names,
+            custom_names: HashSet::default(),
             next_expiry,
             listeners: BTreeMap::new(),
         };
+        settled.derive(config);
+        Some(settled)
+    }
+
+    /// What follows from what each Service got: the DNS names held as custom names and, with a
+    /// shared-listeners host, how many Services give each of its listeners.
+    fn derive(&mut self, config: &Config) {
+        let mut custom_names = HashSet::default();
+        for (key, summary) in self.exposed.iter() {
+            let default = crate::dns::default_name(key, &config.zone);
+            custom_names.extend(summary.dns_names.iter().filter(|n| **n != default).cloned());
+        }
+        self.custom_names = custom_names;
         if config.lb_hosts.iter().any(|h| h.layout == Layout::SharedListeners) {
             let mut counts = BTreeMap::new();
-            let keys = settled.exposed.keys().chain(&settled.kept);
-            for key in keys {
-                let given = settled.listeners_of(config, key, settled.exposed.get(key), settled.kept.contains(key));
+            for key in self.exposed.keys().chain(&self.kept) {
+                let given = self.listeners_of(config, key, self.exposed.get(key), self.kept.contains(key));
                 for listener in given {
                     *counts.entry(listener).or_insert(0) += 1;
                 }
             }
-            settled.listeners = counts;
+            self.listeners = counts;
         }
-        Some(settled)
     }
 
     /// Decides by looking at changed and troubled Services only; `None` when a full decision is

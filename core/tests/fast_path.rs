@@ -219,6 +219,9 @@ struct World {
     tree: BTreeMap<String, u64>,
     ledger: Ledger,
     commits: usize,
+    /// After each commit the engine is rebuilt from what it keeps between processes (as
+    /// `flipbit-generator render` reads it back from its cache dir), decision memory included.
+    restart: bool,
 }
 
 impl World {
@@ -234,6 +237,7 @@ impl World {
             tree: BTreeMap::new(),
             ledger: Ledger::empty(),
             commits: 0,
+            restart: false,
         }
     }
 
@@ -372,14 +376,54 @@ impl World {
         }
         prop_assert!(wrong.is_empty(), "files differ from a full decision's: {:?}", wrong);
         self.commits += 1;
-        self.engine.advance(&format!("c{}", self.commits), step, &decision);
+        let refused = self.engine.settled_refused();
+        // A memory read back is refused only when the nodes changed (nothing else here changes
+        // what it must fit), never as damaged.
+        prop_assert!(
+            refused.is_none() || refused.as_deref() == Some("nodes or unreadable Services changed"),
+            "refused: {:?}",
+            refused
+        );
+        let base = format!("c{}", self.commits);
+        self.engine.advance(&base, step, &decision);
         self.ledger = decision.ledger.clone();
+        if self.restart {
+            self.engine = reborn(&self.engine, &base, &self.ledger);
+        }
         Ok(())
     }
 }
 
+/// A new engine from what `engine` keeps between processes: its files, node choices and the
+/// last decision's memory as bytes (the ledger kept beside them is `ledger`).
+fn reborn(engine: &Engine<u64>, base: &str, ledger: &Ledger) -> Engine<u64> {
+    let files: Vec<_> = engine.files().map(|(p, f, b)| (p.to_owned(), f, b)).collect();
+    let mut reborn = Engine::restore(base, files, engine.kept_choices());
+    if let Some(bytes) = engine.kept_settled(Some(ledger)) {
+        reborn.restore_settled(bytes);
+    }
+    reborn
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The same with the engine rebuilt after every commit from what it keeps between processes.
+    #[test]
+    fn the_shortcut_kept_between_processes_decides_exactly_as_a_full_decision(
+        ops in proptest::collection::vec(op(), 1..30),
+    ) {
+        let mut world = World::new();
+        world.restart = true;
+        for i in 0..4 {
+            world.apply(&Op::Create(i));
+        }
+        world.cycle()?;
+        for op in &ops {
+            world.apply(op);
+            world.cycle()?;
+        }
+    }
 
     #[test]
     fn the_shortcut_decides_exactly_as_a_full_decision(ops in proptest::collection::vec(op(), 1..30)) {
@@ -415,6 +459,96 @@ fn a_change_to_one_plain_service_takes_the_shortcut() {
     world.apply(&Op::NodeFlip(1));
     world.cycle().expect("node flip");
     assert_eq!(world.engine.fast_decisions(), 4);
+}
+
+/// The memory of the last decision read back in another process takes the shortcut; damaged
+/// (every truncation, a flipped byte) or stale, it is refused with a reason and the decision is
+/// a full one, the same as without it.
+#[test]
+fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale() {
+    let mut world = World::new();
+    for i in 0..6 {
+        world.apply(&Op::Create(i));
+    }
+    world.apply(&Op::Annotate(1, "flipbit.io/backends", "pods"));
+    world.apply(&Op::Ports(1, 1));
+    world.apply(&Op::Endpoints(1, 1));
+    world.cycle().expect("cold");
+    let base = format!("c{}", world.commits);
+    let bytes = world
+        .engine
+        .kept_settled(Some(&world.ledger))
+        .expect("the memory of a plain decision");
+    world.engine = reborn(&world.engine, &base, &world.ledger);
+    world.apply(&Op::Annotate(2, "flipbit.io/balance", "least-conn"));
+    world.cycle().expect("read back");
+    assert_eq!(world.engine.fast_decisions(), 1, "an intact memory takes the shortcut");
+
+    let mut damaged: Vec<Vec<u8>> = (0..bytes.len()).step_by(7).map(|n| bytes[..n].to_vec()).collect();
+    for i in (0..bytes.len()).step_by(5) {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0x41;
+        damaged.push(flipped);
+    }
+    let config = config();
+    let holds = HoldUpdate::default();
+    let full = decide_with_holds(&world.snapshot, &config, &world.ledger, &holds, world.now);
+    let files: Vec<_> = world.engine.files().map(|(p, f, b)| (p.to_owned(), f, b)).collect();
+    let base = format!("c{}", world.commits);
+    let good = world
+        .engine
+        .kept_settled(Some(&world.ledger))
+        .expect("the memory after a fast decision");
+    let mut damaged: Vec<Vec<u8>> = (0..good.len()).step_by(3).map(|n| good[..n].to_vec()).collect();
+    for i in 0..good.len() {
+        let mut flipped = good.clone();
+        flipped[i] ^= 0x41;
+        damaged.push(flipped);
+    }
+    assert!(bytes.len() > 100 && damaged.len() > 100);
+    for bad in damaged {
+        let mut engine = Engine::restore(&base, files.clone(), Vec::new());
+        engine.restore_settled(bad);
+        let (decision, _) = engine
+            .decide(
+                &world.snapshot,
+                &config,
+                &world.ledger,
+                &holds,
+                world.now,
+                &mut world.store,
+            )
+            .expect("decided");
+        assert!(engine.settled_refused().is_some(), "damage is refused");
+        assert_eq!(engine.fast_decisions(), 0, "a full decision");
+        assert_eq!(decision.exposed, full.exposed);
+        assert_eq!(decision.ledger, full.ledger);
+        assert_eq!(decision.problems, full.problems);
+    }
+
+    // Stale: the nodes changed since (another context): refused, and a full decision.
+    world.engine = reborn(&world.engine, &base, &world.ledger);
+    world.apply(&Op::NodeFlip(1));
+    let full = decide_with_holds(&world.snapshot, &config, &world.ledger, &holds, world.now);
+    let fast = world.engine.fast_decisions();
+    let (decision, _) = world
+        .engine
+        .decide(
+            &world.snapshot,
+            &config,
+            &world.ledger,
+            &holds,
+            world.now,
+            &mut world.store,
+        )
+        .expect("decided");
+    assert_eq!(world.engine.fast_decisions(), fast, "a full decision");
+    assert_eq!(
+        world.engine.settled_refused().as_deref(),
+        Some("nodes or unreadable Services changed")
+    );
+    assert_eq!(decision.exposed, full.exposed);
+    assert_eq!(decision.ledger, full.ledger);
 }
 
 /// A Service that appears, even one that is not ours, takes its default DNS name back from a

@@ -355,14 +355,19 @@ fn decide_incrementally(
     }
     let t = std::time::Instant::now();
     let mut blobs = StoreBlobs(store.batch());
+    let fast_before = memory.engine.fast_decisions();
     let (decision, mut step) = memory
         .engine
         .decide(snapshot, &head.config, &head.ledger, &head.hold_update, now, &mut blobs)
         .map_err(|e| anyhow::anyhow!("writing to the cache repo: {e}"))?;
     blobs.0.finish().context("writing to the cache repo")?;
+    if let Some(why) = memory.engine.settled_refused() {
+        tracing::info!(%why, "the memory of the last decision kept in the cache does not fit; deciding in full");
+    }
     tracing::debug!(
         ms = t.elapsed().as_millis() as u64,
         changed = step.changes.len(),
+        fast = memory.engine.fast_decisions() > fast_before,
         "decided"
     );
     let t = std::time::Instant::now();

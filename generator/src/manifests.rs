@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use std::collections::HashMap;
+/// Keyed by whole manifest texts (10,000 `List` items at 10k Services): foldhash, not SipHash.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -76,7 +76,10 @@ fn render(repo: &Path, manifests: &Path, extra: &[&str]) -> String {
         .arg("--manifests")
         .arg(manifests)
         .args(extra)
-        .env("RUST_LOG", "flipbit_generator::render_cache=debug")
+        .env(
+            "RUST_LOG",
+            "flipbit_generator::render_cache=debug,flipbit_generator::cycle=debug",
+        )
         .output()
         .unwrap_or_else(|e| panic!("running flipbit-generator: {e}"));
     assert!(out.status.success(), "render failed: {}", text(&out));
@@ -163,4 +166,32 @@ fn renders_with_a_warm_stale_truncated_or_damaged_cache_commit_what_renders_with
         out.contains("render cache loaded") && out.contains("no change"),
         "{out}"
     );
+}
+
+/// The memory of the last decision is kept too, so a warm run looks only at what changed (`fast`
+/// in the log); when it no longer fits (a node went not ready since: other nodes), it is refused
+/// with a log line and the decision is a full one. The trees match a run without cache at every
+/// step.
+#[test]
+fn a_warm_cache_decides_only_what_changed_and_a_memory_that_no_longer_fits_is_decided_in_full() {
+    let p = Pair::new();
+    p.cluster.put("services.yaml", &services_list(6, "round-robin", 8080));
+    let out = p.render("cold");
+    assert!(out.contains("committed") && out.contains("fast=false"), "{out}");
+    p.cluster.put("services.yaml", &services_list(6, "round-robin", 8085));
+    let out = p.render("one changed Service");
+    assert!(out.contains("committed") && out.contains("fast=true"), "{out}");
+    let out = p.render("no change");
+    assert!(out.contains("no change") && out.contains("fast=true"), "{out}");
+
+    p.cluster.node(2, 215, false);
+    let out = p.render("a node not ready");
+    assert!(
+        out.contains("does not fit") && out.contains("nodes or unreadable Services changed"),
+        "{out}"
+    );
+    assert!(out.contains("fast=false") && out.contains("committed"), "{out}");
+    p.cluster.put("services.yaml", &services_list(5, "least-conn", 8085));
+    let out = p.render("after the full decision");
+    assert!(out.contains("fast=true") && out.contains("committed"), "{out}");
 }
