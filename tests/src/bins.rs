@@ -1,6 +1,6 @@
 //! Paths of the workspace's binaries, built on demand when a test runs alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 fn target_dir() -> PathBuf {
@@ -41,6 +41,15 @@ pub fn bin(name: &str) -> PathBuf {
                     cmd.env(var, v);
                 }
             }
+            // Run outside cargo (a bench binary started from a shell), nothing names the
+            // toolchain, and the rustup proxy that cargo calls as `rustc` picks one by the
+            // directory it runs in: a dependency's own `rust-toolchain.toml` (`ff` pins 1.56)
+            // then builds it with that. The toolchain this cargo belongs to is the one to use.
+            if std::env::var_os("RUSTUP_TOOLCHAIN").is_none()
+                && let Some(toolchain) = toolchain_of(Path::new(env!("CARGO")))
+            {
+                cmd.env("RUSTUP_TOOLCHAIN", toolchain);
+            }
             cmd.args(["build", "--bins", "-p", "flipbit-generator", "-p", "flipbit-applier"]);
             if target_dir().ends_with("release") {
                 cmd.arg("--release");
@@ -50,6 +59,13 @@ pub fn bin(name: &str) -> PathBuf {
         });
     }
     path
+}
+
+/// The rustup toolchain a cargo binary at `cargo` belongs to (`<rustup home>/toolchains/<name>/bin/cargo`).
+fn toolchain_of(cargo: &Path) -> Option<&std::ffi::OsStr> {
+    let bin = cargo.parent()?;
+    let toolchain = bin.parent()?;
+    (bin.file_name()? == "bin" && toolchain.parent()?.file_name()? == "toolchains").then(|| toolchain.file_name())?
 }
 
 pub fn generator() -> PathBuf {
@@ -62,5 +78,21 @@ pub fn applier() -> PathBuf {
     match std::env::var_os("FLIPBIT_TEST_APPLIER") {
         Some(path) => PathBuf::from(path),
         None => bin("flipbit-applier"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_toolchain_is_read_from_a_rustup_cargo_path_only() {
+        let rustup = Path::new("/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/bin/cargo");
+        assert_eq!(
+            toolchain_of(rustup),
+            Some(std::ffi::OsStr::new("stable-x86_64-unknown-linux-gnu"))
+        );
+        assert_eq!(toolchain_of(Path::new("/usr/bin/cargo")), None);
+        assert_eq!(toolchain_of(Path::new("cargo")), None);
     }
 }
