@@ -75,11 +75,13 @@ impl Store {
         let theirs = source.odb()?;
         let ours = self.repo.odb()?;
         if objects.len() < UNPACK_LIMIT {
-            for (id, kind) in objects {
-                let object = read_as(&theirs, *id, *kind)?;
-                let written = ours.write(*kind, object.data())?;
-                if written != *id {
-                    return Err(mismatch(*id, *kind, written));
+            // Each after everything under it: a fetch killed midway leaves no commit or tree
+            // whose entries are missing (the next fetch would skip it).
+            for (id, kind) in crate::reach::write_order(source, objects)? {
+                let object = read_as(&theirs, id, kind)?;
+                let written = ours.write(kind, object.data())?;
+                if written != id {
+                    return Err(mismatch(id, kind, written));
                 }
             }
             return Ok(());

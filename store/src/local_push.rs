@@ -150,10 +150,12 @@ impl Store {
         let ours = self.repo.odb()?;
         let theirs = target.odb()?;
         if objects.len() < UNPACK_LIMIT {
-            for (id, _) in objects {
-                let object = ours.read(*id)?;
+            // Each after everything under it: a push killed midway leaves no tree or commit
+            // whose entries are missing (the next walk would skip it).
+            for (id, _) in crate::reach::write_order(&self.repo, objects)? {
+                let object = ours.read(id)?;
                 let written = theirs.write(object.kind(), object.data())?;
-                if written != *id {
+                if written != id {
                     return Err(git2::Error::from_str(&format!(
                         "object {id} in the cache hashes to {written}: the cache is damaged"
                     )));
