@@ -20,6 +20,7 @@ fn the_example_serves_traffic_on_three_lb_hosts() {
         applier: bins::applier(),
         dns_port: flipbit_tests::bind::have_bind().then_some(15399),
         haproxy: false,
+        ad_dns: false,
     };
     let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup: {e}"));
     let report = demo::prove(&running).unwrap_or_else(|e| panic!("demo proof: {e}"));
@@ -74,6 +75,7 @@ fn with_haproxy_on_lb_3(opts: &demo::DemoOptions) {
         applier: opts.applier.clone(),
         dns_port: opts.dns_port,
         haproxy: true,
+        ad_dns: false,
     };
     let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup with --haproxy: {e}"));
     assert_eq!(running.haproxy.keys().collect::<Vec<_>>(), ["lb-3"]);

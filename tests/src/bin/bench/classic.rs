@@ -105,6 +105,7 @@ pub fn example() {
         applier: flipbit_tests::bins::applier(),
         dns_port: Some(15398),
         haproxy: false,
+        ad_dns: false,
     };
     let started = Instant::now();
     match flipbit_tests::demo::start(&opts) {
