@@ -38,6 +38,22 @@ pub struct DemoOptions {
     pub ad_dns: bool,
 }
 
+impl DemoOptions {
+    /// The seed's example (state-repo-example) in `work`, with this build's binaries: nginx on
+    /// every host, no DNS step.
+    pub fn example(work: &Path) -> DemoOptions {
+        DemoOptions {
+            example: Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-repo-example"),
+            work: work.to_path_buf(),
+            generator: crate::bins::generator(),
+            applier: crate::bins::applier(),
+            dns_port: None,
+            haproxy: false,
+            ad_dns: false,
+        }
+    }
+}
+
 /// One proof: traffic to `target` answered by a node of the Service.
 #[derive(Debug, Clone)]
 pub struct Check {

@@ -14,9 +14,9 @@ use std::time::Duration;
 use flipbit_applier::dns::auth::{Auth, GssConfig, GssSecret, ReplyMac};
 use flipbit_applier::dns::client::{AddressRecord, DnsError, UpdateClient, ZoneUpdate};
 use flipbit_tests::cluster::text;
+use flipbit_tests::demo;
 use flipbit_tests::fleet::Fleet;
 use flipbit_tests::samba::{ACCOUNT, DC_HOST, DOMAIN, REALM, SambaDc, Services, have_samba};
-use flipbit_tests::{bins, demo};
 
 const SHOP: &str = "shop.web.k8s.example.test";
 
@@ -302,15 +302,9 @@ fn the_demo_publishes_the_example_to_the_dc() {
         return;
     }
     let work = tempfile::tempdir().expect("tempdir");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let opts = demo::DemoOptions {
-        example: root.join("state-repo-example"),
-        work: work.path().to_path_buf(),
-        generator: bins::generator(),
-        applier: bins::applier(),
-        dns_port: None,
-        haproxy: false,
         ad_dns: true,
+        ..demo::DemoOptions::example(work.path())
     };
     let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup with --dns ad: {e}"));
     assert!(running.named.is_none() && running.dc.is_some());
