@@ -1,4 +1,4 @@
-//! `flipbit-demo EXAMPLE_DIR WORK_DIR [--haproxy] [--dns ad]`: runs the seed's example on loopback
+//! `flipbit-demo EXAMPLE_DIR WORK_DIR [--haproxy] [--dns bind|ad]`: runs the seed's example on loopback
 //! and proves it with real traffic (with `--haproxy`, lb-3 is a HAProxy host; with `--dns ad` the
 //! DNS records go to a throwaway Samba AD domain controller over GSS-TSIG instead of a private
 //! `named`). Exits 0 only when every check passed; everything it started stops on exit.
