@@ -2,6 +2,8 @@
 //! `flipbit-generator render`, one real nginx (or, with `haproxy`, a HAProxy on lb-3) plus
 //! `flipbit-applier apply` per LB host, then real TCP and UDP traffic through every LB address and
 //! port. Used by `scripts/demo` and by the end-to-end test, which asserts on the same report.
+//! With `ad_dns` the DNS step goes to a throwaway Samba AD domain controller over GSS-TSIG
+//! (`scripts/demo --dns ad`) instead of the private `named` with HMAC TSIG.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -19,6 +21,7 @@ use crate::backends::Backends;
 use crate::bind::NamedInstance;
 use crate::haproxy::HaproxyInstance;
 use crate::nginx::NginxInstance;
+use crate::samba::{self, SambaDc};
 use crate::{probe, repo};
 
 pub struct DemoOptions {
@@ -30,6 +33,25 @@ pub struct DemoOptions {
     pub dns_port: Option<u16>,
     /// Make lb-3 a HAProxy host (`flavor: haproxy` in the example's flipbit.yaml).
     pub haproxy: bool,
+    /// Publish to a throwaway Samba AD DC (127.0.0.1:53) over GSS-TSIG instead of `named`
+    /// (`dns_port` is then unused). Waits for the machine's DC lock, as the Samba tests do.
+    pub ad_dns: bool,
+}
+
+impl DemoOptions {
+    /// The seed's example (state-repo-example) in `work`, with this build's binaries: nginx on
+    /// every host, no DNS step.
+    pub fn example(work: &Path) -> DemoOptions {
+        DemoOptions {
+            example: Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-repo-example"),
+            work: work.to_path_buf(),
+            generator: crate::bins::generator(),
+            applier: crate::bins::applier(),
+            dns_port: None,
+            haproxy: false,
+            ad_dns: false,
+        }
+    }
 }
 
 /// One proof: traffic to `target` answered by a node of the Service.
@@ -46,6 +68,10 @@ pub struct Running {
     /// Each host's `flipbit-applier apply` arguments (DNS included), by host.
     pub applier_args: BTreeMap<String, Vec<String>>,
     pub named: Option<NamedInstance>,
+    /// The Samba DC of `--dns ad`; dropping it stops the DC and frees the DC lock.
+    pub dc: Option<SambaDc>,
+    /// Environment every applier of this demo runs with (`KRB5_CONFIG` for the DC's realm).
+    pub applier_env: Vec<(String, String)>,
     pub nginx: BTreeMap<String, NginxInstance>,
     pub haproxy: BTreeMap<String, HaproxyInstance>,
     pub backends: Backends,
@@ -59,15 +85,36 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
+impl Running {
+    /// The DNS server the appliers publish to (`named` or the DC), as `IP:PORT`.
+    pub fn dns_server(&self) -> Option<String> {
+        match (&self.named, &self.dc) {
+            (Some(named), _) => Some(format!("127.0.0.1:{}", named.port)),
+            (None, Some(dc)) => Some(dc.dns().to_string()),
+            (None, None) => None,
+        }
+    }
+
+    /// Sorted answers for `name` `rtype` from the demo's DNS server (`None` without one).
+    pub fn dns_query(&self, name: &str, rtype: &str) -> Option<Vec<String>> {
+        match (&self.named, &self.dc) {
+            (Some(named), _) => Some(named.query(name, rtype)),
+            (None, Some(dc)) => Some(dc.query(name, rtype)),
+            (None, None) => None,
+        }
+    }
+}
+
 impl Report {
     pub fn all_ok(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
     }
 }
 
-fn run_cmd(bin: &Path, args: &[String], log: &mut String) -> Result<String, String> {
+fn run_cmd(bin: &Path, args: &[String], env: &[(String, String)], log: &mut String) -> Result<String, String> {
     let out = Command::new(bin)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .map_err(|e| format!("{}: {e}", bin.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -110,12 +157,21 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
         "--manifests".into(),
         manifests.display().to_string(),
     ];
-    run_cmd(&opts.generator, &render, &mut log)?;
+    run_cmd(&opts.generator, &render, &[], &mut log)?;
 
-    let named = match opts.dns_port {
-        Some(port) => Some(NamedInstance::start(&opts.work.join("named"), port, &config.zone)?),
-        None => None,
+    let (named, dc) = if opts.ad_dns {
+        (None, Some(start_dc(&config.zone, &mut log)?))
+    } else {
+        let named = match opts.dns_port {
+            Some(port) => Some(NamedInstance::start(&opts.work.join("named"), port, &config.zone)?),
+            None => None,
+        };
+        (named, None)
     };
+    let applier_env: Vec<(String, String)> = dc
+        .iter()
+        .map(|dc| ("KRB5_CONFIG".to_owned(), dc.krb5_conf.display().to_string()))
+        .collect();
     let mut nginx = BTreeMap::new();
     let mut haproxy = BTreeMap::new();
     let mut applier_args = BTreeMap::new();
@@ -143,19 +199,65 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
                 named.key_file.display().to_string(),
             ]);
         }
-        run_cmd(&opts.applier, &args, &mut log)?;
+        if let Some(dc) = &dc {
+            args.extend(gss_args(dc));
+        }
+        run_cmd(&opts.applier, &args, &applier_env, &mut log)?;
         applier_args.insert(host.name.to_string(), args);
     }
     Ok(Running {
         repo: repo_path,
         applier_args,
         named,
+        dc,
+        applier_env,
         nginx,
         haproxy,
         backends,
         snapshot,
         log,
     })
+}
+
+/// Starts the Samba DC for `zone` (the harness's realm is the example's zone), waiting for the
+/// machine's DC lock when another DC runs.
+fn start_dc(zone: &str, log: &mut String) -> Result<SambaDc, String> {
+    if zone != samba::DOMAIN {
+        return Err(format!(
+            "--dns ad: the Samba DC's realm is {}, the example's zone is {zone}",
+            samba::DOMAIN
+        ));
+    }
+    if !samba::have_samba() {
+        return Err("--dns ad needs root and Samba (samba, samba-tool: scripts/demo --dns ad installs them)".into());
+    }
+    let dc = SambaDc::start(samba::Services::All).map_err(|e| format!("starting the Samba DC: {e}"))?;
+    let _ = writeln!(
+        log,
+        "Samba AD DC for realm {} on {} (GSS-TSIG as {}@{})",
+        samba::REALM,
+        samba::DNS,
+        samba::ACCOUNT,
+        samba::REALM
+    );
+    Ok(dc)
+}
+
+/// The applier's GSS-TSIG flags for the DC: the service account's keytab, the DC's host name.
+fn gss_args(dc: &SambaDc) -> Vec<String> {
+    [
+        "--dns-server".to_owned(),
+        dc.dns().to_string(),
+        "--dns-auth".to_owned(),
+        "gss-tsig".to_owned(),
+        "--kerberos-principal".to_owned(),
+        format!("{}@{}", samba::ACCOUNT, samba::REALM),
+        "--keytab".to_owned(),
+        dc.keytab.display().to_string(),
+        "--dns-dc-host".to_owned(),
+        samba::DC_HOST.to_owned(),
+    ]
+    .to_vec()
 }
 
 /// Every node InternalIP × every node port of every Service, by protocol.
@@ -291,9 +393,10 @@ pub fn prove(running: &Running) -> Result<Report, String> {
         }
     }
     let table = table(&running.snapshot, &ledger, &nodes_of, &lb_ports);
-    let dns_table = match &running.named {
-        Some(named) => prove_dns(running, named, &ledger, &mut checks),
-        None => String::new(),
+    let dns_table = if running.dns_server().is_some() {
+        prove_dns(running, &ledger, &mut checks)
+    } else {
+        String::new()
     };
     Ok(Report {
         table,
@@ -304,7 +407,7 @@ pub fn prove(running: &Running) -> Result<Report, String> {
 
 /// Queries every name of every committed zone fragment and checks the answer is exactly the
 /// Service's LB addresses, one per LB host.
-fn prove_dns(running: &Running, named: &NamedInstance, ledger: &Ledger, checks: &mut Vec<Check>) -> String {
+fn prove_dns(running: &Running, ledger: &Ledger, checks: &mut Vec<Check>) -> String {
     let mut rows = vec![["SERVICE", "NAMESPACE", "LB ADDRESSES", "DNS NAME", "DNS ANSWERS"].map(String::from)];
     for path in repo::files_under(&running.repo, layout::DNS_DIR) {
         let Some((_, key)) = layout::parse_dns_path(&path) else {
@@ -323,7 +426,7 @@ fn prove_dns(running: &Running, named: &NamedInstance, ledger: &Ledger, checks: 
             .map(|n| n.trim_end_matches('.'))
             .collect();
         for name in names {
-            let answers = named.query(name, "A");
+            let answers = running.dns_query(name, "A").unwrap_or_default();
             let ok = answers == expected;
             checks.push(Check {
                 service: key.to_string(),
@@ -349,7 +452,14 @@ fn prove_dns(running: &Running, named: &NamedInstance, ledger: &Ledger, checks: 
             ]);
         }
     }
-    format_rows(&rows)
+    let table = format_rows(&rows);
+    match &running.dc {
+        Some(dc) => format!(
+            "DNS answered by the Samba AD domain controller on {} (records written over GSS-TSIG):\n{table}",
+            dc.dns()
+        ),
+        None => table,
+    }
 }
 
 /// Connections (or datagrams) sent to each route; with round-robin they reach several nodes.

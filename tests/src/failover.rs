@@ -24,12 +24,13 @@ impl Drop for Watcher {
     }
 }
 
-fn watch(applier: &Path, apply_args: &[String]) -> Result<Watcher, String> {
+fn watch(applier: &Path, apply_args: &[String], env: &[(String, String)]) -> Result<Watcher, String> {
     let mut args = apply_args.to_vec();
     args[0] = "watch".into();
     args.extend(["--interval", "0.5", "--peer-timeout", "3"].map(String::from));
     Command::new(applier)
         .args(&args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -62,14 +63,14 @@ fn until_served_by(
     hosts: &[&str],
     limit: Duration,
 ) -> Result<Duration, String> {
-    let named = running.named.as_ref().ok_or("the demo runs without DNS")?;
+    running.dns_server().ok_or("the demo runs without DNS")?;
     let started = Instant::now();
     loop {
         let mut wrong = None;
         for (name, by_host) in names {
             let mut want: Vec<String> = hosts.iter().filter_map(|h| by_host.get(*h).cloned()).collect();
             want.sort();
-            let got = named.query(name, "A");
+            let got = running.dns_query(name, "A").unwrap_or_default();
             if got != want {
                 wrong = Some(format!("{name}: {got:?}, want {want:?}"));
             }
@@ -88,7 +89,10 @@ pub fn run(running: &mut Running, applier: &Path, work: &Path) -> Result<String,
     let hosts: Vec<String> = running.applier_args.keys().cloned().collect();
     let mut watchers: BTreeMap<String, Watcher> = BTreeMap::new();
     for host in &hosts {
-        watchers.insert(host.clone(), watch(applier, &running.applier_args[host])?);
+        watchers.insert(
+            host.clone(),
+            watch(applier, &running.applier_args[host], &running.applier_env)?,
+        );
     }
     let names = expected(running)?;
     let all: Vec<&str> = hosts.iter().map(String::as_str).collect();
@@ -118,7 +122,10 @@ pub fn run(running: &mut Running, applier: &Path, work: &Path) -> Result<String,
     log.push_str(&status(running, applier, work)?);
 
     running.nginx.insert("lb-2".into(), NginxInstance::start(&dir)?);
-    watchers.insert("lb-2".into(), watch(applier, &running.applier_args["lb-2"])?);
+    watchers.insert(
+        "lb-2".into(),
+        watch(applier, &running.applier_args["lb-2"], &running.applier_env)?,
+    );
     let back = until_served_by(running, &names, &all, Duration::from_secs(30))?;
     let _ = writeln!(
         log,
@@ -132,9 +139,9 @@ pub fn run(running: &mut Running, applier: &Path, work: &Path) -> Result<String,
 
 fn answers(running: &Running, names: &BTreeMap<String, BTreeMap<String, String>>) -> String {
     let mut out = String::new();
-    if let Some(named) = &running.named {
-        for name in names.keys() {
-            let _ = writeln!(out, "  dig {name}: {}", named.query(name, "A").join(", "));
+    for name in names.keys() {
+        if let Some(answers) = running.dns_query(name, "A") {
+            let _ = writeln!(out, "  dig {name}: {}", answers.join(", "));
         }
     }
     out
@@ -142,11 +149,11 @@ fn answers(running: &Running, names: &BTreeMap<String, BTreeMap<String, String>>
 
 /// `flipbit-applier status` of the fleet, as an operator runs it.
 fn status(running: &Running, applier: &Path, work: &Path) -> Result<String, String> {
-    let named = running.named.as_ref().ok_or("the demo runs without DNS")?;
+    let server = running.dns_server().ok_or("the demo runs without DNS")?;
     let out = Command::new(applier)
         .args(["status", "--repo"])
         .arg(&running.repo)
-        .args(["--dns-server", &format!("127.0.0.1:{}", named.port), "--state-dir"])
+        .args(["--dns-server", &server, "--state-dir"])
         .arg(work.join("status"))
         .output()
         .map_err(|e| format!("running flipbit-applier status: {e}"))?;

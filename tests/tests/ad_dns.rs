@@ -3,7 +3,8 @@
 //! are created, changed and deleted as with BIND; a record the administrator made survives; every
 //! login failure an operator can cause (wrong principal, wrong DC host name, KDC down, a server
 //! that does not do GSS-TSIG) fails the step with one line saying what to fix; and a context the
-//! server forgot, or one past its age, is negotiated again without a restart.
+//! server forgot, or one past its age, is negotiated again without a restart. And the demo's
+//! `--dns ad` publishes the seed's example to the DC.
 //!
 //! Only one DC can run at a time (fixed ports 53 and 88): each test holds the DC lock from
 //! [`SambaDc::start`] to the end.
@@ -13,6 +14,7 @@ use std::time::Duration;
 use flipbit_applier::dns::auth::{Auth, GssConfig, GssSecret, ReplyMac};
 use flipbit_applier::dns::client::{AddressRecord, DnsError, UpdateClient, ZoneUpdate};
 use flipbit_tests::cluster::text;
+use flipbit_tests::demo;
 use flipbit_tests::fleet::Fleet;
 use flipbit_tests::samba::{ACCOUNT, DC_HOST, DOMAIN, REALM, SambaDc, Services, have_samba};
 
@@ -288,4 +290,55 @@ fn a_server_that_does_not_do_gss_tsig_is_named_as_such() {
         .expect_err("BIND without a GSS keytab cannot take GSS-TSIG");
     assert!(matches!(err, DnsError::NotGssTsig { .. }), "{err}");
     assert!(err.to_string().contains("does not do GSS-TSIG"), "{err}");
+}
+
+/// `scripts/demo --dns ad`: the seed's example with its records published to the DC over
+/// GSS-TSIG, every DNS name of the example answered by the DC with the Service's three LB
+/// addresses (the demo takes the DC lock itself, as [`SambaDc::start`] does).
+#[test]
+fn the_demo_publishes_the_example_to_the_dc() {
+    if !have_samba() || !flipbit_tests::have_nginx() {
+        flipbit_tests::skip("needs root, Samba (samba, samba-tool) and nginx with the stream module");
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let opts = demo::DemoOptions {
+        ad_dns: true,
+        ..demo::DemoOptions::example(work.path())
+    };
+    let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup with --dns ad: {e}"));
+    assert!(running.named.is_none() && running.dc.is_some());
+    let report = demo::prove(&running).unwrap_or_else(|e| panic!("demo proof: {e}"));
+    for c in &report.checks {
+        assert!(c.ok, "{} {}: {:?}\n{}", c.service, c.target, c.answer, report.dns_table);
+    }
+    let dns: Vec<(&str, &Result<String, String>)> = report
+        .checks
+        .iter()
+        .filter(|c| c.target.starts_with("dns "))
+        .map(|c| (c.target.as_str(), &c.answer))
+        .collect();
+    // One name per exposed Service of the example, each with one address per LB host.
+    assert_eq!(dns.len(), 3, "{}", report.dns_table);
+    assert!(
+        dns.contains(&(
+            "dns frontend.blog.k8s.example.test",
+            &Ok("127.1.1.1, 127.1.5.1, 127.1.7.1".to_owned())
+        )),
+        "{}",
+        report.dns_table
+    );
+    assert!(
+        report
+            .dns_table
+            .starts_with("DNS answered by the Samba AD domain controller on 127.0.0.1:53"),
+        "{}",
+        report.dns_table
+    );
+    // The answers come from the DC itself, not from a copy of the zone elsewhere.
+    let dc = running.dc.as_ref().expect("the DC");
+    assert_eq!(
+        dc.query("frontend.blog.k8s.example.test", "A"),
+        vec!["127.1.1.1", "127.1.5.1", "127.1.7.1"]
+    );
 }

@@ -3,7 +3,7 @@
 //! `scripts/demo --haproxy` runs it, with lb-3 a HAProxy host. It listens on ports 53, 80 and 443,
 //! so it needs root (and both runs sit in one test: they use the same addresses).
 
-use flipbit_tests::{bins, demo, have_nginx, is_root};
+use flipbit_tests::{demo, have_nginx, is_root};
 
 #[test]
 fn the_example_serves_traffic_on_three_lb_hosts() {
@@ -12,14 +12,9 @@ fn the_example_serves_traffic_on_three_lb_hosts() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let opts = demo::DemoOptions {
-        example: root.join("state-repo-example"),
-        work: work.path().to_path_buf(),
-        generator: bins::generator(),
-        applier: bins::applier(),
         dns_port: flipbit_tests::bind::have_bind().then_some(15399),
-        haproxy: false,
+        ..demo::DemoOptions::example(work.path())
     };
     let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup: {e}"));
     let report = demo::prove(&running).unwrap_or_else(|e| panic!("demo proof: {e}"));
@@ -68,12 +63,9 @@ fn the_example_serves_traffic_on_three_lb_hosts() {
 fn with_haproxy_on_lb_3(opts: &demo::DemoOptions) {
     let work = tempfile::tempdir().unwrap();
     let opts = demo::DemoOptions {
-        example: opts.example.clone(),
-        work: work.path().to_path_buf(),
-        generator: opts.generator.clone(),
-        applier: opts.applier.clone(),
         dns_port: opts.dns_port,
         haproxy: true,
+        ..demo::DemoOptions::example(work.path())
     };
     let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup with --haproxy: {e}"));
     assert_eq!(running.haproxy.keys().collect::<Vec<_>>(), ["lb-3"]);

@@ -97,14 +97,9 @@ pub fn example() {
         Ok(w) => w,
         Err(e) => return eprintln!("error: {e}"),
     };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let opts = flipbit_tests::demo::DemoOptions {
-        example: root.join("state-repo-example"),
-        work: work.path().to_path_buf(),
-        generator: flipbit_tests::bins::generator(),
-        applier: flipbit_tests::bins::applier(),
         dns_port: Some(15398),
-        haproxy: false,
+        ..flipbit_tests::demo::DemoOptions::example(work.path())
     };
     let started = Instant::now();
     match flipbit_tests::demo::start(&opts) {
