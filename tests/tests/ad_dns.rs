@@ -81,7 +81,7 @@ fn error_line(out: &std::process::Output) -> String {
 fn records_are_created_changed_and_deleted_and_foreign_ones_survive() {
     let Some(dc) = dc(Services::All) else { return };
     let Some(f) = Fleet::start(242) else { return };
-    dc.admin_add_a("taken", "10.242.9.9")
+    dc.admin_add_a("taken", "127.99.242.9")
         .expect("adding a record as the administrator");
     f.cluster.lb_service("web", "shop", &[], &[("TCP", 8080, 30080)]);
     f.render();
@@ -102,14 +102,14 @@ fn records_are_created_changed_and_deleted_and_foreign_ones_survive() {
     );
     f.render();
     let out = apply_ok(&f, &dc, "lb-a");
-    assert!(out.contains("10.242.9.9 not written by Flipbit"), "{out}");
+    assert!(out.contains("127.99.242.9 not written by Flipbit"), "{out}");
     apply_ok(&f, &dc, "lb-b");
     assert!(dc.query(SHOP, "A").is_empty(), "the old name still answers");
     assert_eq!(
         dc.query("www.k8s.example.test", "A"),
         vec!["127.242.1.1", "127.242.2.1"]
     );
-    assert_eq!(dc.query("taken.k8s.example.test", "A"), vec!["10.242.9.9"]);
+    assert_eq!(dc.query("taken.k8s.example.test", "A"), vec!["127.99.242.9"]);
 
     // Delete: the Service goes, its records go; the administrator's stays.
     f.cluster.remove("svc-web-shop.yaml");
@@ -118,7 +118,7 @@ fn records_are_created_changed_and_deleted_and_foreign_ones_survive() {
     assert!(out.contains("0 records added, 1 deleted"), "{out}");
     apply_ok(&f, &dc, "lb-b");
     assert!(dc.query("www.k8s.example.test", "A").is_empty());
-    assert_eq!(dc.query("taken.k8s.example.test", "A"), vec!["10.242.9.9"]);
+    assert_eq!(dc.query("taken.k8s.example.test", "A"), vec!["127.99.242.9"]);
 }
 
 #[test]

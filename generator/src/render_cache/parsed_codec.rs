@@ -270,7 +270,7 @@ mod tests {
             created: Some(jiff::Timestamp::from_second(1_800_000_000).expect("a time")),
             ip_families: vec!["IPv4".into(), "IPv6".into()],
             external_ips: vec!["192.0.2.1".into()],
-            load_balancer_source_ranges: vec!["10.0.0.0/8".into()],
+            load_balancer_source_ranges: vec!["127.0.0.0/8".into()],
             session_affinity: Some("ClientIP".into()),
             labels: BTreeMap::from([("team".into(), "a".into())]),
         };
@@ -282,7 +282,7 @@ mod tests {
                     labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
                     ready: true,
                     unschedulable: true,
-                    internal_ips: vec!["10.1.0.1".into()],
+                    internal_ips: vec!["127.0.0.10".into()],
                 },
                 NodeInput::default(),
             ],
