@@ -6,6 +6,8 @@
 pub(crate) mod admitted;
 mod books;
 pub(crate) mod cursor;
+mod family;
+mod v6;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -462,12 +464,7 @@ impl Placement {
             if old_admitted && !left_group {
                 continue;
             }
-            // An address still in the pools that it must give up: its pool no longer admits it.
-            let unadmitted = old.filter(|ip| host.in_pools(*ip) && !old_admitted);
-            if let Some(ip) = old {
-                books.let_go(&host.name, ip);
-                entry.addresses.remove(&host.name);
-            }
+            let unadmitted = books.give_up(host, &mut entry.addresses, old, old_admitted);
             let group = svc
                 .settings
                 .shared_key
@@ -478,6 +475,7 @@ impl Placement {
                 .and_then(|g| group_address.get(&(g.clone(), host.name.clone())))
                 .copied()
                 .filter(|ip| admitted.holds(host, *ip));
+            let v6_only = host.pools.iter().all(|p| p.is_v6());
             let found = match shared {
                 Some(ip) => {
                     // One more holder of the group's address: a member leaving it later in this
@@ -486,58 +484,39 @@ impl Placement {
                     Some(ip)
                 }
                 None => {
-                    let v6_only = host.pools.iter().all(|p| p.is_v6());
-                    let host_used = books.used.entry(host.name.clone()).or_default();
-                    let found = cursor::cursor(books.cursors, &host.name, &admitted)
-                        .lowest_free_of(host, host_used, v6_only, &admitted);
+                    let found = books.lowest_free(host, &admitted, v6_only);
                     if let (Some(g), Some(ip)) = (&group, found) {
                         group_address.insert((g.clone(), host.name.clone()), ip);
                     }
                     found
                 }
             };
-            if let Some(from) = unadmitted {
-                problems.push(admitted::no_longer_admits(config, host, key, from, found));
-            }
-            match found {
-                Some(ip) => {
-                    books.used.entry(host.name.clone()).or_default().insert(ip);
-                    entry.addresses.insert(host.name.clone(), ip);
-                    events.push(match shared {
-                        Some(_) => AddressEvent::Allocated {
-                            key: key.clone(),
-                            host: host.name.clone(),
-                            ip,
-                        },
-                        None => AddressEvent::placed(key, &host.name, old, ip),
-                    });
-                }
-                None => {
-                    if let Some(ip) = old {
-                        events.push(AddressEvent::Dropped {
-                            key: key.clone(),
-                            host: host.name.clone(),
-                            ip,
-                        });
-                    }
-                    let v6_only = host.pools.iter().all(|p| p.is_v6());
-                    problems.push(match admitted.any(host, v6_only) {
-                        false => admitted::none_admits(config, host, key, false),
-                        true => Problem::service_error(
-                            key,
-                            "",
-                            format!(
-                                "no free address on LB host {} (pools {} are exhausted); not exposed there",
-                                host.name,
-                                admitted.listed(host, v6_only)
-                            ),
+            books.report_unadmitted(host, unadmitted, found, problems);
+            match books.settle(host, &mut entry.addresses, old, found, events) {
+                Some(ip) => events.push(match shared {
+                    Some(_) => AddressEvent::Allocated {
+                        key: key.clone(),
+                        host: host.name.clone(),
+                        ip,
+                    },
+                    None => AddressEvent::placed(key, &host.name, old, ip),
+                }),
+                None => problems.push(match admitted.any(host, v6_only) {
+                    false => admitted::none_admits(config, host, key, false),
+                    true => Problem::service_error(
+                        key,
+                        "",
+                        format!(
+                            "no free address on LB host {} (pools {} are exhausted); not exposed there",
+                            host.name,
+                            admitted.listed(host, v6_only)
                         ),
-                    });
-                }
+                    ),
+                }),
             }
         }
         books.cursors = cursors_v6;
-        crate::allocate_v6::place(svc, &targets_v6, entry, &mut books, events, problems);
+        v6::place(svc, &targets_v6, entry, &mut books, events, problems);
         entry.ports = svc.ports.iter().map(PortSpec::from).collect();
         entry.shared_key = svc.settings.shared_key.clone();
         if entry.addresses.is_empty() && entry.addresses_v6.is_empty() {

@@ -3,7 +3,6 @@
 //! wire I/O around this crate; its tests need no cluster, no Git and no nginx.
 
 pub mod allocate;
-mod allocate_v6;
 pub mod annotations;
 pub mod config;
 pub mod decide;
