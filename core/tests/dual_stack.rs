@@ -83,3 +83,59 @@ fn dropping_ipv6_releases_only_the_ipv6_address() {
         Some("fd00:6::1")
     );
 }
+
+#[test]
+fn an_exhausted_ipv6_pool_leaves_the_service_on_ipv4_there() {
+    // lb-1's IPv6 pool holds one address: the first dual-stack Service in key order takes it.
+    let config =
+        Config::parse("zone: k.test\nlbHosts:\n  - {name: lb-1, pools: [127.6.1.0/24, \"fd00:6::1-fd00:6::1\"]}\n")
+            .unwrap();
+    let services = || vec![svc("a1", &["IPv4", "IPv6"]), svc("a2", &["IPv4", "IPv6"])];
+    let d = common::decide_one_node(&config, services(), "127.6.0.10", &Ledger::empty());
+    let key = |name: &str| format!("a/{name}").parse::<flipbit_core::names::ServiceKey>().unwrap();
+    assert_eq!(
+        d.exposed[&key("a1")]
+            .addresses_v6
+            .values()
+            .next()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("fd00:6::1")
+    );
+    let second = &d.exposed[&key("a2")];
+    assert!(second.addresses_v6.is_empty());
+    assert_eq!(
+        second.addresses.values().next().map(ToString::to_string).as_deref(),
+        Some("127.6.1.2")
+    );
+    let problems: Vec<String> = d
+        .problems
+        .iter()
+        .map(|p| format!("{} {} {}", p.object, p.field, p.message))
+        .collect();
+    assert_eq!(
+        problems,
+        ["Service a/a2 spec.ipFamilies no free IPv6 address on LB host lb-1; served over IPv4 only there"]
+    );
+    // The next decision from the written ledger keeps both as they are.
+    let again = common::decide_one_node(&config, services(), "127.6.0.10", &d.ledger);
+    assert_eq!(again.ledger, d.ledger);
+    // Once a1 leaves IPv6, a2 gets the address (a1's is free at once: a1 still exists).
+    let freed = common::decide_one_node(
+        &config,
+        vec![svc("a1", &["IPv4"]), svc("a2", &["IPv4", "IPv6"])],
+        "127.6.0.10",
+        &d.ledger,
+    );
+    assert!(freed.exposed[&key("a1")].addresses_v6.is_empty());
+    assert_eq!(
+        freed.exposed[&key("a2")]
+            .addresses_v6
+            .values()
+            .next()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("fd00:6::1")
+    );
+    assert!(freed.problems.is_empty(), "{:?}", freed.problems);
+}
