@@ -34,7 +34,7 @@ use libgssapi::name::Name as GssName;
 use libgssapi::oid::{GSS_MECH_SPNEGO, GSS_NT_HOSTBASED_SERVICE};
 
 use super::auth::{GssConfig, GssSecret, ReplyMac};
-use super::client::{read_framed, write_framed};
+use super::transport::{read_framed, write_framed};
 
 /// RR types and classes written by hand (hickory-proto has no TKEY type).
 const TYPE_TKEY: u16 = 249;
@@ -411,7 +411,7 @@ fn name_wire(name: &Name) -> Vec<u8> {
 /// A TKEY query (RFC 2930 §2, RFC 3645 §3.1.1): the question `<key> TKEY ANY`, and in the
 /// additional section the TKEY record carrying `token`.
 fn tkey_query(id: u16, key_wire: &[u8], token: &[u8]) -> Vec<u8> {
-    let now = super::client::unix_now() as u32;
+    let now = super::message::unix_now() as u32;
     let mut m = Vec::with_capacity(64 + token.len());
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1]); // QUERY; QD 1, AN 0, NS 0, AR 1
@@ -457,7 +457,7 @@ fn parse_tkey_reply(raw: &[u8], id: u16) -> Result<TkeyAnswer, GssFailure> {
     if rcode != 0 {
         return Err(GssFailure::NotGssTsig(format!(
             "it answered the TKEY query with {}",
-            super::client::Rcode(hickory_proto::op::ResponseCode::from(0, rcode as u8))
+            super::error::Rcode(hickory_proto::op::ResponseCode::from(0, rcode as u8))
         )));
     }
     for _ in 0..counts[0] {

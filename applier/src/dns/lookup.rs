@@ -14,7 +14,8 @@ use anyhow::{Result, anyhow, bail};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use super::client::{absolute_name, read_framed, write_framed};
+use super::message::absolute_name;
+use super::transport::{read_framed, write_framed};
 
 /// Queries awaiting their answers at once on the connection.
 const WINDOW: usize = 64;

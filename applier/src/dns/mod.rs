@@ -4,7 +4,10 @@
 
 pub mod auth;
 pub mod client;
+mod error;
 pub mod gss;
 pub mod key;
 pub mod lookup;
+pub(crate) mod message;
 pub mod records;
+mod transport;

@@ -5,7 +5,7 @@
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use super::client::absolute_name;
+use super::message::absolute_name;
 
 /// The TXT record `name` → `text` (one character-string), class IN.
 pub fn txt(name: &Name, ttl: u32, text: &str) -> Record {

@@ -17,7 +17,8 @@ use flipbit_store::CommitId;
 
 use super::decide::{self, PeerView, Verdict};
 use super::{Fleet, Own, now};
-use crate::dns::client::{DnsError, MAX_RRS_PER_MESSAGE, delete_record};
+use crate::dns::client::{DnsError, MAX_RRS_PER_MESSAGE};
+use crate::dns::message::delete_record;
 use crate::dns::records;
 
 /// What one look at the peers found and did.
