@@ -8,8 +8,8 @@
 //! Failures come back as one line that says which server, which zone and what to check.
 //!
 //! This file holds the update's plan (which RRs, in which messages, in what order); the
-//! messages are built, signed and checked in [`super::message`], carried over UDP or TCP in
-//! [`super::transport`], and failures are named in [`super::error`].
+//! messages are built, signed and checked in `dns/message.rs`, carried over UDP or TCP in
+//! `dns/transport.rs`, and failures are named in `dns/error.rs`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

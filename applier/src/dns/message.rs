@@ -304,15 +304,20 @@ mod tests {
         assert_eq!(err.to_string(), "record a.example.org is outside zone example.test");
     }
 
-    #[test]
-    fn signed_message_is_an_update_with_zone_section() {
+    /// The HMAC signer of [`key`] and the zone `example.test`.
+    fn hmac_signer() -> (Signer, Name) {
         let client = UpdateClient {
             server: ctx().server,
             auth: key(),
             timeout: Duration::from_secs(1),
         };
         let (signer, _) = client.signer(&ctx()).unwrap();
-        let zone = absolute_name("example.test").unwrap();
+        (signer, absolute_name("example.test").unwrap())
+    }
+
+    #[test]
+    fn signed_message_is_an_update_with_zone_section() {
+        let (signer, zone) = hmac_signer();
         let rr = update_record(&zone, "example.test", &rec("a.example.test", "127.93.0.1"), false).unwrap();
         let (wire, _) = sign(&ctx(), &signer, &zone, &[rr], 4711).unwrap();
         let parsed = Message::from_vec(&wire).unwrap();
@@ -328,13 +333,7 @@ mod tests {
     fn unsigned_badsig_reply_is_a_key_rejection() {
         let mut reply = Message::new(9, MessageType::Response, OpCode::Update);
         reply.metadata.response_code = ResponseCode::NotAuth;
-        let client = UpdateClient {
-            server: ctx().server,
-            auth: key(),
-            timeout: Duration::from_secs(1),
-        };
-        let (signer, _) = client.signer(&ctx()).unwrap();
-        let zone = absolute_name("example.test").unwrap();
+        let (signer, zone) = hmac_signer();
         let (_, verifier) = sign(&ctx(), &signer, &zone, &[], 9).unwrap();
         let err = check_reply(&ctx(), &reply.to_vec().unwrap(), verifier).unwrap_err();
         assert!(
