@@ -7,11 +7,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use flipbit_core::config::Flavor;
 use flipbit_core::grammar::LbFile;
 
-use crate::haproxy::Haproxy;
-use crate::nginx::Nginx;
 use crate::release::StateDir;
 
 pub trait LoadBalancer {
@@ -76,12 +73,4 @@ pub fn inside_host(path: &str) -> Option<String> {
     let mut parts = path.splitn(3, '/');
     let (_, _, rest) = (parts.next()?, parts.next()?, parts.next()?);
     Some(rest.to_owned())
-}
-
-/// The driver for `flavor`.
-pub fn for_flavor<'a>(flavor: Flavor, nginx: &'a Nginx, haproxy: &'a Haproxy) -> &'a dyn LoadBalancer {
-    match flavor {
-        Flavor::Nginx => nginx,
-        Flavor::Haproxy => haproxy,
-    }
 }

@@ -23,7 +23,7 @@ use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
 use crate::apply::{Applied, ApplyOptions};
-use crate::balancer::{self, Draining, LoadBalancer};
+use crate::balancer::{Draining, LoadBalancer};
 use crate::binds::{self, Prober};
 use crate::failpoint;
 use crate::journal::{self, Journal, Release};
@@ -86,7 +86,7 @@ impl Step<'_> {
         {
             let config = config_at(store, head)?;
             if let Some(host) = config.host(&opts.lb) {
-                balancer::for_flavor(host.flavor, &opts.nginx, &opts.haproxy).check_running(state)?;
+                driver(opts, host.flavor).check_running(state)?;
             }
             return Ok(Outcome {
                 applied: Applied::UpToDate {
@@ -105,7 +105,7 @@ impl Step<'_> {
             ))
         })?;
         let format = verify::output_format(store, head)?;
-        let lb = balancer::for_flavor(host.flavor, &opts.nginx, &opts.haproxy);
+        let lb = driver(opts, host.flavor);
         let host_dir = layout::lb_host_dir(&opts.lb);
 
         // The release the load balancer was confirmed to run, if its commit is known here.
@@ -479,5 +479,14 @@ fn key_of(kind: &LbFile) -> Option<&ServiceKey> {
 pub fn report_withheld(lb: &flipbit_core::names::LbHostName, withheld: &Withheld) {
     for (key, cause) in withheld {
         tracing::warn!(service = %key, %lb, cause = %escaped(cause), "Service withheld from this host: its other Services are served, it gets no DNS record from here; retried on every run");
+    }
+}
+
+/// The load balancer of `flavor` among the drivers in `opts`. (Here, not in `balancer`, so that
+/// the trait knows nothing of the flavours that implement it.)
+fn driver(opts: &ApplyOptions, flavor: Flavor) -> &dyn LoadBalancer {
+    match flavor {
+        Flavor::Nginx => &opts.nginx,
+        Flavor::Haproxy => &opts.haproxy,
     }
 }
