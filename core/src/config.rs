@@ -120,11 +120,6 @@ impl Flavor {
     pub fn is_default(&self) -> bool {
         *self == Flavor::default()
     }
-
-    /// True when this flavour can carry `protocol`.
-    pub fn serves(&self, protocol: crate::exposure::Protocol) -> bool {
-        *self == Flavor::Nginx || protocol == crate::exposure::Protocol::Tcp
-    }
 }
 
 impl std::fmt::Display for Flavor {

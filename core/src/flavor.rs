@@ -4,8 +4,16 @@
 //! would not answer.
 
 use crate::config::{Config, Flavor, LbHost};
-use crate::exposure::ExposedService;
+use crate::exposure::{ExposedService, Protocol};
 use crate::problem::Problem;
+
+/// (Here rather than in `config`, which then needs nothing from `exposure`: no import circle.)
+impl Flavor {
+    /// True when this flavour can carry `protocol`.
+    pub fn serves(&self, protocol: Protocol) -> bool {
+        *self == Flavor::Nginx || protocol == Protocol::Tcp
+    }
+}
 
 /// True when `host` can serve at least one of `svc`'s ports, so it should hold an address for it.
 pub fn host_serves(host: &LbHost, svc: &ExposedService) -> bool {
