@@ -29,10 +29,10 @@ use flipbit_store::{CommitId, Store};
 use crate::dns::client::{AddressRecord, UpdateClient, ZoneUpdate};
 use crate::dns::lookup::{self, Families, Lookup};
 use crate::failpoint;
-use crate::fragment;
 use crate::journal::{self, DnsRecord, Journal};
 use crate::lb_step::config_at;
 use crate::release::StateDir;
+use flipbit_core::dns::fragment;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsOutcome {

@@ -9,7 +9,6 @@ pub mod dns;
 pub mod dns_step;
 pub mod failpoint;
 pub mod fleet;
-pub mod fragment;
 pub mod haproxy;
 pub mod journal;
 pub mod lb_step;

@@ -1,4 +1,18 @@
-//! DNS names as Flipbit accepts them: lowercase LDH labels, so they are safe in zone text.
+//! DNS names as Flipbit accepts them: lowercase LDH labels, so they are safe in zone text; and
+//! the records of a zone fragment.
+
+pub mod fragment;
+
+use std::net::IpAddr;
+
+/// One A or AAAA record (type follows the address family). `name` is an absolute name without
+/// the trailing dot, e.g. "frontend.blog.k8s.example.test".
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AddressRecord {
+    pub name: String,
+    pub ttl: u32,
+    pub addr: IpAddr,
+}
 
 /// Checks a DNS name (no trailing dot): dot-separated RFC 1123 labels, at most 253 characters.
 pub fn check_dns_name(name: &str) -> Result<(), String> {

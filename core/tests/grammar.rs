@@ -6,12 +6,14 @@
 //! newest format and at the one the generator records for the Service) and
 //! give back exactly the sockets and map keys that were rendered. A file with one line inserted
 //! (`access_log`, `include`) or one bound address moved outside the pools must be refused, and
-//! no input makes `check` panic.
+//! no input makes `check` panic. A Service's zone fragment reads back (`dns::fragment`) as exactly
+//! the records rendered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use flipbit_core::config::{Config, Flavor, Layout, LbHost};
+use flipbit_core::dns::{AddressRecord, fragment};
 use flipbit_core::exposure::{ExposedService, Exposure, Protocol, classify};
 use flipbit_core::grammar::{Bind, BindAddr, Checked, LbFile, OUTPUT_FORMAT, check};
 use flipbit_core::layout;
@@ -372,6 +374,28 @@ proptest! {
                 .map_err(|e| TestCaseError::fail(format!("{} refused at format {needed}, {e}:\n{}", r.path, r.text)))?;
             prop_assert_eq!(&at_needed, &r.want);
         }
+    }
+
+    #[test]
+    fn a_zone_fragment_reads_back_as_the_records_rendered(case in case(), ttl in 1u32..=86_400, extra in 0usize..3) {
+        let w = world(&case);
+        let zone = "k.test";
+        // The default name and up to two custom ones, all inside the zone.
+        let mut names: BTreeSet<String> = BTreeSet::from([format!("{}.{}.{zone}", case.name, case.namespace)]);
+        names.extend((0..extra).map(|i| format!("n{i}.{}.{zone}", case.namespace)));
+        let text = flipbit_core::render::zone_fragment(&w.svc, zone, &names, ttl, &w.ips)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let got: BTreeSet<AddressRecord> = fragment::parse(zone, &text)
+            .map_err(|e| TestCaseError::fail(format!("refused, {e}:\n{text}")))?
+            .into_iter()
+            .collect();
+        let want: BTreeSet<AddressRecord> = names
+            .iter()
+            .flat_map(|name| w.ips.iter().map(move |addr| AddressRecord { name: name.clone(), ttl, addr: *addr }))
+            .collect();
+        prop_assert_eq!(got, want, "{}", text);
+        // Another zone's reader refuses it: every name is outside.
+        prop_assert!(fragment::parse("other.test", &text).is_err() || w.ips.is_empty());
     }
 
     #[test]

@@ -39,14 +39,8 @@ pub const TCP_WINDOW: usize = 1;
 /// Largest message sent over UDP: the DNS Flag Day 2020 size that avoids IP fragmentation.
 pub const MAX_UDP_MESSAGE: usize = 1232;
 
-/// One A or AAAA record (type follows the address family). `name` is an absolute name without
-/// the trailing dot, e.g. "frontend.blog.k8s.example.test".
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AddressRecord {
-    pub name: String,
-    pub ttl: u32,
-    pub addr: IpAddr,
-}
+/// A record as a zone fragment holds it (`flipbit_core::dns`), which the client sends.
+pub use flipbit_core::dns::AddressRecord;
 
 /// The changes for one zone: every delete removes exactly that one RR (class NONE, RFC 2136
 /// §2.5.4), every add adds one RR.

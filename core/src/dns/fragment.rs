@@ -1,11 +1,12 @@
-//! Reads a committed zone fragment back into records. The applier trusts Git no more than nginx
-//! does: the fragment must be the plain form the generator writes (`<name>. <ttl> IN A|AAAA
-//! <address>`, comments, blank lines), every name inside the fragment's zone, or it is refused
-//! with its line number.
+//! Reads a committed zone fragment back into records: the grammar of what
+//! [`crate::render::zone_fragment`] writes, kept next to the DNS rules it relies on. The applier
+//! trusts Git no more than nginx does: the fragment must be the plain form the generator writes
+//! (`<name>. <ttl> IN A|AAAA <address>`, comments, blank lines), every name inside the
+//! fragment's zone, or it is refused with its line number.
 
 use std::net::IpAddr;
 
-use crate::dns::client::AddressRecord;
+use super::AddressRecord;
 
 /// Parses `text`, the fragment of a Service in `zone`.
 pub fn parse(zone: &str, text: &str) -> Result<Vec<AddressRecord>, String> {
@@ -25,7 +26,7 @@ pub fn parse(zone: &str, text: &str) -> Result<Vec<AddressRecord>, String> {
             .strip_suffix('.')
             .ok_or_else(|| fail("the name must be absolute (end with a dot)"))?
             .to_ascii_lowercase();
-        flipbit_core::dns::check_dns_name(&name).map_err(|e| fail(&e))?;
+        super::check_dns_name(&name).map_err(|e| fail(&e))?;
         if name != zone && !name.ends_with(&suffix) {
             return Err(fail(&format!("{name} is outside the zone {zone}")));
         }
