@@ -216,6 +216,7 @@ mod tests {
                 (Protocol::Tcp, SocketAddr::new(ip, 80)),
                 (Protocol::Udp, SocketAddr::new(ip, 5353)),
             ],
+            ..Checked::default()
         };
         assert_eq!(
             tcp_sockets(&checked),

@@ -4,7 +4,7 @@
 //! and random format-2 settings (client ranges, timeouts, UDP answers) are
 //! rendered into every kind of file under `lb/<host>/`, and each must pass `grammar::check` (at the
 //! newest format and at the one the generator records for the Service) and
-//! give back exactly the sockets and map keys that were rendered. A file with one line inserted
+//! give back exactly the sockets, map keys and upstream servers that were rendered. A file with one line inserted
 //! (`access_log`, `include`) or one bound address moved outside the pools must be refused, and
 //! no input makes `check` panic. A Service's zone fragment reads back (`dns::fragment`) as exactly
 //! the records rendered.
@@ -255,6 +255,13 @@ fn rendered(w: &World) -> Vec<Rendered> {
     let refs: Vec<&Node> = w.nodes.iter().collect();
     let serving = !refs.is_empty();
     let ports = || w.svc.ports.iter().filter(|_| serving).map(|p| (p.protocol, p.port));
+    // Every node at each port's node port (HAProxy carries TCP ports only).
+    let upstreams = |tcp_only: bool| -> BTreeSet<SocketAddr> {
+        (w.svc.ports.iter())
+            .filter(|p| !tcp_only || p.protocol == Protocol::Tcp)
+            .flat_map(|p| refs.iter().map(move |n| SocketAddr::new(n.ip, p.node_port)))
+            .collect()
+    };
     let nginx = nginx_service(&w.svc, &lb1, &w.ips, &refs).expect("nginx");
     let conf = layout::lb_service_path(&lb1, &w.svc.key);
     let mut out = vec![
@@ -265,6 +272,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
             want: Checked {
                 binds: binds(ports(), &w.ips),
                 routes: Vec::new(),
+                upstreams: upstreams(false),
             },
         },
         Rendered {
@@ -274,6 +282,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
             want: Checked {
                 binds: binds(ports(), &w.ips),
                 routes: Vec::new(),
+                upstreams: upstreams(false),
             },
         },
         Rendered {
@@ -283,6 +292,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
             want: Checked {
                 binds: binds(ports().filter(|(p, _)| *p == Protocol::Tcp), &w.ips),
                 routes: Vec::new(),
+                upstreams: upstreams(true),
             },
         },
     ];
@@ -299,6 +309,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
             want: Checked {
                 binds: Vec::new(),
                 routes,
+                upstreams: BTreeSet::new(),
             },
         });
     }
@@ -322,6 +333,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
             want: Checked {
                 binds: wants.next().unwrap_or_default(),
                 routes: Vec::new(),
+                upstreams: BTreeSet::new(),
             },
         });
     }

@@ -12,6 +12,7 @@ use flipbit_core::config::Config;
 use flipbit_core::decide::{self, Decision};
 use flipbit_core::engine::{Blobs, Change, Engine, Step};
 use flipbit_core::format;
+use flipbit_core::grammar::{self, LbFile};
 use flipbit_core::holds::{self, Holds};
 use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
@@ -464,60 +465,46 @@ fn compose<P: AsRef<str>>(store: &Store, head: &Head, decision: &Decision, chang
     if only_the_format_record(changed) {
         return None;
     }
-    let old_upstreams = old_upstreams(store, head.id, changed);
+    let old_upstreams = old_upstreams(store, head, changed);
     message::compose(decision, changed, head.config.release_grace_seconds, &old_upstreams)
 }
 
-/// The addresses each changed snippet sent to before the change, nodes at node ports or pods
-/// (read from the first changed snippet of each Service, an nginx one when there is one: all hosts
-/// of a Service share its upstreams, but a HAProxy file leaves UDP ports out). A `server` line
-/// names its address first on nginx (`server 10.1.0.4:8080;`) and second on HAProxy (`server
-/// <name> [fd00::4]:8080 check`, the name unbracketed).
+/// The addresses each changed Service's snippets sent to before the change, nodes at node ports
+/// or pods, read back through the grammar of the files the generator writes
+/// (`grammar::Checked::upstreams`): from the first changed snippet of each Service, an nginx one
+/// when there is one (all hosts of a Service share its upstreams, but a HAProxy file leaves UDP
+/// ports out). A shared-listeners `.map` names no servers (its nodes are the host's `nodes.conf`),
+/// and a file the grammar refuses (a human's edit) tells nothing: either way the Service gets no
+/// entry, so its change is reported as one of ports or settings, never as nodes that came.
 fn old_upstreams<P: AsRef<str>>(
     store: &Store,
-    head: flipbit_store::CommitId,
+    head: &Head,
     changed: &BTreeSet<P>,
 ) -> std::collections::BTreeMap<flipbit_core::names::ServiceKey, BTreeSet<std::net::SocketAddr>> {
     let mut out = std::collections::BTreeMap::new();
     let (nginx, others): (Vec<&str>, Vec<&str>) = changed.iter().map(AsRef::as_ref).partition(|p| p.ends_with(".conf"));
     for path in nginx.into_iter().chain(others) {
-        let Some((_, key)) = layout::parse_lb_path(path) else {
+        let Some((host_name, key)) = layout::parse_lb_path(path) else {
             continue;
         };
         if out.contains_key(&key) {
             continue;
         }
-        let Ok(Some(text)) = store.read(head, path) else {
+        let (Some(host), Some(file)) = (head.config.host(&host_name), LbFile::of_path(path, &host_name)) else {
             continue;
         };
-        out.insert(key, servers_in(&String::from_utf8_lossy(&text)));
-    }
-    out
-}
-
-/// The addresses of the `server` lines of a snippet or HAProxy file.
-fn servers_in(text: &str) -> BTreeSet<std::net::SocketAddr> {
-    text.lines()
-        .filter_map(|l| {
-            let words = l.trim().strip_prefix("server ")?.split_whitespace();
-            words
-                .take(2)
-                .find_map(|w| w.trim_end_matches(';').parse::<std::net::SocketAddr>().ok())
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::servers_in;
-
-    #[test]
-    fn server_addresses_are_read_back_from_nginx_and_haproxy_files() {
-        let nginx = "upstream u {\n    server 10.1.0.4:8080;\n    server [fd00::4]:8080;\n}\n";
-        let haproxy = "backend b\n    server fd00::4:8080 [fd00::4]:8080 check\n    server 10.1.0.4:8080 10.1.0.4:8080 check send-proxy-v2\n";
-        for text in [nginx, haproxy] {
-            let got: Vec<String> = servers_in(text).iter().map(ToString::to_string).collect();
-            assert_eq!(got, ["10.1.0.4:8080", "[fd00::4]:8080"], "{text}");
+        if matches!(file, LbFile::ServiceMap(_)) {
+            continue;
+        }
+        let Ok(Some(bytes)) = store.read(head.id, path) else {
+            continue;
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
+        if let Ok(checked) = grammar::check(&file, text, host, grammar::OUTPUT_FORMAT) {
+            out.insert(key, checked.upstreams);
         }
     }
+    out
 }

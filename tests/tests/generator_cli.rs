@@ -548,6 +548,35 @@ fn commit_messages_name_the_nodes_that_moved_and_why() {
     );
 }
 
+/// On a shared-listeners host a Service's `.map` names node ports, not nodes (those are the
+/// host's `nodes.conf`): a changed node port is a change of ports, and no node "came".
+#[test]
+fn a_node_port_change_on_a_shared_listeners_host_is_reported_as_a_port_change() {
+    let s = setup(34);
+    let shared = "zone: k8s.example.test\nlbHosts:\n  - name: lb-a\n    pools: [\"127.34.1.0/24\"]\n    layout: shared-listeners\n";
+    repo::human_commit(
+        &s.repo,
+        &BTreeMap::from([("flipbit.yaml", shared.to_owned())]),
+        &[],
+        "one shared-listeners host",
+    )
+    .unwrap();
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
+    render_ok(&s);
+    assert!(
+        repo::read(&s.repo, "lb/lb-a/web/a.map").is_some(),
+        "not rendered as map entries"
+    );
+    s.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30081)]);
+    render_ok(&s);
+    let message = repo::head_message(&s.repo);
+    assert!(
+        message.starts_with("update web/a on lb-a (ports or settings)\n"),
+        "{message}"
+    );
+    assert!(!message.contains("move upstreams"), "{message}");
+}
+
 #[test]
 fn both_binaries_name_their_version_and_the_revision_they_were_built_from() {
     let head = std::process::Command::new("git")

@@ -8,7 +8,7 @@
 //! configuration, and a name defined twice is an error or a hijack); binds must be in the pools.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::lines::{Directive, Line, Lines, quote};
 use super::values::{alike, in_pools, port, socket};
@@ -44,7 +44,8 @@ pub(super) fn check(key: &ServiceKey, text: &str, host: &LbHost, format: u32) ->
         }
         let body = lines.section()?;
         // The servers may differ per port (a pod-backed Service's endpoints), the rest not.
-        let (mode, _servers, pp) = backend_body(&body, backend, format, idle)?;
+        let (mode, servers, pp) = backend_body(&body, backend, format, idle)?;
+        out.upstreams.extend(servers);
         alike(&mut balance, mode, backend, "balance")?;
         alike(&mut proxy_protocol, pp, backend, "PROXY protocol")?;
     }
@@ -161,7 +162,7 @@ fn backend_body(
     header: Line<'_>,
     format: u32,
     idle: &str,
-) -> Result<(&'static str, Vec<IpAddr>, bool), Refusal> {
+) -> Result<(&'static str, Vec<SocketAddr>, bool), Refusal> {
     let mut lines = body.iter();
     exactly(lines.next(), "mode tcp", header)?;
     let d = lines
@@ -209,7 +210,7 @@ fn backend_body(
         if *proxy_protocol.get_or_insert(pp) != pp {
             return Err(d.line.refuse("send-proxy-v2 on some servers and not on others"));
         }
-        servers.push(addr.ip());
+        servers.push(addr);
     }
     let Some(pp) = proxy_protocol else {
         return Err(header.refuse("a backend without a `server`"));

@@ -18,6 +18,7 @@
 //!   `_flipbit/{listeners,nodes}.conf`;
 //! - `haproxy`: a Service's HAProxy `frontend`s and `backend`s, `<ns>/<svc>.cfg`.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{Flavor, Layout, LbHost};
@@ -129,6 +130,10 @@ pub struct Checked {
     /// The map keys of a `.map` file, in file order: the (protocol, address:port) a client reaches
     /// through a wildcard listener.
     pub routes: Vec<(Protocol, SocketAddr)>,
+    /// The addresses its `server` lines send to, nodes at node ports or pods (a per-service nginx
+    /// snippet, a HAProxy file): what the generator's commit messages compare to say which
+    /// upstreams came and went. Empty for a `.map` file, whose nodes are the host's `nodes.conf`.
+    pub upstreams: BTreeSet<SocketAddr>,
 }
 
 /// Checks `text`, the file `file` of LB host `host` (its pools, flavor and layout from

@@ -6,7 +6,7 @@
 //! host's pools, on the port and protocol its upstream's name says.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::lines::{Directive, Line, Lines, expect, quote};
 use super::values::{alike, in_pools, port, socket};
@@ -35,7 +35,8 @@ pub(super) fn check(key: &ServiceKey, text: &str, host: &LbHost, format: u32) ->
         }
         let (body, close) = lines.block("upstream")?;
         // The servers may differ per port (a pod-backed Service's endpoints), the balance not.
-        let (mode, _servers) = upstream_body(&body, close)?;
+        let (mode, servers) = upstream_body(&body, close)?;
+        out.upstreams.extend(servers);
         alike(&mut balance, mode, header, "balance")?;
         lines.expect_top("server {")?;
         let (body, close) = lines.block("server")?;
@@ -77,7 +78,7 @@ fn upstream_header<'a>(key: &ServiceKey, line: Line<'a>) -> Result<Route<'a>, Re
 
 /// `[least_conn; | hash $remote_addr consistent;]` then one or more `server <address>:<port>;`:
 /// the balance mode and the nodes' addresses (in order, as alike in every port of a Service).
-fn upstream_body(body: &[Directive<'_>], close: Line<'_>) -> Result<(&'static str, Vec<IpAddr>), Refusal> {
+fn upstream_body(body: &[Directive<'_>], close: Line<'_>) -> Result<(&'static str, Vec<SocketAddr>), Refusal> {
     let (mode, skip) = match body.first().map(|d| &d.words[..]) {
         Some(["least_conn"]) => ("least_conn", 1),
         Some(["hash", "$remote_addr", "consistent"]) => ("hash", 1),
@@ -88,7 +89,7 @@ fn upstream_body(body: &[Directive<'_>], close: Line<'_>) -> Result<(&'static st
         let ["server", addr] = d.words[..] else {
             return Err(d.not("server <address>:<port>"));
         };
-        nodes.push(socket(addr).map_err(|e| d.line.refuse(e))?.ip());
+        nodes.push(socket(addr).map_err(|e| d.line.refuse(e))?);
     }
     if nodes.is_empty() {
         return Err(close.refuse("an upstream without a `server`"));
