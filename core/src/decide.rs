@@ -18,7 +18,7 @@ use crate::ledger::{Entry, Ledger};
 use crate::model::Snapshot;
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
-use crate::problem::{Problem, Severity};
+use crate::problem::{Problem, Severity, Subject};
 use crate::render::{self, Upstreams};
 use crate::render_haproxy;
 use crate::render_map::{self, Listener};
@@ -229,8 +229,7 @@ pub fn decide_into(
             ))
         })
         .collect();
-    problems.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.object.cmp(&b.object)));
-    problems.dedup();
+    crate::problem::sort_and_dedup(&mut problems);
     Decision {
         ledger: alloc.ledger,
         files: BTreeMap::new(),
@@ -559,7 +558,7 @@ fn shared_host_files(
             }
             Err(e) => problems.push(Problem {
                 severity: Severity::Error,
-                object: format!("LB host {}", host.name),
+                object: Subject::LbHost(host.name.clone()),
                 field: String::new(),
                 message: format!("{e}; its listeners and nodes files stay as they are"),
             }),

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::config::Config;
 use crate::model::{EndpointSliceInput, NodeInput};
 use crate::names::ServiceKey;
-use crate::problem::{Problem, Severity};
+use crate::problem::{Problem, Severity, Subject};
 
 /// The standard label that keeps a node out of external load balancers.
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -38,7 +38,7 @@ pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem
             }),
             None => problems.push(Problem {
                 severity: Severity::Warning,
-                object: format!("Node {:?}", node.name),
+                object: Subject::Node(node.name.clone()),
                 field: "status.addresses".into(),
                 message: "no InternalIP address; the node gets no traffic".into(),
             }),

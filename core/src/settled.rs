@@ -35,7 +35,7 @@ use crate::ledger::Ledger;
 use crate::model::{ServiceInput, Snapshot};
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
-use crate::problem::Problem;
+use crate::problem::{Problem, Subject};
 use crate::sink::FileSink;
 
 mod kept;
@@ -131,11 +131,6 @@ fn moved_slices(before: &HashMap<u64, u64>, after: &HashMap<u64, u64>) -> HashSe
     changed.chain(gone).collect()
 }
 
-/// The key a Service problem is about, when it is one.
-fn problem_key(problem: &Problem) -> Option<ServiceKey> {
-    problem.object.strip_prefix("Service ")?.parse().ok()
-}
-
 impl Settled {
     /// The memory after a full decision; `None` where the shortcut can never apply to it (holds,
     /// a Service listed twice, a key both unreadable and read).
@@ -165,15 +160,17 @@ impl Settled {
         let mut troubled = unclean;
         let mut context_problems = Vec::new();
         for problem in &decision.problems {
-            match problem_key(problem) {
-                Some(key) if unreadable.contains(&key) => context_problems.push(problem.clone()),
-                Some(key) => {
+            match &problem.object {
+                Subject::Service(key) if unreadable.contains(key) => context_problems.push(problem.clone()),
+                Subject::Service(key) => {
                     troubled.insert((key.namespace.to_string(), key.name.to_string()));
                 }
-                None if problem.object.starts_with("Service ") => {
+                Subject::UnkeyedService { .. } => {
                     // An input whose name is not even a key: `classified` marked it.
                 }
-                None => context_problems.push(problem.clone()),
+                Subject::Node(_) | Subject::EndpointSlice { .. } | Subject::LbHost(_) => {
+                    context_problems.push(problem.clone());
+                }
             }
         }
         if unreadable
@@ -423,13 +420,12 @@ impl Settled {
         }
         self.troubled.extend(unclean);
         for p in &problems {
-            if let Some(key) = problem_key(p) {
+            if let Some(key) = p.object.service() {
                 self.troubled.insert((key.namespace.to_string(), key.name.to_string()));
             }
         }
         problems.extend(self.context_problems.iter().cloned());
-        problems.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.object.cmp(&b.object)));
-        problems.dedup();
+        crate::problem::sort_and_dedup(&mut problems);
         let decision = Decision {
             ledger: self.ledger.clone(),
             files: BTreeMap::new(),

@@ -16,10 +16,10 @@ use std::net::{IpAddr, SocketAddr};
 use super::*;
 use crate::exposure::ServicePort;
 use crate::host_addresses::HostAddresses;
-use crate::problem::Severity;
+use crate::problem::{Severity, Subject};
 
-/// Bumped whenever the layout below changes.
-const VERSION: u8 = 1;
+/// Bumped whenever the layout below changes (2: a problem's object is typed, not text).
+const VERSION: u8 = 2;
 
 impl Settled {
     /// The bytes [`Settled::decode`] reads back. `beside` is the ledger the caller keeps next to
@@ -120,7 +120,8 @@ impl Settled {
                 Severity::Error => 0,
                 Severity::Warning => 1,
             });
-            for text in [&p.object, &p.field, &p.message] {
+            put_subject(&mut w, &p.object);
+            for text in [&p.field, &p.message] {
                 put_str(&mut w, text);
             }
         }
@@ -265,7 +266,7 @@ impl Settled {
                 1 => Severity::Warning,
                 _ => return Err("a bad severity".into()),
             };
-            let (object, field, message) = (r.str()?.to_owned(), r.str()?.to_owned(), r.str()?.to_owned());
+            let (object, field, message) = (r.subject()?, r.str()?.to_owned(), r.str()?.to_owned());
             context_problems.push(Problem {
                 severity,
                 object,
@@ -323,6 +324,33 @@ fn put_str(w: &mut Vec<u8>, s: &str) {
 fn put_key(w: &mut Vec<u8>, key: &ServiceKey) {
     put_str(w, key.namespace.as_str());
     put_str(w, key.name.as_str());
+}
+
+fn put_subject(w: &mut Vec<u8>, subject: &Subject) {
+    match subject {
+        Subject::Service(key) => {
+            w.push(0);
+            put_key(w, key);
+        }
+        Subject::UnkeyedService { namespace, name } => {
+            w.push(1);
+            put_str(w, namespace);
+            put_str(w, name);
+        }
+        Subject::Node(name) => {
+            w.push(2);
+            put_str(w, name);
+        }
+        Subject::EndpointSlice { namespace, name } => {
+            w.push(3);
+            put_str(w, namespace);
+            put_str(w, name);
+        }
+        Subject::LbHost(host) => {
+            w.push(4);
+            put_str(w, host.as_str());
+        }
+    }
 }
 
 fn put_ip(w: &mut Vec<u8>, ip: &IpAddr) {
@@ -393,6 +421,23 @@ impl<'a> Reader<'a> {
     fn key(&mut self) -> Result<ServiceKey, String> {
         let (ns, name) = (self.str()?, self.str()?);
         ServiceKey::new(ns, name).map_err(|e| e.to_string())
+    }
+
+    fn subject(&mut self) -> Result<Subject, String> {
+        Ok(match self.u8()? {
+            0 => Subject::Service(self.key()?),
+            1 => Subject::UnkeyedService {
+                namespace: self.str()?.to_owned(),
+                name: self.str()?.to_owned(),
+            },
+            2 => Subject::Node(self.str()?.to_owned()),
+            3 => Subject::EndpointSlice {
+                namespace: self.str()?.to_owned(),
+                name: self.str()?.to_owned(),
+            },
+            4 => Subject::LbHost(LbHostName::new(self.str()?).map_err(|e| e.to_string())?),
+            _ => return Err("a bad problem object".into()),
+        })
     }
 
     fn ip(&mut self) -> Result<IpAddr, String> {
