@@ -26,9 +26,9 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::allocate::{self, AddressEvent, Placement, Used};
 use crate::config::{Config, Layout};
-use crate::decide::{self, Backends, Decision, ExposedMap, ExposedSummary};
-use crate::endpoints::{self, SlicesByService};
-use crate::exposure::{self, ExposedService, Exposure, Protocol};
+use crate::decide::{self, Class, Decision, ExposedMap, ExposedSummary};
+use crate::endpoints::SlicesByService;
+use crate::exposure::{ExposedService, Protocol};
 use crate::holds::HoldUpdate;
 use crate::layout;
 use crate::ledger::Ledger;
@@ -36,6 +36,7 @@ use crate::model::{ServiceInput, Snapshot};
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Subject};
+use crate::render::files::{self, Backends};
 use crate::sink::FileSink;
 
 mod kept;
@@ -267,33 +268,20 @@ impl Settled {
         let mut unclean: Vec<RawKey> = Vec::new();
         let mut pod_ports = BTreeMap::new();
         for svc in &dirty {
-            match exposure::classify(svc, config) {
-                Exposure::NotManaged => {
-                    touched.extend(ServiceKey::new(&svc.namespace, &svc.name).ok());
-                }
-                Exposure::Exposed(e, mut warnings) => {
-                    if !warnings.is_empty() {
+            match decide::classify(svc, config, &mut exposed, &mut pod_ports, &mut problems) {
+                Class::NotManaged => touched.extend(ServiceKey::new(&svc.namespace, &svc.name).ok()),
+                Class::Exposed { key, clean } => {
+                    if !clean {
                         unclean.push(raw_key(svc));
                     }
-                    problems.append(&mut warnings);
-                    problems.extend(crate::flavor::unserved_ports(&e, config));
-                    if endpoints::pod_backed(&e) {
-                        problems.extend(endpoints::warnings(&e));
-                        pod_ports.insert(e.key.clone(), endpoints::port_names(&e, svc));
-                    }
-                    touched.push(e.key.clone());
-                    exposed.push(*e);
+                    touched.push(key);
                 }
-                Exposure::Invalid(key, mut errors) => {
+                Class::Invalid(key) => {
                     unclean.push(raw_key(svc));
-                    problems.append(&mut errors);
                     touched.push(key.clone());
                     kept_now.push(key);
                 }
-                Exposure::Unkeyed(p) => {
-                    unclean.push(raw_key(svc));
-                    problems.push(p);
-                }
+                Class::Unkeyed => unclean.push(raw_key(svc)),
             }
         }
         touched.extend(gone.iter().filter_map(|(ns, name)| ServiceKey::new(ns, name).ok()));
@@ -388,8 +376,8 @@ impl Settled {
                 continue;
             };
             let addresses_v6 = placement.addresses_v6.remove(&svc.key).unwrap_or_default();
-            let names = BTreeSet::from([crate::dns::default_name(&svc.key, &config.zone)]);
-            let result = decide::service_files(
+            let names = decide::default_names(&svc.key, &config.zone);
+            let result = files::service_files(
                 svc,
                 addresses,
                 addresses_v6,
@@ -399,7 +387,7 @@ impl Settled {
                 sink,
                 &mut listeners,
             );
-            decide::record_service(result, &svc.key, sink, &mut self.exposed, &mut self.kept, &mut problems);
+            files::record_service(result, &svc.key, sink, &mut self.exposed, &mut self.kept, &mut problems);
         }
         if ledger_changed {
             // Any fingerprint the engine has not seen: the text is rendered and compared.
@@ -410,7 +398,7 @@ impl Settled {
             sink.keep();
         }
         // Given every time, as by a full decision: a repo that lacks it gets it with the next commit.
-        decide::format_file(sink, &self.exposed);
+        files::format_file(sink, &self.exposed);
 
         for key in &touched {
             self.troubled.remove(&(key.namespace.to_string(), key.name.to_string()));
