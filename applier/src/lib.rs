@@ -13,6 +13,7 @@ pub mod fragment;
 pub mod haproxy;
 pub mod journal;
 pub mod lb_step;
+pub mod logs;
 pub mod logtail;
 pub mod metrics;
 pub mod nginx;
