@@ -18,11 +18,10 @@ use crate::host_addresses::HostAddresses;
 use crate::layout;
 use crate::ledger::Ledger;
 use crate::model::{ServiceInput, Snapshot};
-use crate::names::{LbHostName, ServiceKey};
+use crate::names::ServiceKey;
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Severity};
-use crate::render::files::{self, Backends};
-use crate::render_map::Listener;
+use crate::render::files::{self, Backends, Given, Recorded};
 use crate::sink::{FileSink, TextFiles, fingerprint};
 
 pub use crate::render::files::DEFAULT_TTL;
@@ -181,26 +180,17 @@ pub fn decide_into(
     let mut summaries = ExposedMap::new();
     let placed = |key: &ServiceKey| alloc.addresses.contains_key(key);
     let mut names_of = dns_names(snapshot, &exposed, placed, &config.zone, &mut problems);
-    let mut listeners: BTreeMap<LbHostName, BTreeSet<Listener>> = BTreeMap::new();
     let backends = Backends::new(&eligible, &ready, &slices, pod_ports);
-    for svc in &exposed {
-        let Some(addresses) = alloc.addresses.get(&svc.key) else {
-            continue;
-        };
-        let names = names_of.remove(&svc.key).unwrap_or_default();
-        let addresses_v6 = alloc.addresses_v6.get(&svc.key).cloned().unwrap_or_default();
-        let result = files::service_files(
-            svc,
-            addresses.clone(),
-            addresses_v6,
-            names,
-            config,
-            &backends,
-            sink,
-            &mut listeners,
-        );
-        files::record_service(result, &svc.key, sink, &mut summaries, &mut kept, &mut problems);
-    }
+    let mut out = Recorded::new(&mut summaries, &mut kept, &mut problems);
+    let given = |key: &ServiceKey| {
+        Some(Given {
+            addresses: alloc.addresses.get(key)?.clone(),
+            addresses_v6: alloc.addresses_v6.get(key).cloned().unwrap_or_default(),
+            names: names_of.remove(key).unwrap_or_default(),
+        })
+    };
+    files::services(&exposed, given, config, &backends, sink, &mut out);
+    let listeners = out.listeners;
     files::shared_host_files(config, previous, &kept, listeners, backends.all(), sink, &mut problems);
     let ledger_fp = fingerprint(&alloc.ledger);
     let mut render_ledger = || Ok(alloc.ledger.to_yaml());
@@ -208,16 +198,7 @@ pub fn decide_into(
     let _ = sink.file(layout::LEDGER_FILE.to_owned(), ledger_fp, &mut render_ledger);
     sink.keep();
     files::format_file(sink, &summaries);
-    let node_states = snapshot
-        .nodes
-        .iter()
-        .filter_map(|n| {
-            Some((
-                nodes::internal_ip(n)?,
-                (n.name.clone(), nodes::ineligible_because(n, config)),
-            ))
-        })
-        .collect();
+    let node_states = nodes::states(&snapshot.nodes, config);
     crate::problem::sort_and_dedup(&mut problems);
     Decision {
         ledger: alloc.ledger,

@@ -49,6 +49,16 @@ pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem
     (out, problems)
 }
 
+/// Each node's name and why it carries no traffic, by address: what every decision, full, fast or
+/// read back from the render cache, reports for commit messages.
+pub fn states(nodes: &[NodeInput], config: &Config) -> BTreeMap<IpAddr, (String, Option<&'static str>)> {
+    let states = nodes.iter().filter_map(|n| {
+        let state = (n.name.clone(), ineligible_because(n, config));
+        Some((internal_ip(n)?, state))
+    });
+    states.collect()
+}
+
 /// Why a node carries no traffic, or `None` when it may.
 pub fn ineligible_because(node: &NodeInput, config: &Config) -> Option<&'static str> {
     if !config.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v)) {

@@ -36,7 +36,7 @@ use crate::model::{ServiceInput, Snapshot};
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Subject};
-use crate::render::files::{self, Backends};
+use crate::render::files::{self, Backends, Given, Recorded};
 use crate::sink::FileSink;
 
 mod kept;
@@ -370,25 +370,15 @@ impl Settled {
         self.kept.extend(kept_now);
         let slices = SlicesByService::of_services(&snapshot.endpoint_slices, pod_ports.keys());
         let backends = Backends::new(&self.eligible, &self.ready, &slices, pod_ports);
-        let mut listeners = BTreeMap::new();
-        for svc in &exposed {
-            let Some(addresses) = placement.addresses.remove(&svc.key) else {
-                continue;
-            };
-            let addresses_v6 = placement.addresses_v6.remove(&svc.key).unwrap_or_default();
-            let names = decide::default_names(&svc.key, &config.zone);
-            let result = files::service_files(
-                svc,
-                addresses,
-                addresses_v6,
-                names,
-                config,
-                &backends,
-                sink,
-                &mut listeners,
-            );
-            files::record_service(result, &svc.key, sink, &mut self.exposed, &mut self.kept, &mut problems);
-        }
+        let mut out = Recorded::new(&mut self.exposed, &mut self.kept, &mut problems);
+        let given = |key: &ServiceKey| {
+            Some(Given {
+                addresses: placement.addresses.remove(key)?,
+                addresses_v6: placement.addresses_v6.remove(key).unwrap_or_default(),
+                names: decide::default_names(key, &config.zone),
+            })
+        };
+        files::services(&exposed, given, config, &backends, sink, &mut out);
         if ledger_changed {
             // Any fingerprint the engine has not seen: the text is rendered and compared.
             let fp = hash_of(&(now, self.generation, layout::LEDGER_FILE));

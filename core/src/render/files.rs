@@ -92,42 +92,92 @@ impl<'a> Backends<'a> {
     }
 }
 
-/// Records what [`service_files`] gave `key`: its summary and its files, or, on a render error, a
-/// problem, its files discarded and the Service kept exactly as it is.
-pub(crate) fn record_service(
-    result: Result<ExposedSummary, crate::render::RenderError>,
-    key: &ServiceKey,
+/// What one Service was given: its addresses on each LB host (both families) and its DNS names.
+pub(crate) struct Given {
+    pub(crate) addresses: HostAddresses,
+    pub(crate) addresses_v6: HostAddresses,
+    pub(crate) names: BTreeSet<String>,
+}
+
+/// Where what each Service got is recorded: a decision's summaries, kept Services and problems,
+/// and the listeners of shared-listeners hosts.
+pub(crate) struct Recorded<'a> {
+    pub(crate) exposed: &'a mut ExposedMap,
+    pub(crate) kept: &'a mut BTreeSet<ServiceKey>,
+    pub(crate) problems: &'a mut Vec<Problem>,
+    pub(crate) listeners: BTreeMap<LbHostName, BTreeSet<Listener>>,
+}
+
+impl<'a> Recorded<'a> {
+    pub(crate) fn new(
+        exposed: &'a mut ExposedMap,
+        kept: &'a mut BTreeSet<ServiceKey>,
+        problems: &'a mut Vec<Problem>,
+    ) -> Self {
+        Self {
+            exposed,
+            kept,
+            problems,
+            listeners: BTreeMap::new(),
+        }
+    }
+}
+
+/// The files of every Service in `exposed` that was `given` addresses (see [`service`]).
+pub(crate) fn services(
+    exposed: &[ExposedService],
+    mut given: impl FnMut(&ServiceKey) -> Option<Given>,
+    config: &Config,
+    backends: &Backends<'_>,
     sink: &mut dyn FileSink,
-    exposed: &mut ExposedMap,
-    kept: &mut BTreeSet<ServiceKey>,
-    problems: &mut Vec<Problem>,
+    out: &mut Recorded<'_>,
 ) {
-    match result {
+    for svc in exposed {
+        if let Some(given) = given(&svc.key) {
+            service(svc, given, config, backends, sink, out);
+        }
+    }
+}
+
+/// Hands the files of one exposed Service to `sink` and records what it got: its summary and its
+/// files, or, on a render error, a problem, its files discarded and the Service kept exactly as
+/// it is.
+fn service(
+    svc: &ExposedService,
+    given: Given,
+    config: &Config,
+    backends: &Backends<'_>,
+    sink: &mut dyn FileSink,
+    out: &mut Recorded<'_>,
+) {
+    match service_files(svc, given, config, backends, sink, &mut out.listeners) {
         Ok(summary) => {
             sink.keep();
-            exposed.insert(key.clone(), summary);
+            out.exposed.insert(svc.key.clone(), summary);
         }
         Err(e) => {
-            problems.push(Problem::service_error(key, "", e.to_string()));
+            out.problems.push(Problem::service_error(&svc.key, "", e.to_string()));
             sink.discard();
-            kept.insert(key.clone());
+            out.kept.insert(svc.key.clone());
         }
     }
 }
 
 /// Hands the files of one exposed Service to `sink` (its snippet on every host it has an address
 /// on, its zone fragment) and returns what it got. On an error the caller discards the files.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn service_files(
+fn service_files(
     svc: &ExposedService,
-    addresses: HostAddresses,
-    addresses_v6: HostAddresses,
-    names: BTreeSet<String>,
+    given: Given,
     config: &Config,
     backends: &Backends<'_>,
     sink: &mut dyn FileSink,
     listeners: &mut BTreeMap<LbHostName, BTreeSet<Listener>>,
 ) -> Result<ExposedSummary, crate::render::RenderError> {
+    let Given {
+        addresses,
+        addresses_v6,
+        names,
+    } = given;
     let pods = endpoints::pod_backed(svc).then(|| backends.pods(svc));
     let (chosen, service_fp) = match &pods {
         // Pods are dialled directly: no node carries the Service.

@@ -290,7 +290,7 @@ impl Settled {
             kept,
             unreadable,
             context_problems,
-            node_states: node_states(snapshot, config),
+            node_states: nodes::states(&snapshot.nodes, config),
             eligible,
             ready: nodes::ready_nodes_by_service(&snapshot.endpoint_slices),
             listeners: BTreeMap::new(),
@@ -458,13 +458,4 @@ impl<'a> Reader<'a> {
             _ => Err("a bad timestamp flag".into()),
         }
     }
-}
-
-/// Each node's name and why it carries no traffic, by address, as a full decision gives them.
-fn node_states(snapshot: &Snapshot, config: &Config) -> BTreeMap<IpAddr, (String, Option<&'static str>)> {
-    let states = snapshot.nodes.iter().filter_map(|n| {
-        let state = (n.name.clone(), nodes::ineligible_because(n, config));
-        Some((nodes::internal_ip(n)?, state))
-    });
-    states.collect()
 }
