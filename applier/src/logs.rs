@@ -20,3 +20,31 @@ pub fn init(format: LogFormat, default_level: &str) {
         LogFormat::Json => logs.json().init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::LogFormat;
+    use crate::cli::Cli;
+
+    #[test]
+    fn the_log_format_is_a_global_flag_plain_by_default() {
+        // Only parsed: nothing is reached at that address.
+        let status = ["status", "--repo", "/r", "--dns-server", "127.252.0.1:5430"];
+        let parse = |before: &[&str], after: &[&str]| {
+            let args = ["flipbit-applier"].iter().chain(before).chain(&status).chain(after);
+            Cli::try_parse_from(args).map(|cli| cli.log_format)
+        };
+        assert_eq!(parse(&[], &[]).expect("plain"), LogFormat::Plain);
+        assert_eq!(
+            parse(&["--log-format", "json"], &[]).expect("json first"),
+            LogFormat::Json
+        );
+        assert_eq!(
+            parse(&[], &["--log-format", "json"]).expect("json after"),
+            LogFormat::Json
+        );
+        assert!(parse(&["--log-format", "xml"], &[]).is_err());
+    }
+}
