@@ -326,31 +326,18 @@ fn put_key(w: &mut Vec<u8>, key: &ServiceKey) {
     put_str(w, key.name.as_str());
 }
 
+/// A problem's object: its kind and at most two texts (the second empty when it has one).
 fn put_subject(w: &mut Vec<u8>, subject: &Subject) {
-    match subject {
-        Subject::Service(key) => {
-            w.push(0);
-            put_key(w, key);
-        }
-        Subject::UnkeyedService { namespace, name } => {
-            w.push(1);
-            put_str(w, namespace);
-            put_str(w, name);
-        }
-        Subject::Node(name) => {
-            w.push(2);
-            put_str(w, name);
-        }
-        Subject::EndpointSlice { namespace, name } => {
-            w.push(3);
-            put_str(w, namespace);
-            put_str(w, name);
-        }
-        Subject::LbHost(host) => {
-            w.push(4);
-            put_str(w, host.as_str());
-        }
-    }
+    let (tag, first, second) = match subject {
+        Subject::Service(key) => (0, key.namespace.as_str(), key.name.as_str()),
+        Subject::UnkeyedService { namespace, name } => (1, namespace.as_str(), name.as_str()),
+        Subject::Node(name) => (2, name.as_str(), ""),
+        Subject::EndpointSlice { namespace, name } => (3, namespace.as_str(), name.as_str()),
+        Subject::LbHost(host) => (4, host.as_str(), ""),
+    };
+    w.push(tag);
+    put_str(w, first);
+    put_str(w, second);
 }
 
 fn put_ip(w: &mut Vec<u8>, ip: &IpAddr) {
@@ -424,18 +411,20 @@ impl<'a> Reader<'a> {
     }
 
     fn subject(&mut self) -> Result<Subject, String> {
-        Ok(match self.u8()? {
-            0 => Subject::Service(self.key()?),
+        let (tag, first, second) = (self.u8()?, self.str()?, self.str()?);
+        let (first, second) = (first.to_owned(), second.to_owned());
+        Ok(match tag {
+            0 => Subject::Service(ServiceKey::new(&first, &second).map_err(|e| e.to_string())?),
             1 => Subject::UnkeyedService {
-                namespace: self.str()?.to_owned(),
-                name: self.str()?.to_owned(),
+                namespace: first,
+                name: second,
             },
-            2 => Subject::Node(self.str()?.to_owned()),
+            2 => Subject::Node(first),
             3 => Subject::EndpointSlice {
-                namespace: self.str()?.to_owned(),
-                name: self.str()?.to_owned(),
+                namespace: first,
+                name: second,
             },
-            4 => Subject::LbHost(LbHostName::new(self.str()?).map_err(|e| e.to_string())?),
+            4 => Subject::LbHost(LbHostName::new(&first).map_err(|e| e.to_string())?),
             _ => return Err("a bad problem object".into()),
         })
     }
@@ -457,5 +446,36 @@ impl<'a> Reader<'a> {
             }
             _ => Err("a bad timestamp flag".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_problem_object_reads_back_as_written() {
+        let subjects = [
+            Subject::Service(ServiceKey::new("team", "web").expect("key")),
+            Subject::UnkeyedService {
+                namespace: "Team".into(),
+                name: "web site".into(),
+            },
+            Subject::Node("worker-1".into()),
+            Subject::EndpointSlice {
+                namespace: "team".into(),
+                name: "web-abc12".into(),
+            },
+            Subject::LbHost(LbHostName::new("lb-1").expect("host")),
+        ];
+        let mut w = Vec::new();
+        for s in &subjects {
+            put_subject(&mut w, s);
+        }
+        let mut r = Reader { bytes: &w, at: 0 };
+        for s in &subjects {
+            assert_eq!(&r.subject().expect("a subject"), s);
+        }
+        assert_eq!(r.at, w.len());
     }
 }
