@@ -11,6 +11,9 @@ use clap::{Args, Parser, Subcommand};
     about = "Applies this LB host's part of the Flipbit state repo to its nginx or HAProxy"
 )]
 pub struct Cli {
+    /// Log format on stderr: `json` gives one JSON object a line, for a log pipeline.
+    #[arg(long, env = "FLIPBIT_LOG_FORMAT", value_enum, default_value = "plain", global = true)]
+    pub log_format: crate::logs::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }

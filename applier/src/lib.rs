@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod haproxy;
 pub mod journal;
 pub mod lb_step;
+pub mod logs;
 pub mod logtail;
 pub mod metrics;
 pub mod nginx;

@@ -16,12 +16,9 @@ use flipbit_core::text::escaped;
 use flipbit_core::timing::WatchSchedule;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    flipbit_applier::logs::init(cli.log_format, "info");
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", escaped(&format!("{e:#}")));
@@ -133,6 +130,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => flipbit_applier::status::run(&args),
         Command::Apply(args) => {
             let opts = options(&args, Duration::from_secs(args.run_interval))?;
+            // Every line of the run names the LB host through this span, not each by hand.
+            let _lb = tracing::info_span!("lb", name = %opts.lb).entered();
             if args.metrics_listen.is_some() {
                 tracing::warn!("--metrics-listen is for `watch`; a one-shot apply writes --metrics-file only");
             }
@@ -157,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             );
             let opts = options(&args, period)?;
+            let _lb = tracing::info_span!("lb", name = %opts.lb).entered();
             let mut observer = Observer::new(args.metrics_file.clone());
             if let Some(addr) = args.metrics_listen {
                 let bound = observer

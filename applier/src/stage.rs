@@ -151,7 +151,7 @@ impl Staging<'_> {
         for (path, blob) in &changed {
             let Some(rel) = self.lb.release_path(path) else {
                 if blob.is_some() {
-                    tracing::warn!(path = %escaped(path), %head, lb = self.lb.name(), "not a generated file of this flavour; skipped");
+                    tracing::warn!(path = %escaped(path), %head, "not a generated file of this flavour; skipped");
                 }
                 continue;
             };
@@ -178,7 +178,7 @@ impl Staging<'_> {
         for (path, blob) in self.store.list(commit, self.host_dir)? {
             let Some(rel) = self.lb.release_path(&path) else {
                 if warn {
-                    tracing::warn!(path = %escaped(&path), %commit, lb = self.lb.name(), "not a generated file of this flavour; skipped");
+                    tracing::warn!(path = %escaped(&path), %commit, "not a generated file of this flavour; skipped");
                 }
                 continue;
             };

@@ -1,5 +1,8 @@
 //! The whole decision, (cluster snapshot, config, ledger, now) → desired state, with no I/O: which
-//! Services are exposed, on which addresses, through which nodes, and the text of every file.
+//! Services are exposed, on which addresses, through which nodes, and the text of every file
+//! (rendered by [`crate::render::files`]). The steps the fast path ([`crate::settled`]) takes too
+//! live here once: classifying a Service input ([`classify`]) and its default DNS names
+//! ([`default_names`]); problems are ordered by [`crate::problem::sort_and_dedup`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -8,21 +11,20 @@ use jiff::Timestamp;
 
 use crate::allocate::{self, AddressEvent};
 use crate::config::Config;
-use crate::config::{Flavor, Layout};
 use crate::endpoints::{self, SlicesByService};
 use crate::exposure::{self, ExposedService, Exposure, ServicePort};
-use crate::holds::HoldUpdate;
+use crate::holds::{self, HoldUpdate};
 use crate::host_addresses::HostAddresses;
 use crate::layout;
-use crate::ledger::{Entry, Ledger};
-use crate::model::Snapshot;
-use crate::names::{LbHostName, ServiceKey};
+use crate::ledger::Ledger;
+use crate::model::{ServiceInput, Snapshot};
+use crate::names::ServiceKey;
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Severity};
-use crate::render::{self, Upstreams};
-use crate::render_haproxy;
-use crate::render_map::{self, Listener};
+use crate::render::files::{self, Backends, Given, Recorded};
 use crate::sink::{FileSink, TextFiles, fingerprint};
+
+pub use crate::render::files::DEFAULT_TTL;
 
 /// What one exposed Service got, for tables and messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,27 +134,13 @@ pub fn decide_into(
         problems.push(Problem::service_error(&unreadable.key, "", unreadable.message.clone()));
     }
     for svc in &snapshot.services {
-        let exposure = exposure::classify(svc, config);
+        let class = classify(svc, config, &mut exposed, &mut pod_ports, &mut problems);
         sink.classified(
             svc,
-            matches!(&exposure, Exposure::Exposed(_, w) if w.is_empty()) || exposure == Exposure::NotManaged,
+            matches!(class, Class::NotManaged | Class::Exposed { clean: true, .. }),
         );
-        match exposure {
-            Exposure::NotManaged => {}
-            Exposure::Exposed(e, mut warnings) => {
-                problems.append(&mut warnings);
-                problems.extend(crate::flavor::unserved_ports(&e, config));
-                if endpoints::pod_backed(&e) {
-                    problems.extend(endpoints::warnings(&e));
-                    pod_ports.insert(e.key.clone(), endpoints::port_names(&e, svc));
-                }
-                exposed.push(*e);
-            }
-            Exposure::Invalid(key, mut errors) => {
-                problems.append(&mut errors);
-                kept.insert(key);
-            }
-            Exposure::Unkeyed(p) => problems.push(p),
+        if let Class::Invalid(key) = class {
+            kept.insert(key);
         }
     }
     // A Service listed twice (two manifests) is ambiguous: keep its last state.
@@ -175,7 +163,7 @@ pub fn decide_into(
     let clashing = shared_port_clashes(&exposed, &mut problems);
     exposed.retain(|e| !clashing.contains(&e.key));
 
-    let (working, phantoms, resumed) = with_reservations(previous, holds, &exposed);
+    let (working, phantoms, resumed) = holds::with_reservations(previous, holds, &exposed);
     let refs: Vec<&ExposedService> = exposed.iter().collect();
     let mut alloc = allocate::allocate(config, &working, &refs, &kept, now);
     for key in &phantoms {
@@ -192,45 +180,26 @@ pub fn decide_into(
     let mut summaries = ExposedMap::new();
     let placed = |key: &ServiceKey| alloc.addresses.contains_key(key);
     let mut names_of = dns_names(snapshot, &exposed, placed, &config.zone, &mut problems);
-    let mut listeners: BTreeMap<LbHostName, BTreeSet<Listener>> = BTreeMap::new();
     let backends = Backends::new(&eligible, &ready, &slices, pod_ports);
-    for svc in &exposed {
-        let Some(addresses) = alloc.addresses.get(&svc.key) else {
-            continue;
-        };
-        let names = names_of.remove(&svc.key).unwrap_or_default();
-        let addresses_v6 = alloc.addresses_v6.get(&svc.key).cloned().unwrap_or_default();
-        let result = service_files(
-            svc,
-            addresses.clone(),
-            addresses_v6,
-            names,
-            config,
-            &backends,
-            sink,
-            &mut listeners,
-        );
-        record_service(result, &svc.key, sink, &mut summaries, &mut kept, &mut problems);
-    }
-    shared_host_files(config, previous, &kept, listeners, &backends.all, sink, &mut problems);
+    let mut out = Recorded::new(&mut summaries, &mut kept, &mut problems);
+    let given = |key: &ServiceKey| {
+        Some(Given {
+            addresses: alloc.addresses.get(key)?.clone(),
+            addresses_v6: alloc.addresses_v6.get(key).cloned().unwrap_or_default(),
+            names: names_of.remove(key).unwrap_or_default(),
+        })
+    };
+    files::services(&exposed, given, config, &backends, sink, &mut out);
+    let listeners = out.listeners;
+    files::shared_host_files(config, previous, &kept, listeners, backends.all(), sink, &mut problems);
     let ledger_fp = fingerprint(&alloc.ledger);
     let mut render_ledger = || Ok(alloc.ledger.to_yaml());
     // Serialising the ledger cannot fail.
     let _ = sink.file(layout::LEDGER_FILE.to_owned(), ledger_fp, &mut render_ledger);
     sink.keep();
-    format_file(sink, &summaries);
-    let node_states = snapshot
-        .nodes
-        .iter()
-        .filter_map(|n| {
-            Some((
-                nodes::internal_ip(n)?,
-                (n.name.clone(), nodes::ineligible_because(n, config)),
-            ))
-        })
-        .collect();
-    problems.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.object.cmp(&b.object)));
-    problems.dedup();
+    files::format_file(sink, &summaries);
+    let node_states = nodes::states(&snapshot.nodes, config);
+    crate::problem::sort_and_dedup(&mut problems);
     Decision {
         ledger: alloc.ledger,
         files: BTreeMap::new(),
@@ -244,327 +213,58 @@ pub fn decide_into(
     }
 }
 
-/// Hands `sink` the state repo's `format.yaml` (see [`crate::format`]). Every decision, the full
-/// one and the shortcut alike, gives it, so every commit the generator makes records the format
-/// of the files beside it, and it is never among the generated files a decision drops. (The
-/// generator commits it only together with another change: on its own it changes nothing an LB
-/// host serves.)
-///
-/// The format written is the newest any exposed Service's files need, so an applier that reads
-/// only older formats keeps applying until a Service uses what only a newer one can say. (A
-/// Service kept as it is, held or invalid, is not counted: its files are what they were.)
-pub(crate) fn format_file(sink: &mut dyn FileSink, exposed: &ExposedMap) {
-    let version = exposed
-        .values()
-        .map(|s| s.format)
-        .max()
-        .unwrap_or(crate::format::UNRECORDED_FORMAT)
-        .max(crate::format::UNRECORDED_FORMAT);
-    let fp = fingerprint(&(crate::format::FORMAT_FILE, version));
-    let mut render = || Ok(crate::format::render(version));
-    // Rendering a constant cannot fail.
-    let _ = sink.file(crate::format::FORMAT_FILE.to_owned(), fp, &mut render);
-    sink.keep();
+/// How one Service input was classified by [`classify`].
+pub(crate) enum Class {
+    NotManaged,
+    /// Exposed; `clean` when classifying it found no problem.
+    Exposed {
+        key: ServiceKey,
+        clean: bool,
+    },
+    /// Ours but invalid: kept as it is.
+    Invalid(ServiceKey),
+    /// Its namespace or name is not a valid key.
+    Unkeyed,
 }
 
-/// What every Service's upstreams are chosen from in one decision: the eligible nodes and, for
-/// pod-backed Services, their EndpointSlices.
-pub(crate) struct Backends<'a> {
-    eligible: &'a std::sync::Arc<[Node]>,
-    all: Vec<&'a Node>,
-    all_fp: u64,
-    /// Nodes with a ready endpoint, by Service (for `externalTrafficPolicy: Local`).
-    ready: &'a BTreeMap<(String, String), BTreeSet<String>>,
-    /// The slices of the pod-backed Services being decided.
-    slices: &'a SlicesByService<'a>,
-    /// The port names of the pod-backed Services being decided, in the order of their ports
-    /// (an exposed Service keeps none, and names are what map a port to its endpoints' port).
-    pod_ports: BTreeMap<ServiceKey, Vec<Option<String>>>,
-}
-
-impl<'a> Backends<'a> {
-    pub(crate) fn new(
-        eligible: &'a std::sync::Arc<[Node]>,
-        ready: &'a BTreeMap<(String, String), BTreeSet<String>>,
-        slices: &'a SlicesByService<'a>,
-        pod_ports: BTreeMap<ServiceKey, Vec<Option<String>>>,
-    ) -> Self {
-        Self {
-            eligible,
-            all: eligible.iter().collect(),
-            all_fp: fingerprint(&**eligible),
-            ready,
-            slices,
-            pod_ports,
-        }
-    }
-
-    /// The ready endpoints of each of `svc`'s ports (see [`crate::endpoints`]).
-    fn pods(&self, svc: &ExposedService) -> Upstreams {
-        let names = self.pod_ports.get(&svc.key).map_or(&[][..], Vec::as_slice);
-        endpoints::upstreams(svc, names, self.slices.get(&svc.key))
-    }
-}
-
-/// Records what [`service_files`] gave `key`: its summary and its files, or, on a render error, a
-/// problem, its files discarded and the Service kept exactly as it is.
-pub(crate) fn record_service(
-    result: Result<ExposedSummary, crate::render::RenderError>,
-    key: &ServiceKey,
-    sink: &mut dyn FileSink,
-    exposed: &mut ExposedMap,
-    kept: &mut BTreeSet<ServiceKey>,
+/// Classifies `svc` as every decision does, full or fast: an exposed Service is pushed to
+/// `exposed` (and, when pod-backed, its port names to `pod_ports`), and every problem found with
+/// it (its own, ports its LB flavour cannot carry, its endpoints) to `problems`.
+pub(crate) fn classify(
+    svc: &ServiceInput,
+    config: &Config,
+    exposed: &mut Vec<ExposedService>,
+    pod_ports: &mut BTreeMap<ServiceKey, Vec<Option<String>>>,
     problems: &mut Vec<Problem>,
-) {
-    match result {
-        Ok(summary) => {
-            sink.keep();
-            exposed.insert(key.clone(), summary);
-        }
-        Err(e) => {
-            problems.push(Problem::service_error(key, "", e.to_string()));
-            sink.discard();
-            kept.insert(key.clone());
-        }
-    }
-}
-
-/// Hands the files of one exposed Service to `sink` (its snippet on every host it has an address
-/// on, its zone fragment) and returns what it got. On an error the caller discards the files.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn service_files(
-    svc: &ExposedService,
-    addresses: HostAddresses,
-    addresses_v6: HostAddresses,
-    names: BTreeSet<String>,
-    config: &Config,
-    backends: &Backends<'_>,
-    sink: &mut dyn FileSink,
-    listeners: &mut BTreeMap<LbHostName, BTreeSet<Listener>>,
-) -> Result<ExposedSummary, crate::render::RenderError> {
-    let pods = endpoints::pod_backed(svc).then(|| backends.pods(svc));
-    let (chosen, service_fp) = match &pods {
-        // Pods are dialled directly: no node carries the Service.
-        Some(upstreams) => (
-            nodes::NodeSet::new(backends.eligible, &[]),
-            fingerprint(&(svc, &upstreams.0)),
-        ),
-        None => {
-            let chosen = chosen_nodes(svc, config, backends, sink);
-            (chosen.nodes, fingerprint(&(svc, chosen.fingerprint)))
-        }
-    };
-    let chosen_refs: Vec<&Node> = chosen.iter().collect();
-    // Each port's servers: the pods, or the chosen nodes at the port's node port (built only
-    // when a file is rendered: most decisions render nothing).
-    let upstreams = || match &pods {
-        Some(upstreams) => std::borrow::Cow::Borrowed(upstreams),
-        None => std::borrow::Cow::Owned(Upstreams::of_nodes(svc, &chosen_refs)),
-    };
-    let hosts: BTreeSet<&LbHostName> = addresses.keys().chain(addresses_v6.keys()).collect();
-    let mut failed = None;
-    for host in hosts {
-        let ips: Vec<IpAddr> = addresses
-            .get(host)
-            .into_iter()
-            .chain(addresses_v6.get(host))
-            .copied()
-            .collect();
-        let host_config = config.host(host);
-        let shared = host_config.is_some_and(|h| h.layout == Layout::SharedListeners);
-        let result = if host_config.is_some_and(|h| h.flavor == Flavor::Haproxy) {
-            let fp = fingerprint(&(service_fp, host, &ips, Flavor::Haproxy));
-            let mut render = || render_haproxy::haproxy_service_to(svc, host, &ips, &upstreams());
-            sink.file(layout::lb_service_cfg_path(host, &svc.key), fp, &mut render)
-        } else if shared && render_map::per_service_reason(svc).is_none() {
-            // Map entries depend on the Service and its addresses only: node churn goes to
-            // the host's nodes file, not to every Service.
-            listeners
-                .entry(host.clone())
-                .or_default()
-                .extend(render_map::listeners_of(svc, &ips));
-            let fp = fingerprint(&(svc, host, &ips));
-            let mut render = || render_map::service_entries(svc, host, &ips);
-            sink.file(layout::lb_service_map_path(host, &svc.key), fp, &mut render)
-        } else {
-            if shared {
-                listeners
-                    .entry(host.clone())
-                    .or_default()
-                    .extend(render_map::listeners_of(svc, &ips));
+) -> Class {
+    match exposure::classify(svc, config) {
+        Exposure::NotManaged => Class::NotManaged,
+        Exposure::Exposed(e, mut warnings) => {
+            let clean = warnings.is_empty();
+            problems.append(&mut warnings);
+            problems.extend(crate::flavor::unserved_ports(&e, config));
+            if endpoints::pod_backed(&e) {
+                problems.extend(endpoints::warnings(&e));
+                pod_ports.insert(e.key.clone(), endpoints::port_names(&e, svc));
             }
-            let fp = fingerprint(&(service_fp, host, &ips));
-            let mut render = || render::nginx_service_to(svc, host, &ips, &upstreams());
-            sink.file(layout::lb_service_path(host, &svc.key), fp, &mut render)
-        };
-        if let Err(e) = result {
-            failed = Some(e);
+            let key = e.key.clone();
+            exposed.push(*e);
+            Class::Exposed { key, clean }
         }
-    }
-    if !names.is_empty() {
-        let ttl = svc.settings.dns_ttl.unwrap_or(DEFAULT_TTL);
-        let all: Vec<IpAddr> = addresses.values().chain(addresses_v6.values()).copied().collect();
-        let fp = fingerprint(&(&svc.key, &config.zone, &names, ttl, &all));
-        let mut render = || render::zone_fragment(svc, &config.zone, &names, ttl, &all);
-        if let Err(e) = sink.file(layout::dns_service_path(&config.zone, &svc.key), fp, &mut render) {
-            failed = Some(e);
+        Exposure::Invalid(key, mut errors) => {
+            problems.append(&mut errors);
+            Class::Invalid(key)
         }
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(ExposedSummary {
-            ports: svc.ports.clone(),
-            addresses,
-            addresses_v6,
-            nodes: chosen,
-            pods: pods.as_ref().map(endpoints::addresses),
-            dns_names: names.into_iter().collect(),
-            format: match &pods {
-                Some(upstreams) if !endpoints::alike_per_port(upstreams) => {
-                    crate::format::needed(svc).max(endpoints::PER_PORT_UPSTREAMS_FORMAT)
-                }
-                _ => crate::format::needed(svc),
-            },
-        }),
+        Exposure::Unkeyed(p) => {
+            problems.push(p);
+            Class::Unkeyed
+        }
     }
 }
 
-/// The nodes that carry `svc`: the eligible ones (with `externalTrafficPolicy: Local`, those
-/// holding a ready endpoint), at most `max-nodes` of them.
-fn chosen_nodes(
-    svc: &ExposedService,
-    config: &Config,
-    backends: &Backends<'_>,
-    sink: &mut dyn FileSink,
-) -> crate::sink::Chosen {
-    let none = BTreeSet::new();
-    let local: Vec<&Node>;
-    let (candidates, candidates_fp) = if svc.local_traffic {
-        let holders = backends
-            .ready
-            .get(&(svc.key.namespace.to_string(), svc.key.name.to_string()))
-            .unwrap_or(&none);
-        local = backends
-            .eligible
-            .iter()
-            .filter(|n| holders.contains(&*n.name))
-            .collect();
-        (&local, fingerprint(&local))
-    } else {
-        (&backends.all, backends.all_fp)
-    };
-    let max = svc.settings.max_nodes.unwrap_or(config.max_nodes_per_service);
-    sink.chosen_nodes(&svc.key, backends.eligible, candidates, candidates_fp, max)
-}
-
-/// The ledger to allocate against: `previous` plus, for held Services without an entry (a revert
-/// removed it), a stand-in entry holding their reserved addresses so nobody else gets them (the
-/// stand-ins are returned and never written), plus, for exposed Services whose hold was lifted
-/// and that have no entry, their reserved addresses back. Addresses someone else holds by now
-/// are left out.
-fn with_reservations<'a>(
-    previous: &'a Ledger,
-    holds: &HoldUpdate,
-    exposed: &[ExposedService],
-) -> (std::borrow::Cow<'a, Ledger>, BTreeSet<ServiceKey>, BTreeSet<ServiceKey>) {
-    if holds.holds.holds.is_empty() && holds.lifted.is_empty() {
-        // Nothing held or lifted (the usual case): no copy of a ledger of 50,000 entries.
-        return (std::borrow::Cow::Borrowed(previous), BTreeSet::new(), BTreeSet::new());
-    }
-    let mut working = previous.clone();
-    let mut taken: BTreeSet<(LbHostName, IpAddr)> = working
-        .services
-        .values()
-        .flat_map(|e| e.addresses.iter().chain(&e.addresses_v6))
-        .map(|(h, ip)| (h.clone(), *ip))
-        .collect();
-    let mut give = |key: &ServiceKey, hold: &crate::holds::Hold, working: &mut Ledger| -> bool {
-        if working.services.contains_key(key) {
-            return false;
-        }
-        let mut free = |map: &HostAddresses| -> HostAddresses {
-            map.iter()
-                .filter(|(h, ip)| taken.insert(((*h).clone(), **ip)))
-                .map(|(h, ip)| (h.clone(), *ip))
-                .collect()
-        };
-        let entry = Entry {
-            addresses: free(&hold.addresses),
-            addresses_v6: free(&hold.addresses_v6),
-            ..Entry::default()
-        };
-        if entry.addresses.is_empty() && entry.addresses_v6.is_empty() {
-            return false;
-        }
-        working.services.insert(key.clone(), entry);
-        true
-    };
-    let mut phantoms = BTreeSet::new();
-    for (key, hold) in &holds.holds.holds {
-        if give(key, hold, &mut working) {
-            phantoms.insert(key.clone());
-        }
-    }
-    let mut resumed = BTreeSet::new();
-    for (key, hold) in &holds.lifted {
-        if exposed.iter().any(|e| &e.key == key) {
-            give(key, hold, &mut working);
-            resumed.insert(key.clone());
-        }
-    }
-    (std::borrow::Cow::Owned(working), phantoms, resumed)
-}
-
-/// The host-level files of every shared-listeners host: a wildcard listener for every port a
-/// Service uses there (Services served through the map, per-service ones on the same host, and
-/// Services kept as they are, from their ledger entries, so their committed entries stay
-/// reachable), and the node set every map entry sends to.
-fn shared_host_files(
-    config: &Config,
-    previous: &Ledger,
-    kept: &BTreeSet<ServiceKey>,
-    mut listeners: BTreeMap<LbHostName, BTreeSet<Listener>>,
-    nodes: &[&Node],
-    sink: &mut dyn FileSink,
-    problems: &mut Vec<Problem>,
-) {
-    for host in config.lb_hosts.iter().filter(|h| h.layout == Layout::SharedListeners) {
-        let set = listeners.entry(host.name.clone()).or_default();
-        for key in kept {
-            let Some(entry) = previous.services.get(key) else {
-                continue;
-            };
-            let ips = entry
-                .addresses
-                .get(&host.name)
-                .into_iter()
-                .chain(entry.addresses_v6.get(&host.name));
-            for ip in ips {
-                set.extend(entry.ports.iter().map(|p| Listener {
-                    protocol: p.protocol,
-                    port: p.port,
-                    ipv6: ip.is_ipv6(),
-                }));
-            }
-        }
-        let fp = fingerprint(&(&host.name, &*set, nodes));
-        let rendered = render_map::host_files(&host.name, set, nodes);
-        match rendered {
-            Ok(files) => {
-                for (path, text) in files {
-                    let mut render = || Ok(text.clone());
-                    let _ = sink.file(path, fp, &mut render);
-                }
-                sink.keep();
-            }
-            Err(e) => problems.push(Problem {
-                severity: Severity::Error,
-                object: format!("LB host {}", host.name),
-                field: String::new(),
-                message: format!("{e}; its listeners and nodes files stay as they are"),
-            }),
-        }
-    }
+/// The DNS names of a Service without `flipbit.io/hostname`: its default name alone.
+pub(crate) fn default_names(key: &ServiceKey, zone: &str) -> BTreeSet<String> {
+    BTreeSet::from([crate::dns::default_name(key, zone)])
 }
 
 /// Services sharing addresses (one namespace, one `flipbit.io/shared-ip-key`) must not serve the
@@ -612,9 +312,6 @@ fn shared_port_clashes(exposed: &[ExposedService], problems: &mut Vec<Problem>) 
     clashing
 }
 
-/// TTL of a Service's records unless `flipbit.io/dns-ttl` says otherwise.
-pub const DEFAULT_TTL: u32 = 300;
-
 /// The DNS names of every exposed Service that got addresses: its `flipbit.io/hostname` names or
 /// its default name `<service>.<namespace>.<zone>`. A default name is always its Service's own
 /// (whether that Service is exposed or not), so a tenant cannot take another Service's name by
@@ -634,7 +331,7 @@ fn dns_names<'a>(
     for svc in exposed.iter().filter(|s| placed(&s.key)) {
         match &svc.settings.hostnames {
             None => {
-                names_of.insert(&svc.key, BTreeSet::from([crate::dns::default_name(&svc.key, zone)]));
+                names_of.insert(&svc.key, default_names(&svc.key, zone));
             }
             Some(wanted) => custom.push((svc, wanted)),
         }

@@ -8,7 +8,7 @@ use crate::annotations::{self, Settings};
 use crate::config::Config;
 use crate::model::ServiceInput;
 use crate::names::ServiceKey;
-use crate::problem::{Problem, Severity};
+use crate::problem::{Problem, Severity, Subject};
 use crate::traffic::Backends;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,7 +72,10 @@ pub fn classify(svc: &ServiceInput, config: &Config) -> Exposure {
         Err(e) => {
             return Exposure::Unkeyed(Problem {
                 severity: Severity::Error,
-                object: format!("Service {:?}/{:?}", svc.namespace, svc.name),
+                object: Subject::UnkeyedService {
+                    namespace: svc.namespace.clone(),
+                    name: svc.name.clone(),
+                },
                 field: "metadata".into(),
                 message: e.to_string(),
             });

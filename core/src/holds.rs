@@ -18,6 +18,9 @@ use crate::layout;
 use crate::ledger::{Entry, Ledger};
 use crate::names::{LbHostName, ServiceKey};
 
+mod reservations;
+pub(crate) use reservations::with_reservations;
+
 pub const HOLDS_FILE: &str = "holds.yaml";
 pub const VERSION: u32 = 1;
 

@@ -183,12 +183,7 @@ pub fn compose<P: AsRef<str>>(
         .problems
         .iter()
         .filter(|p| p.severity == Severity::Warning)
-        .filter(|p| {
-            p.object
-                .strip_prefix("Service ")
-                .and_then(|k| k.parse::<ServiceKey>().ok())
-                .is_some_and(|k| lines.contains_key(&k))
-        })
+        .filter(|p| p.object.service().is_some_and(|k| lines.contains_key(k)))
         .map(ToString::to_string)
         .collect();
     if !warned.is_empty() {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::config::Config;
 use crate::model::{EndpointSliceInput, NodeInput};
 use crate::names::ServiceKey;
-use crate::problem::{Problem, Severity};
+use crate::problem::{Problem, Severity, Subject};
 
 /// The standard label that keeps a node out of external load balancers.
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -38,7 +38,7 @@ pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem
             }),
             None => problems.push(Problem {
                 severity: Severity::Warning,
-                object: format!("Node {:?}", node.name),
+                object: Subject::Node(node.name.clone()),
                 field: "status.addresses".into(),
                 message: "no InternalIP address; the node gets no traffic".into(),
             }),
@@ -47,6 +47,16 @@ pub fn eligible(nodes: &[NodeInput], config: &Config) -> (Vec<Node>, Vec<Problem
     out.sort();
     out.dedup_by(|a, b| a.name == b.name);
     (out, problems)
+}
+
+/// Each node's name and why it carries no traffic, by address: what every decision, full, fast or
+/// read back from the render cache, reports for commit messages.
+pub fn states(nodes: &[NodeInput], config: &Config) -> BTreeMap<IpAddr, (String, Option<&'static str>)> {
+    let states = nodes.iter().filter_map(|n| {
+        let state = (n.name.clone(), ineligible_because(n, config));
+        Some((internal_ip(n)?, state))
+    });
+    states.collect()
 }
 
 /// Why a node carries no traffic, or `None` when it may.

@@ -2,6 +2,8 @@
 //! from `templates/`. The template sees only strings built here from typed values (addresses,
 //! port numbers, validated names), so nothing a Service author writes can reach the file as text.
 
+pub mod files;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 

@@ -26,16 +26,17 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::allocate::{self, AddressEvent, Placement, Used};
 use crate::config::{Config, Layout};
-use crate::decide::{self, Backends, Decision, ExposedMap, ExposedSummary};
-use crate::endpoints::{self, SlicesByService};
-use crate::exposure::{self, ExposedService, Exposure, Protocol};
+use crate::decide::{self, Class, Decision, ExposedMap, ExposedSummary};
+use crate::endpoints::SlicesByService;
+use crate::exposure::{ExposedService, Protocol};
 use crate::holds::HoldUpdate;
 use crate::layout;
 use crate::ledger::Ledger;
 use crate::model::{ServiceInput, Snapshot};
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
-use crate::problem::Problem;
+use crate::problem::{Problem, Subject};
+use crate::render::files::{self, Backends, Given, Recorded};
 use crate::sink::FileSink;
 
 mod kept;
@@ -131,11 +132,6 @@ fn moved_slices(before: &HashMap<u64, u64>, after: &HashMap<u64, u64>) -> HashSe
     changed.chain(gone).collect()
 }
 
-/// The key a Service problem is about, when it is one.
-fn problem_key(problem: &Problem) -> Option<ServiceKey> {
-    problem.object.strip_prefix("Service ")?.parse().ok()
-}
-
 impl Settled {
     /// The memory after a full decision; `None` where the shortcut can never apply to it (holds,
     /// a Service listed twice, a key both unreadable and read).
@@ -165,15 +161,17 @@ impl Settled {
         let mut troubled = unclean;
         let mut context_problems = Vec::new();
         for problem in &decision.problems {
-            match problem_key(problem) {
-                Some(key) if unreadable.contains(&key) => context_problems.push(problem.clone()),
-                Some(key) => {
+            match &problem.object {
+                Subject::Service(key) if unreadable.contains(key) => context_problems.push(problem.clone()),
+                Subject::Service(key) => {
                     troubled.insert((key.namespace.to_string(), key.name.to_string()));
                 }
-                None if problem.object.starts_with("Service ") => {
+                Subject::UnkeyedService { .. } => {
                     // An input whose name is not even a key: `classified` marked it.
                 }
-                None => context_problems.push(problem.clone()),
+                Subject::Node(_) | Subject::EndpointSlice { .. } | Subject::LbHost(_) => {
+                    context_problems.push(problem.clone());
+                }
             }
         }
         if unreadable
@@ -270,33 +268,20 @@ impl Settled {
         let mut unclean: Vec<RawKey> = Vec::new();
         let mut pod_ports = BTreeMap::new();
         for svc in &dirty {
-            match exposure::classify(svc, config) {
-                Exposure::NotManaged => {
-                    touched.extend(ServiceKey::new(&svc.namespace, &svc.name).ok());
-                }
-                Exposure::Exposed(e, mut warnings) => {
-                    if !warnings.is_empty() {
+            match decide::classify(svc, config, &mut exposed, &mut pod_ports, &mut problems) {
+                Class::NotManaged => touched.extend(ServiceKey::new(&svc.namespace, &svc.name).ok()),
+                Class::Exposed { key, clean } => {
+                    if !clean {
                         unclean.push(raw_key(svc));
                     }
-                    problems.append(&mut warnings);
-                    problems.extend(crate::flavor::unserved_ports(&e, config));
-                    if endpoints::pod_backed(&e) {
-                        problems.extend(endpoints::warnings(&e));
-                        pod_ports.insert(e.key.clone(), endpoints::port_names(&e, svc));
-                    }
-                    touched.push(e.key.clone());
-                    exposed.push(*e);
+                    touched.push(key);
                 }
-                Exposure::Invalid(key, mut errors) => {
+                Class::Invalid(key) => {
                     unclean.push(raw_key(svc));
-                    problems.append(&mut errors);
                     touched.push(key.clone());
                     kept_now.push(key);
                 }
-                Exposure::Unkeyed(p) => {
-                    unclean.push(raw_key(svc));
-                    problems.push(p);
-                }
+                Class::Unkeyed => unclean.push(raw_key(svc)),
             }
         }
         touched.extend(gone.iter().filter_map(|(ns, name)| ServiceKey::new(ns, name).ok()));
@@ -385,25 +370,15 @@ impl Settled {
         self.kept.extend(kept_now);
         let slices = SlicesByService::of_services(&snapshot.endpoint_slices, pod_ports.keys());
         let backends = Backends::new(&self.eligible, &self.ready, &slices, pod_ports);
-        let mut listeners = BTreeMap::new();
-        for svc in &exposed {
-            let Some(addresses) = placement.addresses.remove(&svc.key) else {
-                continue;
-            };
-            let addresses_v6 = placement.addresses_v6.remove(&svc.key).unwrap_or_default();
-            let names = BTreeSet::from([crate::dns::default_name(&svc.key, &config.zone)]);
-            let result = decide::service_files(
-                svc,
-                addresses,
-                addresses_v6,
-                names,
-                config,
-                &backends,
-                sink,
-                &mut listeners,
-            );
-            decide::record_service(result, &svc.key, sink, &mut self.exposed, &mut self.kept, &mut problems);
-        }
+        let mut out = Recorded::new(&mut self.exposed, &mut self.kept, &mut problems);
+        let given = |key: &ServiceKey| {
+            Some(Given {
+                addresses: placement.addresses.remove(key)?,
+                addresses_v6: placement.addresses_v6.remove(key).unwrap_or_default(),
+                names: decide::default_names(key, &config.zone),
+            })
+        };
+        files::services(&exposed, given, config, &backends, sink, &mut out);
         if ledger_changed {
             // Any fingerprint the engine has not seen: the text is rendered and compared.
             let fp = hash_of(&(now, self.generation, layout::LEDGER_FILE));
@@ -413,7 +388,7 @@ impl Settled {
             sink.keep();
         }
         // Given every time, as by a full decision: a repo that lacks it gets it with the next commit.
-        decide::format_file(sink, &self.exposed);
+        files::format_file(sink, &self.exposed);
 
         for key in &touched {
             self.troubled.remove(&(key.namespace.to_string(), key.name.to_string()));
@@ -423,13 +398,12 @@ impl Settled {
         }
         self.troubled.extend(unclean);
         for p in &problems {
-            if let Some(key) = problem_key(p) {
+            if let Some(key) = p.object.service() {
                 self.troubled.insert((key.namespace.to_string(), key.name.to_string()));
             }
         }
         problems.extend(self.context_problems.iter().cloned());
-        problems.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.object.cmp(&b.object)));
-        problems.dedup();
+        crate::problem::sort_and_dedup(&mut problems);
         let decision = Decision {
             ledger: self.ledger.clone(),
             files: BTreeMap::new(),

@@ -40,7 +40,7 @@ fn problems(d: &Decision, service: &str) -> Vec<String> {
     let object = format!("Service {service}");
     d.problems
         .iter()
-        .filter(|p| p.object == object)
+        .filter(|p| p.object.to_string() == object)
         .map(ToString::to_string)
         .collect()
 }

@@ -292,7 +292,7 @@ fn check(before: &Ledger, after: &Decision, prev: &World, world: &World) -> Resu
         let object = format!("Service {key}");
         prop_assert!(
             after.problems.iter().any(|p| p.severity == Severity::Error
-                && p.object == object
+                && p.object.to_string() == object
                 && p.message.contains(&format!("{ip} on LB host {}: lbHosts[", host.name))
                 && p.message.contains(" admits only ")),
             "the refused request of {} for {} says nothing: {:?}",

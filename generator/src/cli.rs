@@ -21,11 +21,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
+/// The applier's, so both binaries log alike.
+pub use flipbit_applier::logs::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 
 use flipbit_core::config::Config;
-use flipbit_core::decide::{self, Decision};
+use flipbit_core::decide::Decision;
 use flipbit_core::engine::{Blobs, Change, Engine, Step};
 use flipbit_core::format;
 use flipbit_core::grammar::{self, LbFile};
@@ -92,8 +92,10 @@ pub fn open_store(target: &RepoTarget) -> Result<(Store, Option<tempfile::TempDi
 }
 
 /// Decides from `snapshot`; commits and pushes when `push` (retrying lost races), else only
-/// reports what would be committed. With `memory` (the live generator's, kept between cycles) only
-/// what changed since the last cycle is rendered; without, every file is rendered as text.
+/// commits to the cache repo and reports what would be pushed (`plan`). One engine for `render`,
+/// `plan` and `run`: with `memory` (the live generator's, kept between cycles, or `render`'s, kept
+/// in its cache dir) only what changed since the last cycle is rendered; without, a fresh one
+/// renders every file once, as a first cycle does.
 pub fn run(
     store: &Store,
     target: &RepoTarget,
@@ -101,17 +103,20 @@ pub fn run(
     load_problems: &[Problem],
     now: Timestamp,
     push: bool,
-    mut memory: Option<&mut Memory>,
+    memory: Option<&mut Memory>,
 ) -> Result<Outcome> {
+    let mut fresh = Memory::default();
+    let memory = match memory {
+        Some(memory) => memory,
+        None => &mut fresh,
+    };
     if let Some(branch) = &target.propose_branch {
         let author = Store::signature(&target.author_name, &target.author_email)?;
-        let (mut outcome, step) = decide_once(store, snapshot, load_problems, now, &author, memory.as_deref_mut())?;
+        let (mut outcome, step) = decide_once(store, snapshot, load_problems, now, &author, memory)?;
         if push {
             outcome.proposal = propose(store, branch, &outcome)?;
             // The memory keeps describing the tracked branch, which the proposal did not change.
-            if let (Some(memory), Some(step)) = (memory, step) {
-                memory.engine.learn(&outcome.base.to_string(), &step);
-            }
+            memory.engine.learn(&outcome.base.to_string(), &step);
         }
         return Ok(outcome);
     }
@@ -119,23 +124,19 @@ pub fn run(
     loop {
         attempt += 1;
         let author = Store::signature(&target.author_name, &target.author_email)?;
-        let (mut outcome, step) = decide_once(store, snapshot, load_problems, now, &author, memory.as_deref_mut())?;
+        let (mut outcome, step) = decide_once(store, snapshot, load_problems, now, &author, memory)?;
         if !push {
             return Ok(outcome);
         }
         let Some(committed) = outcome.committed.as_ref() else {
-            if let (Some(memory), Some(step)) = (memory, step) {
-                memory.advance(outcome.base, step, &outcome.decision);
-            }
+            memory.advance(outcome.base, step, &outcome.decision);
             return Ok(outcome);
         };
         // The memory moves to the commit before the push, taking the step's paths (200,000 in a
         // cold run at 50,000 Services) rather than holding them beside the push's own memory. A
         // push that fails leaves it describing a commit the remote lacks: the next decision finds
         // another head and re-reads it (`Engine::sync`).
-        if let (Some(memory), Some(step)) = (memory.as_deref_mut(), step) {
-            memory.advance(committed.id, step, &outcome.decision);
-        }
+        memory.advance(committed.id, step, &outcome.decision);
         let pushing = std::time::Instant::now();
         match store.push(committed.id) {
             Ok(()) => {
@@ -193,7 +194,7 @@ struct Head {
     hold_update: holds::HoldUpdate,
 }
 
-fn read_head(store: &Store, author: &flipbit_store::Signature<'_>, memory: Option<&Memory>) -> Result<Head> {
+fn read_head(store: &Store, author: &flipbit_store::Signature<'_>, memory: &Memory) -> Result<Head> {
     let t = std::time::Instant::now();
     let fetched = store.fetch()?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "fetched");
@@ -212,9 +213,7 @@ fn read_head(store: &Store, author: &flipbit_store::Signature<'_>, memory: Optio
     // The ledger parsed last time is reused while its blob is the same (50,000 entries take a
     // while to parse).
     let ledger_id = store.entry_id(head, layout::LEDGER_FILE)?;
-    let cached = memory
-        .and_then(|m| m.ledger.as_ref())
-        .filter(|(id, _)| Some(*id) == ledger_id);
+    let cached = memory.ledger.as_ref().filter(|(id, _)| Some(*id) == ledger_id);
     let ledger = match (cached, ledger_id) {
         (Some((_, ledger)), _) => ledger.clone(),
         (None, None) => std::sync::Arc::new(Ledger::empty()),
@@ -249,23 +248,13 @@ fn decide_once(
     load_problems: &[Problem],
     now: Timestamp,
     author: &flipbit_store::Signature<'_>,
-    memory: Option<&mut Memory>,
-) -> Result<(Outcome, Option<Step<CommitId>>)> {
-    let head = read_head(store, author, memory.as_deref())?;
-    let (decision, committed, message, step) = match memory {
-        Some(memory) => {
-            if let Some(id) = head.ledger_id {
-                memory.ledger = Some((id, head.ledger.clone()));
-            }
-            let (decision, committed, message, step) =
-                decide_incrementally(store, snapshot, &head, now, author, memory)?;
-            (decision, committed, message, Some(step))
-        }
-        None => {
-            let (decision, committed, message) = decide_in_full(store, snapshot, &head, now, author)?;
-            (decision, committed, message, None)
-        }
-    };
+    memory: &mut Memory,
+) -> Result<(Outcome, Step<CommitId>)> {
+    let head = read_head(store, author, memory)?;
+    if let Some(id) = head.ledger_id {
+        memory.ledger = Some((id, head.ledger.clone()));
+    }
+    let (decision, committed, message, step) = decide_incrementally(store, snapshot, &head, now, author, memory)?;
     let mut problems = load_problems.to_vec();
     problems.extend(decision.problems.iter().cloned());
     Ok((
@@ -283,50 +272,7 @@ fn decide_once(
     ))
 }
 
-type Decided = (Decision, Option<Committed>, Option<String>);
 type DecidedStep = (Decision, Option<Committed>, Option<String>, Step<CommitId>);
-
-/// Every file rendered as text and compared: for `plan` (which shows the texts) and small runs.
-fn decide_in_full(
-    store: &Store,
-    snapshot: &Snapshot,
-    head: &Head,
-    now: Timestamp,
-    author: &flipbit_store::Signature<'_>,
-) -> Result<Decided> {
-    let mut current = store.list(head.id, layout::LB_DIR)?;
-    current.extend(store.list(head.id, layout::DNS_DIR)?);
-    let t = std::time::Instant::now();
-    let decision = decide::decide_with_holds(snapshot, &head.config, &head.ledger, &head.hold_update, now);
-    tracing::debug!(
-        ms = t.elapsed().as_millis() as u64,
-        files = decision.files.len(),
-        "decided"
-    );
-    let t = std::time::Instant::now();
-    let deletions = decision.deletions(current.keys());
-    // A fresh repo with nothing exposed yet needs no empty ledger commit.
-    let mut writes = decision.files.clone();
-    if !head.ledger_present && decision.ledger.services.is_empty() {
-        writes.remove(layout::LEDGER_FILE);
-    }
-    if head.hold_update.holds != head.holds {
-        writes.insert(holds::HOLDS_FILE.to_owned(), head.hold_update.holds.to_yaml());
-    }
-    let mut message = None;
-    let committed = store.commit(
-        head.id,
-        &writes,
-        &deletions,
-        |changed: &BTreeSet<String>| {
-            message = compose(store, head, &decision, changed);
-            message.clone()
-        },
-        author,
-    )?;
-    tracing::debug!(ms = t.elapsed().as_millis() as u64, "committed");
-    Ok((decision, committed, message))
-}
 
 /// Only what changed since the engine's base is rendered and written (see flipbit_core::engine).
 fn decide_incrementally(

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use flipbit_core::text::escaped;
-use flipbit_generator::cli::{Cli, Command, LogFormat, OfflineArgs, RepoArgs, RunArgs, ValidateArgs};
+use flipbit_generator::cli::{Cli, Command, OfflineArgs, RepoArgs, RunArgs, ValidateArgs};
 use flipbit_generator::cycle::RepoTarget;
 use flipbit_generator::live::{self, LiveOptions, leader::LeaseSettings};
 use flipbit_generator::offline;
@@ -28,15 +28,7 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match cli.log_format {
-        LogFormat::Plain => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    flipbit_applier::logs::init(cli.log_format, default_level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

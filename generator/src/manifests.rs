@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use flipbit_core::model::{EndpointSliceInput, NodeInput, ServiceInput, Snapshot, UnreadableService};
 use flipbit_core::names::ServiceKey;
-use flipbit_core::problem::{Problem, Severity};
+use flipbit_core::problem::{Problem, Severity, Subject};
 
 use crate::convert;
 
@@ -368,7 +368,7 @@ fn add(at: &str, value: Value, snapshot: &mut Snapshot, problems: &mut Vec<Probl
             Ok(node) => snapshot.nodes.push(convert::node(&node)),
             Err(e) => problems.push(Problem {
                 severity: Severity::Warning,
-                object: format!("Node {:?}", name.unwrap_or_default()),
+                object: Subject::Node(name.unwrap_or_default()),
                 field: String::new(),
                 message: format!("{at}: malformed Node, given no traffic: {e}"),
             }),
@@ -377,7 +377,10 @@ fn add(at: &str, value: Value, snapshot: &mut Snapshot, problems: &mut Vec<Probl
             Ok(slice) => snapshot.endpoint_slices.extend(convert::endpoint_slice(&slice)),
             Err(e) => problems.push(Problem {
                 severity: Severity::Warning,
-                object: format!("EndpointSlice {namespace}/{}", name.unwrap_or_default()),
+                object: Subject::EndpointSlice {
+                    namespace,
+                    name: name.unwrap_or_default(),
+                },
                 field: String::new(),
                 message: format!("{at}: malformed EndpointSlice, ignored: {e}"),
             }),

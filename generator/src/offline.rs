@@ -31,27 +31,32 @@ pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp, push: boo
     Ok(outcome)
 }
 
-/// What `plan` shows: the outcome, and the content before the change of every changed path
-/// (`None` for a file that does not exist yet).
+/// What `plan` shows: the outcome, and the content before and after the change of every changed
+/// path (`None` for a file that does not exist on that side).
 pub struct Plan {
     pub outcome: Outcome,
     pub before: std::collections::BTreeMap<String, Option<String>>,
+    /// Read from the commit the plan made in the cache repo (the engine hands no texts back).
+    pub after: std::collections::BTreeMap<String, Option<String>>,
 }
 
-/// Decides without committing anything visible, and reads the current content of each path the
-/// decision would change.
+/// Decides without committing anything visible (the commit is made in the cache repo and never
+/// pushed), and reads the current content of each path the decision would change. The same engine
+/// as `render`, from a fresh memory: `plan` leaves the render cache as it is.
 pub fn plan(target: &RepoTarget, dir: &std::path::Path, now: Timestamp) -> Result<Plan> {
     let (snapshot, load_problems) = manifests::load_dir(dir)?;
     let (store, _temp) = cycle::open_store(target)?;
     let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, false, None)?;
-    let mut before = std::collections::BTreeMap::new();
+    let (mut before, mut after) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
     if let Some(c) = &outcome.committed {
+        let text = |commit, path: &str| -> Result<Option<String>> {
+            let bytes = store.read(commit, path)?;
+            Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        };
         for path in store.changed_paths(outcome.base, c.id)? {
-            let text = store
-                .read(outcome.base, &path)?
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
-            before.insert(path, text);
+            before.insert(path.clone(), text(outcome.base, &path)?);
+            after.insert(path.clone(), text(c.id, &path)?);
         }
     }
-    Ok(Plan { outcome, before })
+    Ok(Plan { outcome, before, after })
 }

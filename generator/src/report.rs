@@ -24,7 +24,7 @@ pub fn plan(plan: &Plan, color: bool) -> String {
     }
     for path in plan.before.keys() {
         let old = plan.before.get(path).cloned().flatten().unwrap_or_default();
-        let new = outcome.decision.files.get(path).cloned().unwrap_or_default();
+        let new = plan.after.get(path).cloned().flatten().unwrap_or_default();
         let diff = similar::TextDiff::from_lines(&old, &new);
         let text = diff
             .unified_diff()
@@ -97,7 +97,7 @@ fn summary(plan: &Plan) -> Vec<(&'static str, usize)> {
         .filter(|p| flipbit_core::layout::parse_dns_path(p).is_some())
     {
         let old = names(plan.before.get(path).and_then(Option::as_ref));
-        let new = names(plan.outcome.decision.files.get(path));
+        let new = names(plan.after.get(path).and_then(Option::as_ref));
         added += new.difference(&old).count();
         removed += old.difference(&new).count();
     }

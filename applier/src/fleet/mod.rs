@@ -124,19 +124,19 @@ impl<'a> Fleet<'a> {
         let me = self.opts.lb.as_str();
         if let Some(state) = own.state.clone().filter(|s| s.withdrawn) {
             if !serving {
-                tracing::warn!(lb = %me, "withdrawn by a peer and not serving: no DNS change");
+                tracing::warn!("withdrawn by a peer and not serving: no DNS change");
                 return None;
             }
             let taken = HostState { at: now(), ..state };
             match self.write(me, own.record.as_ref(), &taken) {
                 Ok(()) => {
-                    tracing::info!(lb = %me, "serving again after a peer withdrew this host: its records are sent again");
+                    tracing::info!("serving again after a peer withdrew this host: its records are sent again");
                     own.record = self.read(me).ok().and_then(|o| o.record);
                     own.state = Some(taken);
                     return Some(Baseline::Republish);
                 }
                 Err(e) => {
-                    tracing::warn!(lb = %me, error = %escaped(&e.to_string()), "could not take this host's state back; tried again next run");
+                    tracing::warn!(error = %escaped(&e.to_string()), "could not take this host's state back; tried again next run");
                     return None;
                 }
             }
@@ -149,7 +149,7 @@ impl<'a> Fleet<'a> {
                 .and_then(|c| CommitId::from_str(c).ok())
                 .filter(|c| self.store.shape(*c).is_ok())
         {
-            tracing::info!(lb = %me, %commit, "no DNS record in the journal: starting from the commit this host published");
+            tracing::info!(%commit, "no DNS record in the journal: starting from the commit this host published");
             return Some(Baseline::Commit(commit));
         }
         Some(Baseline::Journal)
@@ -201,7 +201,7 @@ impl<'a> Fleet<'a> {
         if let Err(e) = self.write(me, own.record.as_ref(), &state) {
             // A peer changed the record since it was read (it withdrew this host): the next run
             // sees that and takes the record back.
-            tracing::warn!(lb = %me, error = %escaped(&e.to_string()), "state not published this run");
+            tracing::warn!(error = %escaped(&e.to_string()), "state not published this run");
         }
     }
 }

@@ -155,8 +155,8 @@ pub(crate) fn no_longer_admits(
 /// commit messages (which give the reason on the move's line). Indexed once: a pool edit may move
 /// thousands of Services in one decision.
 pub(crate) struct MoveReasons<'a> {
-    /// (`Service <key>`, `<from> on LB host <host>: pool `) → the pool's text.
-    by_move: std::collections::BTreeMap<(&'a str, &'a str), &'a str>,
+    /// (Service, `<from> on LB host <host>: pool `) → the pool's text.
+    by_move: std::collections::BTreeMap<(&'a ServiceKey, &'a str), &'a str>,
 }
 
 impl<'a> MoveReasons<'a> {
@@ -169,7 +169,7 @@ impl<'a> MoveReasons<'a> {
                 let (pool, _) = rest.split_once(NO_LONGER)?;
                 // `head` and the separator, as [`moved_prefix`] writes them.
                 let prefix = &p.message[..head.len() + ": pool ".len()];
-                Some(((p.object.as_str(), prefix), pool))
+                Some(((p.object.service()?, prefix), pool))
             })
             .collect();
         Self { by_move }
@@ -178,9 +178,8 @@ impl<'a> MoveReasons<'a> {
     /// `pool 127.1.2.0/24 no longer admits it`, when that is why `key`'s address `from` on `host`
     /// moved.
     pub(crate) fn get(&self, key: &ServiceKey, host: &LbHostName, from: IpAddr) -> Option<String> {
-        let object = format!("Service {key}");
         let prefix = moved_prefix(from, host);
-        let pool = self.by_move.get(&(object.as_str(), prefix.as_str()))?;
+        let pool = self.by_move.get(&(key, prefix.as_str()))?;
         Some(format!("pool {pool}{NO_LONGER}"))
     }
 }

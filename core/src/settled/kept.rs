@@ -16,10 +16,10 @@ use std::net::{IpAddr, SocketAddr};
 use super::*;
 use crate::exposure::ServicePort;
 use crate::host_addresses::HostAddresses;
-use crate::problem::Severity;
+use crate::problem::{Severity, Subject};
 
-/// Bumped whenever the layout below changes.
-const VERSION: u8 = 1;
+/// Bumped whenever the layout below changes (2: a problem's object is typed, not text).
+const VERSION: u8 = 2;
 
 impl Settled {
     /// The bytes [`Settled::decode`] reads back. `beside` is the ledger the caller keeps next to
@@ -120,7 +120,8 @@ impl Settled {
                 Severity::Error => 0,
                 Severity::Warning => 1,
             });
-            for text in [&p.object, &p.field, &p.message] {
+            put_subject(&mut w, &p.object);
+            for text in [&p.field, &p.message] {
                 put_str(&mut w, text);
             }
         }
@@ -265,7 +266,7 @@ impl Settled {
                 1 => Severity::Warning,
                 _ => return Err("a bad severity".into()),
             };
-            let (object, field, message) = (r.str()?.to_owned(), r.str()?.to_owned(), r.str()?.to_owned());
+            let (object, field, message) = (r.subject()?, r.str()?.to_owned(), r.str()?.to_owned());
             context_problems.push(Problem {
                 severity,
                 object,
@@ -289,7 +290,7 @@ impl Settled {
             kept,
             unreadable,
             context_problems,
-            node_states: node_states(snapshot, config),
+            node_states: nodes::states(&snapshot.nodes, config),
             eligible,
             ready: nodes::ready_nodes_by_service(&snapshot.endpoint_slices),
             listeners: BTreeMap::new(),
@@ -323,6 +324,20 @@ fn put_str(w: &mut Vec<u8>, s: &str) {
 fn put_key(w: &mut Vec<u8>, key: &ServiceKey) {
     put_str(w, key.namespace.as_str());
     put_str(w, key.name.as_str());
+}
+
+/// A problem's object: its kind and at most two texts (the second empty when it has one).
+fn put_subject(w: &mut Vec<u8>, subject: &Subject) {
+    let (tag, first, second) = match subject {
+        Subject::Service(key) => (0, key.namespace.as_str(), key.name.as_str()),
+        Subject::UnkeyedService { namespace, name } => (1, namespace.as_str(), name.as_str()),
+        Subject::Node(name) => (2, name.as_str(), ""),
+        Subject::EndpointSlice { namespace, name } => (3, namespace.as_str(), name.as_str()),
+        Subject::LbHost(host) => (4, host.as_str(), ""),
+    };
+    w.push(tag);
+    put_str(w, first);
+    put_str(w, second);
 }
 
 fn put_ip(w: &mut Vec<u8>, ip: &IpAddr) {
@@ -395,6 +410,25 @@ impl<'a> Reader<'a> {
         ServiceKey::new(ns, name).map_err(|e| e.to_string())
     }
 
+    fn subject(&mut self) -> Result<Subject, String> {
+        let (tag, first, second) = (self.u8()?, self.str()?, self.str()?);
+        let (first, second) = (first.to_owned(), second.to_owned());
+        Ok(match tag {
+            0 => Subject::Service(ServiceKey::new(&first, &second).map_err(|e| e.to_string())?),
+            1 => Subject::UnkeyedService {
+                namespace: first,
+                name: second,
+            },
+            2 => Subject::Node(first),
+            3 => Subject::EndpointSlice {
+                namespace: first,
+                name: second,
+            },
+            4 => Subject::LbHost(LbHostName::new(&first).map_err(|e| e.to_string())?),
+            _ => return Err("a bad problem object".into()),
+        })
+    }
+
     fn ip(&mut self) -> Result<IpAddr, String> {
         match self.u8()? {
             4 => Ok(IpAddr::from(self.array::<4>()?)),
@@ -415,11 +449,33 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Each node's name and why it carries no traffic, by address, as a full decision gives them.
-fn node_states(snapshot: &Snapshot, config: &Config) -> BTreeMap<IpAddr, (String, Option<&'static str>)> {
-    let states = snapshot.nodes.iter().filter_map(|n| {
-        let state = (n.name.clone(), nodes::ineligible_because(n, config));
-        Some((nodes::internal_ip(n)?, state))
-    });
-    states.collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_problem_object_reads_back_as_written() {
+        let subjects = [
+            Subject::Service(ServiceKey::new("team", "web").expect("key")),
+            Subject::UnkeyedService {
+                namespace: "Team".into(),
+                name: "web site".into(),
+            },
+            Subject::Node("worker-1".into()),
+            Subject::EndpointSlice {
+                namespace: "team".into(),
+                name: "web-abc12".into(),
+            },
+            Subject::LbHost(LbHostName::new("lb-1").expect("host")),
+        ];
+        let mut w = Vec::new();
+        for s in &subjects {
+            put_subject(&mut w, s);
+        }
+        let mut r = Reader { bytes: &w, at: 0 };
+        for s in &subjects {
+            assert_eq!(&r.subject().expect("a subject"), s);
+        }
+        assert_eq!(r.at, w.len());
+    }
 }

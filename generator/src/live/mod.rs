@@ -10,6 +10,7 @@ mod http;
 pub mod leader;
 mod metrics;
 mod outbox;
+mod problem_log;
 mod settle;
 mod status;
 mod stores;
@@ -110,11 +111,12 @@ async fn run_async(opts: LiveOptions) -> Result<()> {
     // The first cycle reads the stores whole: what the first lists brought is no change to wait on.
     changes.borrow_and_update();
     let mut quiet = settle::Quiet::new(opts.quiet, opts.max_delay);
+    let mut problem_log = problem_log::ProblemLog::default();
     loop {
         let is_leader = *leading.borrow_and_update();
         metrics.leader.set(i64::from(is_leader));
         if is_leader {
-            cycle_once(&opts, &stores, &store, &metrics, &mut status, &latest).await;
+            cycle_once(&opts, &stores, &store, &metrics, &mut status, &mut problem_log, &latest).await;
         }
         tokio::select! {
             _ = changes.changed() => {
@@ -138,6 +140,7 @@ async fn cycle_once(
     store: &Arc<Mutex<(flipbit_store::Store, cycle::Memory)>>,
     metrics: &Metrics,
     status: &mut status::StatusReporter,
+    problem_log: &mut problem_log::ProblemLog,
     latest: &fleet::LatestSlot,
 ) {
     metrics.reconciles.inc();
@@ -206,9 +209,8 @@ async fn cycle_once(
             })
             .set(held as i64);
     }
-    for p in &outcome.problems {
-        tracing::warn!(problem = %escaped(&p.to_string()), "skipped");
-    }
+    // Each object's problems when they appear, change or go: not again at every resync.
+    problem_log.log(&outcome.problems);
     // Only enqueued: the outbox's task writes, so the next decision never waits on the API server.
     status.report(&services, &outcome);
     if opts.fleet.is_some() {

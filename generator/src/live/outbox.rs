@@ -31,6 +31,7 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use flipbit_core::names::ServiceKey;
 use flipbit_core::text::escaped;
@@ -703,11 +704,14 @@ fn start_writes(
     loop {
         match queue.next(tasks.len(), Instant::now()) {
             Ok(Next::Status { key, ingress }) => {
-                let handle = tasks.spawn(patch_status(w.client.clone(), key.clone(), ingress));
+                // The write's lines name the Service through its span.
+                let span = tracing::info_span!("status", service = %key);
+                let handle = tasks.spawn(patch_status(w.client.clone(), key.clone(), ingress).instrument(span));
                 ids.insert(handle.id(), Task::Status(key));
             }
             Ok(Next::Event(job)) => {
-                let handle = tasks.spawn(create_event(w.client.clone(), w.identity.clone(), job));
+                let span = tracing::info_span!("event", service = %job.wish.key, reason = job.wish.reason);
+                let handle = tasks.spawn(create_event(w.client.clone(), w.identity.clone(), job).instrument(span));
                 ids.insert(handle.id(), Task::Event);
             }
             Err(at) => return at,
@@ -755,7 +759,7 @@ async fn patch_status(client: Client, key: ServiceKey, ingress: Ingress) -> Done
         Err(e) => Err(e),
     };
     if result.is_ok() {
-        tracing::debug!(service = %key, addresses = ?ingress, "status updated");
+        tracing::debug!(addresses = ?ingress, "status updated");
     }
     let outcome = outcome(result);
     Done::Status(key, outcome)

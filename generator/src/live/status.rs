@@ -130,14 +130,10 @@ fn problems(
 ) {
     let mut now: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
     for p in problems {
-        let Some(key) = p
-            .object
-            .strip_prefix("Service ")
-            .and_then(|k| k.parse::<ServiceKey>().ok())
-        else {
+        let Some(key) = p.object.service() else {
             continue;
         };
-        now.entry(key).or_default().insert(p.to_string());
+        now.entry(key.clone()).or_default().insert(p.to_string());
     }
     for (key, lines) in &now {
         let Some(svc) = by_key.get(key) else { continue };
