@@ -16,17 +16,13 @@ use flipbit_applier::dns::client::{AddressRecord, DnsError, UpdateClient, ZoneUp
 use flipbit_tests::cluster::text;
 use flipbit_tests::demo;
 use flipbit_tests::fleet::Fleet;
-use flipbit_tests::samba::{ACCOUNT, DC_HOST, DOMAIN, REALM, SambaDc, Services, have_samba};
+use flipbit_tests::samba::{ACCOUNT, DC_HOST, DOMAIN, REALM, SambaDc, Services};
+use flipbit_tests::tool;
 
 const SHOP: &str = "shop.web.k8s.example.test";
 
 fn dc(services: Services) -> Option<SambaDc> {
-    if !have_samba() {
-        flipbit_tests::skip(
-            "Samba (samba, samba-tool) is not installed or this is not root (scripts/test installs it)",
-        );
-        return None;
-    }
+    flipbit_tests::require(&[tool::SAMBA])?;
     Some(SambaDc::start(services).expect("starting the Samba DC"))
 }
 
@@ -270,10 +266,7 @@ fn a_context_is_reused_renegotiated_when_old_and_after_the_server_forgets_it() {
 #[test]
 fn a_server_that_does_not_do_gss_tsig_is_named_as_such() {
     let Some(dc) = dc(Services::All) else { return };
-    if !flipbit_tests::bind::have_bind() {
-        flipbit_tests::skip("BIND 9 is not installed (scripts/test installs it)");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[tool::BIND]) else { return };
     use_krb5_conf(&dc);
     let dir = tempfile::tempdir().expect("tempdir");
     let named = flipbit_tests::bind::NamedInstance::start(dir.path(), 5425, DOMAIN).expect("named");
@@ -297,10 +290,7 @@ fn a_server_that_does_not_do_gss_tsig_is_named_as_such() {
 /// addresses (the demo takes the DC lock itself, as [`SambaDc::start`] does).
 #[test]
 fn the_demo_publishes_the_example_to_the_dc() {
-    if !have_samba() || !flipbit_tests::have_nginx() {
-        flipbit_tests::skip("needs root, Samba (samba, samba-tool) and nginx with the stream module");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[tool::SAMBA, tool::NGINX]) else { return };
     let work = tempfile::tempdir().expect("tempdir");
     let opts = demo::DemoOptions {
         ad_dns: true,

@@ -18,7 +18,7 @@ use flipbit_tests::bind::NamedInstance;
 use flipbit_tests::cluster::{ManifestDir, generator, text};
 use flipbit_tests::netns::{DEV, Segment};
 use flipbit_tests::nginx::NginxInstance;
-use flipbit_tests::{have_nginx, repo};
+use flipbit_tests::{repo, tool};
 
 const POOL_V4: &str = "198.51.100.16/28";
 const POOL_V6: &str = "2001:db8:1::100/120";
@@ -46,13 +46,9 @@ impl Lab {
     /// `block` picks the node address 127.<block>.0.10 (on the LB host's loopback).
     fn start(tag: &str, block: u8, pools: &[&str], dns: bool, lb_addresses: &[&str], client: &[&str]) -> Option<Self> {
         let seg = Segment::create(tag, lb_addresses, client)?;
-        if !have_nginx() {
-            flipbit_tests::skip("nginx with the stream module is not installed (scripts/test installs it)");
-            return None;
-        }
-        if dns && !flipbit_tests::bind::have_bind() {
-            flipbit_tests::skip("BIND (named, dig) is not installed (scripts/test installs it)");
-            return None;
+        flipbit_tests::require(&[tool::NGINX])?;
+        if dns {
+            flipbit_tests::require(&[tool::BIND])?;
         }
         let tmp = tempfile::tempdir().expect("tempdir");
         let pool_list = pools.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");

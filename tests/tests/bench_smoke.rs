@@ -5,12 +5,14 @@
 
 use std::process::Command;
 
+use flipbit_tests::tool;
+
 /// Runs `flipbit-bench args`; None when nginx (or BIND, for `dns`) is missing, so a contributor
 /// without them still gets a green `cargo test`.
 fn bench(args: &[&str], dns: bool) -> Option<String> {
-    if !flipbit_tests::have_nginx() || (dns && !flipbit_tests::bind::have_bind()) {
-        flipbit_tests::skip("nginx with the stream module and BIND are needed (scripts/test installs them)");
-        return None;
+    flipbit_tests::require(&[tool::NGINX])?;
+    if dns {
+        flipbit_tests::require(&[tool::BIND])?;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_flipbit-bench"))
         .args(args)
@@ -99,10 +101,7 @@ fn under_load_loses_no_tcp_connection() {
 /// new worker takes the listening sockets from the old one, so no connection fails.
 #[test]
 fn under_load_through_haproxy_loses_no_tcp_connection() {
-    if !flipbit_tests::haproxy::have_haproxy() {
-        flipbit_tests::skip("haproxy is not installed (scripts/test installs it)");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[tool::HAPROXY]) else { return };
     let Some(out) = bench(
         &[
             "under-load",

@@ -27,20 +27,6 @@ fn bundle(dir: &str) -> PathBuf {
         .join(dir)
 }
 
-/// Why kubectl cannot be used, if it cannot.
-fn kubectl_missing() -> Option<String> {
-    match Command::new("kubectl").args(["version", "--client"]).output() {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!(
-            "kubectl version --client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )),
-        Err(e) => Some(format!(
-            "kubectl is not installed ({e}); no kubectl apt repository is reachable here, install its binary by hand"
-        )),
-    }
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
@@ -239,10 +225,7 @@ fn check_common(objects: &[Value]) {
 
 #[test]
 fn the_base_renders_with_kubectl_kustomize() {
-    if let Some(why) = kubectl_missing() {
-        flipbit_tests::skip(&why);
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else { return };
     let objects = kustomize(&bundle(""));
     assert_eq!(
         objects,
@@ -277,10 +260,7 @@ fn the_base_renders_with_kubectl_kustomize() {
 
 #[test]
 fn the_example_overlay_sets_a_sites_settings() {
-    if let Some(why) = kubectl_missing() {
-        flipbit_tests::skip(&why);
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else { return };
     let base = kustomize(&bundle(""));
     let objects = kustomize(&bundle("overlays/example"));
     check_common(&objects);
@@ -412,10 +392,7 @@ fn kubectl_get(kubeconfig: &Path, work: &Path) -> Output {
 
 #[test]
 fn kubectl_applies_the_base_and_the_overlay() {
-    if let Some(why) = kubectl_missing() {
-        flipbit_tests::skip(&why);
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else { return };
     for dir in ["", "overlays/example"] {
         // The groups the bundle's kinds live in, beside the generator's.
         let server = ApiServer::start_with_groups(&["apps", "rbac.authorization.k8s.io"]);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use flipbit_applier::dns::client::{AddressRecord, UpdateClient, ZoneUpdate};
 use flipbit_applier::dns::key;
-use flipbit_tests::bind::{KEY_NAME, NamedInstance, have_bind, tsig_keygen};
+use flipbit_tests::bind::{KEY_NAME, NamedInstance, tsig_keygen};
 use tempfile::TempDir;
 
 const ZONE: &str = "k8s.example.test";
@@ -15,10 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A temp dir with a running named on `port`, and a client holding its key; None without BIND.
 fn named(port: u16) -> Option<(TempDir, NamedInstance, UpdateClient)> {
-    if !have_bind() {
-        flipbit_tests::skip("BIND 9 (named, dig, nsupdate, tsig-keygen) is not installed");
-        return None;
-    }
+    flipbit_tests::require(&[flipbit_tests::tool::BIND])?;
     let dir = tempfile::tempdir().unwrap();
     let named = NamedInstance::start(dir.path(), port, ZONE).unwrap();
     let client = UpdateClient {

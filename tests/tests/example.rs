@@ -3,17 +3,15 @@
 //! `scripts/demo --haproxy` runs it, with lb-3 a HAProxy host. It listens on ports 53, 80 and 443,
 //! so it needs root (and both runs sit in one test: they use the same addresses).
 
-use flipbit_tests::{demo, have_nginx, is_root};
+use flipbit_tests::{demo, require, tool};
 
 #[test]
 fn the_example_serves_traffic_on_three_lb_hosts() {
-    if !is_root() || !have_nginx() {
-        flipbit_tests::skip("needs root (ports 53/80/443) and nginx with the stream module");
-        return;
-    }
+    // Root for ports 53/80/443.
+    let Some(()) = require(&[tool::ROOT, tool::NGINX]) else { return };
     let work = tempfile::tempdir().unwrap();
     let opts = demo::DemoOptions {
-        dns_port: flipbit_tests::bind::have_bind().then_some(15399),
+        dns_port: require(&[tool::BIND]).map(|()| 15399),
         ..demo::DemoOptions::example(work.path())
     };
     let running = demo::start(&opts).unwrap_or_else(|e| panic!("demo setup: {e}"));
@@ -54,7 +52,7 @@ fn the_example_serves_traffic_on_three_lb_hosts() {
     let frontend = rows.iter().find(|r| r.starts_with("frontend")).unwrap();
     assert_eq!(frontend.matches("127.0.0.").count(), 3, "{frontend}");
     drop(running);
-    if flipbit_tests::haproxy::have_haproxy() {
+    if require(&[tool::HAPROXY]).is_some() {
         with_haproxy_on_lb_3(&opts);
     }
 }

@@ -13,9 +13,9 @@ use flipbit_store::{ServerTrust, Store, StoreError};
 use flipbit_tests::cluster::{ManifestDir, apply_args, text};
 use flipbit_tests::githttp::{self, GitHttps, TestCa};
 use flipbit_tests::nginx::NginxInstance;
-use flipbit_tests::sshd::{Sshd, have_sshd};
+use flipbit_tests::sshd::Sshd;
 use flipbit_tests::sshkeys::SshKey;
-use flipbit_tests::{bins, have_nginx, is_root, repo, skip};
+use flipbit_tests::{bins, repo, require, tool};
 use tempfile::TempDir;
 
 /// The variables a run sets itself; the test process's own are never passed on.
@@ -95,24 +95,13 @@ impl Setup {
     }
 }
 
+/// sshd logs in as root here.
 fn ssh_servers_available() -> bool {
-    if !is_root() {
-        skip("sshd logs in as root here: run as root");
-        return false;
-    }
-    if !have_sshd() || !have_nginx() {
-        skip("openssh-server or nginx is not installed (scripts/test installs them)");
-        return false;
-    }
-    true
+    require(&[tool::ROOT, tool::SSHD, tool::NGINX]).is_some()
 }
 
 fn https_servers_available() -> bool {
-    if !githttp::have_git_https() || !have_nginx() {
-        skip("nginx, fcgiwrap or openssl is not installed (scripts/test installs them)");
-        return false;
-    }
-    true
+    require(&[tool::GIT_HTTPS, tool::NGINX]).is_some()
 }
 
 /// The one `error:` line of a failed run.

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use flipbit_tests::have_nginx;
+use flipbit_tests::tool;
 use flipbit_tests::nginx::STREAM_MODULE;
 
 /// IPv6 addresses the snippets under `dir` listen on (other than ::1, which loopback has).
@@ -34,9 +34,7 @@ struct Netns(String);
 
 impl Netns {
     fn with(addresses: &[String]) -> Option<Netns> {
-        if !flipbit_tests::is_root() || Command::new("ip").arg("-V").output().is_err() {
-            return None;
-        }
+        flipbit_tests::require(&[tool::ROOT, tool::IPROUTE])?;
         let name = format!("flipbit-golden-{}", std::process::id());
         let ip = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
         if !ip(&["netns", "add", &name]) {
@@ -59,10 +57,7 @@ impl Drop for Netns {
 
 #[test]
 fn golden_snippets_pass_nginx_t() {
-    if !have_nginx() {
-        flipbit_tests::skip("nginx with the stream module is not installed");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[tool::NGINX]) else { return };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");
     let mut checked = 0;
     for case in std::fs::read_dir(&golden).unwrap().flatten() {
@@ -124,10 +119,7 @@ fn golden_snippets_pass_nginx_t() {
 /// real `named-checkzone`.
 #[test]
 fn golden_zone_fragments_pass_named_checkzone() {
-    if Command::new("named-checkzone").arg("-v").output().is_err() {
-        flipbit_tests::skip("named-checkzone (bind9) is not installed");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[tool::NAMED_CHECKZONE]) else { return };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");
     let mut checked = 0;
     for case in std::fs::read_dir(&golden).unwrap().flatten() {
@@ -170,10 +162,7 @@ fn golden_zone_fragments_pass_named_checkzone() {
 
 #[test]
 fn golden_haproxy_files_pass_haproxy_c() {
-    if !flipbit_tests::haproxy::have_haproxy() {
-        flipbit_tests::skip("haproxy is not installed");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[tool::HAPROXY]) else { return };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");
     let mut checked = 0;
     for host in std::fs::read_dir(golden.join("haproxy/expected/lb")).unwrap().flatten() {

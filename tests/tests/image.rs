@@ -309,10 +309,7 @@ fn walk_files(dir: &Path) -> Vec<std::fs::Metadata> {
 #[test]
 fn skopeo_copies_the_archive_as_an_air_gapped_site_would() {
     let Some(archive) = built_archive() else { return };
-    if Command::new("skopeo").arg("--version").output().is_err() {
-        flipbit_tests::skip("skopeo is not installed (scripts/test installs it)");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::SKOPEO]) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = format!(
         "oci:{}:flipbit-generator:{VERSION}",

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 
 use flipbit_tests::cluster::text;
 use flipbit_tests::fleet::Fleet;
-use flipbit_tests::probe;
+use flipbit_tests::{probe, tool};
 use flipbit_tests::unit_sandbox::Sandbox;
 
 const PACKAGE: &str = "flipbit-applier";
@@ -48,10 +48,6 @@ fn ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
 }
 
 /// `systemd-analyze verify` on unit files: it must pass and say nothing about them.
@@ -97,10 +93,7 @@ fn default_of(help: &str, flag: &str) -> PathBuf {
 
 #[test]
 fn units_verify_from_the_source_tree() {
-    if !have("systemd-analyze") {
-        flipbit_tests::skip("systemd-analyze is not installed");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[tool::SYSTEMD_ANALYZE]) else { return };
     let applier = flipbit_tests::bins::applier();
     let dir = tempfile::tempdir().unwrap();
     let mut units = Vec::new();
@@ -213,14 +206,8 @@ fn built_package() -> Option<PathBuf> {
 
 #[test]
 fn package_installs_removes_and_purges() {
-    if !flipbit_tests::is_root() {
-        flipbit_tests::skip("installing a package needs root");
-        return;
-    }
-    if !have("dpkg") || !have("systemd-analyze") {
-        flipbit_tests::skip("dpkg or systemd-analyze is not installed");
-        return;
-    }
+    // Root to install a package.
+    let Some(()) = flipbit_tests::require(&[tool::ROOT, tool::DPKG, tool::SYSTEMD_ANALYZE]) else { return };
     let Some(deb) = built_package() else {
         flipbit_tests::skip(
             "no flipbit-applier .deb under target/artifacts: run scripts/package first (scripts/test does)",
@@ -293,11 +280,10 @@ fn package_installs_removes_and_purges() {
         "no Git revision in {printed:?}"
     );
 
-    if flipbit_tests::have_nginx() {
+    // Without nginx the stream block is not checked.
+    if flipbit_tests::require(&[tool::NGINX]).is_some() {
         stream_block_loads_the_current_release();
         the_units_sandbox_runs_an_apply_on_port_80();
-    } else {
-        flipbit_tests::skip("nginx with the stream module is not installed: the stream block is not checked");
     }
 
     // Removed: the binary and units go, the conffile and the state dir stay.

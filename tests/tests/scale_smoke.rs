@@ -57,10 +57,7 @@ fn generator_scale_runs_against_git_daemon() {
 
 #[test]
 fn nginx_scale_runs_for_both_layouts() {
-    if !flipbit_tests::have_nginx() {
-        flipbit_tests::skip("nginx with the stream module is not installed (scripts/test installs it)");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else { return };
     let out = run(env!("CARGO_BIN_EXE_flipbit-nginx-scale"), &["40", "--runs", "1"]);
     assert!(
         out.contains("| PerService | 40 |") && out.contains("| SharedListeners | 40 |"),

@@ -21,7 +21,7 @@ use flipbit_tests::backends::Backends;
 use flipbit_tests::cluster::{applier, flipbit_yaml, text};
 use flipbit_tests::genproc::{GeneratorProcess, objects};
 use flipbit_tests::nginx::NginxInstance;
-use flipbit_tests::{have_nginx, probe, repo};
+use flipbit_tests::{probe, repo};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -101,10 +101,7 @@ struct World {
 
 impl World {
     fn start() -> Option<Self> {
-        if !have_nginx() {
-            flipbit_tests::skip("nginx with the stream module is not installed (scripts/test installs it)");
-            return None;
-        }
+        flipbit_tests::require(&[flipbit_tests::tool::NGINX])?;
         let tmp = tempfile::tempdir().expect("tempdir");
         let api = ApiServer::start();
         let kubeconfig = tmp.path().join("kubeconfig");

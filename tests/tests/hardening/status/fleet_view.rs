@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use flipbit_core::fleet::StepState;
 use flipbit_tests::apiserver::ApiServer;
-use flipbit_tests::bind::{NamedInstance, have_bind};
+use flipbit_tests::bind::NamedInstance;
 use flipbit_tests::cluster::flipbit_yaml;
 use flipbit_tests::genproc::{GeneratorProcess, objects};
 use flipbit_tests::repo;
@@ -26,10 +26,7 @@ fn withdrawn_events(api: &ApiServer) -> Vec<String> {
 
 #[test]
 fn the_generator_shows_the_fleet_and_tells_services_of_a_withdrawn_host() {
-    if !have_bind() {
-        flipbit_tests::skip("BIND (named, dig) is not installed (scripts/test installs it)");
-        return;
-    }
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::BIND]) else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let named = NamedInstance::start(&tmp.path().join("named"), 5368, ZONE).expect("named");
     let api = ApiServer::start();
