@@ -20,6 +20,7 @@ pub mod netns;
 pub mod nginx;
 pub mod podman;
 pub mod probe;
+pub mod process;
 pub mod repo;
 pub mod samba;
 pub mod shared_layout;

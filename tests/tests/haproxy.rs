@@ -9,13 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use flipbit_core::ledger::Ledger;
 use flipbit_tests::cluster::text;
 use flipbit_tests::fleet::Fleet;
+use flipbit_tests::process::Background;
 use flipbit_tests::{probe, repo};
 
 fn ledger(f: &Fleet) -> Ledger {
@@ -172,10 +172,7 @@ fn a_bad_haproxy_commit_is_refused_and_reloads_drop_no_connection() {
     f.apply_ok("lb-c");
 
     // Reloads under steady traffic: every connection is answered.
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
+    let traffic = Background::spawn(move |stop| {
             let (mut ok, mut failed) = (0usize, Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 match probe::tcp(shop) {
@@ -184,8 +181,7 @@ fn a_bad_haproxy_commit_is_refused_and_reloads_drop_no_connection() {
                 }
             }
             (ok, failed)
-        })
-    };
+        });
     for (i, port) in (15281..15285).enumerate() {
         f.cluster
             .lb_service("web", &format!("extra{i}"), &only_c, &[("TCP", port, 30080)]);
@@ -194,8 +190,7 @@ fn a_bad_haproxy_commit_is_refused_and_reloads_drop_no_connection() {
         assert!(out.contains("haproxy reloaded"), "{out}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = traffic.join().expect("traffic thread");
+    let (ok, failed) = traffic.finish();
     assert!(
         failed.is_empty(),
         "{} of {} connections failed: {failed:?}",

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flipbit_tests::cluster::text;
 use flipbit_tests::fleet::Fleet;
+use flipbit_tests::process::Background;
 use flipbit_tests::{bins, probe};
 
 use super::lb_a_records;
@@ -166,12 +167,13 @@ fn kills_at_every_step_and_at_random_converge_and_dns_never_leads() {
         .collect();
     points.extend(["journal-written:2".to_owned(), "journal-written:3".to_owned()]);
     let names: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
     let violations: Arc<Mutex<Vec<String>>> = Arc::default();
     let f = Arc::new(f);
+    // Stopped and joined when dropped, so a failed round cannot keep the fleet (its nginx and
+    // named) alive after the test.
     let prober = {
-        let (f, names, stop, violations) = (f.clone(), names.clone(), stop.clone(), violations.clone());
-        std::thread::spawn(move || {
+        let (f, names, violations) = (f.clone(), names.clone(), violations.clone());
+        Background::spawn(move |stop| {
             let mut sweeps = 0;
             while !stop.load(Ordering::Relaxed) {
                 let now = names.lock().map(|n| n.clone()).unwrap_or_default();
@@ -227,8 +229,7 @@ fn kills_at_every_step_and_at_random_converge_and_dns_never_leads() {
         }
         assert!(f.apply_ok("lb-a").contains("up to date"), "round {round}");
     }
-    stop.store(true, Ordering::Relaxed);
-    let sweeps = prober.join().expect("prober");
+    let sweeps = prober.finish();
     let violations = violations.lock().expect("lock").clone();
     assert!(violations.is_empty(), "DNS led nginx: {violations:?}");
     assert!(sweeps > 0);

@@ -15,10 +15,11 @@ mod watch;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flipbit_tests::fleet::Fleet;
+use flipbit_tests::process::Owned;
 
 /// The address records `named` holds for `name`, sorted.
 pub fn records(f: &Fleet, name: &str) -> Vec<String> {
@@ -45,14 +46,14 @@ pub fn lb_a_records(f: &Fleet, names: &[String]) -> BTreeMap<String, Vec<IpAddr>
 }
 
 /// Starts `flipbit-applier` with `args` (which include `--metrics-listen 127.0.0.1:0`) and returns
-/// it with the address its metrics listener bound, read from the `bound=` field of its log.
-pub fn spawn_with_metrics(args: &[String], wait: Duration) -> (Child, SocketAddr) {
-    let mut child = Command::new(flipbit_tests::bins::applier())
+/// it (stopped when dropped) with the address its metrics listener bound, read from the `bound=` field of its log.
+pub fn spawn_with_metrics(args: &[String], wait: Duration) -> (Owned, SocketAddr) {
+    let mut child = Owned::new(Command::new(flipbit_tests::bins::applier())
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn a watching applier");
+        .expect("spawn a watching applier"));
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

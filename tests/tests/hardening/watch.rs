@@ -6,17 +6,17 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use flipbit_tests::fleet::Fleet;
+use flipbit_tests::process::Owned;
 use flipbit_tests::repo;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A watching applier on lb-a with its metrics served; killed on drop.
 struct Watch {
-    child: Child,
+    _child: Owned,
     metrics: SocketAddr,
 }
 
@@ -27,7 +27,7 @@ impl Watch {
         args.extend(["--interval", "3600", "--metrics-listen", "127.0.0.1:0"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
         let (child, metrics) = crate::spawn_with_metrics(&args, WAIT);
-        Self { child, metrics }
+        Self { _child: child, metrics }
     }
 
     /// Every sample of /metrics, by series as written (`name{labels}`).
@@ -61,13 +61,6 @@ impl Watch {
             assert!(Instant::now() < deadline, "timed out waiting for {what}: {samples:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
