@@ -469,7 +469,7 @@ pub const PROBES_PER_ROUTE: usize = 3;
 pub fn probe_route(route: &Route, n: usize) -> Result<String, String> {
     let mut answers = BTreeSet::new();
     for _ in 0..n {
-        let answer = probe::eventually(Duration::from_secs(3), || {
+        let answer = crate::wait::wait_until(Duration::from_secs(3), || {
             if route.udp {
                 probe::udp(route.listen)
             } else {

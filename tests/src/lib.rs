@@ -28,6 +28,7 @@ pub mod sshd;
 pub mod sshkeys;
 pub mod synth;
 pub mod unit_sandbox;
+pub mod wait;
 
 /// The variable `scripts/test` sets: everything a test needs is installed and the run is root,
 /// so a test that cannot run fails naming what it lacks instead of skipping.

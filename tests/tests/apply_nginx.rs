@@ -326,7 +326,7 @@ fn a_default_site_on_a_wildcard_port_withholds_the_service_and_reload_errors_are
         .expect("a pid");
     // SAFETY: SIGHUP to the nginx master this fleet started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    probe::eventually(std::time::Duration::from_secs(5), || {
+    flipbit_tests::wait::wait_until(std::time::Duration::from_secs(5), || {
         std::net::TcpStream::connect("127.0.0.1:18091").map_err(|e| e.to_string())
     })
     .expect("the default site listens on *:18091");

@@ -18,7 +18,7 @@ fn render(f: &Fleet) -> String {
 }
 
 fn serves(f: &Fleet, host: u8, last: u8) -> bool {
-    probe::eventually(Duration::from_secs(2), || probe::tcp(f.addr(host, last, 8080))).is_ok()
+    flipbit_tests::wait::wait_until(Duration::from_secs(2), || probe::tcp(f.addr(host, last, 8080))).is_ok()
 }
 
 fn dns(f: &Fleet, name: &str) -> Vec<String> {
@@ -162,7 +162,7 @@ fn a_hand_edit_is_held_and_kept_while_other_changes_go_on() {
 
     // The pinned config is valid nginx and is served.
     f.apply_ok("lb-a");
-    let got = probe::eventually(Duration::from_secs(3), || probe::tcp(f.addr(1, 2, 8080))).expect("shop answers");
+    let got = flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::tcp(f.addr(1, 2, 8080))).expect("shop answers");
     assert!(got.starts_with("127.112.0.10:"), "{got}");
 }
 

@@ -3,16 +3,48 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flipbit_core::ledger::Ledger;
 use flipbit_tests::apiserver::ApiServer;
 use flipbit_tests::genproc::{GeneratorProcess, objects};
 use flipbit_tests::live_cluster::LiveCluster;
 use flipbit_tests::repo;
+use flipbit_tests::wait::{wait_for, wait_until};
 use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// Decision cycles a generator has started (resyncs included), from its /metrics.
+const CYCLES: &str = "flipbit_generator_reconciles_total";
+
+/// The value of counter `name` in `generator`'s /metrics.
+fn counter(generator: &GeneratorProcess, name: &str) -> u64 {
+    let (_, metrics) = generator.get("/metrics").expect("metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
+
+fn cycles(generator: &GeneratorProcess) -> u64 {
+    counter(generator, CYCLES)
+}
+
+/// Waits until `generator` has started its `n`th cycle (so the one before it has ended).
+fn wait_cycles(generator: &GeneratorProcess, n: u64) {
+    wait_for(WAIT, &format!("cycle {n}"), || cycles(generator) >= n)
+        .unwrap_or_else(|e| panic!("{e}; generator log:\n{}", generator.log()));
+}
+
+/// Waits until the cycle running now (if any) has ended, and returns the count of cycles started:
+/// whatever it was deciding is committed by then.
+fn settle(generator: &GeneratorProcess) -> u64 {
+    let n = cycles(generator) + 1;
+    wait_cycles(generator, n);
+    n
+}
 
 struct Live {
     _tmp: TempDir,
@@ -50,15 +82,7 @@ impl Live {
 
     /// Waits until `check` holds for the repo, or fails with `what`.
     fn wait_repo(&self, what: &str, generator: &GeneratorProcess, check: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !check(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; generator log:\n{}",
-                generator.log()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        wait_for(WAIT, what, || check(self)).unwrap_or_else(|e| panic!("{e}; generator log:\n{}", generator.log()));
     }
 
     fn ingress(&self, ns: &str, name: &str) -> Vec<String> {
@@ -161,20 +185,12 @@ fn services_nodes_and_slices_flow_into_commits_and_status() {
         &[("flipbit.io/balance", "fastest")],
         &[(8082, 30082)],
     ));
-    let deadline = Instant::now() + WAIT;
-    while !t
-        .api
-        .events()
-        .iter()
-        .any(|e| e.get("reason").and_then(|r| r.as_str()) == Some("InvalidAnnotation"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no InvalidAnnotation Event; log:\n{}",
-            generator.log()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    t.wait_repo("an InvalidAnnotation Event", &generator, |t| {
+        t.api
+            .events()
+            .iter()
+            .any(|e| e.get("reason").and_then(|r| r.as_str()) == Some("InvalidAnnotation"))
+    });
     assert!(t.file("lb/lb-a/web/bad.conf").is_none());
 
     // Moved to another class: withdrawn, and our addresses leave its status.
@@ -203,9 +219,10 @@ fn services_nodes_and_slices_flow_into_commits_and_status() {
             .is_some_and(|e| e.released_at.is_some())
     );
 
-    // Quiet cluster, resyncs every 2 s: no new commit.
+    // Quiet cluster, resyncs every 2 s: two whole cycles run and commit nothing.
+    let running = settle(&generator);
     let settled = repo::commit_count(&t.repo);
-    std::thread::sleep(Duration::from_millis(4500));
+    wait_cycles(&generator, running + 2);
     assert_eq!(
         repo::commit_count(&t.repo),
         settled,
@@ -233,15 +250,7 @@ fn a_relist_after_410_and_an_outage_change_nothing_and_the_generator_resumes() {
     let before = lists(&t);
 
     t.api.compact();
-    let deadline = Instant::now() + WAIT;
-    while lists(&t) <= before {
-        assert!(
-            Instant::now() < deadline,
-            "no relist after 410; log:\n{}",
-            generator.log()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    t.wait_repo("a relist after 410", &generator, |t| lists(t) > before);
     t.api.apply(objects::lb_service("web", "b", &[], &[(8080, 30080)]));
     t.wait_repo("web/b after the relist", &generator, |t| {
         t.file("lb/lb-a/web/b.conf").is_some()
@@ -249,8 +258,10 @@ fn a_relist_after_410_and_an_outage_change_nothing_and_the_generator_resumes() {
     assert_eq!(repo::commit_count(&t.repo), commits + 1, "the relist itself committed");
 
     // The API server goes away: the generator keeps running and the repo keeps its state.
+    // Proof it lived through the outage rather than slept past it: its requests were refused.
+    let refused = |t: &Live| t.api.requests().iter().filter(|r| r.status == 503).count();
     t.api.set_unavailable(true);
-    std::thread::sleep(Duration::from_secs(3));
+    t.wait_repo("10 requests refused during the outage", &generator, |t| refused(t) >= 10);
     assert!(
         generator.is_running(),
         "the generator died during the outage; log:\n{}",
@@ -330,7 +341,10 @@ fn two_generators_racing_on_one_repo_never_share_an_address() {
         std::thread::sleep(Duration::from_millis(30));
     }
     t.wait_repo("all 12 committed", &a, |t| t.ledger().services.len() == 12);
-    std::thread::sleep(Duration::from_secs(3));
+    // Both have decided on the whole set: a whole cycle of each after the last commit.
+    let (ca, cb) = (settle(&a), settle(&b));
+    wait_cycles(&a, ca + 1);
+    wait_cycles(&b, cb + 1);
     let ledger = t.ledger();
     let mut seen = BTreeMap::new();
     for (key, entry) in &ledger.services {
@@ -341,7 +355,10 @@ fn two_generators_racing_on_one_repo_never_share_an_address() {
         }
     }
     let first = ledger.services.clone();
-    std::thread::sleep(Duration::from_secs(3));
+    // Another whole cycle of each, started after that read (resyncs every 2 s), moves nothing.
+    let (ca, cb) = (cycles(&a), cycles(&b));
+    wait_cycles(&a, ca + 2);
+    wait_cycles(&b, cb + 2);
     assert_eq!(t.ledger().services, first, "addresses moved after the race settled");
 }
 
@@ -367,24 +384,23 @@ fn a_revert_while_running_holds_the_service_with_an_event_until_lifted() {
         t.file("holds.yaml").is_some_and(|h| h.contains("web/shop:"))
     });
     assert!(t.file("lb/lb-a/web/shop.conf").is_none());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let held = t.api.events().into_iter().find(|e| {
-            e.get("reason").and_then(|r| r.as_str()) == Some("OnHold")
-                && e.pointer("/regarding/name").and_then(|n| n.as_str()) == Some("shop")
-        });
-        if let Some(e) = held {
-            let note = e.get("note").and_then(|n| n.as_str()).unwrap_or_default().to_owned();
-            assert!(
-                note.contains(&revert) && note.contains("delete web/shop from holds.yaml"),
-                "{note}"
-            );
-            assert_eq!(e.get("type").and_then(|v| v.as_str()), Some("Warning"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "no OnHold Event; log:\n{}", generator.log());
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let held = wait_until(WAIT, || {
+        t.api
+            .events()
+            .into_iter()
+            .find(|e| {
+                e.get("reason").and_then(|r| r.as_str()) == Some("OnHold")
+                    && e.pointer("/regarding/name").and_then(|n| n.as_str()) == Some("shop")
+            })
+            .ok_or_else(|| "no OnHold Event".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", generator.log()));
+    let note = held.get("note").and_then(|n| n.as_str()).unwrap_or_default().to_owned();
+    assert!(
+        note.contains(&revert) && note.contains("delete web/shop from holds.yaml"),
+        "{note}"
+    );
+    assert_eq!(held.get("type").and_then(|v| v.as_str()), Some("Warning"));
 
     // Lifted in Git: managed again, on the same addresses.
     dana.pull();
@@ -422,14 +438,7 @@ fn a_lone_change_is_decided_at_once_and_a_burst_still_batches() {
     ];
     let generator = GeneratorProcess::spawn(&t.repo, &t.kubeconfig, "gen-q", &timings, &[]);
     generator.wait_for_log("leading=true", WAIT).unwrap();
-    let counter = |name: &str| -> u64 {
-        let (_, metrics) = generator.get("/metrics").expect("metrics");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
-    };
+    let counter = |name: &str| counter(&generator, name);
     let leading = "flipbit_generator_leading_edge_cycles_total";
 
     // A quiet spell longer than the quiet period, then one Service: decided at once.

@@ -292,7 +292,7 @@ fn switching_a_running_host_to_shared_listeners_needs_its_listeners_dropped_firs
         .unwrap();
     // SAFETY: signalling the nginx master this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    probe::eventually(Duration::from_secs(5), || match probe::tcp(to) {
+    flipbit_tests::wait::wait_until(Duration::from_secs(5), || match probe::tcp(to) {
         Ok(_) => Err("still listening".to_owned()),
         Err(_) => Ok(()),
     })

@@ -25,7 +25,7 @@ fn render_signed(repo: &Path, cluster: &ManifestDir, key: &SshKey) {
 }
 
 fn serves(addr: SocketAddr) -> bool {
-    probe::eventually(Duration::from_secs(3), || probe::tcp(addr)).is_ok()
+    flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::tcp(addr)).is_ok()
 }
 
 /// The one `error:` line of a failed run.

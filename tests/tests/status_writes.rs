@@ -55,15 +55,8 @@ impl Cluster {
 
     /// Waits until `check` holds, or fails with `what` and the generator's log.
     fn wait(&self, what: &str, generator: &GeneratorProcess, check: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !check(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; generator log:\n{}",
-                generator.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        flipbit_tests::wait::wait_for(WAIT, what, || check(self))
+            .unwrap_or_else(|e| panic!("{e}; generator log:\n{}", generator.log()));
     }
 
     fn ingress(&self, name: &str) -> Vec<String> {

@@ -73,7 +73,7 @@ fn source_ranges_are_enforced_on_every_flavour_and_layout() {
     let (inside, outside) = (IpAddr::from(INSIDE), IpAddr::from(OUTSIDE));
     for (lb, port, udp) in hosts {
         let to = at(&f, &format!("admin-{lb}"), lb, port);
-        let got = probe::eventually(Duration::from_secs(3), || probe::tcp_from(inside, to));
+        let got = flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::tcp_from(inside, to));
         assert!(got.is_ok(), "{lb}: a client inside the range was refused: {got:?}");
         assert!(
             probe::tcp_from(outside, to).is_err(),
@@ -135,13 +135,13 @@ fn client_ip_affinity_pins_a_client_to_one_node() {
         let to = at(&f, &format!("sticky-{lb}"), lb, port);
         let one: BTreeSet<String> = (0..8)
             .map(|_| {
-                probe::eventually(Duration::from_secs(3), || probe::tcp_from(IpAddr::from(INSIDE), to)).expect("answer")
+                flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::tcp_from(IpAddr::from(INSIDE), to)).expect("answer")
             })
             .collect();
         assert_eq!(one.len(), 1, "{lb}: one client reached several nodes: {one:?}");
         let many: BTreeSet<String> = (1..=40u8)
             .map(|i| {
-                probe::eventually(Duration::from_secs(3), || {
+                flipbit_tests::wait::wait_until(Duration::from_secs(3), || {
                     probe::tcp_from(IpAddr::from([127, 9, 1, i]), to)
                 })
                 .expect("answer")
@@ -185,7 +185,7 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     f.render();
     apply_all(&f);
     let closed_after = |to: SocketAddr| -> Duration {
-        let mut conn = probe::eventually(Duration::from_secs(3), || probe::connect_from(IpAddr::from(INSIDE), to))
+        let mut conn = flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::connect_from(IpAddr::from(INSIDE), to))
             .expect("connect");
         conn.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
         let started = Instant::now();
@@ -240,7 +240,7 @@ fn one_udp_answer_ends_the_session() {
     let nodes_reached = |to: SocketAddr| -> BTreeSet<String> {
         let socket = std::net::UdpSocket::bind("127.9.0.1:0").expect("client");
         (0..10)
-            .map(|_| probe::eventually(Duration::from_secs(3), || probe::udp_on(&socket, to)).expect("answer"))
+            .map(|_| flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::udp_on(&socket, to)).expect("answer"))
             .collect()
     };
     for (lb, port) in hosts {

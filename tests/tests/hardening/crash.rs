@@ -219,7 +219,7 @@ fn kills_at_every_step_and_at_random_converge_and_dns_never_leads() {
         let out = f.apply_ok("lb-a");
         for (i, n) in now.iter().enumerate() {
             let addr = f.addr(1, (i + 1) as u8, 8080);
-            probe::eventually(Duration::from_secs(3), || probe::tcp(addr))
+            flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::tcp(addr))
                 .unwrap_or_else(|e| panic!("round {round}: {n} does not answer: {e}; {out}"));
             assert_eq!(
                 lb_a_records(&f, std::slice::from_ref(n))[n],

@@ -4,17 +4,24 @@
 //! they published after losing their state dir.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use flipbit_core::fleet::HostState;
-use flipbit_tests::bins;
 use flipbit_tests::fleet::Fleet;
 use flipbit_tests::nginx::NginxInstance;
+use flipbit_tests::process::Owned;
+use flipbit_tests::wait::{wait_for, wait_until};
 
-/// `flipbit-applier watch` for one host: every 0.5 s, peers judged after 3 s; killed on drop.
-struct Watcher(Child);
+/// `flipbit-applier watch` for one host: every 0.5 s, peers judged after 3 s, its metrics
+/// served; stopped on drop.
+struct Watcher {
+    _child: Owned,
+    metrics: SocketAddr,
+}
+
+const RUNS: &str = "flipbit_applier_runs_total";
+const PEERS_DOWN: &str = "flipbit_applier_peers_down";
 
 impl Watcher {
     fn start(f: &Fleet, lb: &str) -> Self {
@@ -27,25 +34,26 @@ impl Watcher {
         args[0] = "watch".into();
         let named = f.named.as_ref().expect("named");
         args.extend(f.dns_args(&named.key_file));
-        args.extend(["--interval", "0.5", "--peer-timeout", "3"].map(String::from));
+        args.extend(["--interval", "0.5", "--peer-timeout", "3", "--metrics-listen", "127.0.0.1:0"].map(String::from));
         args
     }
 
     fn start_with(args: &[String]) -> Self {
-        let child = Command::new(bins::applier())
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a watching applier");
-        Watcher(child)
+        let (child, metrics) = crate::spawn_with_metrics(args, Duration::from_secs(20));
+        Self { _child: child, metrics }
     }
-}
 
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    /// Waits until this host has judged `n` peers down and has run twice more since: the
+    /// decision a test then looks at has been made, and made again.
+    fn wait_judged_down(&self, n: usize) {
+        let sample = |series: &str| crate::metrics(self.metrics).get(series).copied().unwrap_or(0.0);
+        let runs = wait_until(Duration::from_secs(20), || {
+            let down = sample(PEERS_DOWN);
+            if down >= n as f64 { Ok(sample(RUNS)) } else { Err(format!("{down} peers judged down, not {n}")) }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        wait_for(Duration::from_secs(20), "two more runs", || sample(RUNS) >= runs + 2.0)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -59,15 +67,9 @@ fn answers(f: &Fleet, name: &str) -> Vec<String> {
 }
 
 /// Waits until `check` holds, up to `limit`; how long it took, or the last state seen.
-fn until(limit: Duration, mut check: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
+fn until(limit: Duration, check: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
     let started = Instant::now();
-    loop {
-        match check() {
-            Ok(()) => return Ok(started.elapsed()),
-            Err(e) if started.elapsed() > limit => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+    flipbit_tests::wait::wait_until(limit, check).map(|()| started.elapsed())
 }
 
 /// The addresses of `svc` on the given hosts (`127.<block>.<host>.<n>`), as strings.
@@ -185,7 +187,7 @@ fn a_minority_or_a_fleet_without_nginx_removes_nothing() {
         .collect();
     f.lbs.remove("lb-b");
     f.lbs.remove("lb-c");
-    std::thread::sleep(Duration::from_secs(6));
+    watcher_a.wait_judged_down(2);
     let after: Vec<Vec<String>> = ["a", "b"].iter().map(|s| answers(&f, &name(s))).collect();
     assert_eq!(after, before, "a host in the minority removed records");
     drop(watcher_a);
@@ -193,14 +195,16 @@ fn a_minority_or_a_fleet_without_nginx_removes_nothing() {
     // Every host's nginx down, appliers running: no host is healthy, nothing is removed.
     let args = Watcher::args(&f, "lb-a");
     f.lbs.remove("lb-a");
-    let _watchers: Vec<Watcher> = all
+    let watchers: Vec<Watcher> = all
         .iter()
         .map(|lb| match *lb {
             "lb-a" => Watcher::start_with(&args),
             _ => Watcher::start_with(&watch_args_of[*lb]),
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(6));
+    for w in &watchers {
+        w.wait_judged_down(2);
+    }
     let after: Vec<Vec<String>> = ["a", "b"].iter().map(|s| answers(&f, &name(s))).collect();
     assert_eq!(after, before, "a fleet without nginx emptied names");
 }

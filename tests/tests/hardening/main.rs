@@ -13,8 +13,8 @@ mod untrusted;
 mod watch;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, SocketAddr};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -41,6 +41,22 @@ pub fn lb_a_records(f: &Fleet, names: &[String]) -> BTreeMap<String, Vec<IpAddr>
                 .filter_map(|a| a.parse().ok())
                 .collect();
             (n.clone(), addrs)
+        })
+        .collect()
+}
+
+/// Every sample of the /metrics served at `addr`, by series as written (`name{labels}`).
+pub fn metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let mut stream = TcpStream::connect(addr).expect("connect to /metrics");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
         })
         .collect()
 }

@@ -4,13 +4,13 @@
 //! hour, so after the first run any run at all can only have been started by a check.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use flipbit_tests::fleet::Fleet;
 use flipbit_tests::process::Owned;
 use flipbit_tests::repo;
+use flipbit_tests::wait::{wait_for, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,18 +32,7 @@ impl Watch {
 
     /// Every sample of /metrics, by series as written (`name{labels}`).
     fn samples(&self) -> BTreeMap<String, f64> {
-        let mut stream = TcpStream::connect(self.metrics).expect("connect to /metrics");
-        write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("response");
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                Some((series.to_owned(), value.parse().ok()?))
-            })
-            .collect()
+        crate::metrics(self.metrics)
     }
 
     fn get(&self, series: &str) -> f64 {
@@ -52,15 +41,15 @@ impl Watch {
 
     /// Waits until `check` holds for the metrics.
     fn wait_for(&self, what: &str, check: impl Fn(&BTreeMap<String, f64>) -> bool) -> BTreeMap<String, f64> {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        wait_until(WAIT, || {
             let samples = self.samples();
             if check(&samples) {
-                return samples;
+                Ok(samples)
+            } else {
+                Err(format!("timed out waiting for {what}: {samples:?}"))
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {samples:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -95,15 +84,8 @@ fn watch_fetches_only_when_the_advertised_head_moves_and_then_at_once() {
     f.render();
     let second = repo::head(&f.repo).expect("a head");
     assert_ne!(first, second);
-    let deadline = Instant::now() + WAIT;
-    while f.journal("lb-a").lb != Some(second) {
-        assert!(
-            Instant::now() < deadline,
-            "the new head was not applied: {:?}",
-            w.samples()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(WAIT, "the new head applied", || f.journal("lb-a").lb == Some(second))
+        .unwrap_or_else(|e| panic!("{e}: {:?}", w.samples()));
     let after = w.wait_for("the second run counted", |m| get(m, RUNS) >= 2.0);
     assert_eq!(get(&after, MOVED), 1.0, "{after:?}");
     assert_eq!(get(&after, RUNS), 2.0, "{after:?}");
