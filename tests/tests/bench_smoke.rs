@@ -31,6 +31,32 @@ fn has_line(out: &str, starts: &str, contains: &str) -> bool {
     out.lines().any(|l| l.starts_with(starts) && l.contains(contains))
 }
 
+/// The figure `<value> (target <= <target>)` on the line that starts with `starts`, after
+/// `label`, as numbers; panics naming the line when it is missing or does not parse.
+fn figure(out: &str, starts: &str, label: &str) -> (f64, f64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(starts))
+        .unwrap_or_else(|| panic!("no line starting {starts:?}:\n{out}"));
+    let parsed = || -> Option<(f64, f64)> {
+        let rest = &line[line.find(label)? + label.len()..];
+        let (value, rest) = rest.trim_start().split_once(" (target <= ")?;
+        let target = rest.split(')').next()?;
+        Some((value.trim().parse().ok()?, target.trim().parse().ok()?))
+    };
+    parsed().unwrap_or_else(|| panic!("no `{label} <value> (target <= <target>)` in {line:?}"))
+}
+
+/// A ratio the bench measured and the target it states: a positive number and `target`. The
+/// value is not held to the target here: two repetitions at a tiny size on a test machine running
+/// other tests measure nothing (`scripts/bench` does, on a quiet machine); this run only shows the
+/// bench still computes it.
+fn assert_ratio(out: &str, starts: &str, label: &str, target: f64) {
+    let (value, stated) = figure(out, starts, label);
+    assert!(value.is_finite() && value > 0.0, "{label} {value}: {out}");
+    assert_eq!(stated, target, "{label}: the stated target changed: {out}");
+}
+
 #[test]
 fn overhead_prints_the_applier_its_floor_and_their_ratio() {
     let Some(out) = bench(&["overhead", "20", "--reps", "2", "--block", "121"], false) else {
@@ -41,7 +67,7 @@ fn overhead_prints_the_applier_its_floor_and_their_ratio() {
         "{out}"
     );
     assert!(has_line(&out, "overhead, 20 Services: floor", "ms"), "{out}");
-    assert!(has_line(&out, "overhead, 20 Services: ratio", "target <= 1.3"), "{out}");
+    assert_ratio(&out, "overhead, 20 Services: ratio", "ratio applier / floor", 1.3);
 }
 
 #[test]
@@ -60,15 +86,12 @@ fn dns_ratio_prints_the_applier_nsupdate_and_their_ratio() {
         has_line(&out, "dns-ratio, 50 names: one nsupdate -k batch", "ms"),
         "{out}"
     );
-    assert!(has_line(&out, "dns-ratio, 50 names: ratio", "target <= 1.0"), "{out}");
+    assert_ratio(&out, "dns-ratio, 50 names: ratio DNS step", "ratio DNS step / nsupdate", 1.0);
     assert!(
         has_line(&out, "dns-ratio, 50 names: whole flipbit-applier apply", "ms"),
         "{out}"
     );
-    assert!(
-        has_line(&out, "dns-ratio, 50 names: ratio whole run / nsupdate", "target <= 1.3"),
-        "{out}"
-    );
+    assert_ratio(&out, "dns-ratio, 50 names: ratio whole run", "ratio whole run / nsupdate", 1.3);
 }
 
 #[test]
