@@ -1,7 +1,8 @@
 //! End-to-end harness: real nginx and HAProxy instances with private prefixes, stand-in "kube-proxy"
 //! backends on node addresses, bare state repos, and the built binaries. Shared by the tests in
-//! `tests/tests/` and by the demo, so the demo proves exactly what the tests assert.
+//! `tests/tests/e2e/` and by the demo, so the demo proves exactly what the tests assert.
 
+pub mod alone;
 pub mod apiserver;
 pub mod backends;
 pub mod bind;
@@ -49,14 +50,21 @@ pub enum Missing {
 impl Missing {
     /// [`Missing::Fail`] when [`REQUIRE_TOOLS`] or [`NEED_ALL`] is set (to anything but empty or `0`).
     pub fn from_env() -> Self {
-        Self::from_values(std::env::var_os(REQUIRE_TOOLS).as_deref(), std::env::var_os(NEED_ALL).as_deref())
+        Self::from_values(
+            std::env::var_os(REQUIRE_TOOLS).as_deref(),
+            std::env::var_os(NEED_ALL).as_deref(),
+        )
     }
 
     /// The same from the two variables' values, so the rule is tested without touching the
     /// process's environment (which every test thread shares).
     pub fn from_values(require: Option<&std::ffi::OsStr>, alias: Option<&std::ffi::OsStr>) -> Self {
         let on = |v: Option<&std::ffi::OsStr>| v.is_some_and(|v| !v.is_empty() && v != "0");
-        if on(require) || on(alias) { Missing::Fail } else { Missing::Skip }
+        if on(require) || on(alias) {
+            Missing::Fail
+        } else {
+            Missing::Skip
+        }
     }
 }
 
@@ -166,7 +174,10 @@ mod tests {
         assert_eq!(Missing::from_values(None, None), Missing::Skip);
         assert_eq!(Missing::from_values(on, None), Missing::Fail);
         assert_eq!(Missing::from_values(None, on), Missing::Fail);
-        assert_eq!(Missing::from_values(Some(OsStr::new("0")), Some(OsStr::new(""))), Missing::Skip);
+        assert_eq!(
+            Missing::from_values(Some(OsStr::new("0")), Some(OsStr::new(""))),
+            Missing::Skip
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Connects to `addr` and returns the backend's answer (`<node>:<port>`).
 pub fn tcp(addr: SocketAddr) -> Result<String, String> {

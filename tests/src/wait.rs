@@ -39,7 +39,11 @@ mod tests {
         let mut calls = 0;
         let got = wait_until(Duration::from_secs(5), || {
             calls += 1;
-            if calls == 3 { Ok(calls) } else { Err(format!("call {calls}")) }
+            if calls == 3 {
+                Ok(calls)
+            } else {
+                Err(format!("call {calls}"))
+            }
         });
         assert_eq!(got, Ok(3));
         let mut calls = 0;

@@ -200,16 +200,27 @@ fn gss_client(dc: &SambaDc, max_age: Option<Duration>) -> UpdateClient {
     }
 }
 
-/// Points this process's Kerberos library at the DC's krb5.conf. Only while holding the DC lock,
-/// which every test of this binary takes before anything else, so no other thread reads the
-/// environment meanwhile.
+/// Points this process's Kerberos library at the DC's krb5.conf. Only in a process that runs
+/// one test alone ([`flipbit_tests::alone`]): no other thread reads the environment meanwhile.
 fn use_krb5_conf(dc: &SambaDc) {
-    // SAFETY: see above: the other tests of this binary wait on the DC lock.
+    assert!(
+        flipbit_tests::alone::alone(),
+        "KRB5_CONFIG is set only in a process of one test"
+    );
+    // SAFETY: see above: this process runs this one test, on this thread.
     unsafe { std::env::set_var("KRB5_CONFIG", &dc.krb5_conf) };
 }
 
 #[test]
 fn a_context_is_reused_renegotiated_when_old_and_after_the_server_forgets_it() {
+    // It sets KRB5_CONFIG for the in-process client: a process-wide change, made in a process of
+    // its own while the other tests run on.
+    if flipbit_tests::alone::in_own_process(concat!(
+        module_path!(),
+        "::a_context_is_reused_renegotiated_when_old_and_after_the_server_forgets_it"
+    )) {
+        return;
+    }
     let Some(mut dc) = dc(Services::All) else { return };
     use_krb5_conf(&dc);
     let client = gss_client(&dc, None);
@@ -265,8 +276,17 @@ fn a_context_is_reused_renegotiated_when_old_and_after_the_server_forgets_it() {
 
 #[test]
 fn a_server_that_does_not_do_gss_tsig_is_named_as_such() {
+    // KRB5_CONFIG again: see the test above.
+    if flipbit_tests::alone::in_own_process(concat!(
+        module_path!(),
+        "::a_server_that_does_not_do_gss_tsig_is_named_as_such"
+    )) {
+        return;
+    }
     let Some(dc) = dc(Services::All) else { return };
-    let Some(()) = flipbit_tests::require(&[tool::BIND]) else { return };
+    let Some(()) = flipbit_tests::require(&[tool::BIND]) else {
+        return;
+    };
     use_krb5_conf(&dc);
     let dir = tempfile::tempdir().expect("tempdir");
     let named = flipbit_tests::bind::NamedInstance::start(dir.path(), 5425, DOMAIN).expect("named");
@@ -290,7 +310,9 @@ fn a_server_that_does_not_do_gss_tsig_is_named_as_such() {
 /// addresses (the demo takes the DC lock itself, as [`SambaDc::start`] does).
 #[test]
 fn the_demo_publishes_the_example_to_the_dc() {
-    let Some(()) = flipbit_tests::require(&[tool::SAMBA, tool::NGINX]) else { return };
+    let Some(()) = flipbit_tests::require(&[tool::SAMBA, tool::NGINX]) else {
+        return;
+    };
     let work = tempfile::tempdir().expect("tempdir");
     let opts = demo::DemoOptions {
         ad_dns: true,

@@ -556,7 +556,9 @@ async fn recorder_events_land_in_events() {
 
 #[test]
 fn kubectl_resolves_and_lists() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else {
+        return;
+    };
     let server = ApiServer::start();
     let mut web = service("default", "web", json!({}));
     web["status"] = json!({"loadBalancer": {"ingress": [{"ip": "127.1.1.1", "ipMode": "VIP"}]}});

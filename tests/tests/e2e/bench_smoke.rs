@@ -86,12 +86,22 @@ fn dns_ratio_prints_the_applier_nsupdate_and_their_ratio() {
         has_line(&out, "dns-ratio, 50 names: one nsupdate -k batch", "ms"),
         "{out}"
     );
-    assert_ratio(&out, "dns-ratio, 50 names: ratio DNS step", "ratio DNS step / nsupdate", 1.0);
+    assert_ratio(
+        &out,
+        "dns-ratio, 50 names: ratio DNS step",
+        "ratio DNS step / nsupdate",
+        1.0,
+    );
     assert!(
         has_line(&out, "dns-ratio, 50 names: whole flipbit-applier apply", "ms"),
         "{out}"
     );
-    assert_ratio(&out, "dns-ratio, 50 names: ratio whole run", "ratio whole run / nsupdate", 1.3);
+    assert_ratio(
+        &out,
+        "dns-ratio, 50 names: ratio whole run",
+        "ratio whole run / nsupdate",
+        1.3,
+    );
 }
 
 #[test]
@@ -124,7 +134,9 @@ fn under_load_loses_no_tcp_connection() {
 /// new worker takes the listening sockets from the old one, so no connection fails.
 #[test]
 fn under_load_through_haproxy_loses_no_tcp_connection() {
-    let Some(()) = flipbit_tests::require(&[tool::HAPROXY]) else { return };
+    let Some(()) = flipbit_tests::require(&[tool::HAPROXY]) else {
+        return;
+    };
     let Some(out) = bench(
         &[
             "under-load",

@@ -225,7 +225,9 @@ fn check_common(objects: &[Value]) {
 
 #[test]
 fn the_base_renders_with_kubectl_kustomize() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else {
+        return;
+    };
     let objects = kustomize(&bundle(""));
     assert_eq!(
         objects,
@@ -260,7 +262,9 @@ fn the_base_renders_with_kubectl_kustomize() {
 
 #[test]
 fn the_example_overlay_sets_a_sites_settings() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else {
+        return;
+    };
     let base = kustomize(&bundle(""));
     let objects = kustomize(&bundle("overlays/example"));
     check_common(&objects);
@@ -392,7 +396,9 @@ fn kubectl_get(kubeconfig: &Path, work: &Path) -> Output {
 
 #[test]
 fn kubectl_applies_the_base_and_the_overlay() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::KUBECTL]) else {
+        return;
+    };
     for dir in ["", "overlays/example"] {
         // The groups the bundle's kinds live in, beside the generator's.
         let server = ApiServer::start_with_groups(&["apps", "rbac.authorization.k8s.io"]);

@@ -8,7 +8,9 @@ use flipbit_tests::{demo, require, tool};
 #[test]
 fn the_example_serves_traffic_on_three_lb_hosts() {
     // Root for ports 53/80/443.
-    let Some(()) = require(&[tool::ROOT, tool::NGINX]) else { return };
+    let Some(()) = require(&[tool::ROOT, tool::NGINX]) else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let opts = demo::DemoOptions {
         dns_port: require(&[tool::BIND]).map(|()| 15399),

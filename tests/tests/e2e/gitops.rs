@@ -162,7 +162,8 @@ fn a_hand_edit_is_held_and_kept_while_other_changes_go_on() {
 
     // The pinned config is valid nginx and is served.
     f.apply_ok("lb-a");
-    let got = flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::tcp(f.addr(1, 2, 8080))).expect("shop answers");
+    let got = flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::tcp(f.addr(1, 2, 8080)))
+        .expect("shop answers");
     assert!(got.starts_with("127.112.0.10:"), "{got}");
 }
 

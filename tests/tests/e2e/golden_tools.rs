@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use flipbit_tests::tool;
 use flipbit_tests::nginx::STREAM_MODULE;
+use flipbit_tests::tool;
 
 /// IPv6 addresses the snippets under `dir` listen on (other than ::1, which loopback has).
 fn ipv6_listens(dir: &Path) -> Vec<String> {
@@ -57,7 +57,9 @@ impl Drop for Netns {
 
 #[test]
 fn golden_snippets_pass_nginx_t() {
-    let Some(()) = flipbit_tests::require(&[tool::NGINX]) else { return };
+    let Some(()) = flipbit_tests::require(&[tool::NGINX]) else {
+        return;
+    };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");
     let mut checked = 0;
     for case in std::fs::read_dir(&golden).unwrap().flatten() {
@@ -119,7 +121,9 @@ fn golden_snippets_pass_nginx_t() {
 /// real `named-checkzone`.
 #[test]
 fn golden_zone_fragments_pass_named_checkzone() {
-    let Some(()) = flipbit_tests::require(&[tool::NAMED_CHECKZONE]) else { return };
+    let Some(()) = flipbit_tests::require(&[tool::NAMED_CHECKZONE]) else {
+        return;
+    };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");
     let mut checked = 0;
     for case in std::fs::read_dir(&golden).unwrap().flatten() {
@@ -162,7 +166,9 @@ fn golden_zone_fragments_pass_named_checkzone() {
 
 #[test]
 fn golden_haproxy_files_pass_haproxy_c() {
-    let Some(()) = flipbit_tests::require(&[tool::HAPROXY]) else { return };
+    let Some(()) = flipbit_tests::require(&[tool::HAPROXY]) else {
+        return;
+    };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../generator/tests/golden");
     let mut checked = 0;
     for host in std::fs::read_dir(golden.join("haproxy/expected/lb")).unwrap().flatten() {

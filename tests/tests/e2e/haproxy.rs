@@ -173,15 +173,15 @@ fn a_bad_haproxy_commit_is_refused_and_reloads_drop_no_connection() {
 
     // Reloads under steady traffic: every connection is answered.
     let traffic = Background::spawn(move |stop| {
-            let (mut ok, mut failed) = (0usize, Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                match probe::tcp(shop) {
-                    Ok(_) => ok += 1,
-                    Err(e) => failed.push(e),
-                }
+        let (mut ok, mut failed) = (0usize, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            match probe::tcp(shop) {
+                Ok(_) => ok += 1,
+                Err(e) => failed.push(e),
             }
-            (ok, failed)
-        });
+        }
+        (ok, failed)
+    });
     for (i, port) in (15281..15285).enumerate() {
         f.cluster
             .lb_service("web", &format!("extra{i}"), &only_c, &[("TCP", port, 30080)]);

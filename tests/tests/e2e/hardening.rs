@@ -2,7 +2,7 @@
 //! crash: hand-pushed commits (directives, links, other zones, infrastructure names, forged log
 //! lines, a newer output format), kill -9 at every step, a dangling `current`, a corrupt journal,
 //! a silent Git server, and a Service whose listener another process holds. Real nginx, HAProxy,
-//! BIND and Git throughout; one test binary, a module per concern.
+//! BIND and Git throughout; a module per concern.
 
 mod crash;
 mod fleet;
@@ -64,12 +64,14 @@ pub fn metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
 /// Starts `flipbit-applier` with `args` (which include `--metrics-listen 127.0.0.1:0`) and returns
 /// it (stopped when dropped) with the address its metrics listener bound, read from the `bound=` field of its log.
 pub fn spawn_with_metrics(args: &[String], wait: Duration) -> (Owned, SocketAddr) {
-    let mut child = Owned::new(Command::new(flipbit_tests::bins::applier())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn a watching applier"));
+    let mut child = Owned::new(
+        Command::new(flipbit_tests::bins::applier())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a watching applier"),
+    );
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

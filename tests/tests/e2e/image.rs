@@ -309,7 +309,9 @@ fn walk_files(dir: &Path) -> Vec<std::fs::Metadata> {
 #[test]
 fn skopeo_copies_the_archive_as_an_air_gapped_site_would() {
     let Some(archive) = built_archive() else { return };
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::SKOPEO]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::SKOPEO]) else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = format!(
         "oci:{}:flipbit-generator:{VERSION}",

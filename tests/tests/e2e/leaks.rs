@@ -15,7 +15,9 @@ const DNS_PORT: u16 = 5449;
 
 #[test]
 fn a_panicking_test_leaves_no_nginx_or_named_behind() {
-    let Some(()) = require(&[tool::NGINX, tool::BIND]) else { return };
+    let Some(()) = require(&[tool::NGINX, tool::BIND]) else {
+        return;
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let failed = std::thread::spawn(move || {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -261,7 +261,9 @@ fn a_relist_after_410_and_an_outage_change_nothing_and_the_generator_resumes() {
     // Proof it lived through the outage rather than slept past it: its requests were refused.
     let refused = |t: &Live| t.api.requests().iter().filter(|r| r.status == 503).count();
     t.api.set_unavailable(true);
-    t.wait_repo("10 requests refused during the outage", &generator, |t| refused(t) >= 10);
+    t.wait_repo("10 requests refused during the outage", &generator, |t| {
+        refused(t) >= 10
+    });
     assert!(
         generator.is_running(),
         "the generator died during the outage; log:\n{}",

@@ -14,8 +14,8 @@ use std::process::{Command, Output};
 
 use flipbit_tests::cluster::text;
 use flipbit_tests::fleet::Fleet;
-use flipbit_tests::{probe, tool};
 use flipbit_tests::unit_sandbox::Sandbox;
+use flipbit_tests::{probe, tool};
 
 const PACKAGE: &str = "flipbit-applier";
 const SERVICES: [&str; 2] = ["flipbit-applier.service", "flipbit-applier-watch.service"];
@@ -93,7 +93,9 @@ fn default_of(help: &str, flag: &str) -> PathBuf {
 
 #[test]
 fn units_verify_from_the_source_tree() {
-    let Some(()) = flipbit_tests::require(&[tool::SYSTEMD_ANALYZE]) else { return };
+    let Some(()) = flipbit_tests::require(&[tool::SYSTEMD_ANALYZE]) else {
+        return;
+    };
     let applier = flipbit_tests::bins::applier();
     let dir = tempfile::tempdir().unwrap();
     let mut units = Vec::new();
@@ -207,7 +209,9 @@ fn built_package() -> Option<PathBuf> {
 #[test]
 fn package_installs_removes_and_purges() {
     // Root to install a package.
-    let Some(()) = flipbit_tests::require(&[tool::ROOT, tool::DPKG, tool::SYSTEMD_ANALYZE]) else { return };
+    let Some(()) = flipbit_tests::require(&[tool::ROOT, tool::DPKG, tool::SYSTEMD_ANALYZE]) else {
+        return;
+    };
     let Some(deb) = built_package() else {
         flipbit_tests::skip(
             "no flipbit-applier .deb under target/artifacts: run scripts/package first (scripts/test does)",

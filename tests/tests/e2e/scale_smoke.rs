@@ -57,7 +57,9 @@ fn generator_scale_runs_against_git_daemon() {
 
 #[test]
 fn nginx_scale_runs_for_both_layouts() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else {
+        return;
+    };
     let out = run(env!("CARGO_BIN_EXE_flipbit-nginx-scale"), &["40", "--runs", "1"]);
     assert!(
         out.contains("| PerService | 40 |") && out.contains("| SharedListeners | 40 |"),

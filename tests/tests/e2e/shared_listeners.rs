@@ -114,7 +114,9 @@ impl Host {
 
 #[test]
 fn each_address_port_and_protocol_reaches_its_own_node_port() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else {
+        return;
+    };
     let (all, _backends) = backends(131);
     let mut sticky = service("web/sticky", &[(Tcp, 13180, 31002)]);
     sticky.settings.balance = Balance::Hash;
@@ -181,7 +183,9 @@ fn each_address_port_and_protocol_reaches_its_own_node_port() {
 
 #[test]
 fn a_broken_entry_is_refused_and_the_running_release_keeps_serving() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else {
+        return;
+    };
     let (all, _backends) = backends(132);
     let a = placed(service("web/a", &[(Tcp, 13280, 31001)]), &["127.132.1.1"]);
     let files = commit_files(132, Layout::SharedListeners, std::slice::from_ref(&a), &all);
@@ -251,7 +255,9 @@ fn a_broken_entry_is_refused_and_the_running_release_keeps_serving() {
 
 #[test]
 fn switching_a_running_host_to_shared_listeners_needs_its_listeners_dropped_first() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else {
+        return;
+    };
     let (all, _backends) = backends(133);
     let services = vec![placed(service("web/a", &[(Tcp, 13380, 31001)]), &["127.133.1.1"])];
     let h = Host::start(&commit_files(133, Layout::PerService, &services, &all));
@@ -331,7 +337,9 @@ fn nginx_t(release: &Path, dir: &Path) -> std::process::Output {
 
 #[test]
 fn rendered_hosts_pass_nginx_t_and_an_unbound_file_does_not() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::NGINX]) else {
+        return;
+    };
     let all = nodes(&[ip("127.134.0.10"), ip("127.134.0.11"), ip("::1")]);
     let mut hash = service("ns/hash", &[(Tcp, 13480, 30080)]);
     hash.settings.balance = Balance::Hash;

@@ -135,7 +135,8 @@ fn client_ip_affinity_pins_a_client_to_one_node() {
         let to = at(&f, &format!("sticky-{lb}"), lb, port);
         let one: BTreeSet<String> = (0..8)
             .map(|_| {
-                flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::tcp_from(IpAddr::from(INSIDE), to)).expect("answer")
+                flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::tcp_from(IpAddr::from(INSIDE), to))
+                    .expect("answer")
             })
             .collect();
         assert_eq!(one.len(), 1, "{lb}: one client reached several nodes: {one:?}");
@@ -185,8 +186,9 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     f.render();
     apply_all(&f);
     let closed_after = |to: SocketAddr| -> Duration {
-        let mut conn = flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::connect_from(IpAddr::from(INSIDE), to))
-            .expect("connect");
+        let mut conn =
+            flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::connect_from(IpAddr::from(INSIDE), to))
+                .expect("connect");
         conn.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
         let started = Instant::now();
         let mut buf = [0u8; 16];
@@ -240,7 +242,9 @@ fn one_udp_answer_ends_the_session() {
     let nodes_reached = |to: SocketAddr| -> BTreeSet<String> {
         let socket = std::net::UdpSocket::bind("127.9.0.1:0").expect("client");
         (0..10)
-            .map(|_| flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::udp_on(&socket, to)).expect("answer"))
+            .map(|_| {
+                flipbit_tests::wait::wait_until(Duration::from_secs(3), || probe::udp_on(&socket, to)).expect("answer")
+            })
             .collect()
     };
     for (lb, port) in hosts {

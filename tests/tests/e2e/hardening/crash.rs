@@ -258,10 +258,15 @@ fn kill_after(f: &Fleet, delay: Duration) -> bool {
 fn a_silent_git_server_fails_the_run_and_frees_the_lock() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
+    listener.set_nonblocking(true).expect("nonblocking");
+    // Ends with the test (all tests share one process): connections accepted, never answered.
+    let _server = Background::spawn(move |stop| {
         let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn); // accepted, never answered
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((conn, _)) => held.push(conn),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
         }
     });
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -34,22 +34,36 @@ impl Watcher {
         args[0] = "watch".into();
         let named = f.named.as_ref().expect("named");
         args.extend(f.dns_args(&named.key_file));
-        args.extend(["--interval", "0.5", "--peer-timeout", "3", "--metrics-listen", "127.0.0.1:0"].map(String::from));
+        args.extend(
+            [
+                "--interval",
+                "0.5",
+                "--peer-timeout",
+                "3",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ]
+            .map(String::from),
+        );
         args
     }
 
     fn start_with(args: &[String]) -> Self {
-        let (child, metrics) = crate::spawn_with_metrics(args, Duration::from_secs(20));
+        let (child, metrics) = super::spawn_with_metrics(args, Duration::from_secs(20));
         Self { _child: child, metrics }
     }
 
     /// Waits until this host has judged `n` peers down and has run twice more since: the
     /// decision a test then looks at has been made, and made again.
     fn wait_judged_down(&self, n: usize) {
-        let sample = |series: &str| crate::metrics(self.metrics).get(series).copied().unwrap_or(0.0);
+        let sample = |series: &str| super::metrics(self.metrics).get(series).copied().unwrap_or(0.0);
         let runs = wait_until(Duration::from_secs(20), || {
             let down = sample(PEERS_DOWN);
-            if down >= n as f64 { Ok(sample(RUNS)) } else { Err(format!("{down} peers judged down, not {n}")) }
+            if down >= n as f64 {
+                Ok(sample(RUNS))
+            } else {
+                Err(format!("{down} peers judged down, not {n}"))
+            }
         })
         .unwrap_or_else(|e| panic!("{e}"));
         wait_for(Duration::from_secs(20), "two more runs", || sample(RUNS) >= runs + 2.0)

@@ -268,7 +268,7 @@ fn watch_serves_its_metrics_over_http() {
         "--metrics-listen".into(),
         "127.0.0.1:0".into(),
     ]);
-    let (mut child, bound) = crate::spawn_with_metrics(&args, Duration::from_secs(20));
+    let (mut child, bound) = super::spawn_with_metrics(&args, Duration::from_secs(20));
     let deadline = Instant::now() + Duration::from_secs(20);
     let runs = loop {
         let mut stream = TcpStream::connect(bound).expect("connect");

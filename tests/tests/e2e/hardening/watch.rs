@@ -26,13 +26,13 @@ impl Watch {
         args[0] = "watch".into();
         args.extend(["--interval", "3600", "--metrics-listen", "127.0.0.1:0"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
-        let (child, metrics) = crate::spawn_with_metrics(&args, WAIT);
+        let (child, metrics) = super::spawn_with_metrics(&args, WAIT);
         Self { _child: child, metrics }
     }
 
     /// Every sample of /metrics, by series as written (`name{labels}`).
     fn samples(&self) -> BTreeMap<String, f64> {
-        crate::metrics(self.metrics)
+        super::metrics(self.metrics)
     }
 
     fn get(&self, series: &str) -> f64 {

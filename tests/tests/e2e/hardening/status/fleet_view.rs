@@ -26,7 +26,9 @@ fn withdrawn_events(api: &ApiServer) -> Vec<String> {
 
 #[test]
 fn the_generator_shows_the_fleet_and_tells_services_of_a_withdrawn_host() {
-    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::BIND]) else { return };
+    let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::BIND]) else {
+        return;
+    };
     let tmp = tempfile::tempdir().expect("tempdir");
     let named = NamedInstance::start(&tmp.path().join("named"), 5368, ZONE).expect("named");
     let api = ApiServer::start();
