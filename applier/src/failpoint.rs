@@ -1,4 +1,4 @@
-//! Named points between the applier's side effects where the crash test (`tests/tests/crash.rs`)
+//! Named points between the applier's side effects where the crash test (`tests/tests/e2e/hardening/crash.rs`)
 //! kills it with SIGKILL, so every step boundary is hit for certain rather than by luck of
 //! timing. Only debug builds (the tests') have them: `FLIPBIT_APPLIER_KILL_AT=<point>[:<n>]`
 //! kills the process the n-th time (default first) it reaches `<point>`. Release builds compile

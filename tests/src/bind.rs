@@ -177,6 +177,11 @@ impl NamedInstance {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
+    /// The pid of this `named`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server address for the update client.
     pub fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
@@ -243,20 +248,7 @@ impl NamedInstance {
 
 impl Drop for NamedInstance {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return; // already exited and reaped: its pid may belong to someone else now
-        }
-        // SAFETY: signalling the named process this instance spawned (and has not reaped yet).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::stop(&mut self.child);
     }
 }
 

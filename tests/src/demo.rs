@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use flipbit_core::config::{Config, Flavor};
@@ -77,6 +78,16 @@ pub struct Running {
     pub backends: Backends,
     pub snapshot: Snapshot,
     pub log: String,
+    /// The example's addresses and ports, held while it runs (see [`example_lock`]).
+    _example: MutexGuard<'static, ()>,
+}
+
+/// The example listens on fixed addresses and ports (127.1.x.x, ports 53, 80 and 443), and two
+/// end-to-end tests run it (`example` and the AD demo in `ad_dns`), in one test process: the
+/// second waits here until the first has dropped its [`Running`].
+fn example_lock() -> MutexGuard<'static, ()> {
+    static EXAMPLE: Mutex<()> = Mutex::new(());
+    EXAMPLE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub struct Report {
@@ -134,6 +145,7 @@ fn run_cmd(bin: &Path, args: &[String], env: &[(String, String)], log: &mut Stri
 
 /// Sets everything up and applies; the returned handles keep nginx and the backends running.
 pub fn start(opts: &DemoOptions) -> Result<Running, String> {
+    let example = example_lock();
     let mut log = String::new();
     std::fs::create_dir_all(&opts.work).map_err(|e| e.to_string())?;
     let mut config_text = std::fs::read_to_string(opts.example.join(layout::CONFIG_FILE)).map_err(|e| e.to_string())?;
@@ -216,6 +228,7 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
         backends,
         snapshot,
         log,
+        _example: example,
     })
 }
 
@@ -469,7 +482,7 @@ pub const PROBES_PER_ROUTE: usize = 3;
 pub fn probe_route(route: &Route, n: usize) -> Result<String, String> {
     let mut answers = BTreeSet::new();
     for _ in 0..n {
-        let answer = probe::eventually(Duration::from_secs(3), || {
+        let answer = crate::wait::wait_until(Duration::from_secs(3), || {
             if route.udp {
                 probe::udp(route.listen)
             } else {

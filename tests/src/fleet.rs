@@ -11,9 +11,9 @@ use tempfile::TempDir;
 use crate::backends::Backends;
 use crate::bind::NamedInstance;
 use crate::cluster::{ManifestDir, generator, text};
-use crate::haproxy::{HaproxyInstance, have_haproxy};
+use crate::haproxy::HaproxyInstance;
 use crate::nginx::NginxInstance;
-use crate::{have_nginx, repo};
+use crate::{repo, tool};
 
 pub struct Fleet {
     pub tmp: TempDir,
@@ -37,10 +37,7 @@ impl Fleet {
 
     /// lb-a and lb-b (nginx) plus lb-c (127.<block>.3.0/24), whose `flavor` is `haproxy`.
     pub fn with_haproxy(block: u8) -> Option<Self> {
-        if !have_haproxy() {
-            crate::skip("haproxy is not installed (scripts/test installs it)");
-            return None;
-        }
+        crate::require(&[tool::HAPROXY])?;
         let mut fleet = Self::start_inner(block, None, None)?;
         let config = crate::cluster::flipbit_yaml(&[
             ("lb-a", &format!("127.{block}.1.0/24")),
@@ -67,10 +64,7 @@ impl Fleet {
     /// The same plus a `named` on 127.0.0.1:`dns_port` serving `k8s.example.test`, and appliers
     /// that run the DNS step against it.
     pub fn with_dns(block: u8, dns_port: u16) -> Option<Self> {
-        if !crate::bind::have_bind() {
-            crate::skip("BIND (named, dig) is not installed (scripts/test installs it)");
-            return None;
-        }
+        crate::require(&[tool::BIND])?;
         Self::start_inner(block, Some(dns_port), None)
     }
 
@@ -93,10 +87,7 @@ impl Fleet {
     }
 
     fn start_inner(block: u8, dns_port: Option<u16>, pools: Option<(&str, &str)>) -> Option<Self> {
-        if !have_nginx() {
-            crate::skip("nginx with the stream module is not installed (scripts/test installs it)");
-            return None;
-        }
+        crate::require(&[tool::NGINX])?;
         let tmp = tempfile::tempdir().expect("tempdir");
         let (pool_a, pool_b) = match pools {
             Some((a, b)) => (a.to_owned(), b.to_owned()),

@@ -226,12 +226,7 @@ impl GitHttps {
 
 impl Drop for GitHttps {
     fn drop(&mut self) {
-        // SAFETY: signalling the processes this value spawned.
-        unsafe {
-            libc::kill(self.nginx.id() as i32, libc::SIGTERM);
-            libc::kill(self.fcgiwrap.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.nginx.wait();
-        let _ = self.fcgiwrap.wait();
+        crate::process::stop(&mut self.nginx);
+        crate::process::stop(&mut self.fcgiwrap);
     }
 }

@@ -102,9 +102,7 @@ impl HaproxyInstance {
 
 impl Drop for HaproxyInstance {
     fn drop(&mut self) {
-        let pid = self.child.id() as i32;
-        // SAFETY: signalling the haproxy master this instance spawned; it stops its workers.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let _ = self.child.wait();
+        // SIGTERM to the master, which stops its workers.
+        crate::process::stop(&mut self.child);
     }
 }

@@ -24,16 +24,9 @@ impl Segment {
     /// Namespaces `fbt-addr-<tag>-lb` and `fbt-addr-<tag>-cl` with loopback up, `seg` up on both
     /// sides with the given addresses (CIDR text; IPv6 ones without duplicate address detection),
     /// and on the LB side `ip_nonlocal_bind` on, as `--manage-addresses` needs. `None` (through
-    /// [`crate::skip`]) when not root or without `ip`.
+    /// [`crate::require`]) when not root or without `ip`.
     pub fn create(tag: &str, lb_addresses: &[&str], client_addresses: &[&str]) -> Option<Self> {
-        if !crate::is_root() {
-            crate::skip("network namespaces need root");
-            return None;
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            crate::skip("`ip` (iproute2) is not installed (scripts/test installs it)");
-            return None;
-        }
+        crate::require(&[crate::tool::ROOT, crate::tool::IPROUTE])?;
         let segment = Self {
             lb: format!("{PREFIX}{tag}-lb"),
             client: format!("{PREFIX}{tag}-cl"),

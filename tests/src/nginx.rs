@@ -86,12 +86,18 @@ impl NginxInstance {
     }
 }
 
+impl NginxInstance {
+    /// The pid of the nginx master this instance started.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for NginxInstance {
     fn drop(&mut self) {
-        // SIGTERM: a fast stop (SIGQUIT would wait for UDP sessions to time out).
-        let pid = self.child.id() as i32;
-        // SAFETY: signalling the nginx master this instance spawned.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let _ = self.child.wait();
+        // SIGTERM: a fast stop (SIGQUIT would wait for UDP sessions to time out); the master
+        // stops its workers. Then any other master this instance's pid file names.
+        crate::process::stop(&mut self.child);
+        crate::process::stop_pid_file(&self.pid_file, self.child.id(), "nginx");
     }
 }

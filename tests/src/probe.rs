@@ -2,7 +2,7 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Connects to `addr` and returns the backend's answer (`<node>:<port>`).
 pub fn tcp(addr: SocketAddr) -> Result<String, String> {
@@ -36,24 +36,12 @@ pub fn udp(addr: SocketAddr) -> Result<String, String> {
     Ok(text)
 }
 
-/// Retries `f` until it succeeds or `timeout` passes (a reload takes effect within ~100 ms).
-pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
 /// The distinct answers of `n` probes of `addr` (TCP, or UDP when `udp`), each retried for up to
 /// 3 s; panics naming the address when one never answers. Used to see which nodes a route reaches.
 pub fn answers(addr: SocketAddr, udp: bool, n: usize) -> std::collections::BTreeSet<String> {
     (0..n)
         .map(|_| {
-            eventually(Duration::from_secs(3), || if udp { self::udp(addr) } else { tcp(addr) })
+            crate::wait::wait_until(Duration::from_secs(3), || if udp { self::udp(addr) } else { tcp(addr) })
                 .unwrap_or_else(|e| panic!("no answer from {addr}: {e}"))
         })
         .collect()

@@ -113,8 +113,7 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        // SAFETY: signalling the sshd this value spawned; connections' children end with it.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        // SIGTERM: connections' children end with it.
+        crate::process::stop(&mut self.child);
     }
 }

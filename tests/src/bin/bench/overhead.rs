@@ -78,7 +78,7 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
         let (took, out) = rig.apply("lb-a", &env)?;
         applier_cpu.push(ms(rig::children_cpu().saturating_sub(cpu)));
         let returned = Instant::now();
-        probe::eventually(Duration::from_secs(5), || probe::tcp(addr))?;
+        flipbit_tests::wait::wait_until(Duration::from_secs(5), || probe::tcp(addr))?;
         after.push(ms(returned.elapsed()));
         applier.push(ms(took));
         if !log.is_empty() {
@@ -91,7 +91,7 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
         // Back to the previous release, settled: the new address refuses again.
         rig::switch_current(&state, &previous)?;
         reload_and_settle(nginx)?;
-        probe::eventually(Duration::from_secs(10), || match probe::tcp(addr) {
+        flipbit_tests::wait::wait_until(Duration::from_secs(10), || match probe::tcp(addr) {
             Ok(_) => Err("still answering".to_string()),
             Err(_) => Ok(()),
         })?;

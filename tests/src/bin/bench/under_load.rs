@@ -83,9 +83,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .get("lb-a")
         .ok_or("bench/load has no committed address on lb-a")?;
     let (tcp_addr, udp_addr) = (SocketAddr::new(ip, TCP_PORT), SocketAddr::new(ip, UDP_PORT));
-    probe::eventually(Duration::from_secs(5), || probe::tcp(tcp_addr))?;
+    flipbit_tests::wait::wait_until(Duration::from_secs(5), || probe::tcp(tcp_addr))?;
     if !haproxy {
-        probe::eventually(Duration::from_secs(5), || probe::udp(udp_addr))?;
+        flipbit_tests::wait::wait_until(Duration::from_secs(5), || probe::udp(udp_addr))?;
     }
     let nodes: Vec<String> = crate::rig::node_ips(block)
         .iter()

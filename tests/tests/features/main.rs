@@ -1,7 +1,0 @@
-//! What a Service asks for, served on every flavour and layout with real traffic: source ranges,
-//! session affinity, timeouts and UDP sessions (`traffic`), tenant pools (`pools`), and
-//! direct-to-pod backends (`pods`). One test binary, a module per feature.
-
-mod pods;
-mod pools;
-mod traffic;
