@@ -18,7 +18,7 @@ use flipbit_core::config::{Config, Flavor, Layout, LbHost};
 use flipbit_core::grammar::{Bind, BindAddr, LbFile};
 use flipbit_core::layout;
 use flipbit_core::names::ServiceKey;
-use flipbit_core::render_map::{self, Listener};
+use flipbit_core::render::{self, map::Listener};
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
@@ -184,7 +184,7 @@ impl Step<'_> {
     fn ours(&self, loaded: Option<&Release>, host: &LbHost) -> binds::Ours {
         let wildcards = loaded
             .and_then(|l| {
-                let path = layout::lb_host_file_path(&host.name, render_map::LISTENERS_FILE);
+                let path = layout::lb_host_file_path(&host.name, render::map::LISTENERS_FILE);
                 let blob = self.store.entry_id(l.commit, &path).ok()??;
                 let then = config_at(self.store, l.commit).ok()?.host(&host.name)?.clone();
                 let format = verify::output_format(self.store, l.commit).ok()?;
@@ -265,7 +265,7 @@ impl Step<'_> {
                     ipv6: b.addr == BindAddr::AnyV6,
                 })
                 .collect();
-            rewritten.insert(path.clone(), render_map::without_listeners(&text, &drop));
+            rewritten.insert(path.clone(), render::map::without_listeners(&text, &drop));
         }
         Ok((withheld, rewritten))
     }
@@ -282,7 +282,7 @@ impl Step<'_> {
         host_dir: &str,
     ) -> Result<BTreeMap<String, CheckedFile>> {
         let (store, head) = (self.store, self.head);
-        let listeners = layout::lb_host_file_path(&host.name, render_map::LISTENERS_FILE);
+        let listeners = layout::lb_host_file_path(&host.name, render::map::LISTENERS_FILE);
         let same_rules = loaded.is_some_and(|l| {
             config_at(store, l.commit)
                 .ok()

@@ -10,7 +10,7 @@ use anyhow::{Result, anyhow};
 
 use flipbit_core::layout;
 use flipbit_core::names::ServiceKey;
-use flipbit_core::render_map;
+use flipbit_core::render;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
@@ -189,7 +189,7 @@ impl Staging<'_> {
 
     /// A host file's text bound to the release directory it is staged in.
     fn bound(&self, rel: &str, text: String, release_dir: &std::path::Path) -> Result<FileSource> {
-        let bound = render_map::bind_release(&text, release_dir).map_err(|e| anyhow!("{}: {e}", escaped(rel)))?;
+        let bound = render::map::bind_release(&text, release_dir).map_err(|e| anyhow!("{}: {e}", escaped(rel)))?;
         Ok(FileSource::Content(bound.into_bytes()))
     }
 }

@@ -135,7 +135,7 @@ impl std::fmt::Display for Flavor {
 /// `listen <address>:<port>` and `upstream`: every nginx feature per Service, but `nginx -t` and
 /// reloads grow quadratically with the Services (seconds at 10k). `shared-listeners` gives each
 /// port one wildcard listener and routes by a `map` of per-Service entries: linear, for hosts with
-/// thousands of Services, at the price listed in `render_map`.
+/// thousands of Services, at the price listed in `render::map`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Layout {

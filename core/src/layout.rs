@@ -68,7 +68,7 @@ pub fn parse_lb_host_path(path: &str) -> Option<(LbHostName, String)> {
 }
 
 /// True for a release-relative path of a host-level file (`_flipbit/<name>.conf`). Its text names
-/// the release it sits in (see `render_map::bind_release`), so the applier writes it fresh into
+/// the release it sits in (see `render::map::bind_release`), so the applier writes it fresh into
 /// every release and never hard-links it from another.
 pub fn binds_release(rel: &str) -> bool {
     rel.starts_with(HOST_FILES_DIR) && rel.as_bytes().get(HOST_FILES_DIR.len()) == Some(&b'/')

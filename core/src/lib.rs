@@ -25,8 +25,6 @@ pub mod nodes;
 pub mod pool;
 pub mod problem;
 pub mod render;
-pub mod render_haproxy;
-pub mod render_map;
 pub mod rollout;
 mod settled;
 pub mod sink;

@@ -132,7 +132,7 @@ pub fn compose<P: AsRef<str>>(
                 .values()
                 .filter_map(|(node, why)| why.map(|w| format!("{node} {w}")))
                 .collect();
-            if name == crate::render_map::NODES_FILE && !down.is_empty() {
+            if name == crate::render::map::NODES_FILE && !down.is_empty() {
                 causes.insert(format!("nodes without traffic: {}", down.join(", ")));
             }
             host_lines.push(format!("update the shared {name} of {host}"));

@@ -20,9 +20,9 @@ use flipbit_core::layout;
 use flipbit_core::model::{PortInput, ServiceInput};
 use flipbit_core::names::LbHostName;
 use flipbit_core::nodes::Node;
+use flipbit_core::render::haproxy::haproxy_service;
+use flipbit_core::render::map::{Listener, host_files, listeners_of, per_service_reason, service_entries};
 use flipbit_core::render::nginx_service;
-use flipbit_core::render_haproxy::haproxy_service;
-use flipbit_core::render_map::{Listener, host_files, listeners_of, per_service_reason, service_entries};
 use proptest::prelude::*;
 
 /// Addresses no generated pool holds (pools are inside 10.0.0.0/8 and fd00::/16).

@@ -1,5 +1,5 @@
 //! The files one LB host gets in either nginx layout, built straight from the pure renderers the
-//! way the decision engine calls them (`render_map`'s contract), for tests and benches that need
+//! way the decision engine calls them (`render::map`'s contract), for tests and benches that need
 //! a host's tree without a cluster: Services given as typed values, nodes as a list.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,8 +12,8 @@ use flipbit_core::exposure::{ExposedService, Protocol, ServicePort};
 use flipbit_core::layout;
 use flipbit_core::names::LbHostName;
 use flipbit_core::nodes::Node;
+use flipbit_core::render::map::Listener;
 use flipbit_core::render::{self, RenderError};
-use flipbit_core::render_map::{self, Listener};
 
 /// One Service on the host: its addresses there and, for a per-Service node set (Local traffic
 /// policy, max-nodes), the nodes it was given; `None` means every node.
@@ -59,7 +59,7 @@ pub fn nodes(ips: &[IpAddr]) -> Vec<Node> {
 }
 
 /// Every generated file of `host` (repo path → text) in `layout`. On a shared-listeners host a
-/// Service goes through the map unless `render_map::per_service_reason` keeps it per-service;
+/// Service goes through the map unless `render::map::per_service_reason` keeps it per-service;
 /// every Service's ports count towards the wildcard listeners either way.
 pub fn host_tree(
     host: &LbHostName,
@@ -75,17 +75,17 @@ pub fn host_tree(
             Some(subset) => subset.iter().collect(),
             None => every.clone(),
         };
-        if layout == Layout::PerService || render_map::per_service_reason(&p.svc).is_some() {
+        if layout == Layout::PerService || render::map::per_service_reason(&p.svc).is_some() {
             let text = render::nginx_service(&p.svc, host, &p.ips, &chosen)?;
             files.insert(layout::lb_service_path(host, &p.svc.key), text);
         } else {
-            let text = render_map::service_entries(&p.svc, host, &p.ips)?;
+            let text = render::map::service_entries(&p.svc, host, &p.ips)?;
             files.insert(layout::lb_service_map_path(host, &p.svc.key), text);
         }
-        listeners.extend(render_map::listeners_of(&p.svc, &p.ips));
+        listeners.extend(render::map::listeners_of(&p.svc, &p.ips));
     }
     if layout == Layout::SharedListeners {
-        files.extend(render_map::host_files(host, &listeners, &every)?);
+        files.extend(render::map::host_files(host, &listeners, &every)?);
     }
     Ok(files)
 }
@@ -108,7 +108,7 @@ pub fn write_release(host: &LbHostName, files: &BTreeMap<String, String>, releas
             .strip_prefix(&prefix)
             .ok_or_else(|| format!("{path} is not under {prefix}"))?;
         let text = if layout::binds_release(rel) {
-            render_map::bind_release(text, release)?
+            render::map::bind_release(text, release)?
         } else {
             text.clone()
         };

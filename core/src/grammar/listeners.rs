@@ -1,5 +1,5 @@
 //! The grammar of a shared-listeners host's `lb/<host>/_flipbit/listeners.conf`
-//! (`templates/nginx-listeners.conf.tera`, rendered by `render_map::host_files`): the two map hash
+//! (`templates/nginx-listeners.conf.tera`, rendered by `render::map::host_files`): the two map hash
 //! sizes, the one `map` whose only content is the include of the release's `.map` files (still
 //! the unbound [`SERVICE_MAPS_TOKEN`]: the applier checks the repo's text before it binds the
 //! token), then at most one TCP and one UDP `server` of wildcard listeners. Every listener binds a
@@ -12,7 +12,7 @@ use super::lines::{Directive, Line, Lines, expect, quote};
 use super::values::port;
 use super::{Bind, BindAddr, Checked, Refusal};
 use crate::exposure::Protocol;
-use crate::render_map::SERVICE_MAPS_TOKEN;
+use crate::render::map::SERVICE_MAPS_TOKEN;
 
 /// Checks `listeners.conf`: its wildcard sockets, in file order.
 pub(super) fn check(text: &str) -> Result<Checked, Refusal> {
@@ -102,7 +102,7 @@ mod tests {
 
     use super::super::tests::{assert_refused, node};
     use super::*;
-    use crate::render_map::{Listener, host_files};
+    use crate::render::map::{Listener, host_files};
 
     const HEAD: &str = "# Flipbit: listeners.\n\nmap_hash_max_size 262144;\nmap_hash_bucket_size 512;\n\nmap \"$protocol/$server_addr:$server_port\" $flipbit_upstream {\n    include @flipbit-service-maps@;\n}\n";
     const TCP: &str = "\nserver {\n    listen 80;\n    listen [::]:80;\n    proxy_pass $flipbit_upstream;\n    proxy_connect_timeout 5s;\n}\n";

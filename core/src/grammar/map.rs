@@ -1,5 +1,5 @@
 //! The grammar of a Service's map entries on a shared-listeners host, `lb/<host>/<ns>/<svc>.map`
-//! (`templates/nginx-service.map.tera`, rendered by `render_map::service_entries`). The file is
+//! (`templates/nginx-service.map.tera`, rendered by `render::map::service_entries`). The file is
 //! included inside the host's `map` block, so a line there is a map entry or nothing: each is
 //! `<TCP|UDP>/<address>:<port> $flipbit_node_<rr|hash>:<node port>;`, the address unbracketed
 //! even for IPv6 (as nginx writes `$server_addr`) and inside the host's pools. The keys come back
@@ -86,7 +86,7 @@ mod tests {
     use super::*;
     use crate::annotations::Balance;
     use crate::config::{Flavor, Layout};
-    use crate::render_map::service_entries;
+    use crate::render::map::service_entries;
 
     const BASE: &str = "# Flipbit: entries.\nTCP/127.1.1.5:80 $flipbit_node_rr:30080;\nTCP/fd00:1::5:80 $flipbit_node_rr:30080;\nUDP/127.1.1.5:53 $flipbit_node_rr:30053;\n";
 

@@ -25,7 +25,7 @@ use crate::config::{Flavor, Layout, LbHost};
 use crate::exposure::Protocol;
 use crate::layout;
 use crate::names::{LbHostName, ServiceKey};
-use crate::render_map;
+use crate::render;
 
 pub use crate::format::OUTPUT_FORMAT;
 
@@ -86,8 +86,8 @@ impl LbFile {
         if let Some((h, name)) = layout::parse_lb_host_path(path) {
             return match name.as_str() {
                 _ if &h != host => None,
-                render_map::LISTENERS_FILE => Some(LbFile::HostListeners),
-                render_map::NODES_FILE => Some(LbFile::HostNodes),
+                render::map::LISTENERS_FILE => Some(LbFile::HostListeners),
+                render::map::NODES_FILE => Some(LbFile::HostNodes),
                 _ => None,
             };
         }

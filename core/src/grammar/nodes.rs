@@ -1,5 +1,5 @@
 //! The grammar of a shared-listeners host's `lb/<host>/_flipbit/nodes.conf`
-//! (`templates/nginx-nodes.conf.tera`, rendered by `render_map::host_files`): the two node
+//! (`templates/nginx-nodes.conf.tera`, rendered by `render::map::host_files`): the two node
 //! variables, `$flipbit_node_rr` then `$flipbit_node_hash`, either as empty `map`s (no eligible
 //! node) or as `split_clients` of `<share>% <node>;` lines closed by `* <node>;`. A share is
 //! written as the renderer's `percent()` writes it and they add up to less than 100%, so nginx
@@ -104,7 +104,7 @@ fn units(share: &str) -> Option<usize> {
     (units > 0 && percent(units) == share).then_some(units)
 }
 
-/// `units` hundredths of a percent as `render_map`'s `percent()` writes them.
+/// `units` hundredths of a percent as `render::map`'s `percent()` writes them.
 fn percent(units: usize) -> String {
     let text = format!("{}.{:02}", units / 100, units % 100);
     format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
@@ -123,7 +123,7 @@ fn node_ip(token: &str) -> Result<IpAddr, String> {
 mod tests {
     use super::super::tests::{assert_refused, node};
     use super::*;
-    use crate::render_map::host_files;
+    use crate::render::map::host_files;
 
     const EMPTY_FILE: &str = "# Flipbit: nodes.\n\nmap $protocol $flipbit_node_rr {\n    default \"\";\n}\n\nmap $protocol $flipbit_node_hash {\n    default \"\";\n}\n";
     const SPLIT_FILE: &str = "# Flipbit: nodes.\n\nsplit_clients \"$remote_addr$remote_port\" $flipbit_node_rr {\n    50% 10.0.0.1;\n    * [fd00::1];\n}\n\nsplit_clients \"$remote_addr\" $flipbit_node_hash {\n    0.2% 10.0.0.1;\n    33.33% [fd00::1];\n    * 10.0.0.1;\n}\n";

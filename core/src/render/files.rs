@@ -17,9 +17,7 @@ use crate::ledger::Ledger;
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Severity, Subject};
-use crate::render::{self, Upstreams};
-use crate::render_haproxy;
-use crate::render_map::{self, Listener};
+use crate::render::{self, Upstreams, map::Listener};
 use crate::sink::{FileSink, fingerprint};
 
 /// TTL of a Service's records unless `flipbit.io/dns-ttl` says otherwise.
@@ -210,24 +208,24 @@ fn service_files(
         let shared = host_config.is_some_and(|h| h.layout == Layout::SharedListeners);
         let result = if host_config.is_some_and(|h| h.flavor == Flavor::Haproxy) {
             let fp = fingerprint(&(service_fp, host, &ips, Flavor::Haproxy));
-            let mut render = || render_haproxy::haproxy_service_to(svc, host, &ips, &upstreams());
+            let mut render = || render::haproxy::haproxy_service_to(svc, host, &ips, &upstreams());
             sink.file(layout::lb_service_cfg_path(host, &svc.key), fp, &mut render)
-        } else if shared && render_map::per_service_reason(svc).is_none() {
+        } else if shared && render::map::per_service_reason(svc).is_none() {
             // Map entries depend on the Service and its addresses only: node churn goes to
             // the host's nodes file, not to every Service.
             listeners
                 .entry(host.clone())
                 .or_default()
-                .extend(render_map::listeners_of(svc, &ips));
+                .extend(render::map::listeners_of(svc, &ips));
             let fp = fingerprint(&(svc, host, &ips));
-            let mut render = || render_map::service_entries(svc, host, &ips);
+            let mut render = || render::map::service_entries(svc, host, &ips);
             sink.file(layout::lb_service_map_path(host, &svc.key), fp, &mut render)
         } else {
             if shared {
                 listeners
                     .entry(host.clone())
                     .or_default()
-                    .extend(render_map::listeners_of(svc, &ips));
+                    .extend(render::map::listeners_of(svc, &ips));
             }
             let fp = fingerprint(&(service_fp, host, &ips));
             let mut render = || render::nginx_service_to(svc, host, &ips, &upstreams());
@@ -326,7 +324,7 @@ pub(crate) fn shared_host_files(
             }
         }
         let fp = fingerprint(&(&host.name, &*set, nodes));
-        let rendered = render_map::host_files(&host.name, set, nodes);
+        let rendered = render::map::host_files(&host.name, set, nodes);
         match rendered {
             Ok(files) => {
                 for (path, text) in files {

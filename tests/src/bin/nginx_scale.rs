@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use flipbit_core::config::Layout;
 use flipbit_core::exposure::Protocol::{Tcp, Udp};
 use flipbit_core::names::LbHostName;
-use flipbit_core::{layout, render, render_map};
+use flipbit_core::{layout, render};
 use flipbit_tests::backends::Backends;
 use flipbit_tests::nginx::STREAM_MODULE;
 use flipbit_tests::probe;
@@ -183,7 +183,7 @@ fn measure(layout: Layout, n: usize, runs: usize, root: &Path) -> Result<String,
     } else {
         (
             layout::lb_service_map_path(&host, &new.svc.key),
-            render_map::service_entries(&new.svc, &host, &new.ips),
+            render::map::service_entries(&new.svc, &host, &new.ips),
         )
     };
     let one = std::collections::BTreeMap::from([(path, text.map_err(|e| e.to_string())?)]);

@@ -1,11 +1,11 @@
-//! The HAProxy grammar against `render_haproxy::haproxy_service`, and a refusal per way a hand
+//! The HAProxy grammar against `render::haproxy::haproxy_service`, and a refusal per way a hand
 //! edit could reach HAProxy: other sections, other directives, foreign names, binds, servers.
 
 use super::super::tests::{assert_refused, host, node, svc, tuned};
 use super::*;
 use crate::annotations::Balance;
 use crate::config::{Flavor, Layout};
-use crate::render_haproxy::haproxy_service;
+use crate::render::haproxy::haproxy_service;
 
 const BASE: &str = "# Flipbit: Service blog/web on LB host lb-1 (HAProxy: TCP only).\n# UDP/53 is not served on this host: HAProxy carries TCP only.\n\nfrontend flipbit_blog_web_80\n    mode tcp\n    bind 127.1.1.5:80\n    bind [fd00:1::5]:80\n    timeout client 10m\n    default_backend flipbit_blog_web_80\n\nbackend flipbit_blog_web_80\n    mode tcp\n    balance source\n    hash-type consistent\n    timeout connect 5s\n    timeout server 10m\n    retries 2\n    option redispatch\n    server 10.0.0.1:30080 10.0.0.1:30080 check send-proxy-v2\n    server fd00:9::1:30080 [fd00:9::1]:30080 check send-proxy-v2\n";
 

@@ -24,7 +24,7 @@ use crate::nodes::Node;
 use crate::render::{RenderError, Upstreams, carriers, render};
 
 pub(crate) const HAPROXY_SERVICE: &str = "haproxy-service.cfg";
-pub(crate) const HAPROXY_SERVICE_TEMPLATE: &str = include_str!("../../templates/haproxy-service.cfg.tera");
+pub(crate) const HAPROXY_SERVICE_TEMPLATE: &str = include_str!("../../../templates/haproxy-service.cfg.tera");
 
 #[derive(Serialize)]
 struct ServiceView {

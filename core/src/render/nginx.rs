@@ -1,0 +1,110 @@
+//! A Service's nginx `stream` snippet on one LB host (`templates/nginx-service.conf.tera`): per
+//! port, an `upstream` of its servers and a `server` listening on its addresses.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+use super::{RenderError, Upstreams, carriers, render};
+use crate::annotations::Balance;
+use crate::exposure::{ExposedService, Protocol};
+use crate::names::LbHostName;
+use crate::nodes::Node;
+
+pub(super) const NGINX_SERVICE: &str = "nginx-service.conf";
+pub(super) const NGINX_SERVICE_TEMPLATE: &str = include_str!("../../../templates/nginx-service.conf.tera");
+
+#[derive(Serialize)]
+struct ServiceView {
+    service: String,
+    lb_host: String,
+    address: String,
+    /// What carries the Service's traffic, for the note when nothing does: `eligible node`, or
+    /// `ready endpoint` for pod backends.
+    carriers: &'static str,
+    routes: Vec<RouteView>,
+}
+
+#[derive(Serialize)]
+struct RouteView {
+    upstream: String,
+    listen: Vec<String>,
+    udp: bool,
+    balance: &'static str,
+    proxy_protocol: bool,
+    servers: Vec<String>,
+    /// Client ranges allowed (`loadBalancerSourceRanges`); empty: every client.
+    allow: Vec<String>,
+    connect_timeout: String,
+    /// TCP idle timeout; nginx's default (10m) when unset.
+    idle_timeout: Option<String>,
+    /// UDP: answers after which a session ends.
+    responses: Option<u32>,
+}
+
+/// The connect timeout of a Service that sets none.
+pub const DEFAULT_CONNECT_TIMEOUT: crate::traffic::Seconds = crate::traffic::Seconds(5);
+
+/// The nginx snippet for one Service on one LB host, listening on `addresses` (its primary and, for
+/// dual-stack, its IPv6 address) and sending to `nodes`.
+/// With no nodes nothing listens: clients get a refusal rather than a connection that goes nowhere.
+pub fn nginx_service(
+    svc: &ExposedService,
+    host: &LbHostName,
+    addresses: &[IpAddr],
+    nodes: &[&Node],
+) -> Result<String, RenderError> {
+    nginx_service_to(svc, host, addresses, &Upstreams::of_nodes(svc, nodes))
+}
+
+/// [`nginx_service`] with the upstreams of each port given.
+pub fn nginx_service_to(
+    svc: &ExposedService,
+    host: &LbHostName,
+    addresses: &[IpAddr],
+    upstreams: &Upstreams,
+) -> Result<String, RenderError> {
+    let traffic = &svc.settings.traffic;
+    let routes = svc
+        .ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !upstreams.of_port(*i).is_empty())
+        .map(|(i, p)| RouteView {
+            upstream: format!(
+                "flipbit_{}_{}_{}_{}",
+                svc.key.namespace,
+                svc.key.name,
+                match p.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                },
+                p.port
+            ),
+            listen: addresses
+                .iter()
+                .map(|a| SocketAddr::new(*a, p.port).to_string())
+                .collect(),
+            udp: p.protocol == Protocol::Udp,
+            balance: match svc.settings.balance {
+                Balance::RoundRobin => "",
+                Balance::LeastConn => "least_conn",
+                Balance::Hash => "hash $remote_addr consistent",
+            },
+            proxy_protocol: svc.settings.proxy_protocol,
+            servers: upstreams.of_port(i).iter().map(ToString::to_string).collect(),
+            allow: traffic.source_ranges.iter().map(ToString::to_string).collect(),
+            connect_timeout: traffic.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).to_string(),
+            idle_timeout: traffic.idle_timeout.map(|t| t.to_string()),
+            responses: traffic.udp_responses,
+        })
+        .collect();
+    let view = ServiceView {
+        service: svc.key.to_string(),
+        lb_host: host.to_string(),
+        address: addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        carriers: carriers(svc),
+        routes,
+    };
+    render(NGINX_SERVICE, &view)
+}
