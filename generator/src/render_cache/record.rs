@@ -28,6 +28,9 @@ use crate::manifests::ParseCache;
 type HashMap<K, V> = foldhash::HashMap<K, V>;
 type HashSet<K> = foldhash::HashSet<K>;
 
+/// Each chunk's checksum, with its bytes unless the memory before had it.
+type ChunkList<'a> = Vec<(u64, Option<&'a [u8]>)>;
+
 const DELETE: u8 = 0;
 const SET: u8 = 1;
 const SET_FINGERPRINT: u8 = 2;
@@ -42,7 +45,7 @@ pub(super) trait Visit<'a> {
     fn choice(&mut self, key: &'a str, body: Option<&'a [u8]>);
     /// The last decision's memory, in chunks: `None` as before; `Some(None)` none; else each
     /// chunk's checksum, with its bytes unless the memory before had it.
-    fn settled(&mut self, chunks: Option<Option<Vec<(u64, Option<&'a [u8]>)>>>);
+    fn settled(&mut self, chunks: Option<Option<ChunkList<'a>>>);
     fn ledger(&mut self, ledger: Option<Option<(CommitId, &'a [u8])>>);
     /// `whole`: a whole file's text (else a `List` item's).
     fn unit(&mut self, whole: bool, text: &'a str, parsed: Option<&'a [u8]>);
@@ -173,7 +176,7 @@ impl<'a> Visit<'a> for Index<'a> {
         };
     }
 
-    fn settled(&mut self, chunks: Option<Option<Vec<(u64, Option<&'a [u8]>)>>>) {
+    fn settled(&mut self, chunks: Option<Option<ChunkList<'a>>>) {
         if let Some(chunks) = chunks {
             match resolve(self.settled.as_deref(), chunks) {
                 Ok(settled) => self.settled = settled,
@@ -291,7 +294,7 @@ impl<'a> Visit<'a> for Build<'a> {
         }
     }
 
-    fn settled(&mut self, chunks: Option<Option<Vec<(u64, Option<&'a [u8]>)>>>) {
+    fn settled(&mut self, chunks: Option<Option<ChunkList<'a>>>) {
         if let Some(chunks) = chunks {
             match resolve(self.settled.as_deref(), chunks) {
                 Ok(settled) => self.settled = settled,
@@ -532,10 +535,7 @@ pub(super) fn put_difference(
 }
 
 /// The chunks a record names, from the bytes it carries and the chunks of the memory before it.
-fn resolve<'a>(
-    before: Option<&[&'a [u8]]>,
-    chunks: Option<Vec<(u64, Option<&'a [u8]>)>>,
-) -> Result<Option<Vec<&'a [u8]>>, String> {
+fn resolve<'a>(before: Option<&[&'a [u8]]>, chunks: Option<ChunkList<'a>>) -> Result<Option<Vec<&'a [u8]>>, String> {
     let Some(chunks) = chunks else {
         return Ok(None);
     };
