@@ -294,6 +294,7 @@ fn decide_incrementally(
             }
         }
         memory.engine.sync(&head_hex, tree);
+        memory.touched = None;
         tracing::debug!(
             ms = t.elapsed().as_millis() as u64,
             paths = memory.engine.len(),
@@ -348,6 +349,10 @@ fn decide_incrementally(
 pub struct Memory {
     engine: Engine<CommitId>,
     ledger: Option<(CommitId, std::sync::Arc<Ledger>)>,
+    /// For `render`'s journal (`render_cache`): the paths steps wrote or deleted since the memory
+    /// was read back from the cache. `None` when it was not (the live generator's memory), or
+    /// once it was synced with another head, when any path may have changed.
+    touched: Option<foldhash::HashSet<String>>,
 }
 
 impl Memory {
@@ -358,7 +363,21 @@ impl Memory {
 
     /// A memory read back from `render`'s cache dir (see `render_cache`).
     pub fn restored(engine: Engine<CommitId>, ledger: Option<(CommitId, std::sync::Arc<Ledger>)>) -> Self {
-        Self { engine, ledger }
+        Self {
+            engine,
+            ledger,
+            touched: Some(foldhash::HashSet::default()),
+        }
+    }
+
+    /// The paths steps wrote or deleted since [`Memory::restored`] (see the field).
+    pub fn touched_paths(&self) -> Option<&foldhash::HashSet<String>> {
+        self.touched.as_ref()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_touched(&mut self, touched: Option<foldhash::HashSet<String>>) {
+        self.touched = touched;
     }
 
     pub fn engine(&self) -> &Engine<CommitId> {
@@ -378,6 +397,9 @@ impl Memory {
             self.ledger = change
                 .blob()
                 .map(|id| (id, std::sync::Arc::new(decision.ledger.clone())));
+        }
+        if let Some(touched) = &mut self.touched {
+            touched.extend(step.changes.keys().cloned());
         }
         self.engine.advance(&commit.to_string(), step, decision);
     }

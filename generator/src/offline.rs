@@ -16,17 +16,22 @@ pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp, push: boo
         None => render_cache::Kept::default(),
     };
     let t = std::time::Instant::now();
-    let (snapshot, load_problems, parsed) = manifests::load_dir_cached(dir, kept.manifests)?;
+    let render_cache::Kept {
+        memory,
+        manifests: parse_cache,
+        retained,
+    } = kept;
+    let (snapshot, load_problems, parsed) = manifests::load_dir_cached(dir, parse_cache)?;
     tracing::debug!(
         ms = t.elapsed().as_millis() as u64,
         services = snapshot.services.len(),
         "manifests loaded"
     );
     let (store, _temp) = cycle::open_store(target)?;
-    let mut memory = kept.memory;
+    let mut memory = memory;
     let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, push, Some(&mut memory))?;
     if let Some(cache) = &target.cache_dir {
-        render_cache::save(cache, target, &memory, &parsed);
+        render_cache::save(cache, target, &memory, &parsed, retained.as_ref());
     }
     Ok(outcome)
 }

@@ -18,8 +18,10 @@ use crate::exposure::ServicePort;
 use crate::host_addresses::HostAddresses;
 use crate::problem::{Severity, Subject};
 
-/// Bumped whenever the layout below changes (2: a problem's object is typed, not text).
-const VERSION: u8 = 2;
+/// Bumped whenever the layout below changes (2: a problem's object is typed, not text; 3: maps
+/// written in sorted order and inputs' generations as ages, so the same content gives the same
+/// bytes).
+const VERSION: u8 = 3;
 
 impl Settled {
     /// The bytes [`Settled::decode`] reads back. `beside` is the ledger the caller keeps next to
@@ -39,21 +41,33 @@ impl Settled {
                 put_str(&mut w, &self.ledger.to_yaml());
             }
         }
-        put_u64(&mut w, self.slices.len() as u64);
-        for (k, sum) in &self.slices {
+        // Hash maps in a fixed order (theirs changes with each process's seed): two runs that
+        // changed one Service write the same bytes but for that Service's, which is what lets
+        // `render` keep only the parts that changed.
+        let mut slices: Vec<_> = self.slices.iter().collect();
+        slices.sort_unstable();
+        put_u64(&mut w, slices.len() as u64);
+        for (k, sum) in slices {
             put_u64(&mut w, *k);
             put_u64(&mut w, *sum);
         }
-        put_u64(&mut w, self.inputs.len() as u64);
-        for (hash, seen) in &self.inputs {
+        let mut inputs: Vec<_> = self.inputs.iter().collect();
+        inputs.sort_unstable_by_key(|(hash, _)| **hash);
+        put_u64(&mut w, inputs.len() as u64);
+        for (hash, seen) in inputs {
             put_u64(&mut w, *hash);
             put_str(&mut w, &seen.key.0);
             put_str(&mut w, &seen.key.1);
             put_u64(&mut w, seen.fingerprint);
-            put_u64(&mut w, seen.generation);
+            // How many decisions ago it was last seen (0 for every input after a decision), not
+            // the counter itself, which every decision moves: the bytes of unchanged inputs stay
+            // the same from one run to the next.
+            put_u64(&mut w, self.generation.wrapping_sub(seen.generation));
         }
-        put_u64(&mut w, self.troubled.len() as u64);
-        for (ns, name) in &self.troubled {
+        let mut troubled: Vec<_> = self.troubled.iter().collect();
+        troubled.sort_unstable();
+        put_u64(&mut w, troubled.len() as u64);
+        for (ns, name) in troubled {
             put_str(&mut w, ns);
             put_str(&mut w, name);
         }
@@ -175,7 +189,8 @@ impl Settled {
         for _ in 0..r.count(32)? {
             let hash = r.u64()?;
             let key = (r.str()?.to_owned(), r.str()?.to_owned());
-            let (fingerprint, generation) = (r.u64()?, r.u64()?);
+            let (fingerprint, age) = (r.u64()?, r.u64()?);
+            let generation = generation.wrapping_sub(age);
             if key_hash(&key.0, &key.1) != hash {
                 return Err("an input under another key".into());
             }

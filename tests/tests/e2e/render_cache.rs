@@ -48,6 +48,10 @@ impl Pair {
         self.cache_dir().join("flipbit-render.cache")
     }
 
+    fn journal_file(&self) -> PathBuf {
+        self.cache_dir().join("flipbit-render.journal")
+    }
+
     /// Renders both repos; returns the cached run's output. Fails unless both trees are the same.
     fn render(&self, step: &str) -> String {
         let cache = self.cache_dir();
@@ -154,6 +158,10 @@ fn renders_with_a_warm_stale_truncated_or_damaged_cache_commit_what_renders_with
     let out = p.render("one changed Service");
     assert!(out.contains("render cache loaded"), "{out}");
     assert!(out.contains("committed"), "{out}");
+    assert!(
+        p.journal_file().exists(),
+        "one change is appended to the journal: {out}"
+    );
     let out = p.render("no change");
     assert!(out.contains("no change"), "{out}");
 
@@ -164,14 +172,48 @@ fn renders_with_a_warm_stale_truncated_or_damaged_cache_commit_what_renders_with
 
     // A human commit moves the head: the cache describes another commit.
     let stale = std::fs::read(p.cache_file()).expect("cache");
+    let stale_journal = std::fs::read(p.journal_file()).ok();
     p.human_commit(&[], &["lb/lb-a/shop/svc1.conf"]);
     let out = p.render("a human deleted a generated file");
     assert!(out.contains("committed"), "{out}");
 
-    // A cache from an older head, put back.
+    // A cache from an older head, put back (with its journal).
     std::fs::write(p.cache_file(), &stale).expect("old cache back");
+    match &stale_journal {
+        Some(journal) => std::fs::write(p.journal_file(), journal).expect("old journal back"),
+        None => {
+            let _ = std::fs::remove_file(p.journal_file());
+        }
+    }
     p.cluster.put("services.yaml", &services_list(5, "least-conn", 8090));
     p.render("cache from another head");
+
+    // A journal torn by a crash while appending: its tail is ignored with a log line (the state
+    // before it is an older commit's, synced with the head), and the next write is a whole file.
+    p.cluster.put("services.yaml", &services_list(5, "least-conn", 8095));
+    p.render("a change for the journal");
+    let journal = std::fs::read(p.journal_file()).expect("a journal");
+    std::fs::write(p.journal_file(), &journal[..journal.len() - 3]).expect("tear");
+    p.cluster.put("services.yaml", &services_list(5, "least-conn", 8096));
+    let out = p.render("torn journal");
+    assert!(
+        out.contains("journal has a damaged tail") && out.contains("committed"),
+        "{out}"
+    );
+    assert!(
+        !p.journal_file().exists(),
+        "a whole file after a damaged journal: {out}"
+    );
+    // A byte flipped inside a journal record.
+    p.cluster.put("services.yaml", &services_list(5, "least-conn", 8097));
+    p.render("another change for the journal");
+    let mut journal = std::fs::read(p.journal_file()).expect("a journal");
+    let at = journal.len() - 20;
+    journal[at] ^= 0x01;
+    std::fs::write(p.journal_file(), &journal).expect("damage the journal");
+    p.cluster.put("services.yaml", &services_list(5, "least-conn", 8098));
+    let out = p.render("damaged journal");
+    assert!(out.contains("journal has a damaged tail"), "{out}");
 
     // Truncated, then damaged in the middle: ignored with a log line, and rebuilt.
     let bytes = std::fs::read(p.cache_file()).expect("cache");
