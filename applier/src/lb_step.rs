@@ -132,10 +132,12 @@ impl Step<'_> {
             journal.lb = Some(head);
             journal.pending = None;
             let commit = head.to_string();
+            // A recorded commit only moves the rewind check's anchor, so the journal is written
+            // once at the end of the run (`apply::steps`), with the DNS step's record when there
+            // is one: one durable write fewer. A run killed before that records it again.
             let applied = if up_to_date {
                 Applied::UpToDate { commit }
             } else {
-                journal::write(state, journal)?;
                 Applied::Recorded { commit }
             };
             return Ok(Outcome {

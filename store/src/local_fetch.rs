@@ -20,8 +20,12 @@ use git2::{ErrorCode, ObjectType, Odb, Oid, Repository};
 
 use crate::{Store, StoreError, tracking_ref};
 
+mod held;
 mod pack;
+mod source;
+use held::Held;
 use pack::PackWriter;
+use source::{Location, SourcePacks};
 
 /// The source of a fetch from `url`, when it is a local path holding a repository.
 pub(crate) fn local_source(url: &str) -> Option<Repository> {
@@ -62,9 +66,9 @@ impl Store {
     /// The objects reachable from `head` in `source` that the cache does not hold: commits the
     /// cache's references name are not walked again, with their history and trees.
     fn new_objects(&self, source: &Repository, head: Oid) -> Result<Vec<(Oid, ObjectType)>, git2::Error> {
-        let ours = self.repo.odb()?;
+        let held = Held::of(&self.repo.path().join("objects"));
         let held_commits: Vec<Oid> = self.repo.references()?.flatten().filter_map(|r| r.target()).collect();
-        crate::reach::missing_objects(source, &ours, head, held_commits)
+        crate::reach::missing_objects_by(source, |id| held.contains(id), head, held_commits)
     }
 
     /// Copies `objects` from `source` into the cache: each is read once and hashed, and one whose
@@ -98,17 +102,41 @@ impl Store {
         let mut pack = (count > 0)
             .then(|| PackWriter::create(&self.repo.path().join("objects/pack"), count))
             .transpose()?;
-        for (id, kind) in objects {
-            let object = read_as(&theirs, *id, *kind)?;
+        // Undeltified entries of the source's packs are copied as they are, once hashed; in the
+        // order they lie there, so the reads go forward through each pack.
+        let mut packs = SourcePacks::open(&source.path().join("objects"));
+        let mut located: Vec<(Option<Location>, Oid, ObjectType)> = objects
+            .iter()
+            .map(|&(id, kind)| ((!is_empty(id, kind)).then(|| packs.locate(id)).flatten(), id, kind))
+            .collect();
+        located.sort_by_key(|(at, _, _)| *at);
+        for (at, id, kind) in located {
+            if let (Some(at), Some(pack)) = (at, &mut pack)
+                && let Some(packed) = packs.read(at)
+            {
+                if packed.kind != kind {
+                    return Err(git2::Error::from_str(&format!(
+                        "object {id} is a {}, not a {kind}",
+                        packed.kind
+                    )));
+                }
+                let hashed = Oid::hash_object(kind, packed.data)?;
+                if hashed != id {
+                    return Err(mismatch(id, kind, hashed));
+                }
+                pack.append_deflated(id, kind, packed.data.len(), packed.deflated)?;
+                continue;
+            }
+            let object = read_as(&theirs, id, kind)?;
             let data = object.data();
-            let hashed = Oid::hash_object(*kind, data)?;
-            if hashed != *id {
-                return Err(mismatch(*id, *kind, hashed));
+            let hashed = Oid::hash_object(kind, data)?;
+            if hashed != id {
+                return Err(mismatch(id, kind, hashed));
             }
             match &mut pack {
-                Some(pack) if !is_empty(*id, *kind) => pack.append(*id, *kind, data)?,
+                Some(pack) if !is_empty(id, kind) => pack.append(id, kind, data)?,
                 _ => {
-                    ours.write(*kind, data)?;
+                    ours.write(kind, data)?;
                 }
             }
         }
@@ -286,6 +314,72 @@ mod tests {
         source
             .commit(Some("refs/heads/main"), &sig, &sig, "bad", &tree, &[&parent])
             .expect("commit")
+    }
+
+    /// The tampered object of [`tampered`] moved from its loose file into a pack of its own,
+    /// which the fetch reads in place.
+    fn tampered_in_a_pack(source: &Repository, fillers: usize) {
+        tampered(source, fillers);
+        let wanted = Oid::hash_object(ObjectType::Blob, b"wanted content\n").expect("hash");
+        let mut pack = PackWriter::create(&source.path().join("objects/pack"), 1).expect("pack");
+        pack.append(wanted, ObjectType::Blob, b"other content\n")
+            .expect("append");
+        pack.finish().expect("finish");
+        let hex = wanted.to_string();
+        std::fs::remove_file(source.path().join("objects").join(&hex[..2]).join(&hex[2..])).expect("remove");
+    }
+
+    #[test]
+    fn a_packed_object_whose_content_does_not_hash_to_its_id_stops_the_fetch() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("remote.git");
+        let source = Repository::init_bare(&path).expect("init");
+        let store = Store::open(&tmp.path().join("cache.git"), &path.display().to_string(), "main").expect("open");
+        tampered_in_a_pack(&source, 300);
+        let err = store.fetch().expect_err("a tampered object is refused").to_string();
+        assert!(err.contains("hashes to"), "{err}");
+        assert!(
+            store.repo.refname_to_id(&tracking_ref("main")).is_err(),
+            "the branch was not updated"
+        );
+    }
+
+    /// A source whose objects git packed with deltas: those go through libgit2, the rest are
+    /// copied from the packs as they are, and everything reads back.
+    #[test]
+    fn a_fetch_from_a_repacked_source_with_deltas_reads_back() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("remote.git");
+        let source = Repository::init_bare(&path).expect("init");
+        let url = path.display().to_string();
+        let files = |round: usize| -> Vec<(String, Vec<u8>)> {
+            (0..200)
+                .map(|i| {
+                    let mut text = format!("svc{i}.example.test. 300 IN A 127.0.0.{}\n", i % 250).repeat(20);
+                    text.push_str(&format!("round {round}\n"));
+                    (format!("dns/svc{i}"), text.into_bytes())
+                })
+                .collect()
+        };
+        let mut heads = Vec::new();
+        for round in 0..3 {
+            let many = files(round);
+            let refs: Vec<(&str, &[u8])> = many.iter().map(|(p, t)| (p.as_str(), t.as_slice())).collect();
+            heads.push(commit(&source, &refs));
+        }
+        let repack = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&path)
+            .args(["repack", "-adf", "--window=50", "-q"])
+            .output()
+            .expect("run git repack");
+        assert!(repack.status.success(), "{}", String::from_utf8_lossy(&repack.stderr));
+        let store = Store::open(&tmp.path().join("cache.git"), &url, "main").expect("open");
+        assert_eq!(store.fetch().expect("fetch"), heads.last().copied());
+        for head in &heads {
+            same_files(&store, &source, *head);
+        }
+        verify_packs(&store);
     }
 
     #[test]

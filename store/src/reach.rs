@@ -21,6 +21,19 @@ pub(crate) fn missing_objects(
     head: Oid,
     hide: impl IntoIterator<Item = Oid>,
 ) -> Result<Vec<(Oid, ObjectType)>, git2::Error> {
+    // Without a rescan of the pack directory after every miss (libgit2's default), which most
+    // lookups here are.
+    missing_objects_by(from, |id| to.exists_ext(id, OdbLookupFlags::NO_REFRESH), head, hide)
+}
+
+/// [`missing_objects`], with `held` saying whether the receiver holds an object (whole: a
+/// false "yes" would skip what it lacks).
+pub(crate) fn missing_objects_by(
+    from: &Repository,
+    held: impl Fn(Oid) -> bool,
+    head: Oid,
+    hide: impl IntoIterator<Item = Oid>,
+) -> Result<Vec<(Oid, ObjectType)>, git2::Error> {
     let ours = from.odb()?;
     let mut walk = from.revwalk()?;
     walk.push(head)?;
@@ -30,9 +43,6 @@ pub(crate) fn missing_objects(
             let _ = walk.hide(id);
         }
     }
-    // Without a rescan of the pack directory after every miss (libgit2's default), which most
-    // lookups here are.
-    let held = |id: Oid| to.exists_ext(id, OdbLookupFlags::NO_REFRESH);
     let mut seen: HashSet<Oid> = HashSet::new();
     let mut out = Vec::new();
     for commit in walk {

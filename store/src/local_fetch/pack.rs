@@ -98,6 +98,34 @@ impl PackWriter {
         Ok(())
     }
 
+    /// Appends the undeltified object `id` of type `kind` and `size` bytes whose content is
+    /// already deflated: `deflated` is one whole zlib stream the caller inflated to content that
+    /// hashes to `id` (an entry of the source's pack, copied as it is).
+    pub(crate) fn append_deflated(
+        &mut self,
+        id: Oid,
+        kind: ObjectType,
+        size: usize,
+        deflated: &[u8],
+    ) -> Result<(), git2::Error> {
+        if self.entries.len() >= self.count as usize {
+            return Err(git2::Error::from_str("more objects than the pack's header announced"));
+        }
+        let header = crate::packfile::entry_header(kind, size);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        crc.update(deflated);
+        let offset = self.offset;
+        self.write(&header)?;
+        self.write(deflated)?;
+        self.entries.push(Entry {
+            id,
+            offset,
+            crc: crc.finalize(),
+        });
+        Ok(())
+    }
+
     /// `data` as one zlib stream appended to `out`, through the reused compressor.
     fn deflate(&mut self, out: &mut Vec<u8>, data: &[u8]) -> Result<(), git2::Error> {
         self.compress.reset();
