@@ -21,8 +21,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow};
 
 use flipbit_core::config::Config;
-use flipbit_core::layout;
 use flipbit_core::names::{LbHostName, ServiceKey};
+use flipbit_core::repo_paths;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
@@ -127,12 +127,12 @@ fn owned_records(
 ) -> Result<Owned> {
     let store = reader.store;
     let zone = config.zone.clone();
-    let config_blob = store.entry_id(commit, layout::CONFIG_FILE)?;
+    let config_blob = store.entry_id(commit, repo_paths::CONFIG_FILE)?;
     let reuse = reuse.filter(|old| old.zone == zone && old.config.is_some() && old.config == config_blob);
     let mut fragments = BTreeMap::new();
     let mut to_read = Vec::new();
-    for (path, blob) in store.list(commit, layout::DNS_DIR)? {
-        let Some((path_zone, key)) = layout::parse_dns_path(&path) else {
+    for (path, blob) in store.list(commit, repo_paths::DNS_DIR)? {
+        let Some((path_zone, key)) = repo_paths::parse_dns_path(&path) else {
             tracing::warn!(path = %escaped(&path), %commit, "not a zone fragment path; skipped");
             continue;
         };

@@ -16,9 +16,9 @@ use anyhow::{Context, Result, anyhow};
 
 use flipbit_core::config::{Config, Flavor, Layout, LbHost};
 use flipbit_core::grammar::{Bind, BindAddr, LbFile};
-use flipbit_core::layout;
 use flipbit_core::names::ServiceKey;
 use flipbit_core::render::{self, map::Listener};
+use flipbit_core::repo_paths;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
@@ -106,7 +106,7 @@ impl Step<'_> {
         })?;
         let format = verify::output_format(store, head)?;
         let lb = driver(opts, host.flavor);
-        let host_dir = layout::lb_host_dir(&opts.lb);
+        let host_dir = repo_paths::lb_host_dir(&opts.lb);
 
         // The release the load balancer was confirmed to run, if its commit is known here.
         let loaded = journal.loaded.clone().filter(|l| store.shape(l.commit).is_ok());
@@ -186,7 +186,7 @@ impl Step<'_> {
     fn ours(&self, loaded: Option<&Release>, host: &LbHost) -> binds::Ours {
         let wildcards = loaded
             .and_then(|l| {
-                let path = layout::lb_host_file_path(&host.name, render::map::LISTENERS_FILE);
+                let path = repo_paths::lb_host_file_path(&host.name, render::map::LISTENERS_FILE);
                 let blob = self.store.entry_id(l.commit, &path).ok()??;
                 let then = config_at(self.store, l.commit).ok()?.host(&host.name)?.clone();
                 let format = verify::output_format(self.store, l.commit).ok()?;
@@ -284,7 +284,7 @@ impl Step<'_> {
         host_dir: &str,
     ) -> Result<BTreeMap<String, CheckedFile>> {
         let (store, head) = (self.store, self.head);
-        let listeners = layout::lb_host_file_path(&host.name, render::map::LISTENERS_FILE);
+        let listeners = repo_paths::lb_host_file_path(&host.name, render::map::LISTENERS_FILE);
         let same_rules = loaded.is_some_and(|l| {
             config_at(store, l.commit)
                 .ok()
@@ -430,8 +430,8 @@ impl From<anyhow::Error> for SwapError {
 /// The commit's `flipbit.yaml`.
 pub fn config_at(store: &Store, commit: CommitId) -> Result<Config> {
     let text = store
-        .read(commit, layout::CONFIG_FILE)?
-        .ok_or_else(|| anyhow!("commit {commit} has no {}", layout::CONFIG_FILE))?;
+        .read(commit, repo_paths::CONFIG_FILE)?
+        .ok_or_else(|| anyhow!("commit {commit} has no {}", repo_paths::CONFIG_FILE))?;
     Config::parse(&String::from_utf8_lossy(&text)).map_err(|e| refused(format!("commit {commit} refused: {e}")))
 }
 
@@ -444,9 +444,9 @@ fn is_current(state: &StateDir, release: &Release) -> bool {
 /// Every path a Service's files can have on `host`.
 fn service_paths(host: &flipbit_core::names::LbHostName, key: &ServiceKey) -> [String; 3] {
     [
-        layout::lb_service_path(host, key),
-        layout::lb_service_map_path(host, key),
-        layout::lb_service_cfg_path(host, key),
+        repo_paths::lb_service_path(host, key),
+        repo_paths::lb_service_map_path(host, key),
+        repo_paths::lb_service_cfg_path(host, key),
     ]
 }
 

@@ -19,8 +19,8 @@ use std::time::Duration;
 use flipbit_core::config::LbHost;
 use flipbit_core::exposure::Protocol;
 use flipbit_core::grammar::{self, BindAddr, Checked, LbFile};
-use flipbit_core::layout;
 use flipbit_core::names::ServiceKey;
+use flipbit_core::repo_paths;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
@@ -65,7 +65,7 @@ impl Probe<'_> {
     /// since `previous` first, then the others, in path order, each once.
     pub fn sockets(&self) -> Result<Vec<(SocketAddr, ServiceKey)>, String> {
         let (store, commit, host) = (self.store, self.commit, self.host);
-        let dir = layout::lb_host_dir(&host.name);
+        let dir = repo_paths::lb_host_dir(&host.name);
         let read_err = |e: flipbit_store::StoreError| format!("probe: reading {dir} at {commit}: {e}");
         let files = store.list(commit, &dir).map_err(read_err)?;
         let changed: Vec<String> = match self.previous.filter(|p| *p != commit) {

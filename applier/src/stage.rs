@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
 
-use flipbit_core::layout;
 use flipbit_core::names::ServiceKey;
 use flipbit_core::render;
+use flipbit_core::repo_paths;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, Store};
 
@@ -35,7 +35,7 @@ pub struct Staging<'a> {
 
 /// The Service a repo path of this host belongs to.
 fn owner(path: &str) -> Option<ServiceKey> {
-    layout::parse_lb_path(path).map(|(_, key)| key)
+    repo_paths::parse_lb_path(path).map(|(_, key)| key)
 }
 
 impl Staging<'_> {
@@ -63,7 +63,7 @@ impl Staging<'_> {
             if let Some(text) = self.rewritten.get(path) {
                 return self.bound(rel, text.clone(), &release_dir);
             }
-            if layout::binds_release(rel) {
+            if repo_paths::binds_release(rel) {
                 // A shared-listeners host file names the release it sits in: never shared.
                 let text =
                     String::from_utf8(self.store.blob(*blob)?).map_err(|_| anyhow!("{}: not UTF-8", escaped(rel)))?;
@@ -134,7 +134,7 @@ impl Staging<'_> {
         // Host-level files name the release they sit in: written into every release.
         for (path, blob) in self
             .store
-            .list(head, &format!("{}/{}", self.host_dir, layout::HOST_FILES_DIR))?
+            .list(head, &format!("{}/{}", self.host_dir, repo_paths::HOST_FILES_DIR))?
         {
             changed.insert(path, Some(blob));
         }

@@ -15,13 +15,13 @@ use crate::endpoints::{self, SlicesByService};
 use crate::exposure::{self, ExposedService, Exposure, ServicePort};
 use crate::holds::{self, HoldUpdate};
 use crate::host_addresses::HostAddresses;
-use crate::layout;
 use crate::ledger::Ledger;
 use crate::model::{ServiceInput, Snapshot};
 use crate::names::ServiceKey;
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Severity};
 use crate::render::files::{self, Backends, Given, Recorded};
+use crate::repo_paths;
 use crate::sink::{FileSink, TextFiles, fingerprint};
 
 pub use crate::render::files::DEFAULT_TTL;
@@ -74,7 +74,7 @@ impl Decision {
         current_lb_paths
             .into_iter()
             .filter(|path| !self.files.contains_key(*path))
-            .filter(|path| match layout::service_of(path) {
+            .filter(|path| match repo_paths::service_of(path) {
                 Some(key) => !self.kept.contains(&key),
                 // Not a path we could have written: remove it, the lb/ and dns/ trees are ours alone.
                 None => true,
@@ -195,7 +195,7 @@ pub fn decide_into(
     let ledger_fp = fingerprint(&alloc.ledger);
     let mut render_ledger = || Ok(alloc.ledger.to_yaml());
     // Serialising the ledger cannot fail.
-    let _ = sink.file(layout::LEDGER_FILE.to_owned(), ledger_fp, &mut render_ledger);
+    let _ = sink.file(repo_paths::LEDGER_FILE.to_owned(), ledger_fp, &mut render_ledger);
     sink.keep();
     files::format_file(sink, &summaries);
     let node_states = nodes::states(&snapshot.nodes, config);

@@ -17,12 +17,12 @@ use jiff::Timestamp;
 use crate::config::Config;
 use crate::decide::{self, Decision};
 use crate::holds::HoldUpdate;
-use crate::layout;
 use crate::ledger::Ledger;
 use crate::model::Snapshot;
 use crate::names::ServiceKey;
 use crate::nodes::{self, Node};
 use crate::render::RenderError;
+use crate::repo_paths;
 use crate::settled::{Fast, Settled};
 use crate::sink::{Chosen, FileSink};
 
@@ -245,14 +245,14 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
         }
         let (mut changes, learned) = (sink.changes, sink.learned);
         let gone = |path: &String, known: &Known<Id>| {
-            known.seen != generation && !layout::service_of(path).is_some_and(|key| decision.kept.contains(&key))
+            known.seen != generation && !repo_paths::service_of(path).is_some_and(|key| decision.kept.contains(&key))
         };
         match &touched {
             // Only the Services looked at can have lost files.
             Some(touched) => {
                 self.fast_decisions += 1;
                 for key in touched {
-                    for path in layout::service_paths(config, key) {
+                    for path in repo_paths::service_paths(config, key) {
                         if self.files.get(&path).is_some_and(|known| gone(&path, known)) {
                             changes.insert(path, Change::Delete);
                         }

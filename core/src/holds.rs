@@ -14,9 +14,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::host_addresses::HostAddresses;
-use crate::layout;
 use crate::ledger::{Entry, Ledger};
 use crate::names::{LbHostName, ServiceKey};
+use crate::repo_paths;
 
 mod reservations;
 pub(crate) use reservations::with_reservations;
@@ -148,7 +148,7 @@ impl Holds {
 
 /// True for the files the generator writes: the ledger, snippets and zone fragments.
 pub fn is_generated_path(path: &str) -> bool {
-    path == layout::LEDGER_FILE || layout::service_of(path).is_some()
+    path == repo_paths::LEDGER_FILE || repo_paths::service_of(path).is_some()
 }
 
 /// What one commit the generator did not make did to generated files, as input to [`update`].
@@ -181,7 +181,7 @@ pub fn touched(
     let before_entry = |key: &ServiceKey| first_before.and_then(|l| l.services.get(key)).cloned();
     let mut out: BTreeMap<ServiceKey, Touch> = BTreeMap::new();
     for path in changed_paths {
-        if let Some(key) = layout::service_of(path) {
+        if let Some(key) = repo_paths::service_of(path) {
             let touch = out.entry(key.clone()).or_insert_with(|| Touch {
                 paths: BTreeSet::new(),
                 before: before_entry(&key),
@@ -190,7 +190,7 @@ pub fn touched(
         }
     }
     let parsed: Option<Vec<&Ledger>> = ledgers_before.iter().map(Option::as_ref).collect();
-    if changed_paths.contains(layout::LEDGER_FILE)
+    if changed_paths.contains(repo_paths::LEDGER_FILE)
         && let (Some(after), Some(before)) = (ledger_after, parsed)
         && !before.is_empty()
     {
@@ -206,7 +206,7 @@ pub fn touched(
                     paths: BTreeSet::new(),
                     before: before_entry(key),
                 });
-                touch.paths.insert(layout::LEDGER_FILE.to_owned());
+                touch.paths.insert(repo_paths::LEDGER_FILE.to_owned());
             }
         }
     }

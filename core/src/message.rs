@@ -6,9 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::allocate::AddressEvent;
 use crate::decide::Decision;
-use crate::layout;
 use crate::names::ServiceKey;
 use crate::problem::Severity;
+use crate::repo_paths;
 
 /// Lines listed in a body and Services in the trailer, at most. A first commit of 50,000 Services
 /// would otherwise carry a 5 MB message that nobody reads and that every later history walk parses.
@@ -34,9 +34,9 @@ pub fn compose<P: AsRef<str>>(
     let mut touched_hosts: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
     let mut touched_dns: BTreeSet<ServiceKey> = BTreeSet::new();
     for path in changed.iter().map(AsRef::as_ref) {
-        if let Some((host, key)) = layout::parse_lb_path(path) {
+        if let Some((host, key)) = repo_paths::parse_lb_path(path) {
             touched_hosts.entry(key).or_default().insert(host.to_string());
-        } else if let Some((_, key)) = layout::parse_dns_path(path) {
+        } else if let Some((_, key)) = repo_paths::parse_dns_path(path) {
             touched_dns.insert(key);
         }
     }
@@ -126,7 +126,7 @@ pub fn compose<P: AsRef<str>>(
     }
     let mut host_lines = Vec::new();
     for path in changed.iter().map(AsRef::as_ref) {
-        if let Some((host, name)) = layout::parse_lb_host_path(path) {
+        if let Some((host, name)) = repo_paths::parse_lb_host_path(path) {
             let down: Vec<String> = decision
                 .node_states
                 .values()

@@ -30,13 +30,13 @@ use crate::decide::{self, Class, Decision, ExposedMap, ExposedSummary};
 use crate::endpoints::SlicesByService;
 use crate::exposure::{ExposedService, Protocol};
 use crate::holds::HoldUpdate;
-use crate::layout;
 use crate::ledger::Ledger;
 use crate::model::{ServiceInput, Snapshot};
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Subject};
 use crate::render::files::{self, Backends, Given, Recorded};
+use crate::repo_paths;
 use crate::sink::FileSink;
 
 mod kept;
@@ -381,10 +381,10 @@ impl Settled {
         files::services(&exposed, given, config, &backends, sink, &mut out);
         if ledger_changed {
             // Any fingerprint the engine has not seen: the text is rendered and compared.
-            let fp = hash_of(&(now, self.generation, layout::LEDGER_FILE));
+            let fp = hash_of(&(now, self.generation, repo_paths::LEDGER_FILE));
             let ledger = &self.ledger;
             let mut render = || Ok(ledger.to_yaml());
-            let _ = sink.file(layout::LEDGER_FILE.to_owned(), fp, &mut render);
+            let _ = sink.file(repo_paths::LEDGER_FILE.to_owned(), fp, &mut render);
             sink.keep();
         }
         // Given every time, as by a full decision: a repo that lacks it gets it with the next commit.

@@ -16,13 +16,13 @@ use flipbit_core::config::{Config, Flavor, Layout, LbHost};
 use flipbit_core::dns::{AddressRecord, fragment};
 use flipbit_core::exposure::{ExposedService, Exposure, Protocol, classify};
 use flipbit_core::grammar::{Bind, BindAddr, Checked, LbFile, OUTPUT_FORMAT, check};
-use flipbit_core::layout;
 use flipbit_core::model::{PortInput, ServiceInput};
 use flipbit_core::names::LbHostName;
 use flipbit_core::nodes::Node;
 use flipbit_core::render::haproxy::haproxy_service;
 use flipbit_core::render::map::{Listener, host_files, listeners_of, per_service_reason, service_entries};
 use flipbit_core::render::nginx_service;
+use flipbit_core::repo_paths;
 use proptest::prelude::*;
 
 /// Addresses no generated pool holds (pools are inside 10.0.0.0/8 and fd00::/16).
@@ -263,7 +263,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
             .collect()
     };
     let nginx = nginx_service(&w.svc, &lb1, &w.ips, &refs).expect("nginx");
-    let conf = layout::lb_service_path(&lb1, &w.svc.key);
+    let conf = repo_paths::lb_service_path(&lb1, &w.svc.key);
     let mut out = vec![
         Rendered {
             path: conf.clone(),
@@ -286,7 +286,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
             },
         },
         Rendered {
-            path: layout::lb_service_cfg_path(&lb1, &w.svc.key),
+            path: repo_paths::lb_service_cfg_path(&lb1, &w.svc.key),
             text: haproxy_service(&w.svc, &lb1, &w.ips, &refs).expect("haproxy"),
             host: w.haproxy.clone(),
             want: Checked {
@@ -303,7 +303,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
             .flat_map(|p| sorted.iter().map(move |ip| (p.protocol, SocketAddr::new(*ip, p.port))))
             .collect();
         out.push(Rendered {
-            path: layout::lb_service_map_path(&lb1, &w.svc.key),
+            path: repo_paths::lb_service_map_path(&lb1, &w.svc.key),
             text: service_entries(&w.svc, &lb1, &w.ips).expect("map"),
             host: w.shared.clone(),
             want: Checked {

@@ -13,9 +13,9 @@ use flipbit_core::config::Config;
 use flipbit_core::decide::{Decision, decide_with_holds};
 use flipbit_core::engine::Engine;
 use flipbit_core::holds::HoldUpdate;
-use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{NodeInput, ServiceInput, Snapshot};
+use flipbit_core::repo_paths;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
@@ -174,7 +174,7 @@ impl World {
         prop_assert_eq!(&decision.problems, &full.problems);
         let before = self.tree.clone();
         common::commit_changes(&mut self.tree, &step.changes);
-        let kept = |path: &String| layout::service_of(path).is_some_and(|k| full.kept.contains(&k));
+        let kept = |path: &String| repo_paths::service_of(path).is_some_and(|k| full.kept.contains(&k));
         let mut wrong: Vec<&String> = Vec::new();
         for path in self.tree.keys().chain(full.files.keys()) {
             let ours = self.tree.get(path).map(|id| &self.store.texts[id]);

@@ -14,11 +14,11 @@ use flipbit_core::engine::{Blobs, Change, Engine, Step};
 use flipbit_core::format;
 use flipbit_core::grammar::{self, LbFile};
 use flipbit_core::holds::{self, Holds};
-use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::message;
 use flipbit_core::model::Snapshot;
 use flipbit_core::problem::Problem;
+use flipbit_core::repo_paths;
 use flipbit_store::{CommitId, Committed, Store, StoreError};
 
 /// Where the state repo is and who commits to it.
@@ -206,13 +206,13 @@ fn read_head(store: &Store, author: &flipbit_store::Signature<'_>, memory: &Memo
         );
     };
     let config_text = store
-        .read(head, layout::CONFIG_FILE)?
-        .with_context(|| format!("{} has no {} at {head}", store.url(), layout::CONFIG_FILE))?;
+        .read(head, repo_paths::CONFIG_FILE)?
+        .with_context(|| format!("{} has no {} at {head}", store.url(), repo_paths::CONFIG_FILE))?;
     let config = Config::parse(&String::from_utf8_lossy(&config_text))
         .with_context(|| format!("refusing to run on commit {head}"))?;
     // The ledger parsed last time is reused while its blob is the same (50,000 entries take a
     // while to parse).
-    let ledger_id = store.entry_id(head, layout::LEDGER_FILE)?;
+    let ledger_id = store.entry_id(head, repo_paths::LEDGER_FILE)?;
     let cached = memory.ledger.as_ref().filter(|(id, _)| Some(*id) == ledger_id);
     let ledger = match (cached, ledger_id) {
         (Some((_, ledger)), _) => ledger.clone(),
@@ -286,9 +286,9 @@ fn decide_incrementally(
     let head_hex = head.id.to_string();
     if memory.engine.base() != Some(head_hex.as_str()) {
         let t = std::time::Instant::now();
-        let mut tree = store.list(head.id, layout::LB_DIR)?;
-        tree.extend(store.list(head.id, layout::DNS_DIR)?);
-        for decision_file in [layout::LEDGER_FILE, format::FORMAT_FILE] {
+        let mut tree = store.list(head.id, repo_paths::LB_DIR)?;
+        tree.extend(store.list(head.id, repo_paths::DNS_DIR)?);
+        for decision_file in [repo_paths::LEDGER_FILE, format::FORMAT_FILE] {
             if let Some(id) = store.entry_id(head.id, decision_file)? {
                 tree.insert(decision_file.to_owned(), id);
             }
@@ -320,7 +320,7 @@ fn decide_incrementally(
     );
     let t = std::time::Instant::now();
     if !head.ledger_present && decision.ledger.services.is_empty() {
-        step.changes.remove(layout::LEDGER_FILE);
+        step.changes.remove(repo_paths::LEDGER_FILE);
     }
     if head.hold_update.holds != head.holds {
         let id = store.write_blob(head.hold_update.holds.to_yaml().as_bytes())?;
@@ -392,7 +392,7 @@ impl Memory {
     /// After a successful push (or nothing to commit): the engine's base moves to `commit`, and a
     /// ledger the commit wrote is remembered as parsed.
     fn advance(&mut self, commit: CommitId, step: Step<CommitId>, decision: &Decision) {
-        if let Some(change) = step.changes.get(layout::LEDGER_FILE) {
+        if let Some(change) = step.changes.get(repo_paths::LEDGER_FILE) {
             // A persistent map: this copy shares every entry with the decision's.
             self.ledger = change
                 .blob()
@@ -452,7 +452,7 @@ fn old_upstreams<P: AsRef<str>>(
     let mut out = std::collections::BTreeMap::new();
     let (nginx, others): (Vec<&str>, Vec<&str>) = changed.iter().map(AsRef::as_ref).partition(|p| p.ends_with(".conf"));
     for path in nginx.into_iter().chain(others) {
-        let Some((host_name, key)) = layout::parse_lb_path(path) else {
+        let Some((host_name, key)) = repo_paths::parse_lb_path(path) else {
             continue;
         };
         if out.contains_key(&key) {

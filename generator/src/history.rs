@@ -5,8 +5,8 @@
 use anyhow::Result;
 
 use flipbit_core::holds::{self, CommitHex, Holds, HumanChange};
-use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
+use flipbit_core::repo_paths;
 use flipbit_core::text::escaped;
 use flipbit_store::{CommitId, CommitMeta, Store};
 
@@ -26,7 +26,7 @@ pub fn human_changes(store: &Store, head: CommitId, generator_email: &str) -> Re
         if changed.is_empty() {
             continue;
         }
-        let (after, before) = if changed.contains(layout::LEDGER_FILE) {
+        let (after, before) = if changed.contains(repo_paths::LEDGER_FILE) {
             (
                 ledger_at(store, &meta, meta.id),
                 meta.parents.iter().map(|p| ledger_at(store, &meta, *p)).collect(),
@@ -72,7 +72,7 @@ pub fn human_changes(store: &Store, head: CommitId, generator_email: &str) -> Re
 
 /// The ledger at `at`, `None` when it does not parse (then the commit is judged by paths alone).
 fn ledger_at(store: &Store, meta: &CommitMeta, at: CommitId) -> Option<Ledger> {
-    parsed_at(store, meta, at, layout::LEDGER_FILE, Ledger::empty, Ledger::parse)
+    parsed_at(store, meta, at, repo_paths::LEDGER_FILE, Ledger::empty, Ledger::parse)
 }
 
 /// `holds.yaml` at `at`, `None` when it does not parse (then no hold counts as lifted there).

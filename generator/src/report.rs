@@ -66,7 +66,7 @@ fn summary(plan: &Plan) -> Vec<(&'static str, usize)> {
     let touched: BTreeSet<_> = plan
         .before
         .keys()
-        .filter_map(|p| flipbit_core::layout::service_of(p))
+        .filter_map(|p| flipbit_core::repo_paths::service_of(p))
         .collect();
     let changed = touched
         .iter()
@@ -94,7 +94,7 @@ fn summary(plan: &Plan) -> Vec<(&'static str, usize)> {
     for path in plan
         .before
         .keys()
-        .filter(|p| flipbit_core::layout::parse_dns_path(p).is_some())
+        .filter(|p| flipbit_core::repo_paths::parse_dns_path(p).is_some())
     {
         let old = names(plan.before.get(path).and_then(Option::as_ref));
         let new = names(plan.after.get(path).and_then(Option::as_ref));

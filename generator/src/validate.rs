@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow};
 
 use flipbit_core::holds::HOLDS_FILE;
-use flipbit_core::layout::{CONFIG_FILE, LEDGER_FILE};
+use flipbit_core::repo_paths::{CONFIG_FILE, LEDGER_FILE};
 use flipbit_core::text::escaped;
 use flipbit_core::validate::{self, Finding, RepoFiles};
 

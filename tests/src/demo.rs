@@ -14,9 +14,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use flipbit_core::config::{Config, Flavor};
-use flipbit_core::layout;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::model::Snapshot;
+use flipbit_core::repo_paths;
 
 use crate::backends::Backends;
 use crate::bind::NamedInstance;
@@ -148,13 +148,14 @@ pub fn start(opts: &DemoOptions) -> Result<Running, String> {
     let example = example_lock();
     let mut log = String::new();
     std::fs::create_dir_all(&opts.work).map_err(|e| e.to_string())?;
-    let mut config_text = std::fs::read_to_string(opts.example.join(layout::CONFIG_FILE)).map_err(|e| e.to_string())?;
+    let mut config_text =
+        std::fs::read_to_string(opts.example.join(repo_paths::CONFIG_FILE)).map_err(|e| e.to_string())?;
     if opts.haproxy {
         config_text = config_text.replacen("  - name: lb-3\n", "  - name: lb-3\n    flavor: haproxy\n", 1);
     }
     let config = Config::parse(&config_text).map_err(|e| e.to_string())?;
     let repo_path = opts.work.join("state.git");
-    repo::create(&repo_path, &BTreeMap::from([(layout::CONFIG_FILE, config_text)])).map_err(|e| e.to_string())?;
+    repo::create(&repo_path, &BTreeMap::from([(repo_paths::CONFIG_FILE, config_text)])).map_err(|e| e.to_string())?;
 
     let manifests = opts.example.join("cluster");
     let (snapshot, _) = flipbit_generator::manifests::load_dir(&manifests).map_err(|e| e.to_string())?;
@@ -366,13 +367,13 @@ pub fn routes(snippet: &str) -> Vec<Route> {
 
 /// Probes every route of every committed snippet and tabulates the example.
 pub fn prove(running: &Running) -> Result<Report, String> {
-    let ledger_text = repo::read(&running.repo, layout::LEDGER_FILE).ok_or("no ledger.yaml committed")?;
+    let ledger_text = repo::read(&running.repo, repo_paths::LEDGER_FILE).ok_or("no ledger.yaml committed")?;
     let ledger = Ledger::parse(&ledger_text).map_err(|e| e.to_string())?;
     let mut checks = Vec::new();
     let mut nodes_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut lb_ports: BTreeMap<String, BTreeSet<(u16, &str)>> = BTreeMap::new();
-    for path in repo::files_under(&running.repo, layout::LB_DIR) {
-        let Some((_, key)) = layout::parse_lb_path(&path) else {
+    for path in repo::files_under(&running.repo, repo_paths::LB_DIR) {
+        let Some((_, key)) = repo_paths::parse_lb_path(&path) else {
             continue;
         };
         let text = repo::read(&running.repo, &path).unwrap_or_default();
@@ -422,8 +423,8 @@ pub fn prove(running: &Running) -> Result<Report, String> {
 /// Service's LB addresses, one per LB host.
 fn prove_dns(running: &Running, ledger: &Ledger, checks: &mut Vec<Check>) -> String {
     let mut rows = vec![["SERVICE", "NAMESPACE", "LB ADDRESSES", "DNS NAME", "DNS ANSWERS"].map(String::from)];
-    for path in repo::files_under(&running.repo, layout::DNS_DIR) {
-        let Some((_, key)) = layout::parse_dns_path(&path) else {
+    for path in repo::files_under(&running.repo, repo_paths::DNS_DIR) {
+        let Some((_, key)) = repo_paths::parse_dns_path(&path) else {
             continue;
         };
         let Some(entry) = ledger.services.get(&key) else {

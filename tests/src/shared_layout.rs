@@ -9,11 +9,11 @@ use std::path::Path;
 use flipbit_core::annotations::Settings;
 use flipbit_core::config::Layout;
 use flipbit_core::exposure::{ExposedService, Protocol, ServicePort};
-use flipbit_core::layout;
 use flipbit_core::names::LbHostName;
 use flipbit_core::nodes::Node;
 use flipbit_core::render::map::Listener;
 use flipbit_core::render::{self, RenderError};
+use flipbit_core::repo_paths;
 
 /// One Service on the host: its addresses there and, for a per-Service node set (Local traffic
 /// policy, max-nodes), the nodes it was given; `None` means every node.
@@ -77,10 +77,10 @@ pub fn host_tree(
         };
         if layout == Layout::PerService || render::map::per_service_reason(&p.svc).is_some() {
             let text = render::nginx_service(&p.svc, host, &p.ips, &chosen)?;
-            files.insert(layout::lb_service_path(host, &p.svc.key), text);
+            files.insert(repo_paths::lb_service_path(host, &p.svc.key), text);
         } else {
             let text = render::map::service_entries(&p.svc, host, &p.ips)?;
-            files.insert(layout::lb_service_map_path(host, &p.svc.key), text);
+            files.insert(repo_paths::lb_service_map_path(host, &p.svc.key), text);
         }
         listeners.extend(render::map::listeners_of(&p.svc, &p.ips));
     }
@@ -102,12 +102,12 @@ pub fn flipbit_yaml(host: &str, pool: &str, layout: Layout) -> String {
 /// Writes `files` (repo paths under `lb/<host>/`) into `release` as the applier stages them:
 /// paths relative to the host directory, host-level files bound to `release`.
 pub fn write_release(host: &LbHostName, files: &BTreeMap<String, String>, release: &Path) -> Result<(), String> {
-    let prefix = format!("{}/", layout::lb_host_dir(host));
+    let prefix = format!("{}/", repo_paths::lb_host_dir(host));
     for (path, text) in files {
         let rel = path
             .strip_prefix(&prefix)
             .ok_or_else(|| format!("{path} is not under {prefix}"))?;
-        let text = if layout::binds_release(rel) {
+        let text = if repo_paths::binds_release(rel) {
             render::map::bind_release(text, release)?
         } else {
             text.clone()

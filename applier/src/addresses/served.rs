@@ -17,7 +17,7 @@ use anyhow::{Result, anyhow};
 
 use flipbit_core::config::LbHost;
 use flipbit_core::grammar::{self, BindAddr, LbFile};
-use flipbit_core::layout;
+use flipbit_core::repo_paths;
 use flipbit_core::text::escaped;
 use flipbit_store::Store;
 
@@ -45,7 +45,7 @@ pub fn addresses(store: &Store, release: &Release, host: &LbHost, format: u32) -
 
 fn read(store: &Store, release: &Release, host: &LbHost, format: u32) -> Result<BTreeSet<IpAddr>> {
     let commit = release.commit;
-    let dir = layout::lb_host_dir(&host.name);
+    let dir = repo_paths::lb_host_dir(&host.name);
     let mut served = BTreeSet::new();
     for (path, blob) in store.list(commit, &dir)? {
         let Some(kind) = LbFile::of_path(&path, &host.name).filter(|k| crate::verify::reads(host, k)) else {

@@ -23,9 +23,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{Flavor, Layout, LbHost};
 use crate::exposure::Protocol;
-use crate::layout;
 use crate::names::{LbHostName, ServiceKey};
 use crate::render;
+use crate::repo_paths;
 
 pub use crate::format::OUTPUT_FORMAT;
 
@@ -83,7 +83,7 @@ impl LbFile {
     /// path of another host or one the generator never writes (`_flipbit/other.conf`, a name
     /// that is not a DNS label, another extension).
     pub fn of_path(path: &str, host: &LbHostName) -> Option<LbFile> {
-        if let Some((h, name)) = layout::parse_lb_host_path(path) {
+        if let Some((h, name)) = repo_paths::parse_lb_host_path(path) {
             return match name.as_str() {
                 _ if &h != host => None,
                 render::map::LISTENERS_FILE => Some(LbFile::HostListeners),
@@ -91,7 +91,7 @@ impl LbFile {
                 _ => None,
             };
         }
-        let (_, key) = layout::parse_lb_path(path).filter(|(h, _)| h == host)?;
+        let (_, key) = repo_paths::parse_lb_path(path).filter(|(h, _)| h == host)?;
         match path.rsplit_once('.').map(|(_, ext)| ext) {
             Some("conf") => Some(LbFile::NginxService(key)),
             Some("map") => Some(LbFile::ServiceMap(key)),

@@ -12,12 +12,12 @@ use crate::decide::{ExposedMap, ExposedSummary};
 use crate::endpoints::{self, SlicesByService};
 use crate::exposure::ExposedService;
 use crate::host_addresses::HostAddresses;
-use crate::layout;
 use crate::ledger::Ledger;
 use crate::names::{LbHostName, ServiceKey};
 use crate::nodes::{self, Node};
 use crate::problem::{Problem, Severity, Subject};
 use crate::render::{self, Upstreams, map::Listener};
+use crate::repo_paths;
 use crate::sink::{FileSink, fingerprint};
 
 /// TTL of a Service's records unless `flipbit.io/dns-ttl` says otherwise.
@@ -209,7 +209,7 @@ fn service_files(
         let result = if host_config.is_some_and(|h| h.flavor == Flavor::Haproxy) {
             let fp = fingerprint(&(service_fp, host, &ips, Flavor::Haproxy));
             let mut render = || render::haproxy::haproxy_service_to(svc, host, &ips, &upstreams());
-            sink.file(layout::lb_service_cfg_path(host, &svc.key), fp, &mut render)
+            sink.file(repo_paths::lb_service_cfg_path(host, &svc.key), fp, &mut render)
         } else if shared && render::map::per_service_reason(svc).is_none() {
             // Map entries depend on the Service and its addresses only: node churn goes to
             // the host's nodes file, not to every Service.
@@ -219,7 +219,7 @@ fn service_files(
                 .extend(render::map::listeners_of(svc, &ips));
             let fp = fingerprint(&(svc, host, &ips));
             let mut render = || render::map::service_entries(svc, host, &ips);
-            sink.file(layout::lb_service_map_path(host, &svc.key), fp, &mut render)
+            sink.file(repo_paths::lb_service_map_path(host, &svc.key), fp, &mut render)
         } else {
             if shared {
                 listeners
@@ -229,7 +229,7 @@ fn service_files(
             }
             let fp = fingerprint(&(service_fp, host, &ips));
             let mut render = || render::nginx_service_to(svc, host, &ips, &upstreams());
-            sink.file(layout::lb_service_path(host, &svc.key), fp, &mut render)
+            sink.file(repo_paths::lb_service_path(host, &svc.key), fp, &mut render)
         };
         if let Err(e) = result {
             failed = Some(e);
@@ -240,7 +240,7 @@ fn service_files(
         let all: Vec<IpAddr> = addresses.values().chain(addresses_v6.values()).copied().collect();
         let fp = fingerprint(&(&svc.key, &config.zone, &names, ttl, &all));
         let mut render = || render::zone_fragment(svc, &config.zone, &names, ttl, &all);
-        if let Err(e) = sink.file(layout::dns_service_path(&config.zone, &svc.key), fp, &mut render) {
+        if let Err(e) = sink.file(repo_paths::dns_service_path(&config.zone, &svc.key), fp, &mut render) {
             failed = Some(e);
         }
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use flipbit_core::config::Layout;
 use flipbit_core::exposure::Protocol::{Tcp, Udp};
 use flipbit_core::names::LbHostName;
-use flipbit_core::{layout, render};
+use flipbit_core::{render, repo_paths};
 use flipbit_tests::backends::Backends;
 use flipbit_tests::nginx::STREAM_MODULE;
 use flipbit_tests::probe;
@@ -177,12 +177,12 @@ fn measure(layout: Layout, n: usize, runs: usize, root: &Path) -> Result<String,
     let (path, text) = if layout == Layout::PerService {
         let every: Vec<_> = all.iter().collect();
         (
-            layout::lb_service_path(&host, &new.svc.key),
+            repo_paths::lb_service_path(&host, &new.svc.key),
             render::nginx_service(&new.svc, &host, &new.ips, &every),
         )
     } else {
         (
-            layout::lb_service_map_path(&host, &new.svc.key),
+            repo_paths::lb_service_map_path(&host, &new.svc.key),
             render::map::service_entries(&new.svc, &host, &new.ips),
         )
     };

@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use super::{HASH_VAR, LISTENERS_FILE, Listener, NODES_FILE, RR_VAR, SERVICE_MAPS_TOKEN};
 use crate::exposure::Protocol;
-use crate::layout;
 use crate::names::LbHostName;
 use crate::nodes::Node;
 use crate::render::{self, RenderError, SHARED_LISTENERS, SHARED_NODES};
+use crate::repo_paths;
 
 /// `split_clients` shares are in hundredths of a percent: at most this many nodes get a share.
 const SHARE_UNITS: usize = 10_000;
@@ -98,8 +98,8 @@ pub fn host_files(
         },
     )?;
     Ok(vec![
-        (layout::lb_host_file_path(host, LISTENERS_FILE), listeners_text),
-        (layout::lb_host_file_path(host, NODES_FILE), nodes_text),
+        (repo_paths::lb_host_file_path(host, LISTENERS_FILE), listeners_text),
+        (repo_paths::lb_host_file_path(host, NODES_FILE), nodes_text),
     ])
 }
 

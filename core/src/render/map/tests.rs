@@ -111,7 +111,7 @@ fn listeners_are_read_back_from_per_service_snippets() {
 }
 
 fn file<'a>(files: &'a [(String, String)], name: &str) -> &'a str {
-    let path = crate::layout::lb_host_file_path(&host(), name);
+    let path = crate::repo_paths::lb_host_file_path(&host(), name);
     files
         .iter()
         .find(|(p, _)| *p == path)

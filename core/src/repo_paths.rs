@@ -1,4 +1,6 @@
-//! Where things live in the state repo (docs/design.md §3). Paths are built only from validated names.
+//! Where things live in the state repo (docs/design.md §3): the repo paths of every generated file.
+//! Paths are built only from validated names. (Not to be confused with `config::Layout`, the nginx
+//! layout of an LB host.)
 
 use crate::names::{LbHostName, ServiceKey};
 
