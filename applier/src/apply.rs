@@ -82,7 +82,8 @@ pub enum Applied {
 /// What one apply did: the load-balancer step, then the DNS step when one is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
-    pub nginx: Applied,
+    /// The load-balancer step (nginx or HAProxy; `nginx` in the state files, for compatibility).
+    pub lb: Applied,
     /// Services withheld from this host (another process holds a socket they need), and why.
     pub withheld: Withheld,
     /// What the addresses step changed on the interface, when it ran.
@@ -140,10 +141,10 @@ pub struct Run {
 impl Run {
     /// The command's view: the report, or the first failure's error.
     pub fn into_report(self) -> Result<Report> {
-        let (nginx, withheld) = self.lb.map_err(|f| f.error)?;
+        let (lb, withheld) = self.lb.map_err(|f| f.error)?;
         let dns = self.dns.transpose().map_err(|f| f.error)?;
         Ok(Report {
-            nginx,
+            lb,
             withheld,
             addresses: self.addresses,
             dns,
@@ -314,12 +315,12 @@ fn lb_and_dns(
         }
     };
     let lb_step::Outcome {
-        applied: mut nginx,
+        applied: mut lb_applied,
         withheld,
         reloaded,
     } = outcome;
-    *recorded = matches!(nginx, Applied::Recorded { .. });
-    if !matches!(nginx, Applied::UpToDate { .. }) {
+    *recorded = matches!(lb_applied, Applied::Recorded { .. });
+    if !matches!(lb_applied, Applied::UpToDate { .. }) {
         lb_step::report_withheld(&opts.lb, &withheld);
     }
     // Before the probe, which connects to the addresses as any client would, and before DNS
@@ -335,7 +336,7 @@ fn lb_and_dns(
     // After a reload, and while DNS has yet to follow a commit (a probe that failed earlier): the
     // listeners must accept before DNS names them.
     let dns_behind = opts.dns.is_some() && run.journal.dns.as_ref().is_none_or(|d| d.commit != head);
-    if (matches!(nginx, Applied::Reloaded { .. }) || dns_behind)
+    if (matches!(lb_applied, Applied::Reloaded { .. }) || dns_behind)
         && let Err(e) = probe_self(opts, store, head, loaded_before, &run.journal)
     {
         if let Some(reloaded) = reloaded {
@@ -371,11 +372,11 @@ fn lb_and_dns(
     if let Some(reloaded) = reloaded {
         let waited = Instant::now();
         reloaded.finish();
-        if let Applied::Reloaded { millis, .. } = &mut nginx {
+        if let Applied::Reloaded { millis, .. } = &mut lb_applied {
             *millis += waited.elapsed().as_millis();
         }
     }
-    run.lb = Ok((nginx, withheld));
+    run.lb = Ok((lb_applied, withheld));
     baseline == Some(dns_step::Baseline::Republish) && matches!(run.dns, Some(Ok(_)))
 }
 

@@ -84,7 +84,7 @@ fn report(report: &Report) {
     for (service, why) in &report.withheld {
         println!("withheld {service}: {}", flipbit_core::text::escaped(why));
     }
-    match &report.nginx {
+    match &report.lb {
         Applied::UpToDate { commit } => println!("up to date at {commit}"),
         Applied::Recorded { commit } => println!("recorded {commit}: no change for this host"),
         Applied::Held { commit, why } => {
@@ -115,7 +115,7 @@ fn report(report: &Report) {
 
 /// Something worth printing happened.
 fn changed(report: &Report) -> bool {
-    !matches!(report.nginx, Applied::UpToDate { .. })
+    !matches!(report.lb, Applied::UpToDate { .. })
         || matches!(report.dns, Some(DnsOutcome::Applied { .. }))
         || report.addresses.as_ref().is_some_and(|c| c.changed())
 }
