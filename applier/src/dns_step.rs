@@ -24,7 +24,7 @@ use flipbit_core::config::Config;
 use flipbit_core::names::{LbHostName, ServiceKey};
 use flipbit_core::repo_paths;
 use flipbit_core::text::escaped;
-use flipbit_store::{CommitId, Store};
+use flipbit_store::{BlobId, CommitId, Store};
 
 use crate::dns::client::{AddressRecord, UpdateClient, ZoneUpdate};
 use crate::dns::lookup::{self, Families, Lookup};
@@ -68,7 +68,7 @@ pub struct Owned {
     zone: String,
     /// The blob of `flipbit.yaml`: under the same config, a fragment with the same blob has the
     /// same records (the zone and this host's pools decide which), so it is not read again.
-    config: Option<CommitId>,
+    config: Option<BlobId>,
     fragments: BTreeMap<String, Fragment>,
 }
 
@@ -76,7 +76,7 @@ pub struct Owned {
 struct Fragment {
     key: ServiceKey,
     /// The fragment's blob.
-    blob: CommitId,
+    blob: BlobId,
     records: Result<BTreeSet<AddressRecord>, String>,
 }
 
@@ -151,7 +151,7 @@ fn owned_records(
         }
     }
     let cancel = reader.cancel;
-    let read = |store: &Store, part: &[(String, ServiceKey, CommitId)]| -> Result<Vec<(String, Fragment)>> {
+    let read = |store: &Store, part: &[(String, ServiceKey, BlobId)]| -> Result<Vec<(String, Fragment)>> {
         let host = config.host(lb);
         let mut out = Vec::with_capacity(part.len());
         for (path, key, blob) in part {

@@ -12,7 +12,7 @@ use flipbit_core::names::ServiceKey;
 use flipbit_core::render;
 use flipbit_core::repo_paths;
 use flipbit_core::text::escaped;
-use flipbit_store::{CommitId, Store};
+use flipbit_store::{BlobId, CommitId, Store};
 
 use crate::balancer::LoadBalancer;
 use crate::journal::Release;
@@ -59,7 +59,7 @@ impl Staging<'_> {
         let running = self.running.filter(|r| r.id() != id);
         let running_dir = running.map(|r| self.state.release_dir(&r.id()));
         // A file the running release holds unchanged (`same`) is hard-linked from it.
-        let source = |rel: &String, path: &str, blob: &CommitId, same: bool| -> Result<FileSource> {
+        let source = |rel: &String, path: &str, blob: &BlobId, same: bool| -> Result<FileSource> {
             if let Some(text) = self.rewritten.get(path) {
                 return self.bound(rel, text.clone(), &release_dir);
             }
@@ -77,7 +77,7 @@ impl Staging<'_> {
         let withheld = |path: &str| owner(path).is_some_and(|key| self.release.withheld.contains(&key));
         // For the few files a change writes, the running release's blob is looked up path by path
         // (listing all its files costs ~10 ms at 10k Services); a withheld file is not in it.
-        let same_in_running = |path: &str, blob: &CommitId| {
+        let same_in_running = |path: &str, blob: &BlobId| {
             running.is_some_and(|r| {
                 !owner(path).is_some_and(|key| r.withheld.contains(&key))
                     && self.store.entry_id(r.commit, path).ok().flatten() == Some(*blob)
@@ -100,7 +100,7 @@ impl Staging<'_> {
         let wanted = self.host_files(head, true)?;
         // Every file is compared, so the running release's blobs are listed once (a lookup per
         // path costs ~0.3 ms at 10k Services, seconds in all).
-        let in_running: BTreeMap<String, CommitId> = match running {
+        let in_running: BTreeMap<String, BlobId> = match running {
             Some(r) => self
                 .store
                 .list(r.commit, self.host_dir)?
@@ -125,9 +125,9 @@ impl Staging<'_> {
     fn update_spare(
         &self,
         spare: &Release,
-        source: &dyn Fn(&String, &str, &CommitId, bool) -> Result<FileSource>,
+        source: &dyn Fn(&String, &str, &BlobId, bool) -> Result<FileSource>,
         withheld: &dyn Fn(&str) -> bool,
-        same_in_running: &dyn Fn(&str, &CommitId) -> bool,
+        same_in_running: &dyn Fn(&str, &BlobId) -> bool,
     ) -> Result<(PathBuf, usize)> {
         let head = self.release.commit;
         let mut changed = self.store.diff_dir(spare.commit, head, self.host_dir)?.changed;
@@ -173,7 +173,7 @@ impl Staging<'_> {
 
     /// This host's files at `commit` that the load balancer reads: release path → (repo path,
     /// blob); other paths are skipped (with a warning when `warn`).
-    fn host_files(&self, commit: CommitId, warn: bool) -> Result<BTreeMap<String, (String, CommitId)>> {
+    fn host_files(&self, commit: CommitId, warn: bool) -> Result<BTreeMap<String, (String, BlobId)>> {
         let mut out = BTreeMap::new();
         for (path, blob) in self.store.list(commit, self.host_dir)? {
             let Some(rel) = self.lb.release_path(&path) else {

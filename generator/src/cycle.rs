@@ -19,7 +19,7 @@ use flipbit_core::message;
 use flipbit_core::model::Snapshot;
 use flipbit_core::problem::Problem;
 use flipbit_core::repo_paths;
-use flipbit_store::{CommitId, Committed, Store, StoreError};
+use flipbit_store::{BlobId, CommitId, Committed, Store, StoreError};
 
 /// Where the state repo is and who commits to it.
 #[derive(Debug, Clone)]
@@ -187,7 +187,7 @@ fn propose(store: &Store, branch: &str, outcome: &Outcome) -> Result<Option<Prop
 struct Head {
     id: CommitId,
     config: Config,
-    ledger_id: Option<CommitId>,
+    ledger_id: Option<BlobId>,
     ledger_present: bool,
     ledger: std::sync::Arc<Ledger>,
     holds: Holds,
@@ -249,7 +249,7 @@ fn decide_once(
     now: Timestamp,
     author: &flipbit_store::Signature<'_>,
     memory: &mut Memory,
-) -> Result<(Outcome, Step<CommitId>)> {
+) -> Result<(Outcome, Step<BlobId>)> {
     let head = read_head(store, author, memory)?;
     if let Some(id) = head.ledger_id {
         memory.ledger = Some((id, head.ledger.clone()));
@@ -272,7 +272,7 @@ fn decide_once(
     ))
 }
 
-type DecidedStep = (Decision, Option<Committed>, Option<String>, Step<CommitId>);
+type DecidedStep = (Decision, Option<Committed>, Option<String>, Step<BlobId>);
 
 /// Only what changed since the engine's base is rendered and written (see flipbit_core::engine).
 fn decide_incrementally(
@@ -347,8 +347,8 @@ fn decide_incrementally(
 /// The generator's memory between cycles: the incremental engine and the last ledger it parsed.
 #[derive(Default)]
 pub struct Memory {
-    engine: Engine<CommitId>,
-    ledger: Option<(CommitId, std::sync::Arc<Ledger>)>,
+    engine: Engine<BlobId>,
+    ledger: Option<(BlobId, std::sync::Arc<Ledger>)>,
     /// For `render`'s journal (`render_cache`): the paths steps wrote or deleted since the memory
     /// was read back from the cache. `None` when it was not (the live generator's memory), or
     /// once it was synced with another head, when any path may have changed.
@@ -362,7 +362,7 @@ impl Memory {
     }
 
     /// A memory read back from `render`'s cache dir (see `render_cache`).
-    pub fn restored(engine: Engine<CommitId>, ledger: Option<(CommitId, std::sync::Arc<Ledger>)>) -> Self {
+    pub fn restored(engine: Engine<BlobId>, ledger: Option<(BlobId, std::sync::Arc<Ledger>)>) -> Self {
         Self {
             engine,
             ledger,
@@ -380,7 +380,7 @@ impl Memory {
         self.touched = touched;
     }
 
-    pub fn engine(&self) -> &Engine<CommitId> {
+    pub fn engine(&self) -> &Engine<BlobId> {
         &self.engine
     }
 
@@ -391,7 +391,7 @@ impl Memory {
 
     /// After a successful push (or nothing to commit): the engine's base moves to `commit`, and a
     /// ledger the commit wrote is remembered as parsed.
-    fn advance(&mut self, commit: CommitId, step: Step<CommitId>, decision: &Decision) {
+    fn advance(&mut self, commit: CommitId, step: Step<BlobId>, decision: &Decision) {
         if let Some(change) = step.changes.get(repo_paths::LEDGER_FILE) {
             // A persistent map: this copy shares every entry with the decision's.
             self.ledger = change
@@ -410,11 +410,11 @@ impl Memory {
 struct StoreBlobs<'a>(flipbit_store::BlobBatch<'a>);
 
 impl Blobs for StoreBlobs<'_> {
-    type Id = CommitId;
-    fn id(&mut self, text: &str) -> Result<CommitId, String> {
+    type Id = BlobId;
+    fn id(&mut self, text: &str) -> Result<BlobId, String> {
         Store::blob_id(text.as_bytes()).map_err(|e| e.to_string())
     }
-    fn write(&mut self, text: &str) -> Result<CommitId, String> {
+    fn write(&mut self, text: &str) -> Result<BlobId, String> {
         self.0.add(text.as_bytes()).map_err(|e| e.to_string())
     }
 }

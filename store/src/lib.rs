@@ -34,7 +34,11 @@ use git2::{ErrorCode, FetchOptions, Oid, PushOptions, Repository};
 
 pub use git2::Signature;
 
+/// The id of a commit.
 pub use git2::Oid as CommitId;
+/// The id of a blob, a file's content: the same Git object id type as [`CommitId`], named for
+/// what it holds where both appear.
+pub use git2::Oid as BlobId;
 
 /// libgit2's error is part of each message and deliberately not a `source`: printed with its
 /// chain (`{:#}`, as the binaries print errors), it would say everything twice.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use flipbit_core::engine::{Engine, KeptChoice};
 use flipbit_core::ledger::Ledger;
 use flipbit_core::names::ServiceKey;
-use flipbit_store::CommitId;
+use flipbit_store::{BlobId, CommitId};
 
 use super::{Reader, checksum, parsed_codec, put_bytes};
 use crate::cycle::Memory;
@@ -41,12 +41,12 @@ const BYTES: u8 = 2;
 /// What a record says, read without building anything: each item with the bytes it names.
 pub(super) trait Visit<'a> {
     fn base(&mut self, base: Option<CommitId>);
-    fn path(&mut self, path: &'a str, value: Option<(Option<u64>, CommitId)>);
+    fn path(&mut self, path: &'a str, value: Option<(Option<u64>, BlobId)>);
     fn choice(&mut self, key: &'a str, body: Option<&'a [u8]>);
     /// The last decision's memory, in chunks: `None` as before; `Some(None)` none; else each
     /// chunk's checksum, with its bytes unless the memory before had it.
     fn settled(&mut self, chunks: Option<Option<ChunkList<'a>>>);
-    fn ledger(&mut self, ledger: Option<Option<(CommitId, &'a [u8])>>);
+    fn ledger(&mut self, ledger: Option<Option<(BlobId, &'a [u8])>>);
     /// `whole`: a whole file's text (else a `List` item's).
     fn unit(&mut self, whole: bool, text: &'a str, parsed: Option<&'a [u8]>);
 }
@@ -65,7 +65,7 @@ pub(super) fn walk<'a>(body: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), Str
             DELETE => None,
             op => {
                 let fingerprint = u64::from_le_bytes(r.array()?);
-                let blob = CommitId::from_bytes(r.take(20)?).map_err(|e| e.to_string())?;
+                let blob = BlobId::from_bytes(r.take(20)?).map_err(|e| e.to_string())?;
                 Some(((op == SET_FINGERPRINT).then_some(fingerprint), blob))
             }
         };
@@ -101,7 +101,7 @@ pub(super) fn walk<'a>(body: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), Str
         SAME => None,
         NONE => Some(None),
         _ => {
-            let id = CommitId::from_bytes(r.take(20)?).map_err(|e| e.to_string())?;
+            let id = BlobId::from_bytes(r.take(20)?).map_err(|e| e.to_string())?;
             Some(Some((id, r.sized()?)))
         }
     };
@@ -129,7 +129,7 @@ pub(super) struct Index<'a> {
     /// Paths are not indexed when the memory says which it touched (see `put_difference`).
     skip_paths: bool,
     base: Option<CommitId>,
-    paths: HashMap<&'a str, (Option<u64>, CommitId)>,
+    paths: HashMap<&'a str, (Option<u64>, BlobId)>,
     choices: HashMap<&'a str, &'a [u8]>,
     settled: Option<Vec<&'a [u8]>>,
     ledger: Option<CommitId>,
@@ -159,7 +159,7 @@ impl<'a> Visit<'a> for Index<'a> {
         self.base = base;
     }
 
-    fn path(&mut self, path: &'a str, value: Option<(Option<u64>, CommitId)>) {
+    fn path(&mut self, path: &'a str, value: Option<(Option<u64>, BlobId)>) {
         if self.skip_paths {
             return;
         }
@@ -185,7 +185,7 @@ impl<'a> Visit<'a> for Index<'a> {
         }
     }
 
-    fn ledger(&mut self, ledger: Option<Option<(CommitId, &'a [u8])>>) {
+    fn ledger(&mut self, ledger: Option<Option<(BlobId, &'a [u8])>>) {
         if let Some(ledger) = ledger {
             self.ledger = ledger.map(|(id, _)| id);
         }
@@ -207,11 +207,11 @@ pub(super) struct Build<'a> {
     first_done: bool,
     base: Option<CommitId>,
     files: Vec<(String, Option<u64>, CommitId)>,
-    file_changes: HashMap<&'a str, Option<(Option<u64>, CommitId)>>,
+    file_changes: HashMap<&'a str, Option<(Option<u64>, BlobId)>>,
     choices: Vec<KeptChoice>,
     choice_changes: HashMap<&'a str, Option<&'a [u8]>>,
     settled: Option<Vec<&'a [u8]>>,
-    ledger: Option<(CommitId, &'a [u8])>,
+    ledger: Option<(BlobId, &'a [u8])>,
     pub(super) manifests: ParseCache,
     error: Option<String>,
 }
@@ -271,7 +271,7 @@ impl<'a> Visit<'a> for Build<'a> {
         self.base = base;
     }
 
-    fn path(&mut self, path: &'a str, value: Option<(Option<u64>, CommitId)>) {
+    fn path(&mut self, path: &'a str, value: Option<(Option<u64>, BlobId)>) {
         match (self.first_done, value) {
             (false, Some((fingerprint, blob))) => self.files.push((path.to_owned(), fingerprint, blob)),
             (false, None) => self.error = Some("a deletion in the cache file".into()),
@@ -303,7 +303,7 @@ impl<'a> Visit<'a> for Build<'a> {
         }
     }
 
-    fn ledger(&mut self, ledger: Option<Option<(CommitId, &'a [u8])>>) {
+    fn ledger(&mut self, ledger: Option<Option<(BlobId, &'a [u8])>>) {
         if let Some(ledger) = ledger {
             self.ledger = ledger;
         }
