@@ -99,6 +99,18 @@ pub struct DnsSettings {
     pub timeout: std::time::Duration,
 }
 
+impl DnsSettings {
+    /// The client these settings describe, a TSIG key file read now (so a rotated key is used from
+    /// the next run on).
+    pub fn client(&self) -> Result<UpdateClient> {
+        Ok(UpdateClient {
+            server: self.server,
+            auth: self.auth.load()?,
+            timeout: self.timeout,
+        })
+    }
+}
+
 /// A step that failed: its cause code (what peers and metrics see) and the error (what the log
 /// and the command's one line say).
 #[derive(Debug)]
@@ -505,11 +517,7 @@ fn dns_step(
     let Some(settings) = &opts.dns else {
         return Ok(None);
     };
-    let client = UpdateClient {
-        server: settings.server,
-        auth: settings.auth.load()?,
-        timeout: settings.timeout,
-    };
+    let client = settings.client()?;
     let outcome = dns_step::run(store, state, &opts.lb, head, &client, journal, baseline, prefetch)?;
     tracing::debug!("dns step done");
     Ok(Some(outcome))

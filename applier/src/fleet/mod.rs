@@ -211,11 +211,7 @@ pub fn for_run<'a>(opts: &'a ApplyOptions, store: &'a Store, head: CommitId) -> 
     let Some(settings) = &opts.dns else {
         return Ok(None);
     };
-    let client = UpdateClient {
-        server: settings.server,
-        auth: settings.auth.load()?,
-        timeout: settings.timeout,
-    };
+    let client = settings.client()?;
     Fleet::new(opts, store, head, client)
         .map(Some)
         .map_err(|e| anyhow!("the fleet view: {e:#}"))
