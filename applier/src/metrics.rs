@@ -25,16 +25,6 @@ use crate::dns_step::DnsOutcome;
 
 const PREFIX: &str = "flipbit_applier";
 
-const CAUSES: [Cause; 7] = [
-    Cause::Fetch,
-    Cause::Refused,
-    Cause::Invalid,
-    Cause::Reload,
-    Cause::Probe,
-    Cause::Dns,
-    Cause::Other,
-];
-
 /// The steps a failure is counted against.
 const STEPS: [&str; 2] = ["lb", "dns"];
 
@@ -131,7 +121,7 @@ impl Default for Metrics {
             runs: 0,
             failures: STEPS
                 .iter()
-                .flat_map(|step| CAUSES.map(|cause| ((*step, cause), 0)))
+                .flat_map(|step| Cause::ALL.map(|cause| ((*step, cause), 0)))
                 .collect(),
             reloads: 0,
             dns_added: 0,

@@ -189,18 +189,31 @@ pub fn field(annotation: &str) -> String {
     format!("metadata.annotations[\"{annotation}\"]")
 }
 
+/// The value among `choices` that `text` names (space around it ignored), or the sentence that says
+/// what it may be: every keyword annotation answers a wrong value the same way.
+pub(crate) fn keyword<T: Copy>(text: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    let text = text.trim();
+    if let Some((_, value)) = choices.iter().find(|(word, _)| *word == text) {
+        return Ok(*value);
+    }
+    let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+    Err(match words.as_slice() {
+        [a, b] => format!("{text:?} is not {a:?} or {b:?}"),
+        _ => format!("{text:?} is not one of {}", words.join(", ")),
+    })
+}
+
+/// The words of a yes/no annotation.
+const BOOLEAN: [(&str, bool); 2] = [("true", true), ("false", false)];
+
 /// Reads `flipbit.io/expose`: `Some(true)`, `Some(false)` or absent.
 pub fn expose(key: &ServiceKey, annotations: &BTreeMap<String, String>) -> Result<Option<bool>, Problem> {
-    match annotations.get(EXPOSE).map(|v| v.trim()) {
-        None => Ok(None),
-        Some("true") => Ok(Some(true)),
-        Some("false") => Ok(Some(false)),
-        Some(other) => Err(Problem::service_error(
-            key,
-            field(EXPOSE),
-            format!("{other:?} is not \"true\" or \"false\""),
-        )),
-    }
+    let Some(value) = annotations.get(EXPOSE) else {
+        return Ok(None);
+    };
+    keyword(value, &BOOLEAN)
+        .map(Some)
+        .map_err(|message| Problem::service_error(key, field(EXPOSE), message))
 }
 
 /// Parses every Flipbit annotation; returns the settings, or every error found, plus warnings.
@@ -226,26 +239,20 @@ pub fn settings(
         }
     }
     if let Some(v) = annotations.get(BALANCE) {
-        match v.trim() {
-            "round-robin" => out.balance = Balance::RoundRobin,
-            "least-conn" => out.balance = Balance::LeastConn,
-            "hash" => out.balance = Balance::Hash,
-            other => errors.push(Problem::service_error(
-                key,
-                field(BALANCE),
-                format!("{other:?} is not one of round-robin, least-conn, hash"),
-            )),
+        let choices = [
+            ("round-robin", Balance::RoundRobin),
+            ("least-conn", Balance::LeastConn),
+            ("hash", Balance::Hash),
+        ];
+        match keyword(v, &choices) {
+            Ok(balance) => out.balance = balance,
+            Err(message) => errors.push(Problem::service_error(key, field(BALANCE), message)),
         }
     }
     if let Some(v) = annotations.get(PROXY_PROTOCOL) {
-        match v.trim() {
-            "true" => out.proxy_protocol = true,
-            "false" => out.proxy_protocol = false,
-            other => errors.push(Problem::service_error(
-                key,
-                field(PROXY_PROTOCOL),
-                format!("{other:?} is not \"true\" or \"false\""),
-            )),
+        match keyword(v, &BOOLEAN) {
+            Ok(on) => out.proxy_protocol = on,
+            Err(message) => errors.push(Problem::service_error(key, field(PROXY_PROTOCOL), message)),
         }
     }
     if let Some(v) = annotations.get(MAX_NODES) {

@@ -99,21 +99,39 @@ pub fn decide_with_holds(
     now: Timestamp,
 ) -> Decision {
     let mut sink = TextFiles::default();
-    let mut decision = decide_into(snapshot, config, previous, holds, now, &mut sink);
+    let inputs = Inputs {
+        snapshot,
+        config,
+        previous,
+        holds,
+        now,
+    };
+    let mut decision = decide_into(inputs, &mut sink);
     decision.files = sink.files;
     decision
 }
 
+/// What a decision reads: the cluster, the repo's settings, the last ledger, the holds and the
+/// time. The full decision and the fast path take the same inputs, so they are named once.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub snapshot: &'a Snapshot,
+    pub config: &'a Config,
+    pub previous: &'a Ledger,
+    pub holds: &'a HoldUpdate,
+    pub now: Timestamp,
+}
+
 /// The decision, its files handed to `sink` (the returned `files` is empty): the one code path
 /// behind [`decide`] and the generator's incremental engine.
-pub fn decide_into(
-    snapshot: &Snapshot,
-    config: &Config,
-    previous: &Ledger,
-    holds: &HoldUpdate,
-    now: Timestamp,
-    sink: &mut dyn FileSink,
-) -> Decision {
+pub fn decide_into(inputs: Inputs<'_>, sink: &mut dyn FileSink) -> Decision {
+    let Inputs {
+        snapshot,
+        config,
+        previous,
+        holds,
+        now,
+    } = inputs;
     let mut problems = Vec::new();
     let mut kept = BTreeSet::new();
     for (key, hold) in &holds.holds.holds {

@@ -226,7 +226,14 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             error: None,
             all_fp: None,
         };
-        let fast = settled.and_then(|s| s.decide_fast(snapshot, config, previous, holds, now, &mut sink));
+        let inputs = decide::Inputs {
+            snapshot,
+            config,
+            previous,
+            holds,
+            now,
+        };
+        let fast = settled.and_then(|s| s.decide_fast(inputs, &mut sink));
         let (decision, settled, touched) = match fast {
             Some(Fast {
                 decision,
@@ -234,7 +241,7 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
                 touched,
             }) => (decision, Some(settled), Some(touched)),
             None => {
-                let decision = decide::decide_into(snapshot, config, previous, holds, now, &mut sink);
+                let decision = decide::decide_into(inputs, &mut sink);
                 let unclean = std::mem::take(&mut sink.unclean);
                 let settled = Settled::after_full(snapshot, config, holds, &decision, unclean);
                 (decision, settled, None)

@@ -40,6 +40,17 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Every cause, in the order metrics list them.
+    pub const ALL: [Cause; 7] = [
+        Cause::Fetch,
+        Cause::Refused,
+        Cause::Invalid,
+        Cause::Reload,
+        Cause::Probe,
+        Cause::Dns,
+        Cause::Other,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Cause::Fetch => "fetch",
@@ -53,17 +64,7 @@ impl Cause {
     }
 
     fn from_code(code: &str) -> Option<Self> {
-        [
-            Cause::Fetch,
-            Cause::Refused,
-            Cause::Invalid,
-            Cause::Reload,
-            Cause::Probe,
-            Cause::Dns,
-            Cause::Other,
-        ]
-        .into_iter()
-        .find(|c| c.code() == code)
+        Cause::ALL.into_iter().find(|c| c.code() == code)
     }
 }
 

@@ -26,7 +26,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::allocate::{self, AddressEvent, Placement, Used};
 use crate::config::{Config, Layout};
-use crate::decide::{self, Class, Decision, ExposedMap, ExposedSummary};
+use crate::decide::{self, Class, Decision, ExposedMap, ExposedSummary, Inputs};
 use crate::endpoints::SlicesByService;
 use crate::exposure::{ExposedService, Protocol};
 use crate::holds::HoldUpdate;
@@ -235,17 +235,11 @@ impl Settled {
 
     /// Decides by looking at changed and troubled Services only; `None` when a full decision is
     /// needed (the memory is spent either way: a full decision rebuilds it).
-    pub(crate) fn decide_fast(
-        mut self,
-        snapshot: &Snapshot,
-        config: &Config,
-        previous: &Ledger,
-        holds: &HoldUpdate,
-        now: Timestamp,
-        sink: &mut dyn FileSink,
-    ) -> Option<Fast> {
+    pub(crate) fn decide_fast(mut self, inputs: Inputs<'_>, sink: &mut dyn FileSink) -> Option<Fast> {
+        let (snapshot, config, holds, now) = (inputs.snapshot, inputs.config, inputs.holds, inputs.now);
         let plain = holds.holds.holds.is_empty() && holds.lifted.is_empty();
         // The memory is of the ledger it is asked to decide on (the same map, or an equal one).
+        let previous = inputs.previous;
         let same_ledger = previous.services.ptr_eq(&self.ledger.services) || *previous == self.ledger;
         if !plain
             || !same_ledger

@@ -10,7 +10,7 @@ use std::fmt;
 
 use ipnet::IpNet;
 
-use crate::annotations::field;
+use crate::annotations::{field, keyword};
 use crate::model::ServiceInput;
 use crate::names::ServiceKey;
 use crate::problem::Problem;
@@ -128,14 +128,9 @@ pub fn parse(key: &ServiceKey, svc: &ServiceInput) -> Result<Traffic, Vec<Proble
         }
     }
     if let Some(value) = svc.annotations.get(BACKENDS) {
-        match value.trim() {
-            "nodes" => out.backends = Backends::Nodes,
-            "pods" => out.backends = Backends::Pods,
-            other => errors.push(Problem::service_error(
-                key,
-                field(BACKENDS),
-                format!("{other:?} is not \"nodes\" or \"pods\""),
-            )),
+        match keyword(value, &[("nodes", Backends::Nodes), ("pods", Backends::Pods)]) {
+            Ok(backends) => out.backends = backends,
+            Err(message) => errors.push(Problem::service_error(key, field(BACKENDS), message)),
         }
     }
     if errors.is_empty() { Ok(out) } else { Err(errors) }
