@@ -57,15 +57,6 @@ impl Watcher {
         super::metrics(self.metrics).get(series).copied().unwrap_or(0.0)
     }
 
-    /// Waits until this host has run `n` more times (each run looks at its peers).
-    fn wait_runs(&self, n: u32) {
-        let target = self.sample(RUNS) + f64::from(n);
-        wait_for(Duration::from_secs(20), &format!("{n} more runs"), || {
-            self.sample(RUNS) >= target
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-
     /// Waits until this host has judged `n` peers down and has run twice more since: the
     /// decision a test then looks at has been made, and made again.
     fn wait_judged_down(&self, n: usize) {
@@ -97,6 +88,29 @@ fn answers(f: &Fleet, name: &str) -> Vec<String> {
 fn until(limit: Duration, check: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
     let started = Instant::now();
     flipbit_tests::wait::wait_until(limit, check).map(|()| started.elapsed())
+}
+
+/// A watching applier per host in `hosts`, returned once every one of them has published a
+/// serving state from a watch run (so peers judge it: its interval is under half the timeout).
+fn watch_all<'a>(f: &Fleet, hosts: &[&'a str]) -> BTreeMap<&'a str, Watcher> {
+    let watchers: BTreeMap<&str, Watcher> = hosts.iter().map(|lb| (*lb, Watcher::start(f, lb))).collect();
+    until(Duration::from_secs(10), || {
+        for lb in hosts {
+            let text = f
+                .named
+                .as_ref()
+                .expect("named")
+                .query(&format!("_flipbit.{lb}.k8s.example.test"), "TXT");
+            let state = text.first().map(|t| HostState::parse(t.trim_matches('"')));
+            // Published by the watcher (`--interval 0.5`), not by the one-shot install apply.
+            if !matches!(state, Some(Ok(s)) if s.serving() && s.interval <= 1) {
+                return Err(format!("{lb}: {text:?}"));
+            }
+        }
+        Ok(())
+    })
+    .expect("every host publishes its state");
+    watchers
 }
 
 /// The addresses of `svc` on the given hosts (`127.<block>.<host>.<n>`), as strings.
@@ -139,23 +153,7 @@ fn a_dead_host_leaves_dns_and_comes_back() {
     for svc in ["a", "b"] {
         assert_eq!(answers(&f, &name(svc)), addresses(&f, svc, &all));
     }
-    let mut watchers: BTreeMap<&str, Watcher> = all.iter().map(|lb| (*lb, Watcher::start(&f, lb))).collect();
-    // Every host publishes its state.
-    until(Duration::from_secs(10), || {
-        for lb in all {
-            let text = f
-                .named
-                .as_ref()
-                .expect("named")
-                .query(&format!("_flipbit.{lb}.k8s.example.test"), "TXT");
-            let state = text.first().map(|t| HostState::parse(t.trim_matches('"')));
-            if !matches!(state, Some(Ok(s)) if s.serving()) {
-                return Err(format!("{lb}: {text:?}"));
-            }
-        }
-        Ok(())
-    })
-    .expect("every host publishes its state");
+    let mut watchers = watch_all(&f, &all);
 
     // lb-b dies: its nginx and its applier.
     let dir = f.lbs["lb-b"].dir.clone();
@@ -206,21 +204,22 @@ fn a_minority_or_a_fleet_without_nginx_removes_nothing() {
     let all = ["lb-a", "lb-b", "lb-c"];
     let before: Vec<Vec<String>> = ["a", "b"].iter().map(|s| answers(&f, &name(s))).collect();
     assert_eq!(before[0].len(), 3);
-    // lb-b and lb-c die: lb-a sees one of three healthy, no majority.
-    let watcher_a = Watcher::start(&f, "lb-a");
+    // Every host publishes its state from watch runs, so peers judge it (its interval is under
+    // half the peer timeout). Then lb-b and lb-c die, nginx and applier: lb-a judges both down
+    // but sees one of three healthy, no majority, and must withdraw nothing.
     let watch_args_of: BTreeMap<&str, Vec<String>> = ["lb-b", "lb-c"]
         .into_iter()
         .map(|lb| (lb, Watcher::args(&f, lb)))
         .collect();
-    f.lbs.remove("lb-b");
-    f.lbs.remove("lb-c");
-    // Runs of lb-a spanning more than the peer timeout (8 at 0.5 s, against 3 s). lb-b and lb-c
-    // published their state from one apply (the default run interval, more than half the peer
-    // timeout), so lb-a leaves them unjudged rather than down.
-    watcher_a.wait_runs(8);
+    let mut watchers = watch_all(&f, &all);
+    for lb in ["lb-b", "lb-c"] {
+        watchers.remove(lb);
+        f.lbs.remove(lb);
+    }
+    watchers["lb-a"].wait_judged_down(2);
     let after: Vec<Vec<String>> = ["a", "b"].iter().map(|s| answers(&f, &name(s))).collect();
     assert_eq!(after, before, "a host in the minority removed records");
-    drop(watcher_a);
+    drop(watchers);
 
     // Every host's nginx down, appliers running: no host is healthy, nothing is removed.
     let args = Watcher::args(&f, "lb-a");
