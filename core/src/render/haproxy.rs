@@ -21,19 +21,15 @@ use crate::exposure::ExposedService;
 use crate::flavor;
 use crate::names::LbHostName;
 use crate::nodes::Node;
-use crate::render::{RenderError, Upstreams, carriers, render};
+use crate::render::{RenderError, ServiceHeader, Upstreams, render, socket_addresses};
 
 pub(crate) const HAPROXY_SERVICE: &str = "haproxy-service.cfg";
 pub(crate) const HAPROXY_SERVICE_TEMPLATE: &str = include_str!("../../../templates/haproxy-service.cfg.tera");
 
 #[derive(Serialize)]
 struct ServiceView {
-    service: String,
-    lb_host: String,
-    address: String,
-    /// What carries the Service's traffic, for the note when nothing does: `eligible node`, or
-    /// `ready endpoint` for pod backends.
-    carriers: &'static str,
+    #[serde(flatten)]
+    header: ServiceHeader,
     /// Ports this host does not serve (`UDP/53`), said in the file too.
     skipped: Vec<String>,
     routes: Vec<RouteView>,
@@ -98,10 +94,7 @@ pub fn haproxy_service_to(
         .filter(|(i, p)| Flavor::Haproxy.serves(p.protocol) && !upstreams.of_port(*i).is_empty())
         .map(|(i, p)| RouteView {
             name: format!("flipbit_{}_{}_{}", svc.key.namespace, svc.key.name, p.port),
-            bind: addresses
-                .iter()
-                .map(|a| SocketAddr::new(*a, p.port).to_string())
-                .collect(),
+            bind: socket_addresses(addresses, p.port),
             balance,
             consistent,
             proxy_protocol: svc.settings.proxy_protocol,
@@ -117,10 +110,7 @@ pub fn haproxy_service_to(
         })
         .collect();
     let view = ServiceView {
-        service: svc.key.to_string(),
-        lb_host: host.to_string(),
-        address: addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-        carriers: carriers(svc),
+        header: ServiceHeader::of(svc, host, addresses),
         skipped,
         routes,
     };

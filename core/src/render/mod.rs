@@ -14,12 +14,13 @@ pub mod zone;
 pub use nginx::{DEFAULT_CONNECT_TIMEOUT, nginx_service, nginx_service_to};
 pub use zone::zone_fragment;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
 use serde::Serialize;
 
 use crate::exposure::ExposedService;
+use crate::names::LbHostName;
 use crate::nodes::Node;
 
 /// The shared-listeners layout's templates (see `render::map`).
@@ -110,10 +111,36 @@ impl Upstreams {
     }
 }
 
-/// What carries `svc`'s traffic, as the files' note names it when nothing does.
-pub(crate) fn carriers(svc: &ExposedService) -> &'static str {
-    match svc.settings.traffic.backends {
-        crate::traffic::Backends::Nodes => "eligible node",
-        crate::traffic::Backends::Pods => "ready endpoint",
+/// What a per-Service file's opening note says of the Service, the same for every flavour.
+#[derive(Serialize)]
+pub(crate) struct ServiceHeader {
+    service: String,
+    lb_host: String,
+    address: String,
+    /// What carries the Service's traffic, for the note when nothing does: `eligible node`, or
+    /// `ready endpoint` for pod backends.
+    carriers: &'static str,
+}
+
+impl ServiceHeader {
+    pub(crate) fn of(svc: &ExposedService, host: &LbHostName, addresses: &[IpAddr]) -> Self {
+        ServiceHeader {
+            service: svc.key.to_string(),
+            lb_host: host.to_string(),
+            address: addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            carriers: match svc.settings.traffic.backends {
+                crate::traffic::Backends::Nodes => "eligible node",
+                crate::traffic::Backends::Pods => "ready endpoint",
+            },
+        }
     }
+}
+
+/// `address:port` for each of `addresses` (an IPv6 one in brackets): what a listen or bind line
+/// takes.
+pub(crate) fn socket_addresses(addresses: &[IpAddr], port: u16) -> Vec<String> {
+    addresses
+        .iter()
+        .map(|a| SocketAddr::new(*a, port).to_string())
+        .collect()
 }

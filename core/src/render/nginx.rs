@@ -1,11 +1,11 @@
 //! A Service's nginx `stream` snippet on one LB host (`templates/nginx-service.conf.tera`): per
 //! port, an `upstream` of its servers and a `server` listening on its addresses.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::{RenderError, Upstreams, carriers, render};
+use super::{RenderError, ServiceHeader, Upstreams, render, socket_addresses};
 use crate::annotations::Balance;
 use crate::exposure::{ExposedService, Protocol};
 use crate::names::LbHostName;
@@ -16,12 +16,8 @@ pub(super) const NGINX_SERVICE_TEMPLATE: &str = include_str!("../../../templates
 
 #[derive(Serialize)]
 struct ServiceView {
-    service: String,
-    lb_host: String,
-    address: String,
-    /// What carries the Service's traffic, for the note when nothing does: `eligible node`, or
-    /// `ready endpoint` for pod backends.
-    carriers: &'static str,
+    #[serde(flatten)]
+    header: ServiceHeader,
     routes: Vec<RouteView>,
 }
 
@@ -81,10 +77,7 @@ pub fn nginx_service_to(
                 },
                 p.port
             ),
-            listen: addresses
-                .iter()
-                .map(|a| SocketAddr::new(*a, p.port).to_string())
-                .collect(),
+            listen: socket_addresses(addresses, p.port),
             udp: p.protocol == Protocol::Udp,
             balance: match svc.settings.balance {
                 Balance::RoundRobin => "",
@@ -100,10 +93,7 @@ pub fn nginx_service_to(
         })
         .collect();
     let view = ServiceView {
-        service: svc.key.to_string(),
-        lb_host: host.to_string(),
-        address: addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-        carriers: carriers(svc),
+        header: ServiceHeader::of(svc, host, addresses),
         routes,
     };
     render(NGINX_SERVICE, &view)
