@@ -51,4 +51,23 @@ impl LiveCluster {
             block,
         }
     }
+
+    /// The addresses in Service `ns/name`'s `status.loadBalancer.ingress`, sorted; none while the
+    /// Service has no status (or is gone).
+    pub fn ingress(&self, ns: &str, name: &str) -> Vec<String> {
+        let Some(svc) = self.api.get("Service", Some(ns), name) else {
+            return Vec::new();
+        };
+        let mut ips: Vec<String> = svc
+            .pointer("/status/loadBalancer/ingress")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i.get("ip").and_then(|ip| ip.as_str()).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ips.sort();
+        ips
+    }
 }
