@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 
 pub const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
+/// `nginx -p <prefix> -c <conf> -e <error_log>`: an nginx that reads and writes nothing outside
+/// the test's directory (not even the default error log, which nginx opens before its config).
+pub fn command(prefix: &Path, conf: &Path, error_log: &Path) -> Command {
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p").arg(prefix).arg("-c").arg(conf).arg("-e").arg(error_log);
+    cmd
+}
+
 pub struct NginxInstance {
     pub dir: PathBuf,
     pub conf: PathBuf,
@@ -42,13 +50,7 @@ impl NginxInstance {
             state = state_dir.display(),
         );
         std::fs::write(&conf, text).map_err(|e| e.to_string())?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(&error_log)
+        let child = command(&dir, &conf, &error_log)
             .spawn()
             .map_err(|e| format!("starting nginx: {e}"))?;
         let instance = Self {

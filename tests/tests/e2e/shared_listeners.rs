@@ -323,14 +323,8 @@ fn nginx_t(release: &Path, dir: &Path) -> std::process::Output {
         ),
     )
     .unwrap();
-    std::process::Command::new("nginx")
+    flipbit_tests::nginx::command(dir, &conf, &dir.join("error.log"))
         .arg("-t")
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-e")
-        .arg(dir.join("error.log"))
         .output()
         .unwrap()
 }

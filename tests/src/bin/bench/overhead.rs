@@ -13,7 +13,6 @@
 //! settled (untimed), so both measure the same change from the same state.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flipbit_applier::nginx::{all_children, stopped_accepting};
@@ -163,15 +162,9 @@ fn floor(
     let cpu = rig::children_cpu();
     let started = Instant::now();
     rig::switch_current(state, release)?;
-    let out = Command::new("nginx")
+    let out = flipbit_tests::nginx::command(&nginx.dir, &nginx.conf, &nginx.error_log)
         .arg("-t")
         .arg("-q")
-        .arg("-p")
-        .arg(&nginx.dir)
-        .arg("-e")
-        .arg(&nginx.error_log)
-        .arg("-c")
-        .arg(&nginx.conf)
         .output()
         .map_err(|e| format!("nginx -t: {e}"))?;
     if !out.status.success() {
