@@ -93,6 +93,23 @@ impl NginxInstance {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The master's pid as its pid file names it (what the applier signals).
+    pub fn master_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
+    }
+
+    /// A reload by hand: SIGHUP to the master the pid file names.
+    pub fn sighup(&self) -> Result<(), String> {
+        let pid = self
+            .master_pid()
+            .ok_or_else(|| format!("no pid in {}", self.pid_file.display()))?;
+        // SAFETY: plain signal delivery to the nginx master this instance started.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            return Err(format!("SIGHUP to nginx {pid}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for NginxInstance {

@@ -157,7 +157,7 @@ fn floor(
     release: &str,
     addr: SocketAddr,
 ) -> Result<(Duration, Duration, Duration, Duration), String> {
-    let master = rig::master_pid(nginx).ok_or("nginx is not running")?;
+    let master = nginx.master_pid().ok_or("nginx is not running")?;
     let old = all_children(master);
     let cpu = rig::children_cpu();
     let started = Instant::now();
@@ -201,7 +201,7 @@ fn sighup(master: i32) -> Result<(), String> {
 
 /// SIGHUP and wait (untimed) until a new worker generation runs and the old one stopped accepting.
 fn reload_and_settle(nginx: &flipbit_tests::nginx::NginxInstance) -> Result<(), String> {
-    let master = rig::master_pid(nginx).ok_or("nginx is not running")?;
+    let master = nginx.master_pid().ok_or("nginx is not running")?;
     let old = all_children(master);
     sighup(master)?;
     let started = Instant::now();

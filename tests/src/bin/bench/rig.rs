@@ -2,7 +2,7 @@
 //! `under-load`): a bare state repo, stand-in node backends, one real nginx per LB host and,
 //! when asked, a real `named`, all inside one address block `127.<block>.0.0/16`, so a bench run
 //! and the smoke tests (which pass their own blocks and ports) never collide. Also the small
-//! tools the figures share: flags, medians and percentiles, a raw DNS A query, nginx's master pid.
+//! tools the figures share: flags, medians and percentiles, a raw DNS A query.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -228,11 +228,6 @@ impl Rig {
 
 pub fn node_ips(block: u8) -> Vec<IpAddr> {
     (10..15).map(|i| IpAddr::V4(Ipv4Addr::new(127, block, 0, i))).collect()
-}
-
-/// The nginx master's pid, from its pid file.
-pub fn master_pid(nginx: &NginxInstance) -> Option<i32> {
-    std::fs::read_to_string(&nginx.pid_file).ok()?.trim().parse().ok()
 }
 
 /// Points `<state>/current` at `releases/<id>` with one atomic rename, as the applier does.

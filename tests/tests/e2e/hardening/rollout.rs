@@ -227,15 +227,6 @@ fn a_later_wave_without_the_dns_step_holds_every_head() {
     assert!(f.current("lb-b").is_none(), "lb-b staged a release");
 }
 
-/// nginx's master pid, from its pid file.
-fn master(nginx: &flipbit_tests::nginx::NginxInstance) -> i32 {
-    std::fs::read_to_string(&nginx.pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid")
-}
-
 #[test]
 fn a_reload_whose_listeners_do_not_answer_keeps_dns_where_it_was() {
     let Some(f) = Fleet::with_dns(199, 5385) else { return };
@@ -291,8 +282,7 @@ fn a_reload_whose_listeners_do_not_answer_keeps_dns_where_it_was() {
 
     // Fixed and reloaded by hand: the next run probes again, and DNS follows.
     std::fs::write(&nginx.conf, &original).expect("writing nginx.conf");
-    // SAFETY: SIGHUP to the nginx master this fleet started.
-    assert_eq!(unsafe { libc::kill(master(nginx), libc::SIGHUP) }, 0);
+    nginx.sighup().expect("reloading nginx");
     assert!(!probe::answers(std::net::SocketAddr::new(b, 8080), false, 2).is_empty());
     let out = f.apply_ok("lb-a");
     assert!(!out.contains("does not accept"), "{out}");
