@@ -36,13 +36,18 @@ impl LiveCluster {
     /// kubeconfig, and a bare state repo whose `flipbit.yaml` has the LB hosts `hosts` (name,
     /// pool).
     pub fn with_hosts(hosts: &[(&str, &str)], block: u8, nodes: u8) -> Self {
+        Self::with_config(flipbit_yaml(hosts), block, nodes)
+    }
+
+    /// [`LiveCluster::with_hosts`] with `config` as the repo's `flipbit.yaml`.
+    pub fn with_config(config: String, block: u8, nodes: u8) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let api = ApiServer::start();
         let kubeconfig = tmp.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
         let repo = crate::repo::create(
             &tmp.path().join("state.git"),
-            &BTreeMap::from([("flipbit.yaml", flipbit_yaml(hosts))]),
+            &BTreeMap::from([("flipbit.yaml", config)]),
         )
         .expect("repo");
         for i in 1..=nodes {
