@@ -329,17 +329,22 @@ impl Reloaded {
     /// Workers draining long connections are left to finish in their own time.
     pub fn finish(self) {
         while Instant::now() < self.deadline {
-            let pending = self.old.iter().any(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| !String::from_utf8_lossy(&c).contains("shutting down"))
-            });
-            if !pending {
+            if stopped_accepting(&self.old) {
                 tracing::debug!("old worker generation stopped accepting");
                 return;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+}
+
+/// True once none of `workers` still accepts: each has exited or is shutting down (nginx has then
+/// closed its listening sockets). Public so `flipbit-bench` measures its floor with the same test.
+pub fn stopped_accepting(workers: &BTreeSet<i32>) -> bool {
+    !workers.iter().any(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| !String::from_utf8_lossy(&c).contains("shutting down"))
+    })
 }
 
 /// Pids whose parent is `parent` (single-threaded, as nginx's master is), for polling: one small
@@ -354,8 +359,9 @@ fn children(parent: i32) -> BTreeSet<i32> {
     }
 }
 
-/// Pids whose parent is `parent`, from a scan of every process in `/proc`.
-fn all_children(parent: i32) -> BTreeSet<i32> {
+/// Pids whose parent is `parent`, from a scan of every process in `/proc`. Public so
+/// `flipbit-bench` finds nginx's workers as the applier does.
+pub fn all_children(parent: i32) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;

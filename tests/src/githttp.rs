@@ -176,13 +176,7 @@ impl GitHttps {
             repos = repos.display(),
         );
         std::fs::write(&conf, text).map_err(|e| e.to_string())?;
-        let nginx = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(&error_log)
+        let nginx = crate::nginx::command(&dir, &conf, &error_log)
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 
 pub const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
+/// `nginx -p <prefix> -c <conf> -e <error_log>`: an nginx that reads and writes nothing outside
+/// the test's directory (not even the default error log, which nginx opens before its config).
+pub fn command(prefix: &Path, conf: &Path, error_log: &Path) -> Command {
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p").arg(prefix).arg("-c").arg(conf).arg("-e").arg(error_log);
+    cmd
+}
+
 pub struct NginxInstance {
     pub dir: PathBuf,
     pub conf: PathBuf,
@@ -42,13 +50,7 @@ impl NginxInstance {
             state = state_dir.display(),
         );
         std::fs::write(&conf, text).map_err(|e| e.to_string())?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(&error_log)
+        let child = command(&dir, &conf, &error_log)
             .spawn()
             .map_err(|e| format!("starting nginx: {e}"))?;
         let instance = Self {
@@ -90,6 +92,23 @@ impl NginxInstance {
     /// The pid of the nginx master this instance started.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The master's pid as its pid file names it (what the applier signals).
+    pub fn master_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
+    }
+
+    /// A reload by hand: SIGHUP to the master the pid file names.
+    pub fn sighup(&self) -> Result<(), String> {
+        let pid = self
+            .master_pid()
+            .ok_or_else(|| format!("no pid in {}", self.pid_file.display()))?;
+        // SAFETY: plain signal delivery to the nginx master this instance started.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            return Err(format!("SIGHUP to nginx {pid}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 }
 

@@ -6,13 +6,19 @@ use std::time::Duration;
 
 /// Connects to `addr` and returns the backend's answer (`<node>:<port>`).
 pub fn tcp(addr: SocketAddr) -> Result<String, String> {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("tcp {addr}: {e}"))?;
+    let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("tcp {addr}: {e}"))?;
+    answer(conn, &format!("tcp {addr}"))
+}
+
+/// What the backend at the other end of `conn` says before it closes (3 s at most); `what`
+/// names the connection in errors.
+fn answer(mut conn: TcpStream, what: &str) -> Result<String, String> {
     conn.set_read_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
     let mut out = String::new();
-    conn.read_to_string(&mut out).map_err(|e| format!("tcp {addr}: {e}"))?;
+    conn.read_to_string(&mut out).map_err(|e| format!("{what}: {e}"))?;
     if out.trim().is_empty() {
-        return Err(format!("tcp {addr}: connection closed without an answer"));
+        return Err(format!("{what}: connection closed without an answer"));
     }
     Ok(out.trim().to_owned())
 }
@@ -23,17 +29,7 @@ pub fn udp(addr: SocketAddr) -> Result<String, String> {
         .parse()
         .map_err(|_| "bind")?;
     let socket = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    socket.send_to(b"ping", addr).map_err(|e| format!("udp {addr}: {e}"))?;
-    let mut buf = [0u8; 1500];
-    let (n, _) = socket.recv_from(&mut buf).map_err(|e| format!("udp {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
-    if text.is_empty() {
-        return Err(format!("udp {addr}: empty answer (upstream refused)"));
-    }
-    Ok(text)
+    udp_on(&socket, addr)
 }
 
 /// The distinct answers of `n` probes of `addr` (TCP, or UDP when `udp`), each retried for up to
@@ -50,16 +46,7 @@ pub fn answers(addr: SocketAddr, udp: bool, n: usize) -> std::collections::BTree
 /// [`tcp`] from the local address `src` (any 127.0.0.0/8 address binds on loopback), for a
 /// Service that allows only some client ranges.
 pub fn tcp_from(src: std::net::IpAddr, addr: SocketAddr) -> Result<String, String> {
-    let mut conn = connect_from(src, addr)?;
-    conn.set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    conn.read_to_string(&mut out)
-        .map_err(|e| format!("tcp {src} -> {addr}: {e}"))?;
-    if out.trim().is_empty() {
-        return Err(format!("tcp {src} -> {addr}: connection closed without an answer"));
-    }
-    Ok(out.trim().to_owned())
+    answer(connect_from(src, addr)?, &format!("tcp {src} -> {addr}"))
 }
 
 /// A TCP connection from `src` to `addr` (bound before connecting; 2 s to connect).
@@ -118,7 +105,8 @@ pub fn udp_from(src: std::net::IpAddr, addr: SocketAddr) -> Result<String, Strin
     udp_on(&socket, addr)
 }
 
-/// Sends one datagram from `socket` to `addr` and returns the answer.
+/// Sends one datagram from `socket` to `addr` and returns the answer (2 s at most); an empty one
+/// is what nginx sends back when its upstream refused.
 pub fn udp_on(socket: &UdpSocket, addr: SocketAddr) -> Result<String, String> {
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -128,7 +116,7 @@ pub fn udp_on(socket: &UdpSocket, addr: SocketAddr) -> Result<String, String> {
     let (n, _) = socket.recv_from(&mut buf).map_err(|e| format!("udp {addr}: {e}"))?;
     let text = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
     if text.is_empty() {
-        return Err(format!("udp {addr}: empty answer"));
+        return Err(format!("udp {addr}: empty answer (upstream refused)"));
     }
     Ok(text)
 }

@@ -77,7 +77,7 @@ pub fn resource_list(group: &str, version: &str) -> Value {
     for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
         let mut doc = json!({
             "name": r.plural,
-            "singularName": r.singular,
+            "singularName": r.singular(),
             "namespaced": r.namespaced,
             "kind": r.kind,
             "verbs": VERBS,

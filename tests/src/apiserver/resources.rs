@@ -10,7 +10,6 @@ pub struct Resource {
     pub version: &'static str,
     /// URL path segment, e.g. "services".
     pub plural: &'static str,
-    pub singular: &'static str,
     pub kind: &'static str,
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
@@ -28,187 +27,86 @@ pub const VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update
 /// The verbs served on a `status` subresource.
 pub const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
+/// A v1 resource as most are: namespaced, without short names, categories or a status
+/// subresource, and a PUT of a missing object is a 404. The table says only where one differs.
+const fn v1(group: &'static str, plural: &'static str, kind: &'static str) -> Resource {
+    Resource {
+        group,
+        version: "v1",
+        plural,
+        kind,
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        status_subresource: false,
+        create_on_update: false,
+    }
+}
+
+impl Resource {
+    const fn cluster_scoped(self) -> Self {
+        Self {
+            namespaced: false,
+            ..self
+        }
+    }
+
+    const fn short_names(self, short_names: &'static [&'static str]) -> Self {
+        Self { short_names, ..self }
+    }
+
+    /// In category `all` (`kubectl get all`).
+    const fn in_all(self) -> Self {
+        Self {
+            categories: &["all"],
+            ..self
+        }
+    }
+
+    const fn with_status(self) -> Self {
+        Self {
+            status_subresource: true,
+            ..self
+        }
+    }
+
+    const fn created_on_update(self) -> Self {
+        Self {
+            create_on_update: true,
+            ..self
+        }
+    }
+}
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+
 pub static RESOURCES: &[Resource] = &[
-    Resource {
-        group: "",
-        version: "v1",
-        plural: "services",
-        singular: "service",
-        kind: "Service",
-        namespaced: true,
-        short_names: &["svc"],
-        categories: &["all"],
-        status_subresource: true,
-        create_on_update: false,
-    },
-    Resource {
-        group: "",
-        version: "v1",
-        plural: "nodes",
-        singular: "node",
-        kind: "Node",
-        namespaced: false,
-        short_names: &["no"],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: false,
-    },
-    Resource {
-        group: "",
-        version: "v1",
-        plural: "events",
-        singular: "event",
-        kind: "Event",
-        namespaced: true,
-        short_names: &["ev"],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: true,
-    },
-    Resource {
-        group: "",
-        version: "v1",
-        plural: "namespaces",
-        singular: "namespace",
-        kind: "Namespace",
-        namespaced: false,
-        short_names: &["ns"],
-        categories: &[],
-        status_subresource: true,
-        create_on_update: false,
-    },
-    Resource {
-        group: "",
-        version: "v1",
-        plural: "serviceaccounts",
-        singular: "serviceaccount",
-        kind: "ServiceAccount",
-        namespaced: true,
-        short_names: &["sa"],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: false,
-    },
-    Resource {
-        group: "",
-        version: "v1",
-        plural: "configmaps",
-        singular: "configmap",
-        kind: "ConfigMap",
-        namespaced: true,
-        short_names: &["cm"],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: false,
-    },
-    Resource {
-        group: "",
-        version: "v1",
-        plural: "secrets",
-        singular: "secret",
-        kind: "Secret",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: false,
-    },
-    Resource {
-        group: "apps",
-        version: "v1",
-        plural: "deployments",
-        singular: "deployment",
-        kind: "Deployment",
-        namespaced: true,
-        short_names: &["deploy"],
-        categories: &["all"],
-        status_subresource: true,
-        create_on_update: false,
-    },
-    Resource {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        plural: "clusterroles",
-        singular: "clusterrole",
-        kind: "ClusterRole",
-        namespaced: false,
-        short_names: &[],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: false,
-    },
-    Resource {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        plural: "clusterrolebindings",
-        singular: "clusterrolebinding",
-        kind: "ClusterRoleBinding",
-        namespaced: false,
-        short_names: &[],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: false,
-    },
-    Resource {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        plural: "roles",
-        singular: "role",
-        kind: "Role",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: false,
-    },
-    Resource {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        plural: "rolebindings",
-        singular: "rolebinding",
-        kind: "RoleBinding",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: false,
-    },
-    Resource {
-        group: "discovery.k8s.io",
-        version: "v1",
-        plural: "endpointslices",
-        singular: "endpointslice",
-        kind: "EndpointSlice",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: false,
-    },
-    Resource {
-        group: "coordination.k8s.io",
-        version: "v1",
-        plural: "leases",
-        singular: "lease",
-        kind: "Lease",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: true,
-    },
-    Resource {
-        group: "events.k8s.io",
-        version: "v1",
-        plural: "events",
-        singular: "event",
-        kind: "Event",
-        namespaced: true,
-        short_names: &["ev"],
-        categories: &[],
-        status_subresource: false,
-        create_on_update: true,
-    },
+    v1("", "services", "Service")
+        .short_names(&["svc"])
+        .in_all()
+        .with_status(),
+    v1("", "nodes", "Node").cluster_scoped().short_names(&["no"]),
+    v1("", "events", "Event").short_names(&["ev"]).created_on_update(),
+    v1("", "namespaces", "Namespace")
+        .cluster_scoped()
+        .short_names(&["ns"])
+        .with_status(),
+    v1("", "serviceaccounts", "ServiceAccount").short_names(&["sa"]),
+    v1("", "configmaps", "ConfigMap").short_names(&["cm"]),
+    v1("", "secrets", "Secret"),
+    v1("apps", "deployments", "Deployment")
+        .short_names(&["deploy"])
+        .in_all()
+        .with_status(),
+    v1(RBAC, "clusterroles", "ClusterRole").cluster_scoped(),
+    v1(RBAC, "clusterrolebindings", "ClusterRoleBinding").cluster_scoped(),
+    v1(RBAC, "roles", "Role"),
+    v1(RBAC, "rolebindings", "RoleBinding"),
+    v1("discovery.k8s.io", "endpointslices", "EndpointSlice"),
+    v1("coordination.k8s.io", "leases", "Lease").created_on_update(),
+    v1("events.k8s.io", "events", "Event")
+        .short_names(&["ev"])
+        .created_on_update(),
 ];
 
 /// Index into [`RESOURCES`]; what the store keys objects by.
@@ -217,6 +115,11 @@ pub type ResId = usize;
 impl Resource {
     pub fn get(id: ResId) -> &'static Resource {
         &RESOURCES[id]
+    }
+
+    /// `singularName` in discovery: the kind in lower case, as the API server derives it.
+    pub fn singular(&self) -> String {
+        self.kind.to_ascii_lowercase()
     }
 
     /// `apiVersion` as written in objects: "v1" or "group/v1".

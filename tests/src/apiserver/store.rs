@@ -94,15 +94,9 @@ impl Store {
     /// The objects of a resource as they were at resourceVersion `rv`, rebuilt by undoing newer
     /// changes. 410 when the history no longer reaches back that far.
     pub fn list_at(&self, res: ResId, ns: Option<&str>, rv: u64) -> ApiResult<Vec<(Key, Arc<Value>)>> {
-        if rv > self.rv {
-            return Err(too_large(rv, self.rv));
-        }
-        if rv < self.compacted {
-            return Err(ApiError::expired(format!(
-                "The resourceVersion for the provided list is too old: {rv} (compacted at {})",
-                self.compacted
-            )));
-        }
+        self.reaches(rv, |compacted| {
+            format!("The resourceVersion for the provided list is too old: {rv} (compacted at {compacted})")
+        })?;
         let mut state: BTreeMap<Key, Arc<Value>> = self.list(res, ns).into_iter().collect();
         for change in self.history.iter().rev().take_while(|c| c.rv > rv) {
             if change.key.0 != res || ns.is_some_and(|ns| change.key.1 != ns) {
@@ -154,6 +148,19 @@ impl Store {
         Some(prev)
     }
 
+    /// Whether the store can answer as of `rv`: an error when `rv` is ahead of it, a 410 with the
+    /// message `expired` makes of the compaction point when its history no longer reaches back
+    /// to `rv` (list and watch word it differently, as the real API server does).
+    fn reaches(&self, rv: u64, expired: impl FnOnce(u64) -> String) -> ApiResult<()> {
+        if rv > self.rv {
+            return Err(too_large(rv, self.rv));
+        }
+        if rv < self.compacted {
+            return Err(ApiError::expired(expired(self.compacted)));
+        }
+        Ok(())
+    }
+
     fn record(&mut self, change: Change) {
         let change = Arc::new(change);
         self.subscribers
@@ -173,15 +180,7 @@ impl Store {
         res: ResId,
         rv: u64,
     ) -> ApiResult<(Vec<Arc<Change>>, mpsc::UnboundedReceiver<WatchMsg>)> {
-        if rv > self.rv {
-            return Err(too_large(rv, self.rv));
-        }
-        if rv < self.compacted {
-            return Err(ApiError::expired(format!(
-                "too old resource version: {rv} ({})",
-                self.compacted
-            )));
-        }
+        self.reaches(rv, |compacted| format!("too old resource version: {rv} ({compacted})"))?;
         let replay = self
             .history
             .iter()

@@ -84,10 +84,7 @@ impl Instance {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new("nginx");
-        cmd.arg("-p").arg(&self.dir).arg("-c").arg(&self.conf);
-        cmd.arg("-e").arg(self.dir.join("error.log"));
-        cmd
+        flipbit_tests::nginx::command(&self.dir, &self.conf, &self.dir.join("error.log"))
     }
 
     fn test(&self) -> Result<Duration, String> {

@@ -319,13 +319,8 @@ fn a_default_site_on_a_wildcard_port_withholds_the_service_and_reload_errors_are
         extra.display()
     );
     std::fs::write(&nginx.conf, stock).expect("nginx.conf");
-    let pid: i32 = std::fs::read_to_string(&nginx.pid_file)
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    // SAFETY: SIGHUP to the nginx master this fleet started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let pid = nginx.master_pid().expect("nginx's pid");
+    nginx.sighup().expect("reloading nginx");
     flipbit_tests::wait::wait_until(std::time::Duration::from_secs(5), || {
         std::net::TcpStream::connect("127.0.0.1:18091").map_err(|e| e.to_string())
     })

@@ -2,28 +2,24 @@
 //! a Service's UDP port that the HAProxy host cannot carry becomes a Warning Event on the Service
 //! (and a line in the commit), while its TCP port is exposed there.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flipbit_tests::apiserver::ApiServer;
 use flipbit_tests::cluster::flipbit_yaml;
 use flipbit_tests::genproc::{GeneratorProcess, objects};
+use flipbit_tests::live_cluster::LiveCluster;
 use flipbit_tests::repo;
 
 #[test]
 fn a_udp_port_on_a_haproxy_host_is_a_warning_event() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let api = ApiServer::start();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let config = flipbit_yaml(&[("lb-a", "127.153.1.0/24"), ("lb-c", "127.153.3.0/24")])
         .replace("  - name: lb-c\n", "  - name: lb-c\n    flavor: haproxy\n");
-    let state = repo::create(
-        &tmp.path().join("state.git"),
-        &BTreeMap::from([("flipbit.yaml", config)]),
-    )
-    .expect("repo");
-    api.apply(objects::node("node-1", "127.153.0.10", true, false, true));
+    let LiveCluster {
+        tmp: _tmp,
+        api,
+        kubeconfig,
+        repo: state,
+        ..
+    } = LiveCluster::with_config(config, 153, 1);
     let mut svc = objects::lb_service("web", "dns", &[], &[(15353, 30053)]);
     svc["spec"]["ports"]
         .as_array_mut()

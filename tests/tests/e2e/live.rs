@@ -2,16 +2,13 @@
 //! to a bare repo, status patches and Events, leader election, relists and outages.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use flipbit_core::ledger::Ledger;
-use flipbit_tests::apiserver::ApiServer;
 use flipbit_tests::genproc::{GeneratorProcess, objects};
 use flipbit_tests::live_cluster::LiveCluster;
 use flipbit_tests::repo;
 use flipbit_tests::wait::{wait_for, wait_until};
-use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -46,24 +43,20 @@ fn settle(generator: &GeneratorProcess) -> u64 {
     n
 }
 
-struct Live {
-    _tmp: TempDir,
-    api: ApiServer,
-    kubeconfig: PathBuf,
-    repo: PathBuf,
-    block: u8,
+/// The shared [`LiveCluster`] with this file's helpers.
+struct Live(LiveCluster);
+
+impl std::ops::Deref for Live {
+    type Target = LiveCluster;
+
+    fn deref(&self) -> &LiveCluster {
+        &self.0
+    }
 }
 
 impl Live {
     fn new(block: u8) -> Self {
-        let c = LiveCluster::start(block);
-        Self {
-            _tmp: c.tmp,
-            api: c.api,
-            kubeconfig: c.kubeconfig,
-            repo: c.repo,
-            block,
-        }
+        Self(LiveCluster::start(block))
     }
 
     fn generator(&self, identity: &str) -> GeneratorProcess {
@@ -83,23 +76,6 @@ impl Live {
     /// Waits until `check` holds for the repo, or fails with `what`.
     fn wait_repo(&self, what: &str, generator: &GeneratorProcess, check: impl Fn(&Self) -> bool) {
         wait_for(WAIT, what, || check(self)).unwrap_or_else(|e| panic!("{e}; generator log:\n{}", generator.log()));
-    }
-
-    fn ingress(&self, ns: &str, name: &str) -> Vec<String> {
-        let Some(svc) = self.api.get("Service", Some(ns), name) else {
-            return Vec::new();
-        };
-        let mut ips: Vec<String> = svc
-            .pointer("/status/loadBalancer/ingress")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|i| i.get("ip").and_then(|ip| ip.as_str()).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        ips.sort();
-        ips
     }
 }
 
@@ -375,7 +351,7 @@ fn a_revert_while_running_holds_the_service_with_an_event_until_lifted() {
     });
 
     // A human reverts the generator's commit with the real git CLI.
-    let dir = t._tmp.path().join("dana");
+    let dir = t.tmp.path().join("dana");
     let dana = flipbit_tests::human::Human::clone(&t.repo, &dir, "Dana", "dana@example.test");
     dana.git(&["revert", "--no-edit", "HEAD"]);
     dana.git(&["push", "-q", "origin", "main"]);

@@ -291,13 +291,7 @@ fn switching_a_running_host_to_shared_listeners_needs_its_listeners_dropped_firs
 
     // The procedure: drop the current release and reload (nothing listens), then apply.
     std::fs::remove_file(h.nginx.state_dir.join("current")).unwrap();
-    let pid: i32 = std::fs::read_to_string(&h.nginx.pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: signalling the nginx master this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    h.nginx.sighup().unwrap();
     flipbit_tests::wait::wait_until(Duration::from_secs(5), || match probe::tcp(to) {
         Ok(_) => Err("still listening".to_owned()),
         Err(_) => Ok(()),
@@ -323,14 +317,8 @@ fn nginx_t(release: &Path, dir: &Path) -> std::process::Output {
         ),
     )
     .unwrap();
-    std::process::Command::new("nginx")
+    flipbit_tests::nginx::command(dir, &conf, &dir.join("error.log"))
         .arg("-t")
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-e")
-        .arg(dir.join("error.log"))
         .output()
         .unwrap()
 }

@@ -7,7 +7,6 @@
 //! request held by the server, a metric), with a generous deadline only to fail.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flipbit_tests::apiserver::{ApiServer, StatusWrites};
@@ -15,18 +14,20 @@ use flipbit_tests::genproc::{GeneratorProcess, objects};
 use flipbit_tests::live_cluster::LiveCluster;
 use flipbit_tests::repo;
 use serde_json::json;
-use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The generator's writes in flight at once (`live::outbox::CONCURRENCY`).
 const CONCURRENCY: usize = 16;
 
-struct Cluster {
-    _tmp: TempDir,
-    api: ApiServer,
-    kubeconfig: PathBuf,
-    repo: PathBuf,
-    block: u8,
+/// The shared [`LiveCluster`] with this file's helpers.
+struct Cluster(LiveCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = LiveCluster;
+
+    fn deref(&self) -> &LiveCluster {
+        &self.0
+    }
 }
 
 impl Cluster {
@@ -34,13 +35,7 @@ impl Cluster {
     fn new(block: u8, mode: StatusWrites) -> Self {
         let c = LiveCluster::start(block);
         c.api.set_status_writes(mode);
-        Self {
-            _tmp: c.tmp,
-            api: c.api,
-            kubeconfig: c.kubeconfig,
-            repo: c.repo,
-            block,
-        }
+        Self(c)
     }
 
     fn generator(&self, identity: &str) -> GeneratorProcess {
@@ -59,26 +54,9 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("{e}; generator log:\n{}", generator.log()));
     }
 
-    fn ingress(&self, name: &str) -> Vec<String> {
-        let Some(svc) = self.api.get("Service", Some("web"), name) else {
-            return Vec::new();
-        };
-        let mut ips: Vec<String> = svc
-            .pointer("/status/loadBalancer/ingress")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|i| i.get("ip").and_then(|ip| ip.as_str()).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        ips.sort();
-        ips
-    }
-
     /// The Service's ingress holds one address of each LB host.
     fn shows_both_hosts(&self, name: &str) -> bool {
-        let ips = self.ingress(name);
+        let ips = self.ingress("web", name);
         let b = self.block;
         ips.len() == 2 && ips[0].starts_with(&format!("127.{b}.1.")) && ips[1].starts_with(&format!("127.{b}.2."))
     }

@@ -141,28 +141,15 @@ pub fn example() {
 }
 
 pub fn live(n: usize) {
-    use flipbit_tests::apiserver::ApiServer;
     use flipbit_tests::genproc::{GeneratorProcess, objects};
-    let Ok(tmp) = tempfile::tempdir() else { return };
-    let api = ApiServer::start();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    if api.write_kubeconfig(&kubeconfig).is_err() {
-        return;
-    }
-    let config = flipbit_tests::cluster::flipbit_yaml(&[("lb-a", "127.93.32.0/19"), ("lb-b", "127.93.64.0/19")]);
-    let Ok(repo) = flipbit_tests::repo::create(&tmp.path().join("state.git"), &[("flipbit.yaml", config)].into())
-    else {
-        return;
-    };
-    for i in 1..=5u8 {
-        api.apply(objects::node(
-            &format!("node-{i}"),
-            &format!("127.93.0.{}", 9 + i),
-            true,
-            false,
-            true,
-        ));
-    }
+    use flipbit_tests::live_cluster::LiveCluster;
+    let LiveCluster {
+        tmp,
+        api,
+        kubeconfig,
+        repo,
+        ..
+    } = LiveCluster::with_hosts(&[("lb-a", "127.93.32.0/19"), ("lb-b", "127.93.64.0/19")], 93, 5);
     let cache = tmp.path().join("cache.git");
     let cache = cache.display().to_string();
     let generator = GeneratorProcess::spawn(

@@ -28,6 +28,7 @@ mod classic;
 mod convergence;
 mod dns_ratio;
 mod fleet;
+mod inproc;
 mod overhead;
 mod pods;
 mod render_cli;

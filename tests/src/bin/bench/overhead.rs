@@ -13,9 +13,9 @@
 //! settled (untimed), so both measure the same change from the same state.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use flipbit_applier::nginx::{all_children, stopped_accepting};
 use flipbit_tests::probe;
 
 use crate::rig::{self, Flags, NODE_PORT_TCP, Rig, median, ms};
@@ -157,20 +157,14 @@ fn floor(
     release: &str,
     addr: SocketAddr,
 ) -> Result<(Duration, Duration, Duration, Duration), String> {
-    let master = rig::master_pid(nginx).ok_or("nginx is not running")?;
-    let old = rig::children(master);
+    let master = nginx.master_pid().ok_or("nginx is not running")?;
+    let old = all_children(master);
     let cpu = rig::children_cpu();
     let started = Instant::now();
     rig::switch_current(state, release)?;
-    let out = Command::new("nginx")
+    let out = flipbit_tests::nginx::command(&nginx.dir, &nginx.conf, &nginx.error_log)
         .arg("-t")
         .arg("-q")
-        .arg("-p")
-        .arg(&nginx.dir)
-        .arg("-e")
-        .arg(&nginx.error_log)
-        .arg("-c")
-        .arg(&nginx.conf)
         .output()
         .map_err(|e| format!("nginx -t: {e}"))?;
     if !out.status.success() {
@@ -188,7 +182,7 @@ fn floor(
         std::thread::sleep(Duration::from_millis(1));
     }
     let answered = started.elapsed();
-    while !rig::stopped_accepting(&old) {
+    while !stopped_accepting(&old) {
         if started.elapsed() > RELOAD_DEADLINE {
             return Err("the old nginx workers kept accepting".into());
         }
@@ -207,13 +201,13 @@ fn sighup(master: i32) -> Result<(), String> {
 
 /// SIGHUP and wait (untimed) until a new worker generation runs and the old one stopped accepting.
 fn reload_and_settle(nginx: &flipbit_tests::nginx::NginxInstance) -> Result<(), String> {
-    let master = rig::master_pid(nginx).ok_or("nginx is not running")?;
-    let old = rig::children(master);
+    let master = nginx.master_pid().ok_or("nginx is not running")?;
+    let old = all_children(master);
     sighup(master)?;
     let started = Instant::now();
     loop {
-        let now = rig::children(master);
-        if now.iter().any(|p| !old.contains(p)) && rig::stopped_accepting(&old) {
+        let now = all_children(master);
+        if now.iter().any(|p| !old.contains(p)) && stopped_accepting(&old) {
             return Ok(());
         }
         if started.elapsed() > RELOAD_DEADLINE {

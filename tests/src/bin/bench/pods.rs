@@ -14,22 +14,17 @@
 use std::time::Instant;
 
 use flipbit_core::model::{EndpointInput, EndpointPortInput, EndpointSliceInput, PortInput, ServiceInput};
-use flipbit_generator::cycle::{self, Memory, RepoTarget};
+use flipbit_generator::cycle::{self, Memory};
 use flipbit_tests::synth;
 
+use crate::inproc;
 use crate::rig::{Flags, median, percentile};
 
 const NAMESPACE: &str = "ns-pods";
 const NAME: &str = "rollout";
 
 pub fn run(endpoints: usize, args: &[String]) -> Result<(), String> {
-    // RUST_LOG=flipbit_generator=debug shows where each cycle's time goes.
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    inproc::log_from_env();
     let flags = Flags::parse(args)?;
     let services: usize = flags.get("services", 1000)?;
     let nodes: usize = flags.get("nodes", 50)?;
@@ -43,15 +38,7 @@ pub fn run(endpoints: usize, args: &[String]) -> Result<(), String> {
         &[("flipbit.yaml", synth::flipbit_yaml(false))].into(),
     )
     .map_err(|e| e.to_string())?;
-    let target = RepoTarget {
-        url: repo.display().to_string(),
-        branch: "main".into(),
-        cache_dir: Some(tmp.path().join("cache.git")),
-        author_name: "flipbit-generator".into(),
-        author_email: "flipbit-generator@localhost".into(),
-        signing_key: None,
-        propose_branch: None,
-    };
+    let target = inproc::target(repo.display().to_string(), tmp.path());
     let (store, _) = cycle::open_store(&target).map_err(|e| format!("{e:#}"))?;
     let mut memory = Memory::default();
     let mut snapshot = synth::snapshot(services, nodes);
@@ -68,16 +55,7 @@ pub fn run(endpoints: usize, args: &[String]) -> Result<(), String> {
     );
 
     let cold = Instant::now();
-    let outcome = cycle::run(
-        &store,
-        &target,
-        &snapshot,
-        &[],
-        jiff::Timestamp::now(),
-        true,
-        Some(&mut memory),
-    )
-    .map_err(|e| format!("cold run: {e:#}"))?;
+    let outcome = inproc::run(&store, &target, &snapshot, &mut memory).map_err(|e| format!("cold run: {e:#}"))?;
     let cold_ms = cold.elapsed().as_secs_f64() * 1000.0;
     let cold_files = outcome.committed.as_ref().map_or(0, |c| c.files);
     println!("pods rollout, cold, {label}: {cold_ms:.0} ms ({cold_files} files)");
@@ -96,16 +74,8 @@ pub fn run(endpoints: usize, args: &[String]) -> Result<(), String> {
             }
             snapshot.endpoint_slices = slices(endpoints, per_slice, gone, old_ready, new_ready);
             let started = Instant::now();
-            let outcome = cycle::run(
-                &store,
-                &target,
-                &snapshot,
-                &[],
-                jiff::Timestamp::now(),
-                true,
-                Some(&mut memory),
-            )
-            .map_err(|e| format!("cycle {cycles}: {e:#}"))?;
+            let outcome =
+                inproc::run(&store, &target, &snapshot, &mut memory).map_err(|e| format!("cycle {cycles}: {e:#}"))?;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
             cycles += 1;
             if let Some(c) = &outcome.committed {
@@ -149,16 +119,7 @@ pub fn run(endpoints: usize, args: &[String]) -> Result<(), String> {
         }
         let before = memory.fast_decisions();
         let started = Instant::now();
-        cycle::run(
-            &store,
-            &target,
-            &snapshot,
-            &[],
-            jiff::Timestamp::now(),
-            true,
-            Some(&mut memory),
-        )
-        .map_err(|e| format!("comparison: {e:#}"))?;
+        inproc::run(&store, &target, &snapshot, &mut memory).map_err(|e| format!("comparison: {e:#}"))?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let took_fast = memory.fast_decisions() > before;
         if took_fast == full {

@@ -2,9 +2,9 @@
 //! `under-load`): a bare state repo, stand-in node backends, one real nginx per LB host and,
 //! when asked, a real `named`, all inside one address block `127.<block>.0.0/16`, so a bench run
 //! and the smoke tests (which pass their own blocks and ports) never collide. Also the small
-//! tools the figures share: flags, medians and percentiles, a raw DNS A query, nginx's workers.
+//! tools the figures share: flags, medians and percentiles, a raw DNS A query.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -228,43 +228,6 @@ impl Rig {
 
 pub fn node_ips(block: u8) -> Vec<IpAddr> {
     (10..15).map(|i| IpAddr::V4(Ipv4Addr::new(127, block, 0, i))).collect()
-}
-
-/// The nginx master's pid, from its pid file.
-pub fn master_pid(nginx: &NginxInstance) -> Option<i32> {
-    std::fs::read_to_string(&nginx.pid_file).ok()?.trim().parse().ok()
-}
-
-/// Pids whose parent is `parent` (nginx's workers), from `/proc`.
-pub fn children(parent: i32) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if rest.split_whitespace().nth(1).and_then(|s| s.parse::<i32>().ok()) == Some(parent) {
-            out.insert(pid);
-        }
-    }
-    out
-}
-
-/// True once none of `workers` still accepts: each has exited or is shutting down (nginx then
-/// has closed its listening sockets). The same test the applier makes after a reload.
-pub fn stopped_accepting(workers: &BTreeSet<i32>) -> bool {
-    !workers.iter().any(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| !String::from_utf8_lossy(&c).contains("shutting down"))
-    })
 }
 
 /// Points `<state>/current` at `releases/<id>` with one atomic rename, as the applier does.

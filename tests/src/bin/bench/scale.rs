@@ -5,17 +5,13 @@
 
 use std::time::Instant;
 
-use flipbit_generator::cycle::{self, RepoTarget};
+use flipbit_generator::cycle;
 use flipbit_tests::synth;
 
+use crate::inproc;
+
 pub fn scale(n: usize, nodes: usize, shared: bool) {
-    // RUST_LOG=flipbit_generator=debug shows where each step's time goes.
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    inproc::log_from_env();
     let Ok(tmp) = tempfile::tempdir() else {
         return eprintln!("error: no temporary directory");
     };
@@ -41,15 +37,7 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
         Some(d) => d.url("state.git"),
         None => repo.display().to_string(),
     };
-    let target = RepoTarget {
-        url,
-        branch: "main".into(),
-        cache_dir: Some(tmp.path().join("cache.git")),
-        author_name: "flipbit-generator".into(),
-        author_email: "flipbit-generator@localhost".into(),
-        signing_key: None,
-        propose_branch: None,
-    };
+    let target = inproc::target(url, tmp.path());
     let store = match cycle::open_store(&target) {
         Ok((store, _)) => store,
         Err(e) => return eprintln!("error: {e:#}"),
@@ -63,15 +51,7 @@ pub fn scale(n: usize, nodes: usize, shared: bool) {
     // Repeated steps print indented detail lines (left out of scripts/bench's table) and a median.
     let mut step = |what: &str, snapshot: &flipbit_core::model::Snapshot, detail: bool| -> (f64, f64) {
         let started = Instant::now();
-        let outcome = cycle::run(
-            &store,
-            &target,
-            snapshot,
-            &[],
-            jiff::Timestamp::now(),
-            true,
-            Some(&mut memory),
-        );
+        let outcome = inproc::run(&store, &target, snapshot, &mut memory);
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         match outcome {
             Ok(o) => {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use flipbit_tests::apiserver::{ApiServer, StatusWrites};
 use flipbit_tests::genproc::objects;
+use flipbit_tests::live_cluster::LiveCluster;
 use flipbit_tests::repo;
 
 use crate::rig::{Flags, median, percentile};
@@ -94,28 +95,20 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
         path if path.is_empty() => flipbit_tests::bins::generator(),
         path => PathBuf::from(path),
     };
-    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let api = ApiServer::start();
-    if latency > 0 {
-        api.set_status_writes(StatusWrites::Delay(Duration::from_millis(latency)));
-    }
-    let kubeconfig = tmp.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).map_err(|e| e.to_string())?;
-    let config = flipbit_tests::cluster::flipbit_yaml(&[
+    let hosts = [
         ("lb-a", "127.94.0.0/16"),
         ("lb-b", "127.95.0.0/16"),
         ("lb-c", "127.96.0.0/16"),
-    ]);
-    let repo =
-        repo::create(&tmp.path().join("state.git"), &[("flipbit.yaml", config)].into()).map_err(|e| e.to_string())?;
-    for i in 1..=5u8 {
-        api.apply(objects::node(
-            &format!("node-{i}"),
-            &format!("127.97.0.{}", 9 + i),
-            true,
-            false,
-            true,
-        ));
+    ];
+    let LiveCluster {
+        tmp,
+        api,
+        kubeconfig,
+        repo,
+        ..
+    } = LiveCluster::with_hosts(&hosts, 97, 5);
+    if latency > 0 {
+        api.set_status_writes(StatusWrites::Delay(Duration::from_millis(latency)));
     }
     for i in 0..n {
         api.apply(objects::lb_service(

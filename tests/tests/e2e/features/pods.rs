@@ -19,7 +19,8 @@ use flipbit_core::ledger::Ledger;
 use flipbit_tests::apiserver::ApiServer;
 use flipbit_tests::backends::Backends;
 use flipbit_tests::cluster::{applier, flipbit_yaml, text};
-use flipbit_tests::genproc::{GeneratorProcess, objects};
+use flipbit_tests::genproc::GeneratorProcess;
+use flipbit_tests::live_cluster::LiveCluster;
 use flipbit_tests::nginx::NginxInstance;
 use flipbit_tests::{probe, repo};
 use serde_json::{Value, json};
@@ -102,19 +103,17 @@ struct World {
 impl World {
     fn start() -> Option<Self> {
         flipbit_tests::require(&[flipbit_tests::tool::NGINX])?;
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let api = ApiServer::start();
-        let kubeconfig = tmp.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
         let config = flipbit_yaml(&[("lb-a", "127.186.1.0/24"), ("lb-b", "127.186.2.0/24")])
             .replace("  - name: lb-b\n", "  - name: lb-b\n    layout: shared-listeners\n");
-        let repo = repo::create(
-            &tmp.path().join("state.git"),
-            &BTreeMap::from([("flipbit.yaml", config)]),
-        )
-        .expect("repo");
-        // A Ready node with nothing behind it: traffic that went through nodes would fail.
-        api.apply(objects::node("node-1", "127.186.0.10", true, false, true));
+        // A Ready node (127.186.0.10) with nothing behind it: traffic that went through nodes
+        // would fail.
+        let LiveCluster {
+            tmp,
+            api,
+            kubeconfig,
+            repo,
+            ..
+        } = LiveCluster::with_config(config, 186, 1);
         let lbs = HOSTS
             .iter()
             .map(|lb| (*lb, NginxInstance::start(&tmp.path().join(lb)).expect("nginx")))

@@ -89,13 +89,7 @@ fn a_dangling_current_is_staged_again() {
     );
     assert!(release.join("web/a.conf").exists(), "the release was not staged again");
     // The next reload by anyone else (logrotate, a restart) loads the whole release.
-    let pid: i32 = std::fs::read_to_string(&f.lbs["lb-a"].pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("pid");
-    // SAFETY: signalling the test's own nginx master.
-    unsafe { libc::kill(pid, libc::SIGHUP) };
+    f.lbs["lb-a"].sighup().expect("reloading nginx");
     std::thread::sleep(Duration::from_millis(300));
     assert!(!probe::answers(f.addr(1, 1, 8080), false, 3).is_empty());
     assert!(f.apply_ok("lb-a").contains("up to date"));

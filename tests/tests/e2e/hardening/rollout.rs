@@ -38,6 +38,39 @@ fn head(f: &Fleet) -> String {
     repo::head(&f.repo).expect("a head").to_string()
 }
 
+/// Adds Service web/`name` (TCP 8080) and renders: the new head.
+fn head_with(f: &Fleet, name: &str) -> String {
+    f.cluster.lb_service("web", name, &[], &[("TCP", 8080, 30080)]);
+    f.render();
+    head(f)
+}
+
+/// The rollout and its first head (web/a): applied on lb-a, lb-a's record serving it healthy
+/// past the soak, then lb-b's apply. The head and what lb-b's applier said.
+fn first_head_on_both(f: &Fleet) -> (String, String) {
+    with_rollout(f);
+    let first = head_with(f, "a");
+    f.apply_ok("lb-a");
+    publish(f, &serving(&first, 100));
+    (first, f.apply_ok("lb-b"))
+}
+
+/// Two runs of lb-b while lb-a's record says `bad` failed there: each succeeds, says lb-b is
+/// halted at `bad`, and lb-b keeps serving web/a and not web/b.
+fn assert_lb_b_halted_at(f: &Fleet, bad: &str) {
+    for _ in 0..2 {
+        let out = f.apply("lb-b", &[]);
+        assert!(out.status.success(), "a halt is no failure of lb-b: {}", text(&out));
+        let out = text(&out);
+        assert!(
+            out.contains(&format!("held {bad}: halted at {} on lb-a: invalid", &bad[..12])),
+            "{out}"
+        );
+        probe::tcp(on_lb_b(f, "a")).expect("web/a through lb-b");
+        assert!(probe::tcp(on_lb_b(f, "b")).is_err(), "lb-b serves a halted head");
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -98,20 +131,12 @@ fn probe_lb_b(f: &Fleet, commit: &str, previous: &str) -> Result<usize, String> 
 #[test]
 fn a_later_wave_applies_a_head_once_the_earlier_one_served_it_through_the_soak() {
     let Some(f) = Fleet::with_dns(191, 5361) else { return };
-    with_rollout(&f);
-    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
-    f.render();
-    let first = head(&f);
-    f.apply_ok("lb-a");
-    publish(&f, &serving(&first, 100));
-    let out = f.apply_ok("lb-b");
+    let (first, out) = first_head_on_both(&f);
     assert!(out.contains(&format!("applied {first}")), "{out}");
     probe::tcp(on_lb_b(&f, "a")).expect("web/a through lb-b");
 
     // A new head: lb-a applies it, lb-b waits.
-    f.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
-    f.render();
-    let second = head(&f);
+    let second = head_with(&f, "b");
     f.apply_ok("lb-a");
     probe::tcp(f.addr(1, 2, 8080)).expect("web/b through lb-a");
     // lb-a's record still names the previous commit.
@@ -161,18 +186,10 @@ fn a_later_wave_applies_a_head_once_the_earlier_one_served_it_through_the_soak()
 #[test]
 fn a_head_that_failed_on_the_earlier_wave_halts_the_later_until_a_good_one() {
     let Some(f) = Fleet::with_dns(192, 5362) else { return };
-    with_rollout(&f);
-    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
-    f.render();
-    let first = head(&f);
-    f.apply_ok("lb-a");
-    publish(&f, &serving(&first, 100));
-    f.apply_ok("lb-b");
+    let (first, _) = first_head_on_both(&f);
 
     // lb-a tried the next head and `nginx -t` refused it: it keeps the first.
-    f.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
-    f.render();
-    let bad = head(&f);
+    let bad = head_with(&f, "b");
     publish(
         &f,
         &HostState {
@@ -181,22 +198,10 @@ fn a_head_that_failed_on_the_earlier_wave_halts_the_later_until_a_good_one() {
             ..serving(&first, 100)
         },
     );
-    for _ in 0..2 {
-        let out = f.apply("lb-b", &[]);
-        assert!(out.status.success(), "a halt is no failure of lb-b: {}", text(&out));
-        let out = text(&out);
-        assert!(
-            out.contains(&format!("held {bad}: halted at {} on lb-a: invalid", &bad[..12])),
-            "{out}"
-        );
-        probe::tcp(on_lb_b(&f, "a")).expect("web/a through lb-b");
-        assert!(probe::tcp(on_lb_b(&f, "b")).is_err(), "lb-b serves a halted head");
-    }
+    assert_lb_b_halted_at(&f, &bad);
 
     // A new head that lb-a serves healthy through the soak resumes the rollout.
-    f.cluster.lb_service("web", "c", &[], &[("TCP", 8080, 30080)]);
-    f.render();
-    let good = head(&f);
+    let good = head_with(&f, "c");
     f.apply_ok("lb-a");
     publish(&f, &serving(&good, 60));
     let out = f.apply_ok("lb-b");
@@ -210,9 +215,7 @@ fn a_head_that_failed_on_the_earlier_wave_halts_the_later_until_a_good_one() {
 fn a_later_wave_without_the_dns_step_holds_every_head() {
     let Some(f) = Fleet::start(193) else { return };
     with_rollout(&f);
-    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
-    f.render();
-    let first = head(&f);
+    let first = head_with(&f, "a");
     assert!(f.apply_ok("lb-a").contains(&format!("applied {first}")));
     let out = f.apply_ok("lb-b");
     assert!(
@@ -222,15 +225,6 @@ fn a_later_wave_without_the_dns_step_holds_every_head() {
         "{out}"
     );
     assert!(f.current("lb-b").is_none(), "lb-b staged a release");
-}
-
-/// nginx's master pid, from its pid file.
-fn master(nginx: &flipbit_tests::nginx::NginxInstance) -> i32 {
-    std::fs::read_to_string(&nginx.pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid")
 }
 
 #[test]
@@ -288,8 +282,7 @@ fn a_reload_whose_listeners_do_not_answer_keeps_dns_where_it_was() {
 
     // Fixed and reloaded by hand: the next run probes again, and DNS follows.
     std::fs::write(&nginx.conf, &original).expect("writing nginx.conf");
-    // SAFETY: SIGHUP to the nginx master this fleet started.
-    assert_eq!(unsafe { libc::kill(master(nginx), libc::SIGHUP) }, 0);
+    nginx.sighup().expect("reloading nginx");
     assert!(!probe::answers(std::net::SocketAddr::new(b, 8080), false, 2).is_empty());
     let out = f.apply_ok("lb-a");
     assert!(!out.contains("does not accept"), "{out}");
@@ -324,9 +317,7 @@ fn apply_lb_a(f: &Fleet) -> std::process::Output {
 fn a_head_nginx_refuses_on_the_first_wave_never_reaches_the_second() {
     let Some(f) = Fleet::with_dns(200, 5386) else { return };
     with_rollout_soak(&f, 2);
-    f.cluster.lb_service("web", "a", &[], &[("TCP", 8080, 30080)]);
-    f.render();
-    let first = head(&f);
+    let first = head_with(&f, "a");
     assert!(apply_lb_a(&f).status.success());
     std::thread::sleep(std::time::Duration::from_secs(3));
     // Its heartbeat: served healthy past the soak.
@@ -335,9 +326,7 @@ fn a_head_nginx_refuses_on_the_first_wave_never_reaches_the_second() {
 
     // lb-a's own nginx config already listens where the next Service lands, so `nginx -t`
     // refuses the head there (a host-local clash the generator cannot see).
-    f.cluster.lb_service("web", "b", &[], &[("TCP", 8080, 30080)]);
-    f.render();
-    let bad = head(&f);
+    let bad = head_with(&f, "b");
     let clash = f.address("web/b", "lb-a").expect("web/b on lb-a");
     let nginx = &f.lbs["lb-a"];
     let original = std::fs::read_to_string(&nginx.conf).expect("nginx.conf");
@@ -353,17 +342,7 @@ fn a_head_nginx_refuses_on_the_first_wave_never_reaches_the_second() {
     assert!(text(&out).contains("duplicate"), "{}", text(&out));
     probe::tcp(f.addr(1, 1, 8080)).expect("web/a through lb-a");
 
-    for _ in 0..2 {
-        let out = f.apply("lb-b", &[]);
-        assert!(out.status.success(), "a halt is no failure of lb-b: {}", text(&out));
-        assert!(
-            text(&out).contains(&format!("held {bad}: halted at {} on lb-a: invalid", &bad[..12])),
-            "{}",
-            text(&out)
-        );
-        probe::tcp(on_lb_b(&f, "a")).expect("web/a through lb-b");
-        assert!(probe::tcp(on_lb_b(&f, "b")).is_err(), "lb-b serves a halted head");
-    }
+    assert_lb_b_halted_at(&f, &bad);
     let table = status(&f);
     assert!(
         table.contains(&format!(

@@ -2,14 +2,13 @@
 //! counts the hosts behind the head and withdrawn, and a Service with an address on a withdrawn
 //! host gets one `HostWithdrawn` Event naming it.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flipbit_core::fleet::StepState;
 use flipbit_tests::apiserver::ApiServer;
 use flipbit_tests::bind::NamedInstance;
-use flipbit_tests::cluster::flipbit_yaml;
 use flipbit_tests::genproc::{GeneratorProcess, objects};
+use flipbit_tests::live_cluster::LiveCluster;
 use flipbit_tests::repo;
 
 use super::{ZONE, state};
@@ -29,26 +28,14 @@ fn the_generator_shows_the_fleet_and_tells_services_of_a_withdrawn_host() {
     let Some(()) = flipbit_tests::require(&[flipbit_tests::tool::BIND]) else {
         return;
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let LiveCluster {
+        tmp,
+        api,
+        kubeconfig,
+        repo,
+        ..
+    } = LiveCluster::with_hosts(&[("lb-a", "127.198.1.0/24"), ("lb-b", "127.198.2.0/24")], 198, 3);
     let named = NamedInstance::start(&tmp.path().join("named"), 5368, ZONE).expect("named");
-    let api = ApiServer::start();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let config = flipbit_yaml(&[("lb-a", "127.198.1.0/24"), ("lb-b", "127.198.2.0/24")]);
-    let repo = repo::create(
-        &tmp.path().join("state.git"),
-        &BTreeMap::from([("flipbit.yaml", config)]),
-    )
-    .expect("repo");
-    for i in 1..=3u8 {
-        api.apply(objects::node(
-            &format!("node-{i}"),
-            &format!("127.198.0.{}", 9 + i),
-            true,
-            false,
-            true,
-        ));
-    }
     let server = format!("127.0.0.1:{}", named.port);
     let generator = GeneratorProcess::start(
         &repo,
