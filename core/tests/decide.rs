@@ -1,5 +1,7 @@
 //! The pure decision end to end: snapshot + config + ledger + time in, files and ledger out.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use flipbit_core::allocate::AddressEvent;
@@ -45,13 +47,7 @@ fn with(mut s: ServiceInput, key: &str, value: &str) -> ServiceInput {
 }
 
 fn node(i: u8) -> NodeInput {
-    NodeInput {
-        name: format!("node-{i}"),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready: true,
-        unschedulable: false,
-        internal_ips: vec![format!("127.0.0.{}", 9 + i)],
-    }
+    common::backend_node(format!("node-{i}"), format!("127.0.0.{}", 9 + i), true)
 }
 
 fn snapshot(services: Vec<ServiceInput>) -> Snapshot {

@@ -23,13 +23,7 @@ fn config() -> Config {
 }
 
 fn node(i: u8, ready: bool) -> NodeInput {
-    NodeInput {
-        name: format!("n{i}"),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready,
-        unschedulable: false,
-        internal_ips: vec![format!("127.5.0.{}", 10 + i)],
-    }
+    common::backend_node(format!("n{i}"), format!("127.5.0.{}", 10 + i), ready)
 }
 
 /// The repo as the engine keeps it: path → text.

@@ -105,13 +105,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn node(i: usize, ready: bool) -> NodeInput {
-    NodeInput {
-        name: format!("n{i}"),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready,
-        unschedulable: false,
-        internal_ips: vec![format!("127.5.0.{}", 10 + i)],
-    }
+    common::backend_node(format!("n{i}"), format!("127.5.0.{}", 10 + i), ready)
 }
 
 /// Service `i`; number 9 has a name that is not a Kubernetes name.

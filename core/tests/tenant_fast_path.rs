@@ -14,7 +14,7 @@ use flipbit_core::decide::{Decision, decide_with_holds};
 use flipbit_core::engine::Engine;
 use flipbit_core::holds::HoldUpdate;
 use flipbit_core::ledger::Ledger;
-use flipbit_core::model::{NodeInput, ServiceInput, Snapshot};
+use flipbit_core::model::{ServiceInput, Snapshot};
 use flipbit_core::repo_paths;
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -85,13 +85,7 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let node = |i: usize| NodeInput {
-            name: format!("n{i}"),
-            labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-            ready: true,
-            unschedulable: false,
-            internal_ips: vec![format!("127.6.0.{}", 10 + i)],
-        };
+        let node = |i: usize| common::backend_node(format!("n{i}"), format!("127.6.0.{}", 10 + i), true);
         Self {
             snapshot: Snapshot {
                 nodes: (0..NODES).map(node).collect(),

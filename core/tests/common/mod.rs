@@ -71,6 +71,17 @@ pub fn annotated(mut svc: ServiceInput, key: &str, value: &str) -> ServiceInput 
     svc
 }
 
+/// Node `name` at `ip`, labelled `flipbit.io/lb-backend: "true"` and schedulable.
+pub fn backend_node(name: impl Into<String>, ip: impl Into<String>, ready: bool) -> NodeInput {
+    NodeInput {
+        name: name.into(),
+        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
+        ready,
+        unschedulable: false,
+        internal_ips: vec![ip.into()],
+    }
+}
+
 /// Decides for `services` with one Ready node at `node_ip`, at a fixed time.
 pub fn decide_one_node(config: &Config, services: Vec<ServiceInput>, node_ip: &str, ledger: &Ledger) -> Decision {
     decide_one_node_held(config, services, node_ip, ledger, &HoldUpdate::default())
@@ -84,16 +95,9 @@ pub fn decide_one_node_held(
     ledger: &Ledger,
     holds: &HoldUpdate,
 ) -> Decision {
-    let node = NodeInput {
-        name: "n1".into(),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready: true,
-        unschedulable: false,
-        internal_ips: vec![node_ip.into()],
-    };
     let snapshot = Snapshot {
         services,
-        nodes: vec![node],
+        nodes: vec![backend_node("n1", node_ip, true)],
         ..Snapshot::default()
     };
     decide_with_holds(
