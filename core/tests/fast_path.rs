@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use flipbit_core::config::Config;
 use flipbit_core::decide::decide_with_holds;
 use flipbit_core::engine::Engine;
@@ -19,14 +17,11 @@ use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{
     EndpointInput, EndpointPortInput, EndpointSliceInput, NodeInput, PortInput, ServiceInput, Snapshot,
 };
-use flipbit_core::repo_paths;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
 const SERVICES: usize = 10;
 const NODES: usize = 4;
-
-use common::Store;
 
 fn config() -> Config {
     Config::parse(
@@ -208,11 +203,7 @@ fn slices(i: usize, v: u8) -> Vec<EndpointSliceInput> {
 struct World {
     snapshot: Snapshot,
     now: Timestamp,
-    engine: Engine<u64>,
-    store: Store,
-    tree: BTreeMap<String, u64>,
-    ledger: Ledger,
-    commits: usize,
+    repo: common::Repo,
     /// After each commit the engine is rebuilt from what it keeps between processes (as
     /// `flipbit-generator render` reads it back from its cache dir), decision memory included.
     restart: bool,
@@ -226,11 +217,7 @@ impl World {
                 ..Snapshot::default()
             },
             now: Timestamp::from_second(1_800_000_000).expect("time"),
-            engine: Engine::default(),
-            store: Store::default(),
-            tree: BTreeMap::new(),
-            ledger: Ledger::empty(),
-            commits: 0,
+            repo: common::Repo::new(),
             restart: false,
         }
     }
@@ -336,41 +323,12 @@ impl World {
         }
     }
 
-    /// One engine decision, checked against a full decision on the same inputs, then committed.
+    /// One engine decision, checked against a full decision on the same inputs (its nodes' states
+    /// too), then committed.
     fn cycle(&mut self) -> Result<(), TestCaseError> {
-        let config = config();
-        let holds = HoldUpdate::default();
-        let full = decide_with_holds(&self.snapshot, &config, &self.ledger, &holds, self.now);
-        let (decision, step) = self
-            .engine
-            .decide(&self.snapshot, &config, &self.ledger, &holds, self.now, &mut self.store)
-            .map_err(TestCaseError::fail)?;
-        prop_assert_eq!(&decision.ledger, &full.ledger);
-        prop_assert_eq!(&decision.exposed, &full.exposed);
-        prop_assert_eq!(&decision.kept, &full.kept);
-        prop_assert_eq!(&decision.events, &full.events);
-        prop_assert_eq!(&decision.problems, &full.problems);
+        let (full, decision, step) = self.repo.decide_as_full(&self.snapshot, &config(), self.now)?;
         prop_assert_eq!(&decision.node_states, &full.node_states);
-        let before = self.tree.clone();
-        common::commit_changes(&mut self.tree, &step.changes);
-        // A kept Service's files stay exactly as they were; every other file is what the full
-        // decision rendered.
-        let kept = |path: &String| repo_paths::service_of(path).is_some_and(|k| full.kept.contains(&k));
-        let mut wrong: Vec<&String> = Vec::new();
-        for path in self.tree.keys().chain(full.files.keys()) {
-            let ours = self.tree.get(path).map(|id| &self.store.texts[id]);
-            let right = if kept(path) {
-                before.get(path).map(|id| &self.store.texts[id])
-            } else {
-                full.files.get(path)
-            };
-            if ours != right {
-                wrong.push(path);
-            }
-        }
-        prop_assert!(wrong.is_empty(), "files differ from a full decision's: {:?}", wrong);
-        self.commits += 1;
-        let refused = self.engine.settled_refused();
+        let refused = self.repo.engine.settled_refused();
         // A memory read back is refused only when the nodes changed (nothing else here changes
         // what it must fit), never as damaged.
         prop_assert!(
@@ -378,11 +336,9 @@ impl World {
             "refused: {:?}",
             refused
         );
-        let base = format!("c{}", self.commits);
-        self.engine.advance(&base, step, &decision);
-        self.ledger = decision.ledger.clone();
+        let base = self.repo.advance(step, &decision);
         if self.restart {
-            self.engine = reborn(&self.engine, &base, &self.ledger);
+            self.repo.engine = reborn(&self.repo.engine, &base, &self.repo.ledger);
         }
         Ok(())
     }
@@ -409,27 +365,12 @@ proptest! {
     ) {
         let mut world = World::new();
         world.restart = true;
-        for i in 0..4 {
-            world.apply(&Op::Create(i));
-        }
-        world.cycle()?;
-        for op in &ops {
-            world.apply(op);
-            world.cycle()?;
-        }
+        common::create_four_then(&mut world, &ops, Op::Create, World::apply, World::cycle)?;
     }
 
     #[test]
     fn the_shortcut_decides_exactly_as_a_full_decision(ops in proptest::collection::vec(op(), 1..30)) {
-        let mut world = World::new();
-        for i in 0..4 {
-            world.apply(&Op::Create(i));
-        }
-        world.cycle()?;
-        for op in &ops {
-            world.apply(op);
-            world.cycle()?;
-        }
+        common::create_four_then(&mut World::new(), &ops, Op::Create, World::apply, World::cycle)?;
     }
 }
 
@@ -440,7 +381,11 @@ fn a_change_to_one_plain_service_takes_the_shortcut() {
         world.apply(&Op::Create(i));
     }
     world.cycle().expect("cold");
-    assert_eq!(world.engine.fast_decisions(), 0, "the first decision is a full one");
+    assert_eq!(
+        world.repo.engine.fast_decisions(),
+        0,
+        "the first decision is a full one"
+    );
     world.apply(&Op::Annotate(2, "flipbit.io/balance", "least-conn"));
     world.cycle().expect("annotation");
     world.apply(&Op::Create(7));
@@ -448,11 +393,11 @@ fn a_change_to_one_plain_service_takes_the_shortcut() {
     world.apply(&Op::Delete(0));
     world.cycle().expect("deleted Service");
     world.cycle().expect("nothing changed");
-    assert_eq!(world.engine.fast_decisions(), 4);
+    assert_eq!(world.repo.engine.fast_decisions(), 4);
     // A node change is a change to everything: a full decision.
     world.apply(&Op::NodeFlip(1));
     world.cycle().expect("node flip");
-    assert_eq!(world.engine.fast_decisions(), 4);
+    assert_eq!(world.repo.engine.fast_decisions(), 4);
 }
 
 /// The memory of the last decision read back in another process takes the shortcut; damaged
@@ -468,15 +413,20 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
     world.apply(&Op::Ports(1, 1));
     world.apply(&Op::Endpoints(1, 1));
     world.cycle().expect("cold");
-    let base = format!("c{}", world.commits);
+    let base = format!("c{}", world.repo.commits);
     let bytes = world
+        .repo
         .engine
-        .kept_settled(Some(&world.ledger))
+        .kept_settled(Some(&world.repo.ledger))
         .expect("the memory of a plain decision");
-    world.engine = reborn(&world.engine, &base, &world.ledger);
+    world.repo.engine = reborn(&world.repo.engine, &base, &world.repo.ledger);
     world.apply(&Op::Annotate(2, "flipbit.io/balance", "least-conn"));
     world.cycle().expect("read back");
-    assert_eq!(world.engine.fast_decisions(), 1, "an intact memory takes the shortcut");
+    assert_eq!(
+        world.repo.engine.fast_decisions(),
+        1,
+        "an intact memory takes the shortcut"
+    );
 
     let mut damaged: Vec<Vec<u8>> = (0..bytes.len()).step_by(7).map(|n| bytes[..n].to_vec()).collect();
     for i in (0..bytes.len()).step_by(5) {
@@ -486,12 +436,18 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
     }
     let config = config();
     let holds = HoldUpdate::default();
-    let full = decide_with_holds(&world.snapshot, &config, &world.ledger, &holds, world.now);
-    let files: Vec<_> = world.engine.files().map(|(p, f, b)| (p.to_owned(), f, b)).collect();
-    let base = format!("c{}", world.commits);
-    let good = world
+    let full = decide_with_holds(&world.snapshot, &config, &world.repo.ledger, &holds, world.now);
+    let files: Vec<_> = world
+        .repo
         .engine
-        .kept_settled(Some(&world.ledger))
+        .files()
+        .map(|(p, f, b)| (p.to_owned(), f, b))
+        .collect();
+    let base = format!("c{}", world.repo.commits);
+    let good = world
+        .repo
+        .engine
+        .kept_settled(Some(&world.repo.ledger))
         .expect("the memory after a fast decision");
     let mut damaged: Vec<Vec<u8>> = (0..good.len()).step_by(3).map(|n| good[..n].to_vec()).collect();
     for i in 0..good.len() {
@@ -507,10 +463,10 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
             .decide(
                 &world.snapshot,
                 &config,
-                &world.ledger,
+                &world.repo.ledger,
                 &holds,
                 world.now,
-                &mut world.store,
+                &mut world.repo.store,
             )
             .expect("decided");
         assert!(engine.settled_refused().is_some(), "damage is refused");
@@ -521,24 +477,25 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
     }
 
     // Stale: the nodes changed since (another context): refused, and a full decision.
-    world.engine = reborn(&world.engine, &base, &world.ledger);
+    world.repo.engine = reborn(&world.repo.engine, &base, &world.repo.ledger);
     world.apply(&Op::NodeFlip(1));
-    let full = decide_with_holds(&world.snapshot, &config, &world.ledger, &holds, world.now);
-    let fast = world.engine.fast_decisions();
+    let full = decide_with_holds(&world.snapshot, &config, &world.repo.ledger, &holds, world.now);
+    let fast = world.repo.engine.fast_decisions();
     let (decision, _) = world
+        .repo
         .engine
         .decide(
             &world.snapshot,
             &config,
-            &world.ledger,
+            &world.repo.ledger,
             &holds,
             world.now,
-            &mut world.store,
+            &mut world.repo.store,
         )
         .expect("decided");
-    assert_eq!(world.engine.fast_decisions(), fast, "a full decision");
+    assert_eq!(world.repo.engine.fast_decisions(), fast, "a full decision");
     assert_eq!(
-        world.engine.settled_refused().as_deref(),
+        world.repo.engine.settled_refused().as_deref(),
         Some("nodes or unreadable Services changed")
     );
     assert_eq!(decision.exposed, full.exposed);
@@ -577,17 +534,18 @@ fn endpoint_churn_takes_the_shortcut_and_touches_one_service() {
     world.apply(&Op::Annotate(2, "flipbit.io/backends", "pods"));
     world.apply(&Op::Annotate(3, "flipbit.io/backends", "pods"));
     world.cycle().expect("cold");
-    let fast = world.engine.fast_decisions();
+    let fast = world.repo.engine.fast_decisions();
     for (i, v) in [(2, 2), (2, 5), (2, 3), (3, 0), (2, 1), (4, 2)] {
-        let before = world.tree.clone();
+        let before = world.repo.tree.clone();
         world.apply(&Op::Endpoints(i, v));
         world.cycle().expect("endpoints");
         let touched: std::collections::BTreeSet<String> = world
+            .repo
             .tree
             .iter()
             .filter(|(path, id)| before.get(*path) != Some(*id))
             .map(|(path, _)| path.clone())
-            .chain(before.keys().filter(|p| !world.tree.contains_key(*p)).cloned())
+            .chain(before.keys().filter(|p| !world.repo.tree.contains_key(*p)).cloned())
             .collect();
         let service = service(i).name;
         assert!(
@@ -604,14 +562,14 @@ fn endpoint_churn_takes_the_shortcut_and_touches_one_service() {
         }
     }
     world.apply(&Op::ReorderSlices);
-    let before = world.tree.clone();
+    let before = world.repo.tree.clone();
     world.cycle().expect("reordered");
-    assert_eq!(world.tree, before, "the order of slices changed a file");
+    assert_eq!(world.repo.tree, before, "the order of slices changed a file");
     assert_eq!(
-        world.engine.fast_decisions(),
+        world.repo.engine.fast_decisions(),
         fast + 7,
         "slice churn took a full decision"
     );
-    let text = &world.store.texts[&world.tree["lb/lb-2/a/s2.conf"]];
+    let text = &world.repo.store.texts[&world.repo.tree["lb/lb-2/a/s2.conf"]];
     assert!(text.contains("server 10.9.2.1:8080;"), "{text}");
 }

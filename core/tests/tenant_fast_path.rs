@@ -7,15 +7,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use flipbit_core::config::Config;
-use flipbit_core::decide::{Decision, decide_with_holds};
-use flipbit_core::engine::Engine;
-use flipbit_core::holds::HoldUpdate;
-use flipbit_core::ledger::Ledger;
+use flipbit_core::decide::Decision;
 use flipbit_core::model::{ServiceInput, Snapshot};
-use flipbit_core::repo_paths;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
@@ -76,11 +70,7 @@ struct World {
     snapshot: Snapshot,
     config: usize,
     now: Timestamp,
-    engine: Engine<u64>,
-    store: common::Store,
-    tree: BTreeMap<String, u64>,
-    ledger: Ledger,
-    commits: usize,
+    repo: common::Repo,
 }
 
 impl World {
@@ -93,11 +83,7 @@ impl World {
             },
             config: 0,
             now: Timestamp::from_second(1_800_000_000).expect("time"),
-            engine: Engine::default(),
-            store: common::Store::default(),
-            tree: BTreeMap::new(),
-            ledger: Ledger::empty(),
-            commits: 0,
+            repo: common::Repo::new(),
         }
     }
 
@@ -155,33 +141,7 @@ impl World {
     /// One engine decision, checked against a full decision on the same inputs, then committed.
     fn cycle(&mut self) -> Result<Decision, TestCaseError> {
         let config = self.config();
-        let holds = HoldUpdate::default();
-        let full = decide_with_holds(&self.snapshot, &config, &self.ledger, &holds, self.now);
-        let (decision, step) = self
-            .engine
-            .decide(&self.snapshot, &config, &self.ledger, &holds, self.now, &mut self.store)
-            .map_err(TestCaseError::fail)?;
-        prop_assert_eq!(&decision.ledger, &full.ledger);
-        prop_assert_eq!(&decision.exposed, &full.exposed);
-        prop_assert_eq!(&decision.kept, &full.kept);
-        prop_assert_eq!(&decision.events, &full.events);
-        prop_assert_eq!(&decision.problems, &full.problems);
-        let before = self.tree.clone();
-        common::commit_changes(&mut self.tree, &step.changes);
-        let kept = |path: &String| repo_paths::service_of(path).is_some_and(|k| full.kept.contains(&k));
-        let mut wrong: Vec<&String> = Vec::new();
-        for path in self.tree.keys().chain(full.files.keys()) {
-            let ours = self.tree.get(path).map(|id| &self.store.texts[id]);
-            let right = if kept(path) {
-                before.get(path).map(|id| &self.store.texts[id])
-            } else {
-                full.files.get(path)
-            };
-            if ours != right {
-                wrong.push(path);
-            }
-        }
-        prop_assert!(wrong.is_empty(), "files differ from a full decision's: {:?}", wrong);
+        let (_, decision, step) = self.repo.decide_as_full(&self.snapshot, &config, self.now)?;
         // Every exposed Service holds addresses of pools that admit it only.
         for (key, summary) in decision.exposed.iter() {
             let svc = self
@@ -205,9 +165,7 @@ impl World {
                 );
             }
         }
-        self.commits += 1;
-        self.engine.advance(&format!("c{}", self.commits), step, &decision);
-        self.ledger = decision.ledger.clone();
+        self.repo.advance(step, &decision);
         Ok(decision)
     }
 }
@@ -217,15 +175,7 @@ proptest! {
 
     #[test]
     fn the_shortcut_decides_tenant_pools_exactly_as_a_full_decision(ops in proptest::collection::vec(op(), 1..30)) {
-        let mut world = World::new();
-        for i in 0..4 {
-            world.apply(&Op::Create(i));
-        }
-        world.cycle()?;
-        for op in &ops {
-            world.apply(op);
-            world.cycle()?;
-        }
+        common::create_four_then(&mut World::new(), &ops, Op::Create, World::apply, World::cycle)?;
     }
 }
 
@@ -239,11 +189,11 @@ fn a_label_change_takes_the_shortcut_and_moves_one_service() {
         world.apply(&Op::Label(i, Some("web")));
     }
     let cold = world.cycle().expect("cold");
-    let fast = world.engine.fast_decisions();
+    let fast = world.repo.engine.fast_decisions();
     world.apply(&Op::Label(2, Some("api")));
     let moved = world.cycle().expect("label");
     assert_eq!(
-        world.engine.fast_decisions(),
+        world.repo.engine.fast_decisions(),
         fast + 1,
         "a label change took a full decision"
     );
