@@ -10,10 +10,9 @@
 mod common;
 
 use flipbit_core::config::Config;
-use flipbit_core::decide::decide_with_holds;
+use flipbit_core::decide::{Decision, decide_with_holds};
 use flipbit_core::engine::Engine;
 use flipbit_core::holds::HoldUpdate;
-use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{
     EndpointInput, EndpointPortInput, EndpointSliceInput, NodeInput, PortInput, ServiceInput, Snapshot,
 };
@@ -56,21 +55,26 @@ enum Op {
     Nothing,
 }
 
+/// What `Annotate` sets: good values and bad, hostnames free and taken, a shared key, a requested
+/// address, one LB host, and pod backends (listed twice: twice as likely).
+const ANNOTATIONS: [(&str, &str); 12] = [
+    ("flipbit.io/balance", "least-conn"),
+    ("flipbit.io/balance", "bogus"),
+    ("flipbit.io/max-nodes", "1"),
+    ("flipbit.io/dns-ttl", "60"),
+    ("flipbit.io/hostname", "www.k.test"),
+    ("flipbit.io/hostname", "s1.a.k.test"),
+    ("flipbit.io/hostname", "ns1.k.test"),
+    ("flipbit.io/shared-ip-key", "web"),
+    ("flipbit.io/ips", "127.5.1.3"),
+    ("flipbit.io/load-balancers", "lb-1"),
+    ("flipbit.io/backends", "pods"),
+    ("flipbit.io/backends", "pods"),
+];
+
 fn op() -> impl Strategy<Value = Op> {
-    let annotation = prop_oneof![
-        Just(("flipbit.io/balance", "least-conn")),
-        Just(("flipbit.io/balance", "bogus")),
-        Just(("flipbit.io/max-nodes", "1")),
-        Just(("flipbit.io/dns-ttl", "60")),
-        Just(("flipbit.io/hostname", "www.k.test")),
-        Just(("flipbit.io/hostname", "s1.a.k.test")),
-        Just(("flipbit.io/hostname", "ns1.k.test")),
-        Just(("flipbit.io/shared-ip-key", "web")),
-        Just(("flipbit.io/ips", "127.5.1.3")),
-        Just(("flipbit.io/load-balancers", "lb-1")),
-        Just(("flipbit.io/backends", "pods")),
-        Just(("flipbit.io/backends", "pods")),
-    ];
+    // One of the annotations with equal weights, as `prop_oneof!` of each would be.
+    let annotation = proptest::strategy::Union::new(ANNOTATIONS.map(Just));
     let key = prop_oneof![
         Just("flipbit.io/balance"),
         Just("flipbit.io/hostname"),
@@ -222,6 +226,15 @@ impl World {
         }
     }
 
+    /// A new world with Services `services` created, nothing decided yet.
+    fn with_services(services: impl IntoIterator<Item = usize>) -> Self {
+        let mut world = Self::new();
+        for i in services {
+            world.apply(&Op::Create(i));
+        }
+        world
+    }
+
     fn position(&self, i: usize) -> Option<usize> {
         let name = service(i).name;
         self.snapshot.services.iter().position(|s| s.name == name)
@@ -313,12 +326,7 @@ impl World {
             }
             Op::ReorderSlices => self.snapshot.endpoint_slices.reverse(),
             Op::NodeFlip(i) => self.snapshot.nodes[i].ready = !self.snapshot.nodes[i].ready,
-            Op::Advance(s) => {
-                self.now = self
-                    .now
-                    .saturating_add(jiff::SignedDuration::from_secs(s.into()))
-                    .expect("time")
-            }
+            Op::Advance(s) => self.now = common::after(self.now, s),
             Op::Nothing => {}
         }
     }
@@ -336,23 +344,56 @@ impl World {
             "refused: {:?}",
             refused
         );
-        let base = self.repo.advance(step, &decision);
+        self.repo.advance(step, &decision);
         if self.restart {
-            self.repo.engine = reborn(&self.repo.engine, &base, &self.repo.ledger);
+            self.repo.engine = self.repo.reborn();
         }
         Ok(())
     }
+
+    /// A full decision on the world as it is.
+    fn full_decision(&self) -> Decision {
+        decide_with_holds(
+            &self.snapshot,
+            &config(),
+            &self.repo.ledger,
+            &HoldUpdate::default(),
+            self.now,
+        )
+    }
+
+    /// `engine`'s decision on the world as it is, its blobs written to the world's store.
+    fn decide_by(&mut self, engine: &mut Engine<u64>) -> Decision {
+        let (decision, _) = engine
+            .decide(
+                &self.snapshot,
+                &config(),
+                &self.repo.ledger,
+                &HoldUpdate::default(),
+                self.now,
+                &mut self.repo.store,
+            )
+            .expect("decided");
+        decision
+    }
 }
 
-/// A new engine from what `engine` keeps between processes: its files, node choices and the
-/// last decision's memory as bytes (the ledger kept beside them is `ledger`).
-fn reborn(engine: &Engine<u64>, base: &str, ledger: &Ledger) -> Engine<u64> {
-    let files: Vec<_> = engine.files().map(|(p, f, b)| (p.to_owned(), f, b)).collect();
-    let mut reborn = Engine::restore(base, files, engine.kept_choices());
-    if let Some(bytes) = engine.kept_settled(Some(ledger)) {
-        reborn.restore_settled(bytes);
+impl common::Repo {
+    /// A new engine from what this one keeps between processes: its files, node choices and the
+    /// last decision's memory as bytes, at the last commit (the ledger kept beside them is the
+    /// repo's).
+    fn reborn(&self) -> Engine<u64> {
+        let mut reborn = Engine::restore(&self.last_commit(), self.files(), self.engine.kept_choices());
+        if let Some(bytes) = self.memory() {
+            reborn.restore_settled(bytes);
+        }
+        reborn
     }
-    reborn
+
+    /// The engine's files, as [`Engine::restore`] takes them.
+    fn files(&self) -> Vec<(String, Option<u64>, u64)> {
+        self.engine.files().map(|(p, f, b)| (p.to_owned(), f, b)).collect()
+    }
 }
 
 proptest! {
@@ -376,10 +417,7 @@ proptest! {
 
 #[test]
 fn a_change_to_one_plain_service_takes_the_shortcut() {
-    let mut world = World::new();
-    for i in 0..6 {
-        world.apply(&Op::Create(i));
-    }
+    let mut world = World::with_services(0..6);
     world.cycle().expect("cold");
     assert_eq!(
         world.repo.engine.fast_decisions(),
@@ -405,21 +443,13 @@ fn a_change_to_one_plain_service_takes_the_shortcut() {
 /// a full one, the same as without it.
 #[test]
 fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale() {
-    let mut world = World::new();
-    for i in 0..6 {
-        world.apply(&Op::Create(i));
-    }
+    let mut world = World::with_services(0..6);
     world.apply(&Op::Annotate(1, "flipbit.io/backends", "pods"));
     world.apply(&Op::Ports(1, 1));
     world.apply(&Op::Endpoints(1, 1));
     world.cycle().expect("cold");
-    let base = format!("c{}", world.repo.commits);
-    let bytes = world
-        .repo
-        .engine
-        .kept_settled(Some(&world.repo.ledger))
-        .expect("the memory of a plain decision");
-    world.repo.engine = reborn(&world.repo.engine, &base, &world.repo.ledger);
+    let bytes = world.repo.memory().expect("the memory of a plain decision");
+    world.repo.engine = world.repo.reborn();
     world.apply(&Op::Annotate(2, "flipbit.io/balance", "least-conn"));
     world.cycle().expect("read back");
     assert_eq!(
@@ -428,27 +458,10 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
         "an intact memory takes the shortcut"
     );
 
-    let mut damaged: Vec<Vec<u8>> = (0..bytes.len()).step_by(7).map(|n| bytes[..n].to_vec()).collect();
-    for i in (0..bytes.len()).step_by(5) {
-        let mut flipped = bytes.clone();
-        flipped[i] ^= 0x41;
-        damaged.push(flipped);
-    }
-    let config = config();
-    let holds = HoldUpdate::default();
-    let full = decide_with_holds(&world.snapshot, &config, &world.repo.ledger, &holds, world.now);
-    let files: Vec<_> = world
-        .repo
-        .engine
-        .files()
-        .map(|(p, f, b)| (p.to_owned(), f, b))
-        .collect();
-    let base = format!("c{}", world.repo.commits);
-    let good = world
-        .repo
-        .engine
-        .kept_settled(Some(&world.repo.ledger))
-        .expect("the memory after a fast decision");
+    let full = world.full_decision();
+    let files = world.repo.files();
+    let base = world.repo.last_commit();
+    let good = world.repo.memory().expect("the memory after a fast decision");
     let mut damaged: Vec<Vec<u8>> = (0..good.len()).step_by(3).map(|n| good[..n].to_vec()).collect();
     for i in 0..good.len() {
         let mut flipped = good.clone();
@@ -459,16 +472,7 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
     for bad in damaged {
         let mut engine = Engine::restore(&base, files.clone(), Vec::new());
         engine.restore_settled(bad);
-        let (decision, _) = engine
-            .decide(
-                &world.snapshot,
-                &config,
-                &world.repo.ledger,
-                &holds,
-                world.now,
-                &mut world.repo.store,
-            )
-            .expect("decided");
+        let decision = world.decide_by(&mut engine);
         assert!(engine.settled_refused().is_some(), "damage is refused");
         assert_eq!(engine.fast_decisions(), 0, "a full decision");
         assert_eq!(decision.exposed, full.exposed);
@@ -477,25 +481,14 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
     }
 
     // Stale: the nodes changed since (another context): refused, and a full decision.
-    world.repo.engine = reborn(&world.repo.engine, &base, &world.repo.ledger);
+    let mut engine = world.repo.reborn();
     world.apply(&Op::NodeFlip(1));
-    let full = decide_with_holds(&world.snapshot, &config, &world.repo.ledger, &holds, world.now);
-    let fast = world.repo.engine.fast_decisions();
-    let (decision, _) = world
-        .repo
-        .engine
-        .decide(
-            &world.snapshot,
-            &config,
-            &world.repo.ledger,
-            &holds,
-            world.now,
-            &mut world.repo.store,
-        )
-        .expect("decided");
-    assert_eq!(world.repo.engine.fast_decisions(), fast, "a full decision");
+    let full = world.full_decision();
+    let fast = engine.fast_decisions();
+    let decision = world.decide_by(&mut engine);
+    assert_eq!(engine.fast_decisions(), fast, "a full decision");
     assert_eq!(
-        world.repo.engine.settled_refused().as_deref(),
+        engine.settled_refused().as_deref(),
         Some("nodes or unreadable Services changed")
     );
     assert_eq!(decision.exposed, full.exposed);
@@ -507,10 +500,7 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
 #[test]
 fn a_new_service_takes_its_default_name_back_from_a_claimant() {
     for create in [Op::Create(1), Op::CreateInternal(1)] {
-        let mut world = World::new();
-        for i in [0, 2, 3] {
-            world.apply(&Op::Create(i));
-        }
+        let mut world = World::with_services([0, 2, 3]);
         world.apply(&Op::Annotate(3, "flipbit.io/hostname", "s1.a.k.test"));
         world.cycle().expect("the claim");
         world.cycle().expect("nothing changed");
@@ -525,9 +515,8 @@ fn a_new_service_takes_its_default_name_back_from_a_claimant() {
 /// listed in another order) is decided for that Service alone, and rewrites only its files.
 #[test]
 fn endpoint_churn_takes_the_shortcut_and_touches_one_service() {
-    let mut world = World::new();
+    let mut world = World::with_services(0..6);
     for i in 0..6 {
-        world.apply(&Op::Create(i));
         world.apply(&Op::Ports(i, 1));
         world.apply(&Op::Endpoints(i, 1));
     }

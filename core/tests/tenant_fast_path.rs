@@ -127,12 +127,7 @@ impl World {
                 }
             }
             Op::NodeFlip(i) => self.snapshot.nodes[i].ready = !self.snapshot.nodes[i].ready,
-            Op::Advance(s) => {
-                self.now = self
-                    .now
-                    .saturating_add(jiff::SignedDuration::from_secs(s.into()))
-                    .expect("time")
-            }
+            Op::Advance(s) => self.now = common::after(self.now, s),
             Op::Config(c) => self.config = c,
             Op::Nothing => {}
         }

@@ -92,14 +92,24 @@ impl Repo {
         Ok((full, decision, step))
     }
 
-    /// Counts a commit of `step`, named `c<count>`, advances the engine to it and keeps
-    /// `decision`'s ledger; returns the commit's name.
+    /// Counts a commit of `step`, advances the engine to it and keeps `decision`'s ledger;
+    /// returns the commit's name.
     pub fn advance(&mut self, step: Step<u64>, decision: &Decision) -> String {
         self.commits += 1;
-        let commit = format!("c{}", self.commits);
+        let commit = self.last_commit();
         self.engine.advance(&commit, step, decision);
         self.ledger = decision.ledger.clone();
         commit
+    }
+
+    /// The name of the last commit: `c<count>`.
+    pub fn last_commit(&self) -> String {
+        format!("c{}", self.commits)
+    }
+
+    /// The engine's memory of its last decision as bytes, kept beside the repo's ledger.
+    pub fn memory(&self) -> Option<Vec<u8>> {
+        self.engine.kept_settled(Some(&self.ledger))
     }
 }
 
@@ -121,6 +131,12 @@ pub fn create_four_then<W, Op, R>(
         cycle(world)?;
     }
     Ok(())
+}
+
+/// `secs` seconds after `now`.
+pub fn after(now: Timestamp, secs: u32) -> Timestamp {
+    now.saturating_add(jiff::SignedDuration::from_secs(secs.into()))
+        .expect("time")
 }
 
 pub fn id_of(text: &str) -> u64 {
