@@ -1,6 +1,11 @@
-//! Builders shared by the core tests: a LoadBalancer Service of our class and a decision over
-//! one Ready node at a fixed time.
+//! Builders shared by the core tests: the inputs of `inputs` (a LoadBalancer Service of our class,
+//! a backend node), a decision over one Ready node at a fixed time, and the state repo as the
+//! engine tests keep it.
 #![allow(dead_code)]
+
+mod inputs;
+
+pub use inputs::*;
 
 use std::collections::BTreeMap;
 
@@ -9,7 +14,7 @@ use flipbit_core::decide::{Decision, decide_with_holds};
 use flipbit_core::engine::{Change, Engine, Step};
 use flipbit_core::holds::HoldUpdate;
 use flipbit_core::ledger::Ledger;
-use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use flipbit_core::model::{ServiceInput, Snapshot};
 use flipbit_core::repo_paths;
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -159,39 +164,6 @@ impl flipbit_core::engine::Blobs for Store {
     }
 }
 
-/// `ns/name`, type LoadBalancer, class flipbit.io/nginx, TCP 80 → node port 30080.
-pub fn lb_service(ns: &str, name: &str) -> ServiceInput {
-    ServiceInput {
-        namespace: ns.into(),
-        name: name.into(),
-        service_type: "LoadBalancer".into(),
-        load_balancer_class: Some("flipbit.io/nginx".into()),
-        ports: vec![PortInput {
-            name: None,
-            protocol: None,
-            port: 80,
-            node_port: Some(30080),
-        }],
-        ..ServiceInput::default()
-    }
-}
-
-pub fn annotated(mut svc: ServiceInput, key: &str, value: &str) -> ServiceInput {
-    svc.annotations.insert(key.into(), value.into());
-    svc
-}
-
-/// Node `name` at `ip`, labelled `flipbit.io/lb-backend: "true"` and schedulable.
-pub fn backend_node(name: impl Into<String>, ip: impl Into<String>, ready: bool) -> NodeInput {
-    NodeInput {
-        name: name.into(),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready,
-        unschedulable: false,
-        internal_ips: vec![ip.into()],
-    }
-}
-
 /// Decides for `services` with one Ready node at `node_ip`, at a fixed time.
 pub fn decide_one_node(config: &Config, services: Vec<ServiceInput>, node_ip: &str, ledger: &Ledger) -> Decision {
     decide_one_node_held(config, services, node_ip, ledger, &HoldUpdate::default())
@@ -205,13 +177,8 @@ pub fn decide_one_node_held(
     ledger: &Ledger,
     holds: &HoldUpdate,
 ) -> Decision {
-    let snapshot = Snapshot {
-        services,
-        nodes: vec![backend_node("n1", node_ip, true)],
-        ..Snapshot::default()
-    };
     decide_with_holds(
-        &snapshot,
+        &one_node_snapshot(services, node_ip),
         config,
         ledger,
         holds,
