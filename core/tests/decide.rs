@@ -1,7 +1,10 @@
 //! The pure decision end to end: snapshot + config + ledger + time in, files and ledger out.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
+use common::{annotated, lb_service};
 use flipbit_core::allocate::AddressEvent;
 use flipbit_core::config::Config;
 use flipbit_core::decide::{Decision, decide};
@@ -16,42 +19,8 @@ fn config() -> Config {
     Config::parse(CONFIG).unwrap()
 }
 
-fn svc(ns: &str, name: &str) -> ServiceInput {
-    ServiceInput {
-        namespace: ns.into(),
-        name: name.into(),
-        service_type: "LoadBalancer".into(),
-        load_balancer_class: Some("flipbit.io/nginx".into()),
-        annotations: BTreeMap::new(),
-        ports: vec![PortInput {
-            name: None,
-            protocol: None,
-            port: 80,
-            node_port: Some(30080),
-        }],
-        external_traffic_policy: None,
-        created: None,
-        ip_families: Vec::new(),
-        external_ips: Vec::new(),
-        load_balancer_source_ranges: Vec::new(),
-        session_affinity: None,
-        labels: Default::default(),
-    }
-}
-
-fn with(mut s: ServiceInput, key: &str, value: &str) -> ServiceInput {
-    s.annotations.insert(key.into(), value.into());
-    s
-}
-
 fn node(i: u8) -> NodeInput {
-    NodeInput {
-        name: format!("node-{i}"),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready: true,
-        unschedulable: false,
-        internal_ips: vec![format!("127.0.0.{}", 9 + i)],
-    }
+    common::backend_node(format!("node-{i}"), format!("127.0.0.{}", 9 + i), true)
 }
 
 fn snapshot(services: Vec<ServiceInput>) -> Snapshot {
@@ -60,6 +29,11 @@ fn snapshot(services: Vec<ServiceInput>) -> Snapshot {
         nodes: (1..=5).map(node).collect(),
         ..Snapshot::default()
     }
+}
+
+/// The decision for `services` on the five nodes, from `ledger`, `secs` seconds after the start.
+fn decide_at(services: Vec<ServiceInput>, config: &Config, ledger: &Ledger, secs: i64) -> Decision {
+    decide(&snapshot(services), config, ledger, t(secs))
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -77,7 +51,7 @@ fn addr(d: &Decision, key: &str, host: &str) -> Option<String> {
 
 #[test]
 fn same_inputs_give_identical_output() {
-    let snap = snapshot(vec![svc("b", "x"), svc("a", "y")]);
+    let snap = snapshot(vec![lb_service("b", "x"), lb_service("a", "y")]);
     let one = decide(&snap, &config(), &Ledger::empty(), t(0));
     let mut reversed = snap.clone();
     reversed.services.reverse();
@@ -93,27 +67,27 @@ fn same_inputs_give_identical_output() {
 
 #[test]
 fn which_services_are_ours() {
-    let mut np = svc("a", "nodeport");
+    let mut np = lb_service("a", "nodeport");
     np.service_type = "NodePort".into();
     np.load_balancer_class = None;
-    let mut classless = svc("a", "classless");
+    let mut classless = lb_service("a", "classless");
     classless.load_balancer_class = None;
-    let mut other = svc("a", "other");
+    let mut other = lb_service("a", "other");
     other.load_balancer_class = Some("example.com/lb".into());
     let services = vec![
-        svc("a", "lb"),
-        with(svc("a", "optout"), "flipbit.io/expose", "false"),
+        lb_service("a", "lb"),
+        annotated(lb_service("a", "optout"), "flipbit.io/expose", "false"),
         np.clone(),
-        with(np, "flipbit.io/expose", "true").tap_name("nodeport-in"),
+        annotated(np, "flipbit.io/expose", "true").tap_name("nodeport-in"),
         classless.clone(),
         other,
     ];
-    let d = decide(&snapshot(services.clone()), &config(), &Ledger::empty(), t(0));
+    let d = decide_at(services.clone(), &config(), &Ledger::empty(), 0);
     let keys: Vec<String> = d.exposed.keys().map(ToString::to_string).collect();
     assert_eq!(keys, ["a/lb", "a/nodeport-in"]);
     let mut cfg = config();
     cfg.manage_classless_load_balancers = true;
-    let d = decide(&snapshot(services), &cfg, &Ledger::empty(), t(0));
+    let d = decide_at(services, &cfg, &Ledger::empty(), 0);
     assert!(d.exposed.keys().any(|k| k.to_string() == "a/classless"));
 }
 
@@ -130,7 +104,7 @@ impl TapName for ServiceInput {
 
 #[test]
 fn settings_reach_the_rendered_text() {
-    let mut udp = svc("a", "udp");
+    let mut udp = lb_service("a", "udp");
     udp.ports = vec![PortInput {
         name: None,
         protocol: Some("UDP".into()),
@@ -138,14 +112,14 @@ fn settings_reach_the_rendered_text() {
         node_port: Some(30053),
     }];
     let services = vec![
-        with(svc("a", "lc"), "flipbit.io/balance", "least-conn"),
-        with(svc("a", "hash"), "flipbit.io/balance", "hash"),
-        with(svc("a", "pp"), "flipbit.io/proxy-protocol", "true"),
-        with(svc("a", "only2"), "flipbit.io/load-balancers", "lb-2"),
-        with(svc("a", "three"), "flipbit.io/max-nodes", "3"),
+        annotated(lb_service("a", "lc"), "flipbit.io/balance", "least-conn"),
+        annotated(lb_service("a", "hash"), "flipbit.io/balance", "hash"),
+        annotated(lb_service("a", "pp"), "flipbit.io/proxy-protocol", "true"),
+        annotated(lb_service("a", "only2"), "flipbit.io/load-balancers", "lb-2"),
+        annotated(lb_service("a", "three"), "flipbit.io/max-nodes", "3"),
         udp,
     ];
-    let d = decide(&snapshot(services), &config(), &Ledger::empty(), t(0));
+    let d = decide_at(services, &config(), &Ledger::empty(), 0);
     let file = |p: &str| {
         d.files
             .get(p)
@@ -168,7 +142,7 @@ fn settings_reach_the_rendered_text() {
 
 #[test]
 fn local_traffic_uses_only_nodes_with_ready_endpoints() {
-    let mut local = svc("a", "local");
+    let mut local = lb_service("a", "local");
     local.external_traffic_policy = Some("Local".into());
     let mut snap = snapshot(vec![local]);
     snap.endpoint_slices = vec![EndpointSliceInput {
@@ -202,15 +176,15 @@ fn local_traffic_uses_only_nodes_with_ready_endpoints() {
 #[test]
 fn addresses_are_kept_withdrawn_held_and_freed() {
     let cfg = config();
-    let d1 = decide(
-        &snapshot(vec![svc("a", "one"), svc("a", "two")]),
+    let d1 = decide_at(
+        vec![lb_service("a", "one"), lb_service("a", "two")],
         &cfg,
         &Ledger::empty(),
-        t(0),
+        0,
     );
     assert_eq!(addr(&d1, "a/two", "lb-2").as_deref(), Some("127.1.5.2"));
 
-    let d2 = decide(&snapshot(vec![svc("a", "two")]), &cfg, &d1.ledger, t(10));
+    let d2 = decide_at(vec![lb_service("a", "two")], &cfg, &d1.ledger, 10);
     assert_eq!(addr(&d2, "a/two", "lb-1").as_deref(), Some("127.1.1.2"));
     assert!(d2.events.contains(&AddressEvent::Withdrawn {
         key: "a/one".parse().unwrap()
@@ -224,11 +198,11 @@ fn addresses_are_kept_withdrawn_held_and_freed() {
             .contains("lb/lb-1/a/one.conf")
     );
 
-    let d3 = decide(
-        &snapshot(vec![svc("a", "two"), svc("a", "three")]),
+    let d3 = decide_at(
+        vec![lb_service("a", "two"), lb_service("a", "three")],
         &cfg,
         &d2.ledger,
-        t(20),
+        20,
     );
     assert_eq!(
         addr(&d3, "a/three", "lb-1").as_deref(),
@@ -236,11 +210,11 @@ fn addresses_are_kept_withdrawn_held_and_freed() {
         "a held address was reused"
     );
 
-    let d4 = decide(
-        &snapshot(vec![svc("a", "two"), svc("a", "three"), svc("a", "one")]),
+    let d4 = decide_at(
+        vec![lb_service("a", "two"), lb_service("a", "three"), lb_service("a", "one")],
         &cfg,
         &d3.ledger,
-        t(30),
+        30,
     );
     assert_eq!(
         addr(&d4, "a/one", "lb-1").as_deref(),
@@ -249,14 +223,14 @@ fn addresses_are_kept_withdrawn_held_and_freed() {
     );
     assert!(d4.ledger.services.values().all(|e| e.released_at.is_none()));
 
-    let d5 = decide(&snapshot(vec![svc("a", "two")]), &cfg, &d4.ledger, t(40));
-    let d6 = decide(&snapshot(vec![svc("a", "two")]), &cfg, &d5.ledger, t(40 + 59));
+    let d5 = decide_at(vec![lb_service("a", "two")], &cfg, &d4.ledger, 40);
+    let d6 = decide_at(vec![lb_service("a", "two")], &cfg, &d5.ledger, 40 + 59);
     assert_eq!(d6.ledger.services.len(), 3, "freed before the grace ran out");
-    let d7 = decide(
-        &snapshot(vec![svc("a", "two"), svc("a", "four")]),
+    let d7 = decide_at(
+        vec![lb_service("a", "two"), lb_service("a", "four")],
         &cfg,
         &d6.ledger,
-        t(40 + 60),
+        40 + 60,
     );
     assert!(d7.events.contains(&AddressEvent::Freed {
         key: "a/one".parse().unwrap()
@@ -271,9 +245,9 @@ fn addresses_are_kept_withdrawn_held_and_freed() {
 #[test]
 fn a_skipped_service_keeps_its_ledger_entry_and_files() {
     let cfg = config();
-    let d1 = decide(&snapshot(vec![svc("a", "one")]), &cfg, &Ledger::empty(), t(0));
-    let bad = with(svc("a", "one"), "flipbit.io/max-nodes", "many");
-    let d2 = decide(&snapshot(vec![bad]), &cfg, &d1.ledger, t(5));
+    let d1 = decide_at(vec![lb_service("a", "one")], &cfg, &Ledger::empty(), 0);
+    let bad = annotated(lb_service("a", "one"), "flipbit.io/max-nodes", "many");
+    let d2 = decide_at(vec![bad], &cfg, &d1.ledger, 5);
     assert_eq!(d2.ledger, d1.ledger, "an invalid Service changed the ledger");
     assert!(d2.kept.contains(&"a/one".parse().unwrap()));
     assert!(
@@ -289,11 +263,11 @@ fn a_skipped_service_keeps_its_ledger_entry_and_files() {
 
 #[test]
 fn a_service_listed_twice_is_an_error_and_kept() {
-    let d = decide(
-        &snapshot(vec![svc("a", "one"), svc("a", "one")]),
+    let d = decide_at(
+        vec![lb_service("a", "one"), lb_service("a", "one")],
         &config(),
         &Ledger::empty(),
-        t(0),
+        0,
     );
     assert!(d.exposed.is_empty());
     assert!(d.problems.iter().any(|p| p.message.contains("more than once")));
@@ -302,18 +276,18 @@ fn a_service_listed_twice_is_an_error_and_kept() {
 #[test]
 fn a_shrunk_pool_moves_only_the_addresses_outside_it() {
     let cfg = config();
-    let d1 = decide(
-        &snapshot(vec![svc("a", "one"), svc("a", "two")]),
+    let d1 = decide_at(
+        vec![lb_service("a", "one"), lb_service("a", "two")],
         &cfg,
         &Ledger::empty(),
-        t(0),
+        0,
     );
     let shrunk = Config::parse(&CONFIG.replace("127.1.1.0/24", "127.1.1.2-127.1.1.20")).unwrap();
-    let d2 = decide(
-        &snapshot(vec![svc("a", "one"), svc("a", "two")]),
+    let d2 = decide_at(
+        vec![lb_service("a", "one"), lb_service("a", "two")],
         &shrunk,
         &d1.ledger,
-        t(1),
+        1,
     );
     assert_eq!(
         addr(&d2, "a/two", "lb-1").as_deref(),
@@ -327,8 +301,8 @@ fn a_shrunk_pool_moves_only_the_addresses_outside_it() {
 #[test]
 fn pool_exhaustion_hits_only_the_late_service() {
     // lb-2's /29 holds 6 addresses.
-    let services: Vec<ServiceInput> = (0..7).map(|i| svc("a", &format!("s{i}"))).collect();
-    let d = decide(&snapshot(services), &config(), &Ledger::empty(), t(0));
+    let services: Vec<ServiceInput> = (0..7).map(|i| lb_service("a", &format!("s{i}"))).collect();
+    let d = decide_at(services, &config(), &Ledger::empty(), 0);
     assert_eq!(addr(&d, "a/s5", "lb-2").as_deref(), Some("127.1.5.6"));
     assert_eq!(addr(&d, "a/s6", "lb-2"), None);
     assert_eq!(addr(&d, "a/s6", "lb-1").as_deref(), Some("127.1.1.7"));
@@ -343,7 +317,7 @@ fn pool_exhaustion_hits_only_the_late_service() {
 fn commit_messages_say_what_and_why() {
     let cfg = config();
     let none = BTreeMap::new();
-    let d1 = decide(&snapshot(vec![svc("a", "one")]), &cfg, &Ledger::empty(), t(0));
+    let d1 = decide_at(vec![lb_service("a", "one")], &cfg, &Ledger::empty(), 0);
     let changed = d1.files.keys().cloned().collect();
     let msg = message::compose(&d1, &changed, cfg.release_grace_seconds, &none).unwrap();
     assert_eq!(
@@ -352,7 +326,7 @@ fn commit_messages_say_what_and_why() {
     );
 
     // node-5 goes NotReady, node-4 is deleted: the upstream change names both, and why.
-    let mut snap = snapshot(vec![svc("a", "one")]);
+    let mut snap = snapshot(vec![lb_service("a", "one")]);
     snap.nodes[4].ready = false;
     snap.nodes.remove(3);
     let d2 = decide(&snap, &cfg, &d1.ledger, t(1));
@@ -379,7 +353,7 @@ fn commit_messages_say_what_and_why() {
         "{msg}"
     );
 
-    let d3 = decide(&snapshot(vec![]), &cfg, &d2.ledger, t(2));
+    let d3 = decide_at(vec![], &cfg, &d2.ledger, 2);
     let msg = message::compose(&d3, &["ledger.yaml".to_owned()].into(), 60, &none).unwrap();
     assert!(
         msg.starts_with("withdraw a/one (no longer exposed; addresses held 60 s)"),
@@ -395,8 +369,8 @@ fn a_huge_first_commit_lists_the_first_services_and_counts_the_rest() {
         .replace("127.1.5.0/29", "127.5.0.0/16")
         .replace("127.1.1.0/24", "127.4.0.0/16");
     let cfg = Config::parse(&wide).unwrap();
-    let services: Vec<ServiceInput> = (0..520).map(|i| svc("a", &format!("s{i:03}"))).collect();
-    let d = decide(&snapshot(services), &cfg, &Ledger::empty(), t(0));
+    let services: Vec<ServiceInput> = (0..520).map(|i| lb_service("a", &format!("s{i:03}"))).collect();
+    let d = decide_at(services, &cfg, &Ledger::empty(), 0);
     assert_eq!(d.exposed.len(), 520);
     assert!(d.problems.is_empty(), "{:?}", d.problems);
     let changed = d.files.keys().cloned().collect();
@@ -412,21 +386,16 @@ fn a_huge_first_commit_lists_the_first_services_and_counts_the_rest() {
 
 #[test]
 fn external_ips_of_a_managed_service_get_a_warning_not_silence() {
-    let mut listed = svc("a", "listed");
+    let mut listed = lb_service("a", "listed");
     listed.external_ips = vec!["203.0.113.7".into(), "203.0.113.8".into()];
-    let mut node_port = with(svc("a", "np"), "flipbit.io/expose", "true");
+    let mut node_port = annotated(lb_service("a", "np"), "flipbit.io/expose", "true");
     node_port.service_type = "NodePort".into();
     node_port.load_balancer_class = None;
     node_port.external_ips = vec!["203.0.113.9".into()];
     let mut not_ours = listed.clone();
     not_ours.name = "other".into();
     not_ours.load_balancer_class = Some("example.com/lb".into());
-    let d = decide(
-        &snapshot(vec![listed, node_port, not_ours]),
-        &config(),
-        &Ledger::empty(),
-        t(0),
-    );
+    let d = decide_at(vec![listed, node_port, not_ours], &config(), &Ledger::empty(), 0);
     assert!(
         d.exposed
             .contains_key(&"a/listed".parse::<flipbit_core::names::ServiceKey>().unwrap()),

@@ -5,8 +5,10 @@ mod common;
 
 use flipbit_core::config::Config;
 use flipbit_core::decide::Decision;
+use flipbit_core::host_addresses::HostAddresses;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::model::ServiceInput;
+use flipbit_core::names::ServiceKey;
 
 fn config() -> Config {
     Config::parse(
@@ -21,6 +23,15 @@ fn svc(name: &str, families: &[&str]) -> ServiceInput {
     svc
 }
 
+fn key(name: &str) -> ServiceKey {
+    format!("a/{name}").parse().unwrap()
+}
+
+/// The address of the first LB host in `addresses`, as text.
+fn first(addresses: &HostAddresses) -> Option<String> {
+    addresses.values().next().map(ToString::to_string)
+}
+
 fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
     common::decide_one_node(&config(), services, "127.6.0.10", ledger)
 }
@@ -28,16 +39,14 @@ fn run(services: Vec<ServiceInput>, ledger: &Ledger) -> Decision {
 #[test]
 fn dual_stack_services_get_an_ipv6_address_where_there_is_a_pool() {
     let d = run(vec![svc("dual", &["IPv4", "IPv6"]), svc("v4", &[])], &Ledger::empty());
-    let dual = &d.exposed[&"a/dual".parse::<flipbit_core::names::ServiceKey>().unwrap()];
-    let list = |m: &flipbit_core::host_addresses::HostAddresses| {
-        m.iter().map(|(h, ip)| format!("{h} {ip}")).collect::<Vec<_>>()
-    };
+    let dual = &d.exposed[&key("dual")];
+    let list = |m: &HostAddresses| m.iter().map(|(h, ip)| format!("{h} {ip}")).collect::<Vec<_>>();
     assert_eq!(
         list(&dual.addresses),
         ["lb-1 127.6.1.1", "lb-2 127.6.2.1", "lb-6 fd00:66::10"]
     );
     assert_eq!(list(&dual.addresses_v6), ["lb-1 fd00:6::1"]);
-    let v4 = &d.exposed[&"a/v4".parse::<flipbit_core::names::ServiceKey>().unwrap()];
+    let v4 = &d.exposed[&key("v4")];
     assert!(v4.addresses_v6.is_empty());
     assert_eq!(
         list(&v4.addresses),
@@ -63,23 +72,15 @@ fn dual_stack_services_get_an_ipv6_address_where_there_is_a_pool() {
 fn dropping_ipv6_releases_only_the_ipv6_address() {
     let d1 = run(vec![svc("dual", &["IPv4", "IPv6"])], &Ledger::empty());
     let d2 = run(vec![svc("dual", &["IPv4"])], &d1.ledger);
-    let dual = &d2.exposed[&"a/dual".parse::<flipbit_core::names::ServiceKey>().unwrap()];
+    let dual = &d2.exposed[&key("dual")];
     assert!(dual.addresses_v6.is_empty());
-    assert_eq!(
-        dual.addresses,
-        d1.exposed[&"a/dual".parse::<flipbit_core::names::ServiceKey>().unwrap()].addresses
-    );
+    assert_eq!(dual.addresses, d1.exposed[&key("dual")].addresses);
     let d3 = run(
         vec![svc("dual", &["IPv4"]), svc("other", &["IPv6", "IPv4"])],
         &d2.ledger,
     );
     assert_eq!(
-        d3.exposed[&"a/other".parse::<flipbit_core::names::ServiceKey>().unwrap()]
-            .addresses_v6
-            .values()
-            .next()
-            .map(ToString::to_string)
-            .as_deref(),
+        first(&d3.exposed[&key("other")].addresses_v6).as_deref(),
         Some("fd00:6::1")
     );
 }
@@ -92,22 +93,10 @@ fn an_exhausted_ipv6_pool_leaves_the_service_on_ipv4_there() {
             .unwrap();
     let services = || vec![svc("a1", &["IPv4", "IPv6"]), svc("a2", &["IPv4", "IPv6"])];
     let d = common::decide_one_node(&config, services(), "127.6.0.10", &Ledger::empty());
-    let key = |name: &str| format!("a/{name}").parse::<flipbit_core::names::ServiceKey>().unwrap();
-    assert_eq!(
-        d.exposed[&key("a1")]
-            .addresses_v6
-            .values()
-            .next()
-            .map(ToString::to_string)
-            .as_deref(),
-        Some("fd00:6::1")
-    );
+    assert_eq!(first(&d.exposed[&key("a1")].addresses_v6).as_deref(), Some("fd00:6::1"));
     let second = &d.exposed[&key("a2")];
     assert!(second.addresses_v6.is_empty());
-    assert_eq!(
-        second.addresses.values().next().map(ToString::to_string).as_deref(),
-        Some("127.6.1.2")
-    );
+    assert_eq!(first(&second.addresses).as_deref(), Some("127.6.1.2"));
     let problems: Vec<String> = d
         .problems
         .iter()
@@ -129,12 +118,7 @@ fn an_exhausted_ipv6_pool_leaves_the_service_on_ipv4_there() {
     );
     assert!(freed.exposed[&key("a1")].addresses_v6.is_empty());
     assert_eq!(
-        freed.exposed[&key("a2")]
-            .addresses_v6
-            .values()
-            .next()
-            .map(ToString::to_string)
-            .as_deref(),
+        first(&freed.exposed[&key("a2")].addresses_v6).as_deref(),
         Some("fd00:6::1")
     );
     assert!(freed.problems.is_empty(), "{:?}", freed.problems);

@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 
 use flipbit_core::config::Config;
 use flipbit_core::decide::decide_with_holds;
-use flipbit_core::engine::{Blobs, Engine};
+use flipbit_core::engine::Blobs;
 use flipbit_core::holds::HoldUpdate;
-use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{NodeInput, Snapshot};
 use jiff::Timestamp;
 
-use common::Store;
+use common::Repo;
 
 fn config() -> Config {
     Config::parse(
@@ -23,35 +22,10 @@ fn config() -> Config {
 }
 
 fn node(i: u8, ready: bool) -> NodeInput {
-    NodeInput {
-        name: format!("n{i}"),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready,
-        unschedulable: false,
-        internal_ips: vec![format!("127.5.0.{}", 10 + i)],
-    }
-}
-
-/// The repo as the engine keeps it: path → text.
-struct Repo {
-    engine: Engine<u64>,
-    store: Store,
-    tree: BTreeMap<String, u64>,
-    ledger: Ledger,
-    commits: usize,
+    common::backend_node(format!("n{i}"), format!("127.5.0.{}", 10 + i), ready)
 }
 
 impl Repo {
-    fn new() -> Self {
-        Self {
-            engine: Engine::default(),
-            store: Store::default(),
-            tree: BTreeMap::new(),
-            ledger: Ledger::empty(),
-            commits: 0,
-        }
-    }
-
     /// One engine cycle, committed; returns how many texts it rendered into new blobs.
     fn cycle(&mut self, snapshot: &Snapshot) -> usize {
         let before = self.store.writes;
@@ -68,9 +42,7 @@ impl Repo {
             )
             .unwrap();
         common::commit_changes(&mut self.tree, &step.changes);
-        self.commits += 1;
-        self.engine.advance(&format!("c{}", self.commits), step, &decision);
-        self.ledger = decision.ledger.clone();
+        self.advance(step, &decision);
         self.store.writes - before
     }
 

@@ -9,24 +9,18 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use flipbit_core::config::Config;
-use flipbit_core::decide::decide_with_holds;
+use flipbit_core::decide::{Decision, decide_with_holds};
 use flipbit_core::engine::Engine;
 use flipbit_core::holds::HoldUpdate;
-use flipbit_core::ledger::Ledger;
 use flipbit_core::model::{
     EndpointInput, EndpointPortInput, EndpointSliceInput, NodeInput, PortInput, ServiceInput, Snapshot,
 };
-use flipbit_core::repo_paths;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
 const SERVICES: usize = 10;
 const NODES: usize = 4;
-
-use common::Store;
 
 fn config() -> Config {
     Config::parse(
@@ -61,21 +55,26 @@ enum Op {
     Nothing,
 }
 
+/// What `Annotate` sets: good values and bad, hostnames free and taken, a shared key, a requested
+/// address, one LB host, and pod backends (listed twice: twice as likely).
+const ANNOTATIONS: [(&str, &str); 12] = [
+    ("flipbit.io/balance", "least-conn"),
+    ("flipbit.io/balance", "bogus"),
+    ("flipbit.io/max-nodes", "1"),
+    ("flipbit.io/dns-ttl", "60"),
+    ("flipbit.io/hostname", "www.k.test"),
+    ("flipbit.io/hostname", "s1.a.k.test"),
+    ("flipbit.io/hostname", "ns1.k.test"),
+    ("flipbit.io/shared-ip-key", "web"),
+    ("flipbit.io/ips", "127.5.1.3"),
+    ("flipbit.io/load-balancers", "lb-1"),
+    ("flipbit.io/backends", "pods"),
+    ("flipbit.io/backends", "pods"),
+];
+
 fn op() -> impl Strategy<Value = Op> {
-    let annotation = prop_oneof![
-        Just(("flipbit.io/balance", "least-conn")),
-        Just(("flipbit.io/balance", "bogus")),
-        Just(("flipbit.io/max-nodes", "1")),
-        Just(("flipbit.io/dns-ttl", "60")),
-        Just(("flipbit.io/hostname", "www.k.test")),
-        Just(("flipbit.io/hostname", "s1.a.k.test")),
-        Just(("flipbit.io/hostname", "ns1.k.test")),
-        Just(("flipbit.io/shared-ip-key", "web")),
-        Just(("flipbit.io/ips", "127.5.1.3")),
-        Just(("flipbit.io/load-balancers", "lb-1")),
-        Just(("flipbit.io/backends", "pods")),
-        Just(("flipbit.io/backends", "pods")),
-    ];
+    // One of the annotations with equal weights, as `prop_oneof!` of each would be.
+    let annotation = proptest::strategy::Union::new(ANNOTATIONS.map(Just));
     let key = prop_oneof![
         Just("flipbit.io/balance"),
         Just("flipbit.io/hostname"),
@@ -105,13 +104,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn node(i: usize, ready: bool) -> NodeInput {
-    NodeInput {
-        name: format!("n{i}"),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready,
-        unschedulable: false,
-        internal_ips: vec![format!("127.5.0.{}", 10 + i)],
-    }
+    common::backend_node(format!("n{i}"), format!("127.5.0.{}", 10 + i), ready)
 }
 
 /// Service `i`; number 9 has a name that is not a Kubernetes name.
@@ -214,11 +207,7 @@ fn slices(i: usize, v: u8) -> Vec<EndpointSliceInput> {
 struct World {
     snapshot: Snapshot,
     now: Timestamp,
-    engine: Engine<u64>,
-    store: Store,
-    tree: BTreeMap<String, u64>,
-    ledger: Ledger,
-    commits: usize,
+    repo: common::Repo,
     /// After each commit the engine is rebuilt from what it keeps between processes (as
     /// `flipbit-generator render` reads it back from its cache dir), decision memory included.
     restart: bool,
@@ -232,13 +221,18 @@ impl World {
                 ..Snapshot::default()
             },
             now: Timestamp::from_second(1_800_000_000).expect("time"),
-            engine: Engine::default(),
-            store: Store::default(),
-            tree: BTreeMap::new(),
-            ledger: Ledger::empty(),
-            commits: 0,
+            repo: common::Repo::new(),
             restart: false,
         }
+    }
+
+    /// A new world with Services `services` created, nothing decided yet.
+    fn with_services(services: impl IntoIterator<Item = usize>) -> Self {
+        let mut world = Self::new();
+        for i in services {
+            world.apply(&Op::Create(i));
+        }
+        world
     }
 
     fn position(&self, i: usize) -> Option<usize> {
@@ -332,51 +326,17 @@ impl World {
             }
             Op::ReorderSlices => self.snapshot.endpoint_slices.reverse(),
             Op::NodeFlip(i) => self.snapshot.nodes[i].ready = !self.snapshot.nodes[i].ready,
-            Op::Advance(s) => {
-                self.now = self
-                    .now
-                    .saturating_add(jiff::SignedDuration::from_secs(s.into()))
-                    .expect("time")
-            }
+            Op::Advance(s) => self.now = common::after(self.now, s),
             Op::Nothing => {}
         }
     }
 
-    /// One engine decision, checked against a full decision on the same inputs, then committed.
+    /// One engine decision, checked against a full decision on the same inputs (its nodes' states
+    /// too), then committed.
     fn cycle(&mut self) -> Result<(), TestCaseError> {
-        let config = config();
-        let holds = HoldUpdate::default();
-        let full = decide_with_holds(&self.snapshot, &config, &self.ledger, &holds, self.now);
-        let (decision, step) = self
-            .engine
-            .decide(&self.snapshot, &config, &self.ledger, &holds, self.now, &mut self.store)
-            .map_err(TestCaseError::fail)?;
-        prop_assert_eq!(&decision.ledger, &full.ledger);
-        prop_assert_eq!(&decision.exposed, &full.exposed);
-        prop_assert_eq!(&decision.kept, &full.kept);
-        prop_assert_eq!(&decision.events, &full.events);
-        prop_assert_eq!(&decision.problems, &full.problems);
+        let (full, decision, step) = self.repo.decide_as_full(&self.snapshot, &config(), self.now)?;
         prop_assert_eq!(&decision.node_states, &full.node_states);
-        let before = self.tree.clone();
-        common::commit_changes(&mut self.tree, &step.changes);
-        // A kept Service's files stay exactly as they were; every other file is what the full
-        // decision rendered.
-        let kept = |path: &String| repo_paths::service_of(path).is_some_and(|k| full.kept.contains(&k));
-        let mut wrong: Vec<&String> = Vec::new();
-        for path in self.tree.keys().chain(full.files.keys()) {
-            let ours = self.tree.get(path).map(|id| &self.store.texts[id]);
-            let right = if kept(path) {
-                before.get(path).map(|id| &self.store.texts[id])
-            } else {
-                full.files.get(path)
-            };
-            if ours != right {
-                wrong.push(path);
-            }
-        }
-        prop_assert!(wrong.is_empty(), "files differ from a full decision's: {:?}", wrong);
-        self.commits += 1;
-        let refused = self.engine.settled_refused();
+        let refused = self.repo.engine.settled_refused();
         // A memory read back is refused only when the nodes changed (nothing else here changes
         // what it must fit), never as damaged.
         prop_assert!(
@@ -384,25 +344,56 @@ impl World {
             "refused: {:?}",
             refused
         );
-        let base = format!("c{}", self.commits);
-        self.engine.advance(&base, step, &decision);
-        self.ledger = decision.ledger.clone();
+        self.repo.advance(step, &decision);
         if self.restart {
-            self.engine = reborn(&self.engine, &base, &self.ledger);
+            self.repo.engine = self.repo.reborn();
         }
         Ok(())
     }
+
+    /// A full decision on the world as it is.
+    fn full_decision(&self) -> Decision {
+        decide_with_holds(
+            &self.snapshot,
+            &config(),
+            &self.repo.ledger,
+            &HoldUpdate::default(),
+            self.now,
+        )
+    }
+
+    /// `engine`'s decision on the world as it is, its blobs written to the world's store.
+    fn decide_by(&mut self, engine: &mut Engine<u64>) -> Decision {
+        let (decision, _) = engine
+            .decide(
+                &self.snapshot,
+                &config(),
+                &self.repo.ledger,
+                &HoldUpdate::default(),
+                self.now,
+                &mut self.repo.store,
+            )
+            .expect("decided");
+        decision
+    }
 }
 
-/// A new engine from what `engine` keeps between processes: its files, node choices and the
-/// last decision's memory as bytes (the ledger kept beside them is `ledger`).
-fn reborn(engine: &Engine<u64>, base: &str, ledger: &Ledger) -> Engine<u64> {
-    let files: Vec<_> = engine.files().map(|(p, f, b)| (p.to_owned(), f, b)).collect();
-    let mut reborn = Engine::restore(base, files, engine.kept_choices());
-    if let Some(bytes) = engine.kept_settled(Some(ledger)) {
-        reborn.restore_settled(bytes);
+impl common::Repo {
+    /// A new engine from what this one keeps between processes: its files, node choices and the
+    /// last decision's memory as bytes, at the last commit (the ledger kept beside them is the
+    /// repo's).
+    fn reborn(&self) -> Engine<u64> {
+        let mut reborn = Engine::restore(&self.last_commit(), self.files(), self.engine.kept_choices());
+        if let Some(bytes) = self.memory() {
+            reborn.restore_settled(bytes);
+        }
+        reborn
     }
-    reborn
+
+    /// The engine's files, as [`Engine::restore`] takes them.
+    fn files(&self) -> Vec<(String, Option<u64>, u64)> {
+        self.engine.files().map(|(p, f, b)| (p.to_owned(), f, b)).collect()
+    }
 }
 
 proptest! {
@@ -415,38 +406,24 @@ proptest! {
     ) {
         let mut world = World::new();
         world.restart = true;
-        for i in 0..4 {
-            world.apply(&Op::Create(i));
-        }
-        world.cycle()?;
-        for op in &ops {
-            world.apply(op);
-            world.cycle()?;
-        }
+        common::create_four_then(&mut world, &ops, Op::Create, World::apply, World::cycle)?;
     }
 
     #[test]
     fn the_shortcut_decides_exactly_as_a_full_decision(ops in proptest::collection::vec(op(), 1..30)) {
-        let mut world = World::new();
-        for i in 0..4 {
-            world.apply(&Op::Create(i));
-        }
-        world.cycle()?;
-        for op in &ops {
-            world.apply(op);
-            world.cycle()?;
-        }
+        common::create_four_then(&mut World::new(), &ops, Op::Create, World::apply, World::cycle)?;
     }
 }
 
 #[test]
 fn a_change_to_one_plain_service_takes_the_shortcut() {
-    let mut world = World::new();
-    for i in 0..6 {
-        world.apply(&Op::Create(i));
-    }
+    let mut world = World::with_services(0..6);
     world.cycle().expect("cold");
-    assert_eq!(world.engine.fast_decisions(), 0, "the first decision is a full one");
+    assert_eq!(
+        world.repo.engine.fast_decisions(),
+        0,
+        "the first decision is a full one"
+    );
     world.apply(&Op::Annotate(2, "flipbit.io/balance", "least-conn"));
     world.cycle().expect("annotation");
     world.apply(&Op::Create(7));
@@ -454,11 +431,11 @@ fn a_change_to_one_plain_service_takes_the_shortcut() {
     world.apply(&Op::Delete(0));
     world.cycle().expect("deleted Service");
     world.cycle().expect("nothing changed");
-    assert_eq!(world.engine.fast_decisions(), 4);
+    assert_eq!(world.repo.engine.fast_decisions(), 4);
     // A node change is a change to everything: a full decision.
     world.apply(&Op::NodeFlip(1));
     world.cycle().expect("node flip");
-    assert_eq!(world.engine.fast_decisions(), 4);
+    assert_eq!(world.repo.engine.fast_decisions(), 4);
 }
 
 /// The memory of the last decision read back in another process takes the shortcut; damaged
@@ -466,39 +443,25 @@ fn a_change_to_one_plain_service_takes_the_shortcut() {
 /// a full one, the same as without it.
 #[test]
 fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale() {
-    let mut world = World::new();
-    for i in 0..6 {
-        world.apply(&Op::Create(i));
-    }
+    let mut world = World::with_services(0..6);
     world.apply(&Op::Annotate(1, "flipbit.io/backends", "pods"));
     world.apply(&Op::Ports(1, 1));
     world.apply(&Op::Endpoints(1, 1));
     world.cycle().expect("cold");
-    let base = format!("c{}", world.commits);
-    let bytes = world
-        .engine
-        .kept_settled(Some(&world.ledger))
-        .expect("the memory of a plain decision");
-    world.engine = reborn(&world.engine, &base, &world.ledger);
+    let bytes = world.repo.memory().expect("the memory of a plain decision");
+    world.repo.engine = world.repo.reborn();
     world.apply(&Op::Annotate(2, "flipbit.io/balance", "least-conn"));
     world.cycle().expect("read back");
-    assert_eq!(world.engine.fast_decisions(), 1, "an intact memory takes the shortcut");
+    assert_eq!(
+        world.repo.engine.fast_decisions(),
+        1,
+        "an intact memory takes the shortcut"
+    );
 
-    let mut damaged: Vec<Vec<u8>> = (0..bytes.len()).step_by(7).map(|n| bytes[..n].to_vec()).collect();
-    for i in (0..bytes.len()).step_by(5) {
-        let mut flipped = bytes.clone();
-        flipped[i] ^= 0x41;
-        damaged.push(flipped);
-    }
-    let config = config();
-    let holds = HoldUpdate::default();
-    let full = decide_with_holds(&world.snapshot, &config, &world.ledger, &holds, world.now);
-    let files: Vec<_> = world.engine.files().map(|(p, f, b)| (p.to_owned(), f, b)).collect();
-    let base = format!("c{}", world.commits);
-    let good = world
-        .engine
-        .kept_settled(Some(&world.ledger))
-        .expect("the memory after a fast decision");
+    let full = world.full_decision();
+    let files = world.repo.files();
+    let base = world.repo.last_commit();
+    let good = world.repo.memory().expect("the memory after a fast decision");
     let mut damaged: Vec<Vec<u8>> = (0..good.len()).step_by(3).map(|n| good[..n].to_vec()).collect();
     for i in 0..good.len() {
         let mut flipped = good.clone();
@@ -509,16 +472,7 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
     for bad in damaged {
         let mut engine = Engine::restore(&base, files.clone(), Vec::new());
         engine.restore_settled(bad);
-        let (decision, _) = engine
-            .decide(
-                &world.snapshot,
-                &config,
-                &world.ledger,
-                &holds,
-                world.now,
-                &mut world.store,
-            )
-            .expect("decided");
+        let decision = world.decide_by(&mut engine);
         assert!(engine.settled_refused().is_some(), "damage is refused");
         assert_eq!(engine.fast_decisions(), 0, "a full decision");
         assert_eq!(decision.exposed, full.exposed);
@@ -527,24 +481,14 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
     }
 
     // Stale: the nodes changed since (another context): refused, and a full decision.
-    world.engine = reborn(&world.engine, &base, &world.ledger);
+    let mut engine = world.repo.reborn();
     world.apply(&Op::NodeFlip(1));
-    let full = decide_with_holds(&world.snapshot, &config, &world.ledger, &holds, world.now);
-    let fast = world.engine.fast_decisions();
-    let (decision, _) = world
-        .engine
-        .decide(
-            &world.snapshot,
-            &config,
-            &world.ledger,
-            &holds,
-            world.now,
-            &mut world.store,
-        )
-        .expect("decided");
-    assert_eq!(world.engine.fast_decisions(), fast, "a full decision");
+    let full = world.full_decision();
+    let fast = engine.fast_decisions();
+    let decision = world.decide_by(&mut engine);
+    assert_eq!(engine.fast_decisions(), fast, "a full decision");
     assert_eq!(
-        world.engine.settled_refused().as_deref(),
+        engine.settled_refused().as_deref(),
         Some("nodes or unreadable Services changed")
     );
     assert_eq!(decision.exposed, full.exposed);
@@ -556,10 +500,7 @@ fn a_kept_decision_memory_is_used_when_intact_and_refused_when_damaged_or_stale(
 #[test]
 fn a_new_service_takes_its_default_name_back_from_a_claimant() {
     for create in [Op::Create(1), Op::CreateInternal(1)] {
-        let mut world = World::new();
-        for i in [0, 2, 3] {
-            world.apply(&Op::Create(i));
-        }
+        let mut world = World::with_services([0, 2, 3]);
         world.apply(&Op::Annotate(3, "flipbit.io/hostname", "s1.a.k.test"));
         world.cycle().expect("the claim");
         world.cycle().expect("nothing changed");
@@ -574,26 +515,26 @@ fn a_new_service_takes_its_default_name_back_from_a_claimant() {
 /// listed in another order) is decided for that Service alone, and rewrites only its files.
 #[test]
 fn endpoint_churn_takes_the_shortcut_and_touches_one_service() {
-    let mut world = World::new();
+    let mut world = World::with_services(0..6);
     for i in 0..6 {
-        world.apply(&Op::Create(i));
         world.apply(&Op::Ports(i, 1));
         world.apply(&Op::Endpoints(i, 1));
     }
     world.apply(&Op::Annotate(2, "flipbit.io/backends", "pods"));
     world.apply(&Op::Annotate(3, "flipbit.io/backends", "pods"));
     world.cycle().expect("cold");
-    let fast = world.engine.fast_decisions();
+    let fast = world.repo.engine.fast_decisions();
     for (i, v) in [(2, 2), (2, 5), (2, 3), (3, 0), (2, 1), (4, 2)] {
-        let before = world.tree.clone();
+        let before = world.repo.tree.clone();
         world.apply(&Op::Endpoints(i, v));
         world.cycle().expect("endpoints");
         let touched: std::collections::BTreeSet<String> = world
+            .repo
             .tree
             .iter()
             .filter(|(path, id)| before.get(*path) != Some(*id))
             .map(|(path, _)| path.clone())
-            .chain(before.keys().filter(|p| !world.tree.contains_key(*p)).cloned())
+            .chain(before.keys().filter(|p| !world.repo.tree.contains_key(*p)).cloned())
             .collect();
         let service = service(i).name;
         assert!(
@@ -610,14 +551,14 @@ fn endpoint_churn_takes_the_shortcut_and_touches_one_service() {
         }
     }
     world.apply(&Op::ReorderSlices);
-    let before = world.tree.clone();
+    let before = world.repo.tree.clone();
     world.cycle().expect("reordered");
-    assert_eq!(world.tree, before, "the order of slices changed a file");
+    assert_eq!(world.repo.tree, before, "the order of slices changed a file");
     assert_eq!(
-        world.engine.fast_decisions(),
+        world.repo.engine.fast_decisions(),
         fast + 7,
         "slice churn took a full decision"
     );
-    let text = &world.store.texts[&world.tree["lb/lb-2/a/s2.conf"]];
+    let text = &world.repo.store.texts[&world.repo.tree["lb/lb-2/a/s2.conf"]];
     assert!(text.contains("server 10.9.2.1:8080;"), "{text}");
 }

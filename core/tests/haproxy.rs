@@ -12,7 +12,7 @@ use flipbit_core::config::Config;
 use flipbit_core::decide::decide;
 use flipbit_core::ledger::Ledger;
 use flipbit_core::message;
-use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use flipbit_core::model::{PortInput, ServiceInput, Snapshot};
 use flipbit_core::problem::Severity;
 
 const CONFIG: &str = "zone: k8s.example.test\nlbHosts:\n  - {name: lb-1, pools: [127.1.1.0/24]}\n  - {name: lb-3, flavor: haproxy, pools: [127.1.7.0/24]}\n";
@@ -132,13 +132,7 @@ fn a_udp_only_service_gets_no_address_on_a_haproxy_host_until_it_has_a_tcp_port(
 
 #[test]
 fn haproxy_hosts_use_the_same_nodes_as_nginx_hosts() {
-    let node = |i: u8| NodeInput {
-        name: format!("node-{i}"),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready: true,
-        unschedulable: false,
-        internal_ips: vec![format!("127.0.0.{}", 9 + i)],
-    };
+    let node = |i: u8| common::backend_node(format!("node-{i}"), format!("127.0.0.{}", 9 + i), true);
     let svc = annotated(lb_service("apps", "web"), "flipbit.io/max-nodes", "3");
     let snapshot = Snapshot {
         services: vec![annotated(svc, "flipbit.io/balance", "hash")],

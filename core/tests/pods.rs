@@ -73,13 +73,7 @@ fn slice(service: &str, family: &str, pods: &[(&str, Option<bool>)]) -> Endpoint
 }
 
 fn node() -> NodeInput {
-    NodeInput {
-        name: "n1".into(),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready: true,
-        unschedulable: false,
-        internal_ips: vec!["127.6.0.10".into()],
-    }
+    common::backend_node("n1", "127.6.0.10", true)
 }
 
 fn key(k: &str) -> flipbit_core::names::ServiceKey {

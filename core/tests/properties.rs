@@ -12,13 +12,15 @@
 //!
 //! Also: the `flipbit.yaml` and ledger loaders never panic on arbitrary input.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use flipbit_core::config::Config;
 use flipbit_core::decide::{Decision, decide};
 use flipbit_core::ledger::Ledger;
-use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use flipbit_core::model::{PortInput, ServiceInput, Snapshot};
 use flipbit_core::names::ServiceKey;
 use flipbit_core::problem::Severity;
 use jiff::Timestamp;
@@ -178,13 +180,7 @@ impl World {
             })
             .collect();
         let nodes = (0..NODES)
-            .map(|n| NodeInput {
-                name: format!("n{n}"),
-                labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-                ready: self.ready[n],
-                unschedulable: false,
-                internal_ips: vec![format!("127.5.0.{}", 10 + n)],
-            })
+            .map(|n| common::backend_node(format!("n{n}"), format!("127.5.0.{}", 10 + n), self.ready[n]))
             .collect();
         Snapshot {
             services,

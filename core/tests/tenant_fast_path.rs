@@ -7,15 +7,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use flipbit_core::config::Config;
-use flipbit_core::decide::{Decision, decide_with_holds};
-use flipbit_core::engine::Engine;
-use flipbit_core::holds::HoldUpdate;
-use flipbit_core::ledger::Ledger;
-use flipbit_core::model::{NodeInput, ServiceInput, Snapshot};
-use flipbit_core::repo_paths;
+use flipbit_core::decide::Decision;
+use flipbit_core::model::{ServiceInput, Snapshot};
 use jiff::Timestamp;
 use proptest::prelude::*;
 
@@ -76,22 +70,12 @@ struct World {
     snapshot: Snapshot,
     config: usize,
     now: Timestamp,
-    engine: Engine<u64>,
-    store: common::Store,
-    tree: BTreeMap<String, u64>,
-    ledger: Ledger,
-    commits: usize,
+    repo: common::Repo,
 }
 
 impl World {
     fn new() -> Self {
-        let node = |i: usize| NodeInput {
-            name: format!("n{i}"),
-            labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-            ready: true,
-            unschedulable: false,
-            internal_ips: vec![format!("127.6.0.{}", 10 + i)],
-        };
+        let node = |i: usize| common::backend_node(format!("n{i}"), format!("127.6.0.{}", 10 + i), true);
         Self {
             snapshot: Snapshot {
                 nodes: (0..NODES).map(node).collect(),
@@ -99,11 +83,7 @@ impl World {
             },
             config: 0,
             now: Timestamp::from_second(1_800_000_000).expect("time"),
-            engine: Engine::default(),
-            store: common::Store::default(),
-            tree: BTreeMap::new(),
-            ledger: Ledger::empty(),
-            commits: 0,
+            repo: common::Repo::new(),
         }
     }
 
@@ -147,12 +127,7 @@ impl World {
                 }
             }
             Op::NodeFlip(i) => self.snapshot.nodes[i].ready = !self.snapshot.nodes[i].ready,
-            Op::Advance(s) => {
-                self.now = self
-                    .now
-                    .saturating_add(jiff::SignedDuration::from_secs(s.into()))
-                    .expect("time")
-            }
+            Op::Advance(s) => self.now = common::after(self.now, s),
             Op::Config(c) => self.config = c,
             Op::Nothing => {}
         }
@@ -161,33 +136,7 @@ impl World {
     /// One engine decision, checked against a full decision on the same inputs, then committed.
     fn cycle(&mut self) -> Result<Decision, TestCaseError> {
         let config = self.config();
-        let holds = HoldUpdate::default();
-        let full = decide_with_holds(&self.snapshot, &config, &self.ledger, &holds, self.now);
-        let (decision, step) = self
-            .engine
-            .decide(&self.snapshot, &config, &self.ledger, &holds, self.now, &mut self.store)
-            .map_err(TestCaseError::fail)?;
-        prop_assert_eq!(&decision.ledger, &full.ledger);
-        prop_assert_eq!(&decision.exposed, &full.exposed);
-        prop_assert_eq!(&decision.kept, &full.kept);
-        prop_assert_eq!(&decision.events, &full.events);
-        prop_assert_eq!(&decision.problems, &full.problems);
-        let before = self.tree.clone();
-        common::commit_changes(&mut self.tree, &step.changes);
-        let kept = |path: &String| repo_paths::service_of(path).is_some_and(|k| full.kept.contains(&k));
-        let mut wrong: Vec<&String> = Vec::new();
-        for path in self.tree.keys().chain(full.files.keys()) {
-            let ours = self.tree.get(path).map(|id| &self.store.texts[id]);
-            let right = if kept(path) {
-                before.get(path).map(|id| &self.store.texts[id])
-            } else {
-                full.files.get(path)
-            };
-            if ours != right {
-                wrong.push(path);
-            }
-        }
-        prop_assert!(wrong.is_empty(), "files differ from a full decision's: {:?}", wrong);
+        let (_, decision, step) = self.repo.decide_as_full(&self.snapshot, &config, self.now)?;
         // Every exposed Service holds addresses of pools that admit it only.
         for (key, summary) in decision.exposed.iter() {
             let svc = self
@@ -211,9 +160,7 @@ impl World {
                 );
             }
         }
-        self.commits += 1;
-        self.engine.advance(&format!("c{}", self.commits), step, &decision);
-        self.ledger = decision.ledger.clone();
+        self.repo.advance(step, &decision);
         Ok(decision)
     }
 }
@@ -223,15 +170,7 @@ proptest! {
 
     #[test]
     fn the_shortcut_decides_tenant_pools_exactly_as_a_full_decision(ops in proptest::collection::vec(op(), 1..30)) {
-        let mut world = World::new();
-        for i in 0..4 {
-            world.apply(&Op::Create(i));
-        }
-        world.cycle()?;
-        for op in &ops {
-            world.apply(op);
-            world.cycle()?;
-        }
+        common::create_four_then(&mut World::new(), &ops, Op::Create, World::apply, World::cycle)?;
     }
 }
 
@@ -245,11 +184,11 @@ fn a_label_change_takes_the_shortcut_and_moves_one_service() {
         world.apply(&Op::Label(i, Some("web")));
     }
     let cold = world.cycle().expect("cold");
-    let fast = world.engine.fast_decisions();
+    let fast = world.repo.engine.fast_decisions();
     world.apply(&Op::Label(2, Some("api")));
     let moved = world.cycle().expect("label");
     assert_eq!(
-        world.engine.fast_decisions(),
+        world.repo.engine.fast_decisions(),
         fast + 1,
         "a label change took a full decision"
     );

@@ -2,12 +2,14 @@
 //! the first commit the generator makes to a repo that lacks it, through a full decision and
 //! through the engine's shortcut alike, and never makes a commit of its own.
 
-use std::collections::BTreeMap;
+#[path = "../../core/tests/common/inputs.rs"]
+mod inputs;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flipbit_core::format;
-use flipbit_core::model::{NodeInput, PortInput, ServiceInput, Snapshot};
+use flipbit_core::model::Snapshot;
 use flipbit_generator::cycle::{self, Memory, RepoTarget};
 
 const CONFIG: &str = "zone: k.test\nlbHosts:\n  - {name: lb-1, pools: [127.7.1.0/24]}\n";
@@ -105,36 +107,13 @@ impl Repo {
     }
 }
 
+/// Services `a/<name>` (each with its annotation, if any) on one backend node.
 fn snapshot(services: &[(&str, Option<(&str, &str)>)]) -> Snapshot {
-    let node = NodeInput {
-        name: "n1".into(),
-        labels: BTreeMap::from([("flipbit.io/lb-backend".into(), "true".into())]),
-        ready: true,
-        unschedulable: false,
-        internal_ips: vec!["127.7.0.10".into()],
+    let service = |&(name, annotation): &(&str, Option<(&str, &str)>)| match annotation {
+        Some((key, value)) => inputs::annotated(inputs::lb_service("a", name), key, value),
+        None => inputs::lb_service("a", name),
     };
-    let service = |(name, annotation): &(&str, Option<(&str, &str)>)| ServiceInput {
-        namespace: "a".into(),
-        name: (*name).into(),
-        service_type: "LoadBalancer".into(),
-        load_balancer_class: Some("flipbit.io/nginx".into()),
-        annotations: annotation
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ports: vec![PortInput {
-            name: None,
-            protocol: None,
-            port: 80,
-            node_port: Some(30080),
-        }],
-        ..ServiceInput::default()
-    };
-    Snapshot {
-        services: services.iter().map(service).collect(),
-        nodes: vec![node],
-        ..Snapshot::default()
-    }
+    inputs::one_node_snapshot(services.iter().map(service).collect(), "127.7.0.10")
 }
 
 #[test]

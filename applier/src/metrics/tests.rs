@@ -54,6 +54,13 @@ fn value(samples: &BTreeMap<String, Value>, series: &str) -> f64 {
     }
 }
 
+/// Asserts each (series, value) of `want` in `samples`.
+fn assert_values(samples: &BTreeMap<String, Value>, want: &[(&str, f64)]) {
+    for &(series, v) in want {
+        assert_eq!(value(samples, series), v, "{series}");
+    }
+}
+
 fn reloaded() -> Observed {
     Observed {
         reloaded: true,
@@ -83,34 +90,24 @@ fn the_text_parses_and_says_what_the_runs_did() {
     m.record_peers_down(1);
     m.record_withdrawals(1);
     let samples = parse_strictly(&m.render());
-    assert_eq!(value(&samples, "flipbit_applier_runs_total{}"), 2.0);
-    assert_eq!(value(&samples, "flipbit_applier_reloads_total{}"), 1.0);
-    assert_eq!(
-        value(
-            &samples,
-            r#"flipbit_applier_failures_total{"cause": "reload", "step": "lb"}"#
-        ),
-        1.0
+    assert_values(
+        &samples,
+        &[
+            ("flipbit_applier_runs_total{}", 2.0),
+            ("flipbit_applier_reloads_total{}", 1.0),
+            (
+                r#"flipbit_applier_failures_total{"cause": "reload", "step": "lb"}"#,
+                1.0,
+            ),
+            (r#"flipbit_applier_failures_total{"cause": "dns", "step": "dns"}"#, 0.0),
+            ("flipbit_applier_last_run_success{}", 0.0),
+            ("flipbit_applier_last_run_timestamp_seconds{}", 1_700_000_015.0),
+            ("flipbit_applier_applied_commit_timestamp_seconds{}", 1_699_999_000.0),
+            ("flipbit_applier_dns_records_added_total{}", 3.0),
+            ("flipbit_applier_peers_down{}", 1.0),
+            ("flipbit_applier_withdrawals_total{}", 1.0),
+        ],
     );
-    assert_eq!(
-        value(
-            &samples,
-            r#"flipbit_applier_failures_total{"cause": "dns", "step": "dns"}"#
-        ),
-        0.0
-    );
-    assert_eq!(value(&samples, "flipbit_applier_last_run_success{}"), 0.0);
-    assert_eq!(
-        value(&samples, "flipbit_applier_last_run_timestamp_seconds{}"),
-        1_700_000_015.0
-    );
-    assert_eq!(
-        value(&samples, "flipbit_applier_applied_commit_timestamp_seconds{}"),
-        1_699_999_000.0
-    );
-    assert_eq!(value(&samples, "flipbit_applier_dns_records_added_total{}"), 3.0);
-    assert_eq!(value(&samples, "flipbit_applier_peers_down{}"), 1.0);
-    assert_eq!(value(&samples, "flipbit_applier_withdrawals_total{}"), 1.0);
     // The failed run did not reach DNS: no DNS duration is claimed for it.
     assert!(!samples.contains_key("flipbit_applier_dns_step_duration_seconds{}"));
 }
@@ -128,15 +125,14 @@ fn counters_resume_from_the_last_textfile_and_gauges_do_not() {
     );
     next.record_run(&Observed::default(), UNIX_EPOCH);
     let samples = parse_strictly(&next.render());
-    assert_eq!(value(&samples, "flipbit_applier_runs_total{}"), 3.0);
-    assert_eq!(value(&samples, "flipbit_applier_reloads_total{}"), 1.0);
-    assert_eq!(value(&samples, "flipbit_applier_withdrawals_total{}"), 2.0);
-    assert_eq!(
-        value(
-            &samples,
-            r#"flipbit_applier_failures_total{"cause": "other", "step": "lb"}"#
-        ),
-        1.0
+    assert_values(
+        &samples,
+        &[
+            ("flipbit_applier_runs_total{}", 3.0),
+            ("flipbit_applier_reloads_total{}", 1.0),
+            ("flipbit_applier_withdrawals_total{}", 2.0),
+            (r#"flipbit_applier_failures_total{"cause": "other", "step": "lb"}"#, 1.0),
+        ],
     );
     // A file this code did not write starts the counters afresh.
     let fresh = Metrics::resume(Some("flipbit_applier_runs_total{x=\"1\"} 9\ngarbage\n"));

@@ -53,6 +53,94 @@ pub(super) fn tuned(key: &str, balance: Balance) -> ExposedService {
     s
 }
 
+/// Service blog/web's file for `flavor` (nginx's snippet, HAProxy's file) checked by that file's
+/// own parser on a per-service [`host`], in output format `format`.
+pub(super) fn check_blog_web(flavor: Flavor, text: &str, format: u32) -> Result<Checked, Refusal> {
+    let check = match flavor {
+        Flavor::Nginx => nginx::check,
+        Flavor::Haproxy => haproxy::check,
+    };
+    check(
+        &"blog/web".parse().expect("key"),
+        text,
+        &host(Layout::PerService, flavor),
+        format,
+    )
+}
+
+/// `svc`'s file for `flavor`, rendered on `lb-1` listening at `addresses` and sending to a [`node`]
+/// at each of `nodes`.
+pub(super) fn render_on_lb1(flavor: Flavor, svc: &ExposedService, addresses: &[&str], nodes: &[&str]) -> String {
+    let render = match flavor {
+        Flavor::Nginx => render::nginx_service,
+        Flavor::Haproxy => render::haproxy::haproxy_service,
+    };
+    let addresses: Vec<IpAddr> = addresses.iter().map(|a| a.parse().expect("ip")).collect();
+    let nodes: Vec<Node> = nodes.iter().map(|ip| node(ip)).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    render(svc, &"lb-1".parse().expect("host"), &addresses, &refs).expect("render")
+}
+
+/// `flavor`'s files of [`svc`] blog/web, as `edit` leaves it, with each (balance, PROXY protocol)
+/// of `cases`, rendered on lb-1 at 127.1.1.5 and fd00:1::5: with nodes 10.0.0.1, fd00:9::1 and
+/// 10.0.0.1 again, accepted with 4 binds (returned, one per case, for the caller's own checks);
+/// without nodes, accepted binding nothing.
+pub(super) fn assert_accepts_rendered(
+    flavor: Flavor,
+    cases: &[(Balance, bool)],
+    edit: impl Fn(&mut ExposedService),
+) -> Vec<Checked> {
+    let addresses = ["127.1.1.5", "fd00:1::5"];
+    let mut accepted = Vec::new();
+    for &(balance, proxy_protocol) in cases {
+        let mut s = svc("blog/web", balance, proxy_protocol);
+        edit(&mut s);
+        let text = render_on_lb1(flavor, &s, &addresses, &["10.0.0.1", "fd00:9::1", "10.0.0.1"]);
+        let checked = check_blog_web(flavor, &text, 1).unwrap_or_else(|r| panic!("{r}:\n{text}"));
+        assert_eq!(checked.binds.len(), 4, "{checked:?} from:\n{text}");
+        let idle = render_on_lb1(flavor, &s, &addresses, &[]);
+        assert_eq!(check_blog_web(flavor, &idle, 1), Ok(Checked::default()));
+        accepted.push(checked);
+    }
+    accepted
+}
+
+/// What output format 2 adds to `flavor`'s file of [`tuned`] blog/web, rendered at 127.1.1.5 to
+/// one node: the text holds each of `wants`; format 2 accepts it with `binds` binds, format 1
+/// (which says none of it: an applier reading format 1 refuses it) does not; and format 2 refuses
+/// each of `refused`, rows of [`edits`] of the text.
+pub(super) fn assert_format_2(
+    flavor: Flavor,
+    balance: Balance,
+    wants: &[&str],
+    binds: usize,
+    refused: &[(&str, &str, &str)],
+) {
+    let text = render_on_lb1(flavor, &tuned("blog/web", balance), &["127.1.1.5"], &["10.0.0.1"]);
+    for want in wants {
+        assert!(text.contains(want), "{want:?} missing in:\n{text}");
+    }
+    assert_eq!(check_blog_web(flavor, &text, 2).map(|c| c.binds.len()), Ok(binds));
+    assert!(check_blog_web(flavor, &text, 1).is_err());
+    assert_refused(edits(&text, refused), |t| check_blog_web(flavor, t, 2));
+}
+
+/// The rows of an [`assert_refused`] table made by editing `text`: each (from, to, fragment)
+/// replaces the first `from` with `to`, and wants the refusal at the line where that `from`
+/// began, with `fragment` in its reason.
+pub(super) fn edits<'a>(text: &str, rows: &[(&str, &str, &'a str)]) -> Vec<(String, usize, &'a str)> {
+    rows.iter()
+        .map(|&(from, to, fragment)| {
+            let at = text.find(from).unwrap_or_else(|| panic!("{from:?} is not in:\n{text}"));
+            (
+                text.replacen(from, to, 1),
+                text[..at].matches('\n').count() + 1,
+                fragment,
+            )
+        })
+        .collect()
+}
+
 /// Checks every (text, line, reason fragment) of `table` is refused at that line with that
 /// fragment, and that no refusal's Display holds a control or line-separator character.
 pub(super) fn assert_refused<T: std::fmt::Debug>(

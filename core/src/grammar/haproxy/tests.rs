@@ -1,97 +1,46 @@
 //! The HAProxy grammar against `render::haproxy::haproxy_service`, and a refusal per way a hand
 //! edit could reach HAProxy: other sections, other directives, foreign names, binds, servers.
 
-use super::super::tests::{assert_refused, host, node, svc, tuned};
+use super::super::tests::{assert_accepts_rendered, assert_format_2, assert_refused, check_blog_web};
 use super::*;
 use crate::annotations::Balance;
-use crate::config::{Flavor, Layout};
-use crate::render::haproxy::haproxy_service;
+use crate::config::Flavor;
 
 const BASE: &str = "# Flipbit: Service blog/web on LB host lb-1 (HAProxy: TCP only).\n# UDP/53 is not served on this host: HAProxy carries TCP only.\n\nfrontend flipbit_blog_web_80\n    mode tcp\n    bind 127.1.1.5:80\n    bind [fd00:1::5]:80\n    timeout client 10m\n    default_backend flipbit_blog_web_80\n\nbackend flipbit_blog_web_80\n    mode tcp\n    balance source\n    hash-type consistent\n    timeout connect 5s\n    timeout server 10m\n    retries 2\n    option redispatch\n    server 10.0.0.1:30080 10.0.0.1:30080 check send-proxy-v2\n    server fd00:9::1:30080 [fd00:9::1]:30080 check send-proxy-v2\n";
 
 fn run(text: &str) -> Result<Checked, Refusal> {
-    run_as(text, 1)
-}
-
-fn run_as(text: &str, format: u32) -> Result<Checked, Refusal> {
-    check(
-        &"blog/web".parse().expect("key"),
-        text,
-        &host(Layout::PerService, Flavor::Haproxy),
-        format,
-    )
+    check_blog_web(Flavor::Haproxy, text, 1)
 }
 
 #[test]
 fn format_2_adds_client_ranges_and_timeouts() {
-    let nodes = [node("10.0.0.1")];
-    let refs: Vec<_> = nodes.iter().collect();
-    let addrs: Vec<IpAddr> = vec!["127.1.1.5".parse().expect("ip")];
-    let lb1 = "lb-1".parse().expect("host");
-    let text = haproxy_service(&tuned("blog/web", Balance::RoundRobin), &lb1, &addrs, &refs).expect("render");
-    for want in [
-        "    bind 127.1.1.5:80\n    acl flipbit_allowed src 127.9.0.0/16 2001:db8::/32\n    tcp-request connection reject if !flipbit_allowed\n    timeout client 30s\n",
-        "    timeout connect 7s\n    timeout server 30s\n",
-    ] {
-        assert!(text.contains(want), "{want:?} missing in:\n{text}");
-    }
-    assert_eq!(run_as(&text, 2).map(|c| c.binds.len()), Ok(1));
-    assert!(run_as(&text, 1).is_err());
-    let line = |needle: &str| text.lines().position(|l| l.contains(needle)).expect("line") + 1;
-    let table: Vec<(String, usize, &str)> = vec![
-        (
-            text.replacen(" 127.9.0.0/16", " 127.9.0.1/16", 1),
-            line("acl "),
-            "client range",
-        ),
-        (
-            text.replacen(" src 127.9.0.0/16 2001:db8::/32", " src", 1),
-            line("acl "),
-            "acl flipbit_allowed",
-        ),
-        (
-            text.replacen("reject if !flipbit_allowed", "accept", 1),
-            line("tcp-request"),
-            "tcp-request connection reject",
-        ),
-        (
-            text.replacen("timeout server 30s", "timeout server 31s", 1),
-            line("timeout server"),
-            "timeout server 30s",
-        ),
-        (
-            text.replacen("timeout client 30s", "timeout client 2d", 1),
-            line("timeout client"),
-            "idle timeout",
-        ),
-        (
-            text.replacen("timeout connect 7s", "timeout connect 0s", 1),
-            line("timeout connect"),
-            "connect timeout",
-        ),
-    ];
-    assert_refused(table, |t| run_as(t, 2));
+    assert_format_2(
+        Flavor::Haproxy,
+        Balance::RoundRobin,
+        &[
+            "    bind 127.1.1.5:80\n    acl flipbit_allowed src 127.9.0.0/16 2001:db8::/32\n    tcp-request connection reject if !flipbit_allowed\n    timeout client 30s\n",
+            "    timeout connect 7s\n    timeout server 30s\n",
+        ],
+        1,
+        &[
+            (" 127.9.0.0/16", " 127.9.0.1/16", "client range"),
+            (" src 127.9.0.0/16 2001:db8::/32", " src", "acl flipbit_allowed"),
+            ("reject if !flipbit_allowed", "accept", "tcp-request connection reject"),
+            ("timeout server 30s", "timeout server 31s", "timeout server 30s"),
+            ("timeout client 30s", "timeout client 2d", "idle timeout"),
+            ("timeout connect 7s", "timeout connect 0s", "connect timeout"),
+        ],
+    );
 }
 
 #[test]
 fn accepts_what_the_renderer_writes() {
-    let nodes = [node("10.0.0.1"), node("fd00:9::1"), node("10.0.0.1")];
-    let refs: Vec<_> = nodes.iter().collect();
-    let addrs: Vec<IpAddr> = vec!["127.1.1.5".parse().expect("ip"), "fd00:1::5".parse().expect("ip")];
-    let lb1 = "lb-1".parse().expect("host");
-    for (balance, pp) in [
+    let cases = [
         (Balance::RoundRobin, false),
         (Balance::LeastConn, true),
         (Balance::Hash, true),
-    ] {
-        let mut s = svc("blog/web", balance, pp);
-        s.ports[1].protocol = Protocol::Tcp;
-        let text = haproxy_service(&s, &lb1, &addrs, &refs).expect("render");
-        let checked = run(&text).unwrap_or_else(|r| panic!("{r}:\n{text}"));
-        assert_eq!(checked.binds.len(), 4, "{text}");
-        let idle = haproxy_service(&s, &lb1, &addrs, &[]).expect("render");
-        assert_eq!(run(&idle), Ok(Checked::default()));
-    }
+    ];
+    assert_accepts_rendered(Flavor::Haproxy, &cases, |s| s.ports[1].protocol = Protocol::Tcp);
     let binds = run(BASE).expect("accepted").binds;
     assert_eq!(
         binds.iter().map(|b| (b.protocol, b.port)).collect::<Vec<_>>(),

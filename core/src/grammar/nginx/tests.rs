@@ -1,107 +1,57 @@
 //! The nginx snippet grammar against `render::nginx_service`, and a refusal per way a hand edit
 //! could reach nginx: the attack files, every directive out of place, every value misspelled.
 
-use super::super::tests::{assert_refused, host, node, svc, tuned};
+use super::super::tests::{assert_accepts_rendered, assert_format_2, assert_refused, check_blog_web};
 use super::*;
 use crate::annotations::Balance;
-use crate::config::{Flavor, Layout};
-use crate::render::nginx_service;
+use crate::config::Flavor;
 
 const BASE: &str = "# Flipbit: Service blog/web on LB host lb-1.\n# Generated.\n\nupstream flipbit_blog_web_tcp_80 {\n    server 10.0.0.1:30080;\n}\n\nserver {\n    listen 127.1.1.5:80;\n    proxy_pass flipbit_blog_web_tcp_80;\n    proxy_connect_timeout 5s;\n}\n";
 
 fn run(text: &str) -> Result<Checked, Refusal> {
-    run_as(text, 1)
-}
-
-fn run_as(text: &str, format: u32) -> Result<Checked, Refusal> {
-    check(
-        &"blog/web".parse().expect("key"),
-        text,
-        &host(Layout::PerService, Flavor::Nginx),
-        format,
-    )
+    check_blog_web(Flavor::Nginx, text, 1)
 }
 
 #[test]
 fn format_2_adds_client_ranges_timeouts_and_udp_answers() {
-    let nodes = [node("10.0.0.1")];
-    let refs: Vec<_> = nodes.iter().collect();
-    let addrs: Vec<IpAddr> = vec!["127.1.1.5".parse().expect("ip")];
-    let text = nginx_service(
-        &tuned("blog/web", Balance::Hash),
-        &"lb-1".parse().expect("host"),
-        &addrs,
-        &refs,
-    )
-    .expect("render");
-    for want in [
-        "    allow 127.9.0.0/16;\n    allow 2001:db8::/32;\n    deny all;\n    proxy_pass",
-        "    proxy_connect_timeout 7s;\n    proxy_timeout 30s;\n",
-        "    proxy_timeout 20s;\n    proxy_responses 1;\n",
-    ] {
-        assert!(text.contains(want), "{want:?} missing in:\n{text}");
-    }
-    assert_eq!(run_as(&text, 2).map(|c| c.binds.len()), Ok(2));
-    // Format 1 says none of it: an applier reading format 1 refuses it.
-    assert!(run_as(&text, 1).is_err());
-    let line = |needle: &str| text.lines().position(|l| l.contains(needle)).expect("line") + 1;
-    let table: Vec<(String, usize, &str)> = vec![
-        (
-            text.replacen("allow 127.9.0.0/16;", "allow 127.9.0.5/16;", 1),
-            line("allow 127.9"),
-            "client range",
-        ),
-        (
-            text.replacen("allow 127.9.0.0/16;", "allow all;", 1),
-            line("allow 127.9"),
-            "client range",
-        ),
-        (text.replacen("    deny all;\n", "", 1), line("deny all"), "deny all"),
-        (
-            text.replacen("proxy_timeout 30s;", "proxy_timeout 2d;", 1),
-            line("proxy_timeout 30s"),
-            "idle timeout",
-        ),
-        (
-            text.replacen("proxy_timeout 30s;", "proxy_timeout 86401s;", 1),
-            line("proxy_timeout 30s"),
-            "idle timeout",
-        ),
-        (
-            text.replacen("proxy_connect_timeout 7s;", "proxy_connect_timeout 601s;", 1),
-            line("proxy_connect_timeout"),
-            "connect timeout",
-        ),
-        (
-            text.replacen("proxy_responses 1;", "proxy_responses 0;", 1),
-            line("proxy_responses"),
-            "answers",
-        ),
-    ];
-    assert_refused(table, |t| run_as(t, 2));
+    assert_format_2(
+        Flavor::Nginx,
+        Balance::Hash,
+        &[
+            "    allow 127.9.0.0/16;\n    allow 2001:db8::/32;\n    deny all;\n    proxy_pass",
+            "    proxy_connect_timeout 7s;\n    proxy_timeout 30s;\n",
+            "    proxy_timeout 20s;\n    proxy_responses 1;\n",
+        ],
+        2,
+        &[
+            ("allow 127.9.0.0/16;", "allow 127.9.0.5/16;", "client range"),
+            ("allow 127.9.0.0/16;", "allow all;", "client range"),
+            ("    deny all;\n", "", "deny all"),
+            ("proxy_timeout 30s;", "proxy_timeout 2d;", "idle timeout"),
+            ("proxy_timeout 30s;", "proxy_timeout 86401s;", "idle timeout"),
+            (
+                "proxy_connect_timeout 7s;",
+                "proxy_connect_timeout 601s;",
+                "connect timeout",
+            ),
+            ("proxy_responses 1;", "proxy_responses 0;", "answers"),
+        ],
+    );
 }
 
 #[test]
 fn accepts_what_the_renderer_writes() {
-    let nodes = [node("10.0.0.1"), node("fd00:9::1"), node("10.0.0.1")];
-    let refs: Vec<_> = nodes.iter().collect();
-    let addrs: Vec<IpAddr> = vec!["127.1.1.5".parse().expect("ip"), "fd00:1::5".parse().expect("ip")];
-    for (balance, pp) in [
+    let cases = [
         (Balance::RoundRobin, false),
         (Balance::LeastConn, true),
         (Balance::Hash, false),
-    ] {
-        let s = svc("blog/web", balance, pp);
-        let text = nginx_service(&s, &"lb-1".parse().expect("host"), &addrs, &refs).expect("render");
-        let checked = run(&text).unwrap_or_else(|r| panic!("{r}:\n{text}"));
-        assert_eq!(checked.binds.len(), 4, "{checked:?}");
+    ];
+    for checked in assert_accepts_rendered(Flavor::Nginx, &cases, |_| {}) {
         assert!(checked.binds.contains(&Bind {
             protocol: Protocol::Udp,
-            addr: BindAddr::Ip(addrs[1]),
+            addr: BindAddr::Ip("fd00:1::5".parse().expect("ip")),
             port: 53
         }));
-        let idle = nginx_service(&s, &"lb-1".parse().expect("host"), &addrs, &[]).expect("render");
-        assert_eq!(run(&idle), Ok(Checked::default()));
     }
     assert_eq!(run(BASE).map(|c| c.binds.len()), Ok(1));
 }
