@@ -19,9 +19,8 @@ use flipbit_core::grammar::{Bind, BindAddr, Checked, LbFile, OUTPUT_FORMAT, chec
 use flipbit_core::model::{PortInput, ServiceInput};
 use flipbit_core::names::LbHostName;
 use flipbit_core::nodes::Node;
-use flipbit_core::render::haproxy::haproxy_service;
 use flipbit_core::render::map::{Listener, host_files, listeners_of, per_service_reason, service_entries};
-use flipbit_core::render::nginx_service;
+use flipbit_core::render::service_to_nodes;
 use flipbit_core::repo_paths;
 use proptest::prelude::*;
 
@@ -262,7 +261,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
             .flat_map(|p| refs.iter().map(move |n| SocketAddr::new(n.ip, p.node_port)))
             .collect()
     };
-    let nginx = nginx_service(&w.svc, &lb1, &w.ips, &refs).expect("nginx");
+    let nginx = service_to_nodes(Flavor::Nginx, &w.svc, &lb1, &w.ips, &refs).expect("nginx");
     let conf = repo_paths::lb_service_path(&lb1, &w.svc.key);
     let mut out = vec![
         Rendered {
@@ -287,7 +286,7 @@ fn rendered(w: &World) -> Vec<Rendered> {
         },
         Rendered {
             path: repo_paths::lb_service_cfg_path(&lb1, &w.svc.key),
-            text: haproxy_service(&w.svc, &lb1, &w.ips, &refs).expect("haproxy"),
+            text: service_to_nodes(Flavor::Haproxy, &w.svc, &lb1, &w.ips, &refs).expect("haproxy"),
             host: w.haproxy.clone(),
             want: Checked {
                 binds: binds(ports().filter(|(p, _)| *p == Protocol::Tcp), &w.ips),
@@ -395,7 +394,7 @@ proptest! {
         // The default name and up to two custom ones, all inside the zone.
         let mut names: BTreeSet<String> = BTreeSet::from([format!("{}.{}.{zone}", case.name, case.namespace)]);
         names.extend((0..extra).map(|i| format!("n{i}.{}.{zone}", case.namespace)));
-        let text = flipbit_core::render::zone_fragment(&w.svc, zone, &names, ttl, &w.ips)
+        let text = flipbit_core::render::zone::fragment(&w.svc, zone, &names, ttl, &w.ips)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let got: BTreeSet<AddressRecord> = fragment::parse(zone, &text)
             .map_err(|e| TestCaseError::fail(format!("refused, {e}:\n{text}")))?

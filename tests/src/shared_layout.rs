@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use flipbit_core::annotations::Settings;
-use flipbit_core::config::Layout;
+use flipbit_core::config::{Flavor, Layout};
 use flipbit_core::exposure::{ExposedService, Protocol, ServicePort};
 use flipbit_core::names::LbHostName;
 use flipbit_core::nodes::Node;
@@ -76,7 +76,7 @@ pub fn host_tree(
             None => every.clone(),
         };
         if layout == Layout::PerService || render::map::per_service_reason(&p.svc).is_some() {
-            let text = render::nginx_service(&p.svc, host, &p.ips, &chosen)?;
+            let text = render::service_to_nodes(Flavor::Nginx, &p.svc, host, &p.ips, &chosen)?;
             files.insert(repo_paths::lb_service_path(host, &p.svc.key), text);
         } else {
             let text = render::map::service_entries(&p.svc, host, &p.ips)?;

@@ -1,5 +1,5 @@
 //! Reads a committed zone fragment back into records: the grammar of what
-//! [`crate::render::zone_fragment`] writes, kept next to the DNS rules it relies on. The applier
+//! [`crate::render::zone::fragment`] writes, kept next to the DNS rules it relies on. The applier
 //! trusts Git no more than nginx does: the fragment must be the plain form the generator writes
 //! (`<name>. <ttl> IN A|AAAA <address>`, comments, blank lines), every name inside the
 //! fragment's zone, or it is refused with its line number.

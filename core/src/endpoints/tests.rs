@@ -196,7 +196,7 @@ fn a_port_without_ready_endpoints_is_not_served() {
     let got = upstreams(&svc, &names, &[&s]);
     assert_eq!(got.of_port(0), addrs(&["10.1.0.1:8080"]));
     assert!(got.of_port(1).is_empty());
-    let text = crate::render::nginx_service_to(
+    let text = crate::render::nginx::service(
         &svc,
         &"lb-1".parse().expect("host"),
         &["127.1.1.5".parse().expect("ip")],

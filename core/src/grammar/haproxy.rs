@@ -1,5 +1,5 @@
 //! The grammar of a Service's HAProxy file, `lb/<host>/<ns>/<svc>.cfg`
-//! (`templates/haproxy-service.cfg.tera`, rendered by `render::haproxy::haproxy_service`): per TCP
+//! (`templates/haproxy-service.cfg.tera`, rendered by `render::haproxy::service`): per TCP
 //! port a `frontend flipbit_<ns>_<svc>_<port>` bound to the Service's addresses and a `backend`
 //! of the same name with its nodes. HAProxy sections have no closing brace: a section runs to the
 //! next section keyword, so every indented line after a header is read as that section's, and

@@ -1,5 +1,5 @@
 //! The grammar of a Service's nginx snippet, `lb/<host>/<ns>/<svc>.conf`
-//! (`templates/nginx-service.conf.tera`, rendered by `render::nginx_service`): per Service port an
+//! (`templates/nginx-service.conf.tera`, rendered by `render::nginx::service`): per Service port an
 //! `upstream flipbit_<ns>_<svc>_<tcp|udp>_<port>` of the nodes and a `server` that listens on the
 //! Service's addresses and proxies to it. The upstream name must be this file's Service, so one
 //! file cannot define or shadow another Service's upstream; every `listen` must be inside the

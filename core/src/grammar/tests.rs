@@ -71,14 +71,10 @@ pub(super) fn check_blog_web(flavor: Flavor, text: &str, format: u32) -> Result<
 /// `svc`'s file for `flavor`, rendered on `lb-1` listening at `addresses` and sending to a [`node`]
 /// at each of `nodes`.
 pub(super) fn render_on_lb1(flavor: Flavor, svc: &ExposedService, addresses: &[&str], nodes: &[&str]) -> String {
-    let render = match flavor {
-        Flavor::Nginx => render::nginx_service,
-        Flavor::Haproxy => render::haproxy::haproxy_service,
-    };
     let addresses: Vec<IpAddr> = addresses.iter().map(|a| a.parse().expect("ip")).collect();
     let nodes: Vec<Node> = nodes.iter().map(|ip| node(ip)).collect();
     let refs: Vec<&Node> = nodes.iter().collect();
-    render(svc, &"lb-1".parse().expect("host"), &addresses, &refs).expect("render")
+    render::service_to_nodes(flavor, svc, &"lb-1".parse().expect("host"), &addresses, &refs).expect("render")
 }
 
 /// `flavor`'s files of [`svc`] blog/web, as `edit` leaves it, with each (balance, PROXY protocol)

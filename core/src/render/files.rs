@@ -208,7 +208,7 @@ fn service_files(
         let shared = host_config.is_some_and(|h| h.layout == Layout::SharedListeners);
         let result = if host_config.is_some_and(|h| h.flavor == Flavor::Haproxy) {
             let fp = fingerprint(&(service_fp, host, &ips, Flavor::Haproxy));
-            let mut render = || render::haproxy::haproxy_service_to(svc, host, &ips, &upstreams());
+            let mut render = || render::haproxy::service(svc, host, &ips, &upstreams());
             sink.file(repo_paths::lb_service_cfg_path(host, &svc.key), fp, &mut render)
         } else if shared && render::map::per_service_reason(svc).is_none() {
             // Map entries depend on the Service and its addresses only: node churn goes to
@@ -228,7 +228,7 @@ fn service_files(
                     .extend(render::map::listeners_of(svc, &ips));
             }
             let fp = fingerprint(&(service_fp, host, &ips));
-            let mut render = || render::nginx_service_to(svc, host, &ips, &upstreams());
+            let mut render = || render::nginx::service(svc, host, &ips, &upstreams());
             sink.file(repo_paths::lb_service_path(host, &svc.key), fp, &mut render)
         };
         if let Err(e) = result {
@@ -239,7 +239,7 @@ fn service_files(
         let ttl = svc.settings.dns_ttl.unwrap_or(DEFAULT_TTL);
         let all: Vec<IpAddr> = addresses.values().chain(addresses_v6.values()).copied().collect();
         let fp = fingerprint(&(&svc.key, &config.zone, &names, ttl, &all));
-        let mut render = || render::zone_fragment(svc, &config.zone, &names, ttl, &all);
+        let mut render = || render::zone::fragment(svc, &config.zone, &names, ttl, &all);
         if let Err(e) = sink.file(repo_paths::dns_service_path(&config.zone, &svc.key), fp, &mut render) {
             failed = Some(e);
         }

@@ -20,20 +20,7 @@ use crate::config::Flavor;
 use crate::exposure::ExposedService;
 use crate::flavor;
 use crate::names::LbHostName;
-use crate::nodes::Node;
-use crate::render::{RenderError, ServiceHeader, Upstreams, render, socket_addresses};
-
-pub(crate) const HAPROXY_SERVICE: &str = "haproxy-service.cfg";
-pub(crate) const HAPROXY_SERVICE_TEMPLATE: &str = include_str!("../../../templates/haproxy-service.cfg.tera");
-
-#[derive(Serialize)]
-struct ServiceView {
-    #[serde(flatten)]
-    header: ServiceHeader,
-    /// Ports this host does not serve (`UDP/53`), said in the file too.
-    skipped: Vec<String>,
-    routes: Vec<RouteView>,
-}
+use crate::render::{RenderError, ServiceView, Upstreams, render, socket_addresses};
 
 #[derive(Serialize)]
 struct RouteView {
@@ -60,20 +47,10 @@ struct ServerView {
 }
 
 /// The HAProxy configuration for `svc` on `host`, listening on `addresses` (its primary and, for
-/// dual-stack, its IPv6 address) and sending to `nodes`. UDP ports are left out (named in a
-/// comment; the decision warns about them). With no nodes nothing listens, as on nginx hosts:
-/// clients get a refusal rather than a connection that goes nowhere.
-pub fn haproxy_service(
-    svc: &ExposedService,
-    host: &LbHostName,
-    addresses: &[IpAddr],
-    nodes: &[&Node],
-) -> Result<String, RenderError> {
-    haproxy_service_to(svc, host, addresses, &Upstreams::of_nodes(svc, nodes))
-}
-
-/// [`haproxy_service`] with the upstreams of each port given.
-pub fn haproxy_service_to(
+/// dual-stack, its IPv6 address) and sending to the `upstreams` of each port. UDP ports are left
+/// out (named in a comment; the decision warns about them). A port with no upstream gets no
+/// frontend, as on nginx hosts: clients get a refusal rather than a connection that goes nowhere.
+pub fn service(
     svc: &ExposedService,
     host: &LbHostName,
     addresses: &[IpAddr],
@@ -102,19 +79,17 @@ pub fn haproxy_service_to(
             allow: traffic.source_ranges.iter().map(ToString::to_string).collect(),
             connect_timeout: traffic
                 .connect_timeout
-                .unwrap_or(crate::render::DEFAULT_CONNECT_TIMEOUT)
+                .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT)
                 .to_string(),
             idle_timeout: traffic
                 .idle_timeout
                 .map_or_else(|| DEFAULT_IDLE_TIMEOUT.to_owned(), |t| t.to_string()),
         })
         .collect();
-    let view = ServiceView {
-        header: ServiceHeader::of(svc, host, addresses),
-        skipped,
-        routes,
-    };
-    render(HAPROXY_SERVICE, &view)
+    render(
+        super::HAPROXY_SERVICE,
+        &ServiceView::new(svc, host, addresses, skipped, routes),
+    )
 }
 
 /// One server per distinct address (two Node objects may report one InternalIP), in the given
@@ -136,6 +111,7 @@ mod tests {
     use super::*;
     use crate::annotations::Settings;
     use crate::exposure::{Protocol, ServicePort};
+    use crate::nodes::Node;
 
     fn svc(balance: Balance, proxy_protocol: bool) -> ExposedService {
         ExposedService {
@@ -177,7 +153,14 @@ mod tests {
         let nodes = [node("w1", "127.2.0.10"), node("w2", "127.2.0.11")];
         let refs: Vec<&Node> = nodes.iter().collect();
         let addrs: Vec<IpAddr> = vec!["127.2.1.5".parse().unwrap(), "fd00:2::5".parse().unwrap()];
-        let text = haproxy_service(&svc(Balance::Hash, true), &"lb-1".parse().unwrap(), &addrs, &refs).unwrap();
+        let text = crate::render::service_to_nodes(
+            Flavor::Haproxy,
+            &svc(Balance::Hash, true),
+            &"lb-1".parse().unwrap(),
+            &addrs,
+            &refs,
+        )
+        .unwrap();
         for want in [
             "# UDP/27015 is not served on this host: HAProxy carries TCP only.",
             "frontend flipbit_apps_game_27015\n    mode tcp\n    bind 127.2.1.5:27015\n    bind [fd00:2::5]:27015\n",
@@ -197,10 +180,14 @@ mod tests {
         let refs: Vec<&Node> = nodes.iter().collect();
         let addrs: Vec<IpAddr> = vec!["127.2.1.5".parse().unwrap()];
         let host: LbHostName = "lb-1".parse().unwrap();
-        let rr = haproxy_service(&svc(Balance::RoundRobin, false), &host, &addrs, &refs).unwrap();
+        let rr =
+            crate::render::service_to_nodes(Flavor::Haproxy, &svc(Balance::RoundRobin, false), &host, &addrs, &refs)
+                .unwrap();
         assert!(rr.contains("balance roundrobin\n") && !rr.contains("hash-type"), "{rr}");
         assert!(!rr.contains("send-proxy"), "{rr}");
-        let lc = haproxy_service(&svc(Balance::LeastConn, false), &host, &addrs, &refs).unwrap();
+        let lc =
+            crate::render::service_to_nodes(Flavor::Haproxy, &svc(Balance::LeastConn, false), &host, &addrs, &refs)
+                .unwrap();
         assert!(lc.contains("balance leastconn\n"), "{lc}");
     }
 
@@ -225,7 +212,14 @@ mod tests {
     #[test]
     fn no_nodes_means_nothing_listens() {
         let addrs: Vec<IpAddr> = vec!["127.2.1.5".parse().unwrap()];
-        let text = haproxy_service(&svc(Balance::RoundRobin, false), &"lb-1".parse().unwrap(), &addrs, &[]).unwrap();
+        let text = crate::render::service_to_nodes(
+            Flavor::Haproxy,
+            &svc(Balance::RoundRobin, false),
+            &"lb-1".parse().unwrap(),
+            &addrs,
+            &[],
+        )
+        .unwrap();
         assert!(!text.contains("frontend") && !text.contains("bind"), "{text}");
         assert!(text.contains("nothing listens on 127.2.1.5"), "{text}");
     }

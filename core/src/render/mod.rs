@@ -11,18 +11,40 @@ pub mod map;
 pub mod nginx;
 pub mod zone;
 
-pub use nginx::{DEFAULT_CONNECT_TIMEOUT, nginx_service, nginx_service_to};
-pub use zone::zone_fragment;
+/// The connect timeout of a Service that sets none, on either flavour.
+pub const DEFAULT_CONNECT_TIMEOUT: crate::traffic::Seconds = crate::traffic::Seconds(5);
+
+/// `svc`'s file for a host of `flavor`, sending each port to `nodes` (the decision passes each
+/// port's upstreams to [`nginx::service`] or [`haproxy::service`]; tests and benches start from
+/// nodes).
+pub fn service_to_nodes(
+    flavor: Flavor,
+    svc: &ExposedService,
+    host: &LbHostName,
+    addresses: &[IpAddr],
+    nodes: &[&Node],
+) -> Result<String, RenderError> {
+    let upstreams = Upstreams::of_nodes(svc, nodes);
+    match flavor {
+        Flavor::Nginx => nginx::service(svc, host, addresses, &upstreams),
+        Flavor::Haproxy => haproxy::service(svc, host, addresses, &upstreams),
+    }
+}
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
 use serde::Serialize;
 
+use crate::config::Flavor;
 use crate::exposure::ExposedService;
 use crate::names::LbHostName;
 use crate::nodes::Node;
 
+/// The per-Service templates: one file per Service per host, and its zone fragment.
+pub(crate) const NGINX_SERVICE: &str = "nginx-service.conf";
+pub(crate) const HAPROXY_SERVICE: &str = "haproxy-service.cfg";
+pub(crate) const DNS_SERVICE: &str = "dns-service.zone";
 /// The shared-listeners layout's templates (see `render::map`).
 pub(crate) const SHARED_ENTRIES: &str = "nginx-service.map";
 pub(crate) const SHARED_LISTENERS: &str = "nginx-listeners.conf";
@@ -50,8 +72,11 @@ fn templates() -> Result<&'static tera::Tera, RenderError> {
         let mut t = tera::Tera::default();
         t.autoescape_on(vec![]);
         t.add_raw_templates(vec![
-            (nginx::NGINX_SERVICE, nginx::NGINX_SERVICE_TEMPLATE),
-            (zone::DNS_SERVICE, zone::DNS_SERVICE_TEMPLATE),
+            (
+                NGINX_SERVICE,
+                include_str!("../../../templates/nginx-service.conf.tera"),
+            ),
+            (DNS_SERVICE, include_str!("../../../templates/dns-service.zone.tera")),
             (
                 SHARED_ENTRIES,
                 include_str!("../../../templates/nginx-service.map.tera"),
@@ -61,7 +86,10 @@ fn templates() -> Result<&'static tera::Tera, RenderError> {
                 include_str!("../../../templates/nginx-listeners.conf.tera"),
             ),
             (SHARED_NODES, include_str!("../../../templates/nginx-nodes.conf.tera")),
-            (haproxy::HAPROXY_SERVICE, haproxy::HAPROXY_SERVICE_TEMPLATE),
+            (
+                HAPROXY_SERVICE,
+                include_str!("../../../templates/haproxy-service.cfg.tera"),
+            ),
         ])
         .map_err(|e| format!("{e:?}"))?;
         Ok(t)
@@ -111,20 +139,31 @@ impl Upstreams {
     }
 }
 
-/// What a per-Service file's opening note says of the Service, the same for every flavour.
+/// What a per-Service file's template sees, whatever the flavour: the Service, the host, its
+/// addresses, what carries its traffic, the ports skipped and a route (`R`, the flavour's own) per
+/// port served.
 #[derive(Serialize)]
-pub(crate) struct ServiceHeader {
+pub(crate) struct ServiceView<R> {
     service: String,
     lb_host: String,
     address: String,
     /// What carries the Service's traffic, for the note when nothing does: `eligible node`, or
     /// `ready endpoint` for pod backends.
     carriers: &'static str,
+    /// Ports this host does not serve (`UDP/53` on a HAProxy host), said in the file too.
+    skipped: Vec<String>,
+    routes: Vec<R>,
 }
 
-impl ServiceHeader {
-    pub(crate) fn of(svc: &ExposedService, host: &LbHostName, addresses: &[IpAddr]) -> Self {
-        ServiceHeader {
+impl<R> ServiceView<R> {
+    pub(crate) fn new(
+        svc: &ExposedService,
+        host: &LbHostName,
+        addresses: &[IpAddr],
+        skipped: Vec<String>,
+        routes: Vec<R>,
+    ) -> Self {
+        ServiceView {
             service: svc.key.to_string(),
             lb_host: host.to_string(),
             address: addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
@@ -132,6 +171,8 @@ impl ServiceHeader {
                 crate::traffic::Backends::Nodes => "eligible node",
                 crate::traffic::Backends::Pods => "ready endpoint",
             },
+            skipped,
+            routes,
         }
     }
 }

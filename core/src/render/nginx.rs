@@ -5,21 +5,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::{RenderError, ServiceHeader, Upstreams, render, socket_addresses};
+use super::{RenderError, ServiceView, Upstreams, render, socket_addresses};
 use crate::annotations::Balance;
 use crate::exposure::{ExposedService, Protocol};
 use crate::names::LbHostName;
-use crate::nodes::Node;
-
-pub(super) const NGINX_SERVICE: &str = "nginx-service.conf";
-pub(super) const NGINX_SERVICE_TEMPLATE: &str = include_str!("../../../templates/nginx-service.conf.tera");
-
-#[derive(Serialize)]
-struct ServiceView {
-    #[serde(flatten)]
-    header: ServiceHeader,
-    routes: Vec<RouteView>,
-}
 
 #[derive(Serialize)]
 struct RouteView {
@@ -38,23 +27,10 @@ struct RouteView {
     responses: Option<u32>,
 }
 
-/// The connect timeout of a Service that sets none.
-pub const DEFAULT_CONNECT_TIMEOUT: crate::traffic::Seconds = crate::traffic::Seconds(5);
-
 /// The nginx snippet for one Service on one LB host, listening on `addresses` (its primary and, for
-/// dual-stack, its IPv6 address) and sending to `nodes`.
-/// With no nodes nothing listens: clients get a refusal rather than a connection that goes nowhere.
-pub fn nginx_service(
-    svc: &ExposedService,
-    host: &LbHostName,
-    addresses: &[IpAddr],
-    nodes: &[&Node],
-) -> Result<String, RenderError> {
-    nginx_service_to(svc, host, addresses, &Upstreams::of_nodes(svc, nodes))
-}
-
-/// [`nginx_service`] with the upstreams of each port given.
-pub fn nginx_service_to(
+/// dual-stack, its IPv6 address) and sending to the `upstreams` of each port. A port with no
+/// upstream gets no listener: clients get a refusal rather than a connection that goes nowhere.
+pub fn service(
     svc: &ExposedService,
     host: &LbHostName,
     addresses: &[IpAddr],
@@ -87,14 +63,16 @@ pub fn nginx_service_to(
             proxy_protocol: svc.settings.proxy_protocol,
             servers: upstreams.of_port(i).iter().map(ToString::to_string).collect(),
             allow: traffic.source_ranges.iter().map(ToString::to_string).collect(),
-            connect_timeout: traffic.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).to_string(),
+            connect_timeout: traffic
+                .connect_timeout
+                .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT)
+                .to_string(),
             idle_timeout: traffic.idle_timeout.map(|t| t.to_string()),
             responses: traffic.udp_responses,
         })
         .collect();
-    let view = ServiceView {
-        header: ServiceHeader::of(svc, host, addresses),
-        routes,
-    };
-    render(NGINX_SERVICE, &view)
+    render(
+        super::NGINX_SERVICE,
+        &ServiceView::new(svc, host, addresses, Vec::new(), routes),
+    )
 }

@@ -8,9 +8,6 @@ use serde::Serialize;
 use super::{RenderError, render};
 use crate::exposure::ExposedService;
 
-pub(super) const DNS_SERVICE: &str = "dns-service.zone";
-pub(super) const DNS_SERVICE_TEMPLATE: &str = include_str!("../../../templates/dns-service.zone.tera");
-
 #[derive(Serialize)]
 struct ZoneView {
     service: String,
@@ -28,7 +25,7 @@ struct RecordView {
 
 /// The zone fragment of one Service: an A or AAAA record per name per LB address. `names` were
 /// validated as DNS names inside `zone`.
-pub fn zone_fragment(
+pub fn fragment(
     svc: &ExposedService,
     zone: &str,
     names: &std::collections::BTreeSet<String>,
@@ -53,5 +50,5 @@ pub fn zone_fragment(
         zone: zone.to_owned(),
         records,
     };
-    render(DNS_SERVICE, &view)
+    render(super::DNS_SERVICE, &view)
 }

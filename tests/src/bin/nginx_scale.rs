@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use flipbit_core::config::Layout;
+use flipbit_core::config::{Flavor, Layout};
 use flipbit_core::exposure::Protocol::{Tcp, Udp};
 use flipbit_core::names::LbHostName;
 use flipbit_core::{render, repo_paths};
@@ -175,7 +175,7 @@ fn measure(layout: Layout, n: usize, runs: usize, root: &Path) -> Result<String,
         let every: Vec<_> = all.iter().collect();
         (
             repo_paths::lb_service_path(&host, &new.svc.key),
-            render::nginx_service(&new.svc, &host, &new.ips, &every),
+            render::service_to_nodes(Flavor::Nginx, &new.svc, &host, &new.ips, &every),
         )
     } else {
         (

@@ -1,4 +1,4 @@
-//! The HAProxy grammar against `render::haproxy::haproxy_service`, and a refusal per way a hand
+//! The HAProxy grammar against `render::haproxy::service`, and a refusal per way a hand
 //! edit could reach HAProxy: other sections, other directives, foreign names, binds, servers.
 
 use super::super::tests::{assert_accepts_rendered, assert_format_2, assert_refused, check_blog_web};

@@ -1,4 +1,4 @@
-//! The nginx snippet grammar against `render::nginx_service`, and a refusal per way a hand edit
+//! The nginx snippet grammar against `render::nginx::service`, and a refusal per way a hand edit
 //! could reach nginx: the attack files, every directive out of place, every value misspelled.
 
 use super::super::tests::{assert_accepts_rendered, assert_format_2, assert_refused, check_blog_web};

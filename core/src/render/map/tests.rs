@@ -105,7 +105,7 @@ fn listeners_are_read_back_from_per_service_snippets() {
     let n = nodes(2);
     let chosen: Vec<&Node> = n.iter().collect();
     let ips = [ip("127.1.1.5"), ip("::1")];
-    let text = crate::render::nginx_service(&s, &host(), &ips, &chosen).unwrap();
+    let text = crate::render::service_to_nodes(crate::config::Flavor::Nginx, &s, &host(), &ips, &chosen).unwrap();
     assert_eq!(listeners_in(&text), listeners_of(&s, &ips));
     assert!(listeners_in("# nothing\nlisten nonsense;\nTCP/x:1 y;\n").is_empty());
 }
