@@ -164,6 +164,12 @@ impl<Id: Copy> Step<Id> {
             .map(|(path, change)| (path.as_str(), change.blob()))
             .collect()
     }
+
+    /// The paths whose fingerprint the step learned without their text changing: with
+    /// [`Step::changes`], every path [`Engine::advance`] changes in the memory.
+    pub fn learned_paths(&self) -> impl Iterator<Item = &str> {
+        self.learned.iter().map(|(path, _, _)| path.as_str())
+    }
 }
 
 impl<Id: Copy + Eq + Debug> Engine<Id> {

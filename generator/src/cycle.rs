@@ -116,7 +116,7 @@ pub fn run(
         if push {
             outcome.proposal = propose(store, branch, &outcome)?;
             // The memory keeps describing the tracked branch, which the proposal did not change.
-            memory.engine.learn(&outcome.base.to_string(), &step);
+            memory.learn(&outcome.base.to_string(), &step);
         }
         return Ok(outcome);
     }
@@ -349,8 +349,8 @@ fn decide_incrementally(
 pub struct Memory {
     engine: Engine<BlobId>,
     ledger: Option<(BlobId, std::sync::Arc<Ledger>)>,
-    /// For `render`'s journal (`render_cache`): the paths steps wrote or deleted since the memory
-    /// was read back from the cache. `None` when it was not (the live generator's memory), or
+    /// For `render`'s journal (`render_cache`): the paths steps wrote, deleted or learned a
+    /// fingerprint of since the memory was read back from the cache. `None` when it was not (the live generator's memory), or
     /// once it was synced with another head, when any path may have changed.
     touched: Option<foldhash::HashSet<String>>,
 }
@@ -400,8 +400,20 @@ impl Memory {
         }
         if let Some(touched) = &mut self.touched {
             touched.extend(step.changes.keys().cloned());
+            touched.extend(step.learned_paths().map(str::to_owned));
         }
         self.engine.advance(&commit.to_string(), step, decision);
+    }
+
+    /// What `step` learned about unchanged paths of `commit` (see `Engine::learn`), for a decision
+    /// proposed on another branch.
+    fn learn(&mut self, commit: &str, step: &Step<BlobId>) {
+        if let Some(touched) = &mut self.touched
+            && self.engine.base() == Some(commit)
+        {
+            touched.extend(step.learned_paths().map(str::to_owned));
+        }
+        self.engine.learn(commit, step);
     }
 }
 

@@ -19,6 +19,9 @@ use flipbit_core::problem::{Problem, Severity, Subject};
 
 use crate::convert;
 
+mod seen;
+pub use seen::{FileSeen, Identity};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("{path}: {message}; nothing was committed, since the cluster snapshot would be incomplete")]
@@ -48,7 +51,10 @@ pub struct Parsed {
 pub struct ParseCache {
     pub files: HashMap<String, Parsed>,
     pub items: HashMap<String, Parsed>,
-    /// After a load: how many units were read afresh or went (0: the cache is as it was).
+    /// What each manifest file (by path) was when its units were read (see `seen`).
+    pub seen: HashMap<String, FileSeen>,
+    /// After a load: how many units were read afresh or went, and files recorded anew or gone
+    /// (0: the cache is as it was).
     pub changed: usize,
 }
 
@@ -62,8 +68,9 @@ impl ParseCache {
     }
 }
 
-/// [`load_dir`], reusing `cache` for units whose text is unchanged; also returns the cache of
-/// this folder's units (units that went are dropped).
+/// [`load_dir`], reusing `cache` for units whose text is unchanged and for files that did not
+/// change (see `seen`: those are not even read); also returns the cache of this folder's units
+/// (units and files that went are dropped).
 pub fn load_dir_cached(
     dir: &Path,
     mut cache: ParseCache,
@@ -74,43 +81,153 @@ pub fn load_dir_cached(
     let mut snapshot = Snapshot::default();
     let mut problems = Vec::new();
     let mut kept = ParseCache::default();
+    // The cache's texts by checksum, for files whose record names their units so.
+    let by_sum = if cache.seen.is_empty() {
+        seen::BySum::default()
+    } else {
+        seen::BySum::of(&cache)
+    };
     for file in files {
         let where_ = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|e| ManifestError::Unreadable {
+        let unreadable = |e: std::io::Error| ManifestError::Unreadable {
             path: where_.clone(),
             message: e.to_string(),
-        })?;
+        };
+        // The time first, then the identity, then the text: a file changed after its identity
+        // was taken has another one next time.
+        let seen_at = seen::now_ns();
+        let identity = Identity::of(&std::fs::metadata(&file).map_err(unreadable)?);
+        let before = cache.seen.remove(&where_);
         let mut part = Snapshot::default();
         let mut part_problems = Vec::new();
+        let unread = before.as_ref().filter(|b| b.unchanged_without_reading(&identity));
+        if let Some(before) = unread
+            && let Some(texts) = by_sum.texts(&before.units)
+            && take_known(&texts, &mut cache, &mut kept, &mut part)
+        {
+            kept.seen.insert(where_, before.clone());
+            append_part(&mut snapshot, &mut problems, part, part_problems);
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).map_err(unreadable)?;
+        let content = seen::content_sum(&text);
+        if let Some(before) = before.as_ref().filter(|b| b.content == content)
+            && let Some(texts) = by_sum.texts(&before.units)
+            && take_known(&texts, &mut cache, &mut kept, &mut part)
+        {
+            // The same text (written again, or changed too recently to trust its identity). A
+            // record that stays untrusted is kept as it is, so a run that changed nothing writes
+            // nothing; one that would now be trusted is written once.
+            let now = FileSeen {
+                identity,
+                seen_at,
+                content,
+                units: before.units.clone(),
+            };
+            let now = match before.identity == identity && !now.unchanged_without_reading(&identity) {
+                true => before.clone(),
+                false => now,
+            };
+            kept.changed += usize::from(now != *before);
+            kept.seen.insert(where_, now);
+            append_part(&mut snapshot, &mut problems, part, part_problems);
+            continue;
+        }
+        let mut units = Some(Vec::new());
         let read = match list_items(&text).filter(|(rest, _)| list_header_ok(rest)) {
-            Some((_, items)) => read_items(&where_, &items, &mut cache, &mut kept, &mut part, &mut part_problems)?,
-            None => {
-                read_unit(
-                    &text,
-                    &mut cache.files,
-                    &mut kept.files,
-                    &mut kept.changed,
-                    &mut part,
-                    &mut part_problems,
-                    |s, p| read_file(&where_, &text, s, p).map(|()| true),
-                )?;
-                true
-            }
+            Some((_, items)) => read_items(
+                &where_,
+                &items,
+                &mut cache,
+                &mut kept,
+                &mut part,
+                &mut part_problems,
+                &mut units,
+            )?,
+            None => read_unit(
+                &text,
+                true,
+                &mut cache.files,
+                &mut kept,
+                &mut part,
+                &mut part_problems,
+                &mut units,
+                |s, p| read_file(&where_, &text, s, p).map(|()| true),
+            )?,
         };
         if !read {
             // Any doubt about a `List` read item by item: the whole file, as before units existed.
             part = Snapshot::default();
             part_problems.clear();
             read_file(&where_, &text, &mut part, &mut part_problems)?;
+            units = None;
         }
-        snapshot.services.append(&mut part.services);
-        snapshot.nodes.append(&mut part.nodes);
-        snapshot.endpoint_slices.append(&mut part.endpoint_slices);
-        snapshot.unreadable_services.append(&mut part.unreadable_services);
-        problems.append(&mut part_problems);
+        // Only a file all of whose units are kept can be taken from them next time.
+        if let Some(units) = units {
+            let now = FileSeen {
+                identity,
+                seen_at,
+                content,
+                units,
+            };
+            kept.changed += usize::from(before.as_ref() != Some(&now));
+            kept.seen.insert(where_, now);
+        } else {
+            kept.changed += usize::from(before.is_some());
+        }
+        append_part(&mut snapshot, &mut problems, part, part_problems);
     }
-    kept.changed += cache.len();
+    kept.changed += cache.len() + cache.seen.len();
     Ok((snapshot, problems, kept))
+}
+
+fn append_part(
+    snapshot: &mut Snapshot,
+    problems: &mut Vec<Problem>,
+    mut part: Snapshot,
+    mut part_problems: Vec<Problem>,
+) {
+    snapshot.services.append(&mut part.services);
+    snapshot.nodes.append(&mut part.nodes);
+    snapshot.endpoint_slices.append(&mut part.endpoint_slices);
+    snapshot.unreadable_services.append(&mut part.unreadable_services);
+    problems.append(&mut part_problems);
+}
+
+/// A file's units by their texts, from `cache` (or `kept`, for a text the folder holds twice),
+/// moved to `kept` and appended to `part`: what reading it would give, since only units that read
+/// cleanly are kept. `false`, with nothing moved, when one of them is in neither.
+fn take_known(texts: &[(bool, &str)], cache: &mut ParseCache, kept: &mut ParseCache, part: &mut Snapshot) -> bool {
+    let known = |whole: bool, text: &str| {
+        let (cache, kept) = if whole {
+            (&cache.files, &kept.files)
+        } else {
+            (&cache.items, &kept.items)
+        };
+        cache.contains_key(text) || kept.contains_key(text)
+    };
+    if !texts.iter().all(|&(whole, text)| known(whole, text)) {
+        return false;
+    }
+    for &(whole, text) in texts {
+        let (cache, kept) = if whole {
+            (&mut cache.files, &mut kept.files)
+        } else {
+            (&mut cache.items, &mut kept.items)
+        };
+        match cache.remove_entry(text) {
+            Some((text, parsed)) => {
+                append(part, parsed.clone());
+                kept.insert(text, parsed);
+            }
+            None => {
+                if let Some(parsed) = kept.get(text) {
+                    append(part, parsed.clone());
+                }
+            }
+        }
+    }
+    true
 }
 
 /// The items of a `List` file one by one; `Ok(false)` (and the caller reads the file whole) when
@@ -123,18 +240,13 @@ fn read_items(
     kept: &mut ParseCache,
     part: &mut Snapshot,
     problems: &mut Vec<Problem>,
+    units: &mut Option<Vec<(bool, u64)>>,
 ) -> Result<bool, ManifestError> {
     for (i, item) in items.iter().enumerate() {
-        let at = format!("{where_}: document 1: items[{i}]");
-        let read = read_unit(
-            item,
-            &mut cache.items,
-            &mut kept.items,
-            &mut kept.changed,
-            part,
-            problems,
-            |s, p| read_item(&at, item, s, p).or(Ok(false)),
-        )?;
+        let read = read_unit(item, false, &mut cache.items, kept, part, problems, units, |s, p| {
+            let at = format!("{where_}: document 1: items[{i}]");
+            read_item(&at, item, s, p).or(Ok(false))
+        })?;
         if !read {
             return Ok(false);
         }
@@ -142,23 +254,32 @@ fn read_items(
     Ok(true)
 }
 
-/// One unit: from `cache` when its text is there, else read by `read` and kept in `kept` when it
-/// read cleanly (no problem and nothing unreadable: those name the place they were read at).
+/// One unit (`whole`: a whole file, else a `List` item): from `cache` when its text is there,
+/// else read by `read` and kept in `kept` when it read cleanly (no problem and nothing unreadable:
+/// those name the place they were read at). Its checksum goes to `units` when it is kept; `units`
+/// becomes `None` when it is not.
+#[allow(clippy::too_many_arguments)]
 fn read_unit(
     text: &str,
+    whole: bool,
     cache: &mut HashMap<String, Parsed>,
-    kept: &mut HashMap<String, Parsed>,
-    changed: &mut usize,
+    kept: &mut ParseCache,
     part: &mut Snapshot,
     problems: &mut Vec<Problem>,
+    units: &mut Option<Vec<(bool, u64)>>,
     read: impl FnOnce(&mut Snapshot, &mut Vec<Problem>) -> Result<bool, ManifestError>,
 ) -> Result<bool, ManifestError> {
+    let changed = &mut kept.changed;
+    let kept = if whole { &mut kept.files } else { &mut kept.items };
     let known = match cache.remove_entry(text) {
         Some(entry) => Some(entry),
         // The same text twice in the folder.
         None => kept.get_key_value(text).map(|(t, p)| (t.clone(), p.clone())),
     };
     if let Some((text, parsed)) = known {
+        if let Some(units) = units {
+            units.push((whole, seen::unit_sum(&text)));
+        }
         append(part, parsed.clone());
         kept.insert(text, parsed);
         return Ok(true);
@@ -176,7 +297,12 @@ fn read_unit(
         endpoint_slices: fresh.endpoint_slices,
     };
     if clean {
+        if let Some(units) = units {
+            units.push((whole, seen::unit_sum(text)));
+        }
         kept.insert(text.to_owned(), parsed.clone());
+    } else {
+        *units = None;
     }
     *changed += 1;
     append(part, parsed);
@@ -455,6 +581,12 @@ mod tests {
             assert!(same(&expected, &(s, p)), "case {i}: warm\n{case}");
             // Only units that did not read cleanly (and are not kept) are read again.
             assert!(again.changed <= cache.changed, "case {i}");
+            // Files older than the racy window are taken from the cache unread: the same result.
+            age(dir.path());
+            let (_, _, trusted) = load_dir_cached(dir.path(), again).expect("aged");
+            let (s, p, skipped) = load_dir_cached(dir.path(), trusted.clone()).expect("unread");
+            assert!(same(&expected, &(s, p)), "case {i}: unread\n{case}");
+            assert_eq!(skipped.seen, trusted.seen, "case {i}");
         }
     }
 
@@ -467,14 +599,77 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("list.yaml"), &text).expect("write");
         let (_, _, cache) = load_dir_cached(dir.path(), ParseCache::default()).expect("cold");
-        assert_eq!((cache.items.len(), cache.changed), (2, 2));
+        // Two items read, and the file's record.
+        assert_eq!((cache.items.len(), cache.changed), (2, 3));
         let (s, _, warm) = load_dir_cached(dir.path(), cache).expect("warm");
         assert_eq!((s.services.len(), warm.changed), (2, 0));
         std::fs::write(dir.path().join("list.yaml"), text.replace("name: b", "name: c")).expect("write");
         let (s, _, changed) = load_dir_cached(dir.path(), warm).expect("one changed");
         assert_eq!(s.services[1].name, "c");
-        // One item read afresh, one went.
-        assert_eq!(changed.changed, 2);
+        // One item read afresh, one went, and the file's record anew.
+        assert_eq!(changed.changed, 3);
+    }
+
+    /// Sets every file's modification time 10 s back, out of the racy window.
+    fn age(dir: &Path) {
+        let mut files = Vec::new();
+        collect(dir, &mut files).expect("collect");
+        for file in files {
+            set_mtime(&file, std::time::SystemTime::now() - std::time::Duration::from_secs(10));
+        }
+    }
+
+    fn set_mtime(path: &Path, t: std::time::SystemTime) {
+        let f = std::fs::File::options().write(true).open(path).expect("open");
+        f.set_modified(t).expect("set mtime");
+    }
+
+    fn mtime(path: &Path) -> std::time::SystemTime {
+        std::fs::metadata(path).and_then(|m| m.modified()).expect("mtime")
+    }
+
+    /// A file rewritten with text of the same size and given its old modification time back (the
+    /// same identity) is still read while it is within the racy window of its last read; a file
+    /// written again with the same text is not cut again; and one out of the window is not read
+    /// at all (git's rule: its identity is trusted).
+    #[test]
+    fn a_same_size_edit_in_the_racy_window_is_noticed_and_an_old_file_is_not_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("list.yaml");
+        let text = format!("apiVersion: v1\nkind: List\nitems:\n{}", items(&["a", "b"]));
+        std::fs::write(&file, &text).expect("write");
+        let (_, _, cache) = load_dir_cached(dir.path(), ParseCache::default()).expect("cold");
+        assert_eq!(cache.seen.len(), 1);
+        let before = mtime(&file);
+        std::fs::write(&file, text.replace("name: b", "name: c")).expect("same size");
+        set_mtime(&file, before);
+        let (s, _, cache) = load_dir_cached(dir.path(), cache).expect("racy");
+        assert_eq!(s.services[1].name, "c", "the racy edit is read");
+        assert_eq!(
+            cache.changed, 3,
+            "one item read afresh, one went, the file recorded anew"
+        );
+
+        // The same text written again: its identity changed, its content did not.
+        std::fs::write(&file, text.replace("name: b", "name: c")).expect("again");
+        set_mtime(&file, before + std::time::Duration::from_millis(500));
+        let (s, _, cache) = load_dir_cached(dir.path(), cache).expect("rewritten");
+        assert_eq!(s.services[1].name, "c");
+        assert_eq!(cache.changed, 1, "only the file's record");
+
+        // Out of the racy window: recorded as trusted once, then taken unread. Proof that it is not
+        // read: a same-size edit given the recorded time back is not seen (git's limit too).
+        age(dir.path());
+        let (_, _, cache) = load_dir_cached(dir.path(), cache).expect("aged");
+        let trusted = mtime(&file);
+        std::fs::write(&file, text.replace("name: b", "name: d")).expect("same size");
+        set_mtime(&file, trusted);
+        let (s, _, unread) = load_dir_cached(dir.path(), cache).expect("unread");
+        assert_eq!((s.services[1].name.as_str(), unread.changed), ("c", 0));
+        // Any other change of identity (here the time) reads it.
+        age(dir.path());
+        let (s, _, _) = load_dir_cached(dir.path(), unread).expect("touched");
+        assert_eq!(s.services[1].name, "d");
     }
 
     /// `spec.externalIPs` reaches the model, so the core can warn about it.

@@ -59,7 +59,7 @@ pub const JOURNAL: &str = "flipbit-render.journal";
 const MAGIC: &[u8] = b"flipbit render cache\n";
 const JOURNAL_MAGIC: &[u8] = b"flipbit render journal\n";
 /// Bumped whenever the layout below or in `record` changes.
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 /// A journal longer than half the file (and than a small floor, so small caches keep one too) or
 /// with more records is folded into a new file: a load reads the file and every record.
 const JOURNAL_SHARE: usize = 2;
@@ -209,10 +209,10 @@ fn journal_record(read: &Retained, memory: &Memory, manifests: &ParseCache) -> O
     if read.damaged || read.records.len() >= JOURNAL_RECORDS {
         return None;
     }
-    // Paths are compared one by one: skipping those no step wrote (`Memory::touched_paths`) left
-    // out fingerprints a full decision learned, and a later fast decision then differed from a
-    // run without cache (tests/tests/e2e/render_cache.rs caught it); not used until that is understood.
-    let mut before = record::Index::new(false);
+    // When the memory says which paths it touched, the 200,000 paths before need not be indexed
+    // (nor compared): only those are written. A memory synced with another head does not say, and
+    // is compared path by path, which also finds the paths the head no longer has.
+    let mut before = record::Index::new(memory.touched_paths().is_some());
     before.apply(&read.file[read.record.clone()]).ok()?;
     for r in &read.records {
         before.apply(&read.journal[r.clone()]).ok()?;
@@ -474,7 +474,23 @@ mod tests {
         let mut cache = ParseCache::default();
         cache.items.insert("- kind: Service\n".into(), parsed("web"));
         cache.files.insert("kind: Service\n".into(), parsed("web"));
+        cache.seen.insert("m/a.yaml".into(), seen(1));
+        cache.seen.insert("m/b.yaml".into(), seen(2));
         cache
+    }
+
+    fn seen(n: u8) -> crate::manifests::FileSeen {
+        crate::manifests::FileSeen {
+            identity: crate::manifests::Identity {
+                size: 10 + u64::from(n),
+                mtime_ns: -7,
+                ino: 3,
+                dev: u64::MAX,
+            },
+            seen_at: 1_800_000_000_000_000_000,
+            content: u128::MAX - u128::from(n),
+            units: vec![(true, 5), (false, u64::from(n))],
+        }
     }
 
     /// A later run's memory: another base, one path changed, one gone, one new; a choice changed
@@ -493,6 +509,8 @@ mod tests {
         let mut cache = manifests();
         cache.items.clear();
         cache.items.insert("- kind: Service\n  name: db\n".into(), parsed("db"));
+        cache.seen.remove("m/b.yaml");
+        cache.seen.insert("m/a.yaml".into(), seen(3));
         (memory, cache)
     }
 
@@ -517,6 +535,7 @@ mod tests {
         Option<CommitId>,
         Vec<String>,
         Vec<String>,
+        Vec<(String, crate::manifests::FileSeen)>,
     );
 
     fn state(memory: &Memory, manifests: &ParseCache) -> State {
@@ -533,6 +552,8 @@ mod tests {
         items.sort();
         let mut whole: Vec<_> = manifests.files.keys().cloned().collect();
         whole.sort();
+        let mut seen: Vec<_> = manifests.seen.iter().map(|(p, s)| (p.clone(), s.clone())).collect();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
         (
             engine.base().map(str::to_owned),
             files,
@@ -541,6 +562,7 @@ mod tests {
             memory.ledger().map(|(id, _)| *id),
             items,
             whole,
+            seen,
         )
     }
 

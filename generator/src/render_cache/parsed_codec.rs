@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use flipbit_core::model::{NodeInput, PortInput, ServiceInput};
 
 use super::{Reader, put_bytes};
-use crate::manifests::Parsed;
+use crate::manifests::{FileSeen, Identity, Parsed};
 
 pub(super) fn put(out: &mut Vec<u8>, parsed: &Parsed) {
     let Parsed {
@@ -17,24 +17,8 @@ pub(super) fn put(out: &mut Vec<u8>, parsed: &Parsed) {
         nodes,
         endpoint_slices,
     } = parsed;
-    put_len(out, services.len());
-    for svc in services {
-        put_service(out, svc);
-    }
-    put_len(out, nodes.len());
-    for node in nodes {
-        let NodeInput {
-            name,
-            labels,
-            ready,
-            unschedulable,
-            internal_ips,
-        } = node;
-        put_str(out, name);
-        put_map(out, labels);
-        out.push(u8::from(*ready) | (u8::from(*unschedulable) << 1));
-        put_strs(out, internal_ips);
-    }
+    put_list(out, services, put_service);
+    put_list(out, nodes, put_node);
     if endpoint_slices.is_empty() {
         out.push(0);
     } else {
@@ -45,27 +29,77 @@ pub(super) fn put(out: &mut Vec<u8>, parsed: &Parsed) {
 }
 
 pub(super) fn get(r: &mut Reader<'_>) -> Result<Parsed, String> {
-    let mut parsed = Parsed::default();
-    for _ in 0..get_len(r)? {
-        parsed.services.push(get_service(r)?);
+    // Fields are read in the order they are written: a struct literal evaluates in source order.
+    Ok(Parsed {
+        services: get_list(r, get_service)?,
+        nodes: get_list(r, get_node)?,
+        endpoint_slices: match r.take(1)?[0] {
+            1 => serde_json::from_slice(r.sized()?).map_err(|e| format!("EndpointSlices: {e}"))?,
+            _ => Vec::new(),
+        },
+    })
+}
+
+fn put_node(
+    out: &mut Vec<u8>,
+    NodeInput {
+        name,
+        labels,
+        ready,
+        unschedulable,
+        internal_ips,
+    }: &NodeInput,
+) {
+    put_str(out, name);
+    put_map(out, labels);
+    out.push(u8::from(*ready) | (u8::from(*unschedulable) << 1));
+    put_strs(out, internal_ips);
+}
+
+fn get_node(r: &mut Reader<'_>) -> Result<NodeInput, String> {
+    let name = get_str(r)?;
+    let labels = get_map(r)?;
+    let flags = r.take(1)?[0];
+    Ok(NodeInput {
+        name,
+        labels,
+        ready: flags & 1 != 0,
+        unschedulable: flags & 2 != 0,
+        internal_ips: get_strs(r)?,
+    })
+}
+
+fn put_port(
+    out: &mut Vec<u8>,
+    PortInput {
+        name,
+        protocol,
+        port,
+        node_port,
+    }: &PortInput,
+) {
+    put_opt(out, name.as_deref());
+    put_opt(out, protocol.as_deref());
+    out.extend_from_slice(&port.to_le_bytes());
+    match node_port {
+        Some(n) => {
+            out.push(1);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        None => out.push(0),
     }
-    for _ in 0..get_len(r)? {
-        let name = get_str(r)?;
-        let labels = get_map(r)?;
-        let flags = r.take(1)?[0];
-        let internal_ips = get_strs(r)?;
-        parsed.nodes.push(NodeInput {
-            name,
-            labels,
-            ready: flags & 1 != 0,
-            unschedulable: flags & 2 != 0,
-            internal_ips,
-        });
-    }
-    if r.take(1)?[0] == 1 {
-        parsed.endpoint_slices = serde_json::from_slice(r.sized()?).map_err(|e| format!("EndpointSlices: {e}"))?;
-    }
-    Ok(parsed)
+}
+
+fn get_port(r: &mut Reader<'_>) -> Result<PortInput, String> {
+    Ok(PortInput {
+        name: get_opt(r)?,
+        protocol: get_opt(r)?,
+        port: i32::from_le_bytes(r.array()?),
+        node_port: match r.take(1)?[0] {
+            0 => None,
+            _ => Some(i32::from_le_bytes(r.array()?)),
+        },
+    })
 }
 
 fn put_service(out: &mut Vec<u8>, svc: &ServiceInput) {
@@ -89,25 +123,7 @@ fn put_service(out: &mut Vec<u8>, svc: &ServiceInput) {
     put_str(out, service_type);
     put_opt(out, load_balancer_class.as_deref());
     put_map(out, annotations);
-    put_len(out, ports.len());
-    for p in ports {
-        let PortInput {
-            name,
-            protocol,
-            port,
-            node_port,
-        } = p;
-        put_opt(out, name.as_deref());
-        put_opt(out, protocol.as_deref());
-        out.extend_from_slice(&port.to_le_bytes());
-        match node_port {
-            Some(n) => {
-                out.push(1);
-                out.extend_from_slice(&n.to_le_bytes());
-            }
-            None => out.push(0),
-        }
-    }
+    put_list(out, ports, put_port);
     put_opt(out, external_traffic_policy.as_deref());
     match created {
         Some(at) => {
@@ -124,44 +140,22 @@ fn put_service(out: &mut Vec<u8>, svc: &ServiceInput) {
 }
 
 fn get_service(r: &mut Reader<'_>) -> Result<ServiceInput, String> {
-    let namespace = get_str(r)?;
-    let name = get_str(r)?;
-    let service_type = get_str(r)?;
-    let load_balancer_class = get_opt(r)?;
-    let annotations = get_map(r)?;
-    let mut ports = Vec::new();
-    for _ in 0..get_len(r)? {
-        let name = get_opt(r)?;
-        let protocol = get_opt(r)?;
-        let port = i32::from_le_bytes(r.array()?);
-        let node_port = match r.take(1)?[0] {
-            0 => None,
-            _ => Some(i32::from_le_bytes(r.array()?)),
-        };
-        ports.push(PortInput {
-            name,
-            protocol,
-            port,
-            node_port,
-        });
-    }
-    let external_traffic_policy = get_opt(r)?;
-    let created = match r.take(1)?[0] {
-        0 => None,
-        _ => {
-            let nanos = i128::from_le_bytes(r.array()?);
-            Some(jiff::Timestamp::from_nanosecond(nanos).map_err(|e| e.to_string())?)
-        }
-    };
+    // Fields are read in the order they are written: a struct literal evaluates in source order.
     Ok(ServiceInput {
-        namespace,
-        name,
-        service_type,
-        load_balancer_class,
-        annotations,
-        ports,
-        external_traffic_policy,
-        created,
+        namespace: get_str(r)?,
+        name: get_str(r)?,
+        service_type: get_str(r)?,
+        load_balancer_class: get_opt(r)?,
+        annotations: get_map(r)?,
+        ports: get_list(r, get_port)?,
+        external_traffic_policy: get_opt(r)?,
+        created: match r.take(1)?[0] {
+            0 => None,
+            _ => {
+                let nanos = i128::from_le_bytes(r.array()?);
+                Some(jiff::Timestamp::from_nanosecond(nanos).map_err(|e| e.to_string())?)
+            }
+        },
         ip_families: get_strs(r)?,
         external_ips: get_strs(r)?,
         load_balancer_source_ranges: get_strs(r)?,
@@ -206,20 +200,31 @@ fn get_opt(r: &mut Reader<'_>) -> Result<Option<String>, String> {
     }
 }
 
-fn put_strs(out: &mut Vec<u8>, v: &[String]) {
-    put_len(out, v.len());
-    for s in v {
-        put_str(out, s);
+/// A count, then each item as `put_item` writes it.
+fn put_list<T>(out: &mut Vec<u8>, items: &[T], put_item: impl Fn(&mut Vec<u8>, &T)) {
+    put_len(out, items.len());
+    for item in items {
+        put_item(out, item);
     }
 }
 
-fn get_strs(r: &mut Reader<'_>) -> Result<Vec<String>, String> {
+/// What [`put_list`] wrote (the count bounds only the first allocation: a damaged count fails
+/// on the bytes it runs out of, not on memory).
+fn get_list<T>(r: &mut Reader<'_>, get_item: impl Fn(&mut Reader<'_>) -> Result<T, String>) -> Result<Vec<T>, String> {
     let n = get_len(r)?;
     let mut out = Vec::with_capacity(n.min(64));
     for _ in 0..n {
-        out.push(get_str(r)?);
+        out.push(get_item(r)?);
     }
     Ok(out)
+}
+
+fn put_strs(out: &mut Vec<u8>, v: &[String]) {
+    put_list(out, v, |out, s| put_str(out, s));
+}
+
+fn get_strs(r: &mut Reader<'_>) -> Result<Vec<String>, String> {
+    get_list(r, get_str)
 }
 
 fn put_map(out: &mut Vec<u8>, map: &BTreeMap<String, String>) {
@@ -236,6 +241,51 @@ fn get_map(r: &mut Reader<'_>) -> Result<BTreeMap<String, String>, String> {
         map.insert(get_str(r)?, get_str(r)?);
     }
     Ok(map)
+}
+
+/// What a manifest file was when it was read (`manifests::FileSeen`).
+pub(super) fn put_seen(out: &mut Vec<u8>, seen: &FileSeen) {
+    let FileSeen {
+        identity,
+        seen_at,
+        content,
+        units,
+    } = seen;
+    let Identity {
+        size,
+        mtime_ns,
+        ino,
+        dev,
+    } = identity;
+    for n in [*size, *ino, *dev] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.extend_from_slice(&mtime_ns.to_le_bytes());
+    out.extend_from_slice(&seen_at.to_le_bytes());
+    out.extend_from_slice(&content.to_le_bytes());
+    put_list(out, units, |out, (whole, sum)| {
+        out.push(u8::from(*whole));
+        out.extend_from_slice(&sum.to_le_bytes());
+    });
+}
+
+pub(super) fn get_seen(r: &mut Reader<'_>) -> Result<FileSeen, String> {
+    let mut u64s = [0u64; 3];
+    for n in &mut u64s {
+        *n = u64::from_le_bytes(r.array()?);
+    }
+    let [size, ino, dev] = u64s;
+    Ok(FileSeen {
+        identity: Identity {
+            size,
+            mtime_ns: i128::from_le_bytes(r.array()?),
+            ino,
+            dev,
+        },
+        seen_at: i128::from_le_bytes(r.array()?),
+        content: u128::from_le_bytes(r.array()?),
+        units: get_list(r, |r| Ok((r.take(1)?[0] != 0, u64::from_le_bytes(r.array()?))))?,
+    })
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@
 //! count, then per chunk its checksum and either its bytes or nothing when the memory before had
 //! a chunk with that checksum); the ledger (an op: 0 as before, 1 none, 2 its blob id and JSON);
 //! the parse results of whole files, then of `List` items (a count, then per text
-//! an op and, when set, what it read as, as one sized field). Sized fields let a reader that only
-//! indexes a record skip what it does not need.
+//! an op and, when set, what it read as, as one sized field); what each manifest file was when it
+//! was read (a count, then per path an op and, when set, its identity and units as one sized
+//! field). Sized fields let a reader that only indexes a record skip what it does not need.
 
 use std::sync::Arc;
 
@@ -40,15 +41,25 @@ const BYTES: u8 = 2;
 
 /// What a record says, read without building anything: each item with the bytes it names.
 pub(super) trait Visit<'a> {
-    fn base(&mut self, base: Option<CommitId>);
+    /// Where the parts a record replaces whole go (`walk` applies them the same for every reader).
+    fn whole(&mut self) -> &mut Whole<'a>;
     fn path(&mut self, path: &'a str, value: Option<(Option<u64>, BlobId)>);
     fn choice(&mut self, key: &'a str, body: Option<&'a [u8]>);
-    /// The last decision's memory, in chunks: `None` as before; `Some(None)` none; else each
-    /// chunk's checksum, with its bytes unless the memory before had it.
-    fn settled(&mut self, chunks: Option<Option<ChunkList<'a>>>);
-    fn ledger(&mut self, ledger: Option<Option<(BlobId, &'a [u8])>>);
     /// `whole`: a whole file's text (else a `List` item's).
     fn unit(&mut self, whole: bool, text: &'a str, parsed: Option<&'a [u8]>);
+    /// A manifest file by its path: what it was when it was read (`manifests::FileSeen`).
+    fn seen(&mut self, path: &'a str, body: Option<&'a [u8]>);
+}
+
+/// The parts of the state a record replaces whole rather than item by item, as slices of the
+/// records' bytes.
+#[derive(Default)]
+pub(super) struct Whole<'a> {
+    base: Option<CommitId>,
+    /// The last decision's memory, in the chunks it was written in.
+    settled: Option<Vec<&'a [u8]>>,
+    /// The ledger's blob id and JSON.
+    ledger: Option<(BlobId, &'a [u8])>,
 }
 
 /// Reads one record body, which must be whole.
@@ -58,7 +69,7 @@ pub(super) fn walk<'a>(body: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), Str
         0 => None,
         _ => Some(CommitId::from_bytes(r.take(20)?).map_err(|e| e.to_string())?),
     };
-    v.base(base);
+    v.whole().base = base;
     for _ in 0..u64::from_le_bytes(r.array()?) {
         let path = std::str::from_utf8(r.sized()?).map_err(|_| "a path that is not UTF-8")?;
         let value = match r.take(1)?[0] {
@@ -71,14 +82,7 @@ pub(super) fn walk<'a>(body: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), Str
         };
         v.path(path, value);
     }
-    for _ in 0..u64::from_le_bytes(r.array()?) {
-        let key = std::str::from_utf8(r.sized()?).map_err(|_| "a key that is not UTF-8")?;
-        let body = match r.take(1)?[0] {
-            DELETE => None,
-            _ => Some(r.sized()?),
-        };
-        v.choice(key, body);
-    }
+    keyed(&mut r, "a key", |key, body| v.choice(key, body))?;
     let settled = match r.take(1)?[0] {
         SAME => None,
         NONE => Some(None),
@@ -96,7 +100,12 @@ pub(super) fn walk<'a>(body: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), Str
             Some(Some(chunks))
         }
     };
-    v.settled(settled);
+    // `None`: as before; `Some(None)`: none; else each chunk's checksum, with its bytes unless
+    // the memory before had it.
+    if let Some(chunks) = settled {
+        let whole = v.whole();
+        whole.settled = resolve(whole.settled.as_deref(), chunks)?;
+    }
     let ledger = match r.take(1)?[0] {
         SAME => None,
         NONE => Some(None),
@@ -105,19 +114,29 @@ pub(super) fn walk<'a>(body: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), Str
             Some(Some((id, r.sized()?)))
         }
     };
-    v.ledger(ledger);
-    for whole in [true, false] {
-        for _ in 0..u64::from_le_bytes(r.array()?) {
-            let text = std::str::from_utf8(r.sized()?).map_err(|_| "a manifest that is not UTF-8")?;
-            let parsed = match r.take(1)?[0] {
-                DELETE => None,
-                _ => Some(r.sized()?),
-            };
-            v.unit(whole, text, parsed);
-        }
+    if let Some(ledger) = ledger {
+        v.whole().ledger = ledger;
     }
+    for whole in [true, false] {
+        keyed(&mut r, "a manifest", |text, parsed| v.unit(whole, text, parsed))?;
+    }
+    keyed(&mut r, "a manifest path", |path, body| v.seen(path, body))?;
     if r.at != body.len() {
         return Err("bytes after the end of a record".into());
+    }
+    Ok(())
+}
+
+/// Items named by a key with a sized body: a count, then per item its key, an op and, when set,
+/// the body; each handed to `each` (`None`: deleted).
+fn keyed<'a>(r: &mut Reader<'a>, what: &str, mut each: impl FnMut(&'a str, Option<&'a [u8]>)) -> Result<(), String> {
+    for _ in 0..u64::from_le_bytes(r.array()?) {
+        let key = std::str::from_utf8(r.sized()?).map_err(|_| format!("{what} that is not UTF-8"))?;
+        let body = match r.take(1)?[0] {
+            DELETE => None,
+            _ => Some(r.sized()?),
+        };
+        each(key, body);
     }
     Ok(())
 }
@@ -128,13 +147,11 @@ pub(super) fn walk<'a>(body: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), Str
 pub(super) struct Index<'a> {
     /// Paths are not indexed when the memory says which it touched (see `put_difference`).
     skip_paths: bool,
-    base: Option<CommitId>,
+    whole: Whole<'a>,
     paths: HashMap<&'a str, (Option<u64>, BlobId)>,
     choices: HashMap<&'a str, &'a [u8]>,
-    settled: Option<Vec<&'a [u8]>>,
-    ledger: Option<CommitId>,
     units: [HashSet<&'a str>; 2],
-    error: Option<String>,
+    seen: HashMap<&'a str, &'a [u8]>,
 }
 
 impl<'a> Index<'a> {
@@ -149,14 +166,13 @@ impl<'a> Index<'a> {
 
     /// Reads `body` on top of what the records before it left.
     pub(super) fn apply(&mut self, body: &'a [u8]) -> Result<(), String> {
-        walk(body, self)?;
-        self.error.take().map_or(Ok(()), Err)
+        walk(body, self)
     }
 }
 
 impl<'a> Visit<'a> for Index<'a> {
-    fn base(&mut self, base: Option<CommitId>) {
-        self.base = base;
+    fn whole(&mut self) -> &mut Whole<'a> {
+        &mut self.whole
     }
 
     fn path(&mut self, path: &'a str, value: Option<(Option<u64>, BlobId)>) {
@@ -176,26 +192,18 @@ impl<'a> Visit<'a> for Index<'a> {
         };
     }
 
-    fn settled(&mut self, chunks: Option<Option<ChunkList<'a>>>) {
-        if let Some(chunks) = chunks {
-            match resolve(self.settled.as_deref(), chunks) {
-                Ok(settled) => self.settled = settled,
-                Err(e) => self.error = Some(e),
-            }
-        }
-    }
-
-    fn ledger(&mut self, ledger: Option<Option<(BlobId, &'a [u8])>>) {
-        if let Some(ledger) = ledger {
-            self.ledger = ledger.map(|(id, _)| id);
-        }
-    }
-
     fn unit(&mut self, whole: bool, text: &'a str, parsed: Option<&'a [u8]>) {
         let units = &mut self.units[usize::from(!whole)];
         match parsed {
             Some(_) => units.insert(text),
             None => units.remove(text),
+        };
+    }
+
+    fn seen(&mut self, path: &'a str, body: Option<&'a [u8]>) {
+        match body {
+            Some(body) => self.seen.insert(path, body),
+            None => self.seen.remove(path),
         };
     }
 }
@@ -205,13 +213,11 @@ impl<'a> Visit<'a> for Index<'a> {
 #[derive(Default)]
 pub(super) struct Build<'a> {
     first_done: bool,
-    base: Option<CommitId>,
+    whole: Whole<'a>,
     files: Vec<(String, Option<u64>, CommitId)>,
     file_changes: HashMap<&'a str, Option<(Option<u64>, BlobId)>>,
     choices: Vec<KeptChoice>,
     choice_changes: HashMap<&'a str, Option<&'a [u8]>>,
-    settled: Option<Vec<&'a [u8]>>,
-    ledger: Option<(BlobId, &'a [u8])>,
     pub(super) manifests: ParseCache,
     error: Option<String>,
 }
@@ -226,7 +232,8 @@ impl<'a> Build<'a> {
 
     /// The memory all records applied describe.
     pub(super) fn finish(self) -> Result<(Memory, ParseCache), String> {
-        let engine = match self.base {
+        let Whole { base, settled, ledger } = self.whole;
+        let engine = match base {
             None => Engine::default(),
             Some(base) => {
                 let mut files = self.files;
@@ -249,13 +256,13 @@ impl<'a> Build<'a> {
                     }
                 }
                 let mut engine = Engine::restore(&base.to_string(), files, choices);
-                if let Some(chunks) = self.settled {
+                if let Some(chunks) = settled {
                     engine.restore_settled(chunks.concat());
                 }
                 engine
             }
         };
-        let ledger = match self.ledger {
+        let ledger = match ledger {
             None => None,
             Some((id, json)) => {
                 let ledger: Ledger = serde_json::from_slice(json).map_err(|e| format!("the ledger: {e}"))?;
@@ -267,8 +274,8 @@ impl<'a> Build<'a> {
 }
 
 impl<'a> Visit<'a> for Build<'a> {
-    fn base(&mut self, base: Option<CommitId>) {
-        self.base = base;
+    fn whole(&mut self) -> &mut Whole<'a> {
+        &mut self.whole
     }
 
     fn path(&mut self, path: &'a str, value: Option<(Option<u64>, BlobId)>) {
@@ -294,21 +301,6 @@ impl<'a> Visit<'a> for Build<'a> {
         }
     }
 
-    fn settled(&mut self, chunks: Option<Option<ChunkList<'a>>>) {
-        if let Some(chunks) = chunks {
-            match resolve(self.settled.as_deref(), chunks) {
-                Ok(settled) => self.settled = settled,
-                Err(e) => self.error = Some(e),
-            }
-        }
-    }
-
-    fn ledger(&mut self, ledger: Option<Option<(BlobId, &'a [u8])>>) {
-        if let Some(ledger) = ledger {
-            self.ledger = ledger;
-        }
-    }
-
     fn unit(&mut self, whole: bool, text: &'a str, parsed: Option<&'a [u8]>) {
         let units = if whole {
             &mut self.manifests.files
@@ -329,6 +321,21 @@ impl<'a> Visit<'a> for Build<'a> {
                     Err(e) => self.error = Some(format!("a parse result: {e}")),
                 }
             }
+        }
+    }
+
+    fn seen(&mut self, path: &'a str, body: Option<&'a [u8]>) {
+        let Some(bytes) = body else {
+            self.manifests.seen.remove(path);
+            return;
+        };
+        let mut r = Reader { bytes, at: 0 };
+        match parsed_codec::get_seen(&mut r) {
+            Ok(seen) if r.at == bytes.len() => {
+                self.manifests.seen.insert(path.to_owned(), seen);
+            }
+            Ok(_) => self.error = Some("a manifest file's record with bytes after it".into()),
+            Err(e) => self.error = Some(format!("a manifest file's record: {e}")),
         }
     }
 }
@@ -393,7 +400,7 @@ pub(super) fn put_difference(
             out.push(1);
             out.extend_from_slice(base.as_bytes());
         }
-        None if before.base.is_none() => out.push(0),
+        None if before.whole.base.is_none() => out.push(0),
         None => return None,
     }
     // Counts are patched in once known.
@@ -405,11 +412,15 @@ pub(super) fn put_difference(
 
     let at = count_at(out);
     let mut n = 0u64;
-    let touched = memory.touched_paths().filter(|_| before.skip_paths);
-    if let (Some(touched), Some(_)) = (touched, base) {
-        // Only the paths steps wrote or deleted: 200,000 paths need not be compared. (Fingerprints
-        // a step learned for unchanged texts are left out: the pair kept before is still true,
-        // and a later run only renders that path again.)
+    let touched = memory.touched_paths();
+    if before.skip_paths && touched.is_none() {
+        // The paths before were not indexed, and the memory cannot say which changed: only a
+        // whole file says what it holds (a journal record would keep paths the memory dropped).
+        return None;
+    }
+    if let (Some(touched), Some(_), true) = (touched, base, before.skip_paths) {
+        // Only the paths steps wrote, deleted or learned a fingerprint of: 200,000 paths need not
+        // be compared.
         let mut found = HashSet::default();
         for (path, fingerprint, blob) in engine.files() {
             if touched.contains(path) {
@@ -446,36 +457,19 @@ pub(super) fn put_difference(
     patch(out, at, n);
 
     let at = count_at(out);
-    let mut n = 0u64;
-    let mut body = Vec::with_capacity(64);
     let choices = if base.is_some() {
         engine.kept_choices()
     } else {
         Vec::new()
     };
-    for c in &choices {
-        let key = c.key.to_string();
-        body.clear();
-        put_choice_body(&mut body, c);
-        if before.choices.remove(key.as_str()) == Some(&body[..]) {
-            continue;
-        }
-        put_bytes(out, key.as_bytes());
-        out.push(SET);
-        put_bytes(out, &body);
-        n += 1;
-    }
-    for key in before.choices.keys() {
-        put_bytes(out, key.as_bytes());
-        out.push(DELETE);
-        n += 1;
-    }
+    let keyed = choices.iter().map(|c| (c.key.to_string(), c));
+    let n = put_keyed(out, keyed, put_choice_body, &mut before.choices);
     patch(out, at, n);
 
     let settled = base.and_then(|_| engine.kept_settled(ledger.map(|(_, l)| &**l)));
     let same =
         |now: &[u8], was: &[&[u8]]| now.len() == was.iter().map(|c| c.len()).sum::<usize>() && now == was.concat();
-    match (&settled, before.settled.as_deref()) {
+    match (&settled, before.whole.settled.as_deref()) {
         (Some(now), Some(was)) if same(now, was) => out.push(SAME),
         (None, None) => out.push(SAME),
         (None, Some(_)) => out.push(NONE),
@@ -498,7 +492,7 @@ pub(super) fn put_difference(
         }
     }
 
-    match (ledger, before.ledger) {
+    match (ledger, before.whole.ledger.map(|(id, _)| id)) {
         (Some((id, _)), Some(was)) if *id == was => out.push(SAME),
         (None, None) => out.push(SAME),
         (None, Some(_)) => out.push(NONE),
@@ -531,7 +525,42 @@ pub(super) fn put_difference(
         }
         patch(out, at, n);
     }
+
+    let at = count_at(out);
+    let keyed = manifests.seen.iter().map(|(path, seen)| (path.as_str(), seen));
+    let n = put_keyed(out, keyed, parsed_codec::put_seen, &mut before.seen);
+    patch(out, at, n);
     Some(())
+}
+
+/// For items named by a key and written as one sized body: a set for each of `now` whose body is
+/// not the one `before` has, then a delete for each key of `before` that `now` did not name; how
+/// many.
+fn put_keyed<K: AsRef<str>, T>(
+    out: &mut Vec<u8>,
+    now: impl Iterator<Item = (K, T)>,
+    put_body: impl Fn(&mut Vec<u8>, T),
+    before: &mut HashMap<&str, &[u8]>,
+) -> u64 {
+    let (mut n, mut body) = (0, Vec::with_capacity(64));
+    for (key, item) in now {
+        let key = key.as_ref();
+        body.clear();
+        put_body(&mut body, item);
+        if before.remove(key) == Some(&body[..]) {
+            continue;
+        }
+        put_bytes(out, key.as_bytes());
+        out.push(SET);
+        put_bytes(out, &body);
+        n += 1;
+    }
+    for key in before.keys() {
+        put_bytes(out, key.as_bytes());
+        out.push(DELETE);
+        n += 1;
+    }
+    n
 }
 
 /// The chunks a record names, from the bytes it carries and the chunks of the memory before it.
