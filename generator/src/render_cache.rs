@@ -59,7 +59,7 @@ pub const JOURNAL: &str = "flipbit-render.journal";
 const MAGIC: &[u8] = b"flipbit render cache\n";
 const JOURNAL_MAGIC: &[u8] = b"flipbit render journal\n";
 /// Bumped whenever the layout below or in `record` changes.
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 /// A journal longer than half the file (and than a small floor, so small caches keep one too) or
 /// with more records is folded into a new file: a load reads the file and every record.
 const JOURNAL_SHARE: usize = 2;
@@ -121,7 +121,7 @@ pub fn load(cache_dir: &Path, target: &RepoTarget) -> Kept {
             kept
         }
         Ok(None) => {
-            tracing::info!(file = %file.display(), "render cache from another build, repo or branch; ignored");
+            tracing::info!(file = %file.display(), "render cache from another build, format, repo or branch; ignored");
             Kept::default()
         }
         Err(why) => {
@@ -302,7 +302,7 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// What `file` and `journal` kept; `Ok(None)` for an intact cache written for another tag, `Err`
+/// What `file` and `journal` kept; `Ok(None)` for a cache of another format version or tag, `Err`
 /// for a damaged file. A journal that is damaged counts up to its last intact record; one that
 /// continues another file counts for nothing.
 fn decode(file: Vec<u8>, journal: Vec<u8>, tag: &str) -> Result<Option<Kept>, String> {
@@ -313,12 +313,13 @@ fn decode(file: Vec<u8>, journal: Vec<u8>, tag: &str) -> Result<Option<Kept>, St
         return Err("not a render cache".into());
     }
     let version = u32::from_le_bytes(r.array()?);
-    if version != VERSION {
-        return Err(format!("version {version}, not {VERSION}"));
-    }
     let sum = u64::from_le_bytes(sum.try_into().map_err(|_| "no checksum")?);
     if sum != checksum(body) {
         return Err("checksum mismatch (truncated or damaged)".into());
+    }
+    if version != VERSION {
+        // Intact, written by another build in an older or newer format: not ours, not damage.
+        return Ok(None);
     }
     if r.sized()? != tag.as_bytes() {
         return Ok(None);
@@ -484,6 +485,7 @@ mod tests {
             identity: crate::manifests::Identity {
                 size: 10 + u64::from(n),
                 mtime_ns: -7,
+                ctime_ns: 9,
                 ino: 3,
                 dev: u64::MAX,
             },
@@ -587,6 +589,19 @@ mod tests {
     fn another_tag_is_ignored() {
         let bytes = encode(&memory(), &manifests(), "tag");
         assert!(decode(bytes, Vec::new(), "other build").expect("intact").is_none());
+    }
+
+    /// An intact cache of another format version (an upgrade) is ignored like one of another
+    /// build, not reported as damaged.
+    #[test]
+    fn another_format_version_is_ignored_not_refused() {
+        let mut bytes = encode(&memory(), &manifests(), "tag");
+        let at = MAGIC.len();
+        bytes[at..at + 4].copy_from_slice(&(VERSION - 1).to_le_bytes());
+        let body = bytes.len() - 8;
+        let sum = checksum(&bytes[..body]);
+        bytes[body..].copy_from_slice(&sum.to_le_bytes());
+        assert!(decode(bytes, Vec::new(), "tag").expect("intact").is_none());
     }
 
     /// Every truncation and every flipped byte is refused, never read as another memory.

@@ -1,7 +1,10 @@
 //! What a manifest file was when `render` last read it, so a warm run need not read, cut and look
 //! up a file that did not change (git's index for a work tree does the same): its identity (size,
-//! modification time in nanoseconds, inode, device), a checksum of its content, and the units it
-//! read as, in order, each named by a checksum of its text.
+//! modification and change times in nanoseconds, inode, device), a checksum of its content, and
+//! the units it read as, in order, each named by a checksum of its text. The change time is part
+//! of the identity because a program can put a modification time back (`touch -d`, `cp -p`,
+//! `tar x`) but not the change time, which the kernel sets at every write and every such reset:
+//! a same-size edit whose modification time was put back still reads as changed.
 //!
 //! A file is taken as unchanged without reading it only when its identity is the one recorded and
 //! its modification time was older than the recording by more than [`RACY`] (git's "racy clean"
@@ -35,6 +38,7 @@ pub struct FileSeen {
 pub struct Identity {
     pub size: u64,
     pub mtime_ns: i128,
+    pub ctime_ns: i128,
     pub ino: u64,
     pub dev: u64,
 }
@@ -44,6 +48,7 @@ impl Identity {
         Self {
             size: meta.size(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
             ino: meta.ino(),
             dev: meta.dev(),
         }

@@ -254,6 +254,7 @@ pub(super) fn put_seen(out: &mut Vec<u8>, seen: &FileSeen) {
     let Identity {
         size,
         mtime_ns,
+        ctime_ns,
         ino,
         dev,
     } = identity;
@@ -261,6 +262,7 @@ pub(super) fn put_seen(out: &mut Vec<u8>, seen: &FileSeen) {
         out.extend_from_slice(&n.to_le_bytes());
     }
     out.extend_from_slice(&mtime_ns.to_le_bytes());
+    out.extend_from_slice(&ctime_ns.to_le_bytes());
     out.extend_from_slice(&seen_at.to_le_bytes());
     out.extend_from_slice(&content.to_le_bytes());
     put_list(out, units, |out, (whole, sum)| {
@@ -279,6 +281,7 @@ pub(super) fn get_seen(r: &mut Reader<'_>) -> Result<FileSeen, String> {
         identity: Identity {
             size,
             mtime_ns: i128::from_le_bytes(r.array()?),
+            ctime_ns: i128::from_le_bytes(r.array()?),
             ino,
             dev,
         },
