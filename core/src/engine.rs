@@ -452,6 +452,15 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             .ok()
     }
 
+    /// Until when deciding again on the inputs, `flipbit.yaml` and ledger of the last decision (its
+    /// commit, with plain holds) decides nothing new: `Some(None)` for ever, `Some(Some(at))` until
+    /// a withdrawn address comes free, `None` when that is not plain (no memory of the last
+    /// decision, or one that looks at some Service again every time). `render` keeps it so that a
+    /// run on the same manifests and head can answer "up to date" without deciding.
+    pub fn unchanged_until(&self) -> Option<Option<Timestamp>> {
+        self.settled.as_ref()?.unchanged_until()
+    }
+
     /// Whether anything was learned or changed since [`Engine::restore`].
     pub fn changed(&self) -> bool {
         self.changed

@@ -233,6 +233,16 @@ impl Settled {
         }
     }
 
+    /// Until when a decision on exactly the inputs and ledger of the last one decides nothing new:
+    /// `Some(None)` for ever, `Some(Some(at))` until a withdrawn address comes free, `None` when
+    /// the next decision looks at some Service again whatever changed (one had a problem, or is
+    /// not plainly exposed or ignored) or a problem not of one Service stands. With no Service
+    /// changed and nothing troubled, [`Settled::decide_fast`] looks at no Service at all, so it
+    /// decides exactly what this memory holds.
+    pub(crate) fn unchanged_until(&self) -> Option<Option<Timestamp>> {
+        (self.troubled.is_empty() && self.context_problems.is_empty()).then_some(self.next_expiry)
+    }
+
     /// Decides by looking at changed and troubled Services only; `None` when a full decision is
     /// needed (the memory is spent either way: a full decision rebuilds it).
     pub(crate) fn decide_fast(mut self, inputs: Inputs<'_>, sink: &mut dyn FileSink) -> Option<Fast> {

@@ -50,11 +50,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     git_server.trust().install()?;
     match cli.command {
         Command::Render(args) => {
-            let outcome = offline::run(&target(&args.repo), &args.manifests, now(&args), true)?;
-            for p in &outcome.problems {
-                eprintln!("{}", escaped(&p.to_string()));
+            match offline::run(&target(&args.repo), &args.manifests, now(&args))? {
+                offline::Rendered::Decided(outcome) => {
+                    for p in &outcome.problems {
+                        eprintln!("{}", escaped(&p.to_string()));
+                    }
+                    println!("{}", report::rendered(&outcome));
+                }
+                offline::Rendered::UpToDate(head) => println!("{}", report::up_to_date(head)),
             }
-            println!("{}", report::rendered(&outcome));
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(args) => {

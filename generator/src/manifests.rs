@@ -20,7 +20,7 @@ use flipbit_core::problem::{Problem, Severity, Subject};
 use crate::convert;
 
 mod seen;
-pub use seen::{FileSeen, Identity};
+pub use seen::{FileSeen, Identity, content_sum, now_ns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -75,9 +75,7 @@ pub fn load_dir_cached(
     dir: &Path,
     mut cache: ParseCache,
 ) -> Result<(Snapshot, Vec<Problem>, ParseCache), ManifestError> {
-    let mut files = Vec::new();
-    collect(dir, &mut files)?;
-    files.sort();
+    let files = files_in(dir)?;
     let mut snapshot = Snapshot::default();
     let mut problems = Vec::new();
     let mut kept = ParseCache::default();
@@ -425,6 +423,15 @@ fn list_header_ok(rest: &str) -> bool {
     (kind == "List" || kind.ends_with("List")) && empty_items && keys_at_col0 == map.len()
 }
 
+/// The manifest files under `dir` (`.yaml`, `.yml`, `.json`, in sub-folders too), in the order
+/// they are read.
+pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
     let unreadable = |e: std::io::Error| ManifestError::Unreadable {
         path: dir.display().to_string(),
@@ -522,9 +529,7 @@ mod tests {
 
     /// What the folder reads as file by file, every document whole (as before units existed).
     fn whole(dir: &Path) -> Result<(Snapshot, Vec<Problem>), ManifestError> {
-        let mut files = Vec::new();
-        collect(dir, &mut files)?;
-        files.sort();
+        let files = files_in(dir)?;
         let (mut snapshot, mut problems) = (Snapshot::default(), Vec::new());
         for file in files {
             let text = std::fs::read_to_string(&file).expect("read");
@@ -612,9 +617,7 @@ mod tests {
 
     /// Sets every file's modification time 10 s back, out of the racy window.
     fn age(dir: &Path) {
-        let mut files = Vec::new();
-        collect(dir, &mut files).expect("collect");
-        for file in files {
+        for file in files_in(dir).expect("collect") {
             set_mtime(&file, std::time::SystemTime::now() - std::time::Duration::from_secs(10));
         }
     }

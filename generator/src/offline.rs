@@ -7,8 +7,31 @@ use crate::cycle::{self, Outcome, RepoTarget};
 use crate::manifests;
 use crate::render_cache;
 
-/// Decides from the manifests in `dir`; commits and pushes when `push`, else only reports.
-pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp, push: bool) -> Result<Outcome> {
+/// What `render` did.
+pub enum Rendered {
+    /// It decided, and committed and pushed what changed.
+    Decided(Box<Outcome>),
+    /// The manifests and the fetched head are exactly those of a run that left the head up to
+    /// date (`render_cache::answer`): nothing to decide.
+    UpToDate(flipbit_store::CommitId),
+}
+
+/// Decides from the manifests in `dir`, then commits and pushes what changed.
+pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp) -> Result<Rendered> {
+    if let Some(cache) = &target.cache_dir
+        && let Some(matched) = render_cache::answer::matching(cache, target, dir, now)
+    {
+        let t = std::time::Instant::now();
+        let (store, _temp) = cycle::open_store(target)?;
+        let head = store.fetch()?;
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "fetched");
+        if head == Some(matched.head) {
+            let head = matched.head;
+            tracing::debug!(target: "flipbit_generator::render_cache", %head, "the manifests and head are those the last run left up to date: nothing to decide");
+            matched.keep(cache);
+            return Ok(Rendered::UpToDate(head));
+        }
+    }
     // What the last run kept in the cache dir (render_cache), else nothing: either way the engine
     // writes only what changed and never holds every rendered text at once.
     let kept = match &target.cache_dir {
@@ -29,11 +52,28 @@ pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp, push: boo
     );
     let (store, _temp) = cycle::open_store(target)?;
     let mut memory = memory;
-    let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, push, Some(&mut memory))?;
+    let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, true, Some(&mut memory))?;
     if let Some(cache) = &target.cache_dir {
         render_cache::save(cache, target, &memory, &parsed, retained.as_ref());
+        let head = outcome.committed.as_ref().map_or(outcome.base, |c| c.id);
+        match repeatable_until(&outcome, &memory) {
+            Some(until) => render_cache::answer::record(cache, target, dir, head, until, &parsed),
+            None => render_cache::answer::forget(cache),
+        }
     }
-    Ok(outcome)
+    Ok(Rendered::Decided(Box::new(outcome)))
+}
+
+/// Until when deciding again on the same manifests and head decides nothing new, when that is
+/// plain (`render_cache::answer`): no problem to report again, no hold in play, and a memory of the
+/// decision that looks at no Service again unless it changes.
+fn repeatable_until(outcome: &Outcome, memory: &cycle::Memory) -> Option<Option<Timestamp>> {
+    let holds = &outcome.decision.holds;
+    let plain = holds.holds.holds.is_empty() && holds.lifted.is_empty() && outcome.decision.resumed.is_empty();
+    if !outcome.problems.is_empty() || !plain || outcome.proposal.is_some() {
+        return None;
+    }
+    memory.engine().unchanged_until()
 }
 
 /// What `plan` shows: the outcome, and the content before and after the change of every changed

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use crate::cycle::{Memory, RepoTarget};
 use crate::manifests::ParseCache;
 
+pub mod answer;
 mod parsed_codec;
 mod record;
 

@@ -141,8 +141,13 @@ pub fn rendered(outcome: &Outcome) -> String {
             c.files,
             msg.lines().next().unwrap_or_default()
         ),
-        _ => format!("no change: {} is up to date", short(&outcome.base.to_string())),
+        _ => up_to_date(outcome.base),
     }
+}
+
+/// What `render` prints when the head needed no change.
+pub fn up_to_date(head: flipbit_store::CommitId) -> String {
+    format!("no change: {} is up to date", short(&head.to_string()))
 }
 
 fn short(id: &str) -> &str {

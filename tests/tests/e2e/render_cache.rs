@@ -52,15 +52,26 @@ impl Pair {
         self.cache_dir().join("flipbit-render.journal")
     }
 
+    /// Removes the last run's answer (`render_cache::answer`), so the next run on the same
+    /// manifests and head loads the cache and decides rather than answering at once.
+    fn forget_answer(&self) {
+        std::fs::remove_file(self.cache_dir().join("flipbit-render.answer")).expect("an answer to remove");
+    }
+
     /// Renders both repos; returns the cached run's output. Fails unless both trees are the same.
     fn render(&self, step: &str) -> String {
+        self.render_at(step, NOW)
+    }
+
+    /// [`Pair::render`] at another moment.
+    fn render_at(&self, step: &str, now: &str) -> String {
         let cache = self.cache_dir();
         let with = render(
             &self.cached,
             self.cluster.path(),
-            &["--cache-dir", &cache.display().to_string()],
+            &["--now", now, "--cache-dir", &cache.display().to_string()],
         );
-        let without = render(&self.plain, self.cluster.path(), &[]);
+        let without = render(&self.plain, self.cluster.path(), &["--now", now]);
         let mut plain = files(&self.plain);
         for (cached_id, plain_id) in self.human.borrow().iter() {
             for text in plain.values_mut() {
@@ -86,7 +97,7 @@ impl Pair {
 
 fn render(repo: &Path, manifests: &Path, extra: &[&str]) -> String {
     let out: Output = Command::new(flipbit_tests::bins::generator())
-        .args(["render", "--now", NOW, "--repo"])
+        .args(["render", "--repo"])
         .arg(repo)
         .arg("--manifests")
         .arg(manifests)
@@ -228,6 +239,7 @@ fn renders_with_a_warm_stale_truncated_or_damaged_cache_commit_what_renders_with
     p.cluster.put("services.yaml", &services_list(7, "round-robin", 8090));
     let out = p.render("damaged cache");
     assert!(out.contains("render cache corrupt"), "{out}");
+    // A Service is on hold since the human's commit: the run decides, with no answer to repeat.
     let out = p.render("rebuilt cache");
     assert!(
         out.contains("render cache loaded") && out.contains("no change"),
@@ -248,6 +260,7 @@ fn a_warm_cache_decides_only_what_changed_and_a_memory_that_no_longer_fits_is_de
     p.cluster.put("services.yaml", &services_list(6, "round-robin", 8085));
     let out = p.render("one changed Service");
     assert!(out.contains("committed") && out.contains("fast=true"), "{out}");
+    p.forget_answer();
     let out = p.render("no change");
     assert!(out.contains("no change") && out.contains("fast=true"), "{out}");
 
@@ -261,4 +274,58 @@ fn a_warm_cache_decides_only_what_changed_and_a_memory_that_no_longer_fits_is_de
     p.cluster.put("services.yaml", &services_list(5, "least-conn", 8085));
     let out = p.render("after the full decision");
     assert!(out.contains("fast=true") && out.contains("committed"), "{out}");
+}
+
+const ANSWERED: &str = "nothing to decide";
+
+/// A run on the manifests and head a run left up to date answers "no change" without loading the
+/// cache or deciding (`render_cache::answer`), but only while nothing it depends on moved: the
+/// manifests (a same-size edit with its modification time put back too), the head (a human's
+/// commit), and the time (a withdrawn address comes free after the release grace). The trees
+/// match a run without cache at every step.
+#[test]
+fn an_up_to_date_answer_is_repeated_only_while_manifests_head_and_time_are_the_same() {
+    let p = Pair::new();
+    p.cluster.put("services.yaml", &services_list(4, "round-robin", 8080));
+    let out = p.render("cold");
+    assert!(out.contains("committed") && !out.contains(ANSWERED), "{out}");
+    let out = p.render("the same manifests and head");
+    assert!(
+        out.contains("no change") && out.contains(ANSWERED) && !out.contains("render cache loaded"),
+        "{out}"
+    );
+
+    // The same size, the modification time put back: the change time and the content tell.
+    let file = p.cluster.path().join("services.yaml");
+    let mtime = std::fs::metadata(&file).and_then(|m| m.modified()).expect("mtime");
+    p.cluster.put("services.yaml", &services_list(4, "round-robin", 8081));
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("mtime put back");
+    let out = p.render("a same-size edit, its time put back");
+    assert!(out.contains("committed") && !out.contains(ANSWERED), "{out}");
+    let out = p.render("answered again");
+    assert!(out.contains(ANSWERED), "{out}");
+
+    // A Service goes: its addresses are withdrawn now and come free an hour later (the release
+    // grace). Before then the answer holds; after, the run decides and commits the release.
+    p.cluster.put("services.yaml", &services_list(3, "round-robin", 8081));
+    let out = p.render("a Service gone");
+    assert!(out.contains("committed"), "{out}");
+    let out = p.render_at("before its addresses come free", "2026-12-05T12:59:00Z");
+    assert!(out.contains(ANSWERED), "{out}");
+    let out = p.render_at("after its addresses come free", "2026-12-05T13:01:00Z");
+    assert!(out.contains("committed") && !out.contains(ANSWERED), "{out}");
+
+    // A human's commit moves the head: decided (the Service goes on hold), never answered.
+    let out = p.render_at("answered at the new time", "2026-12-05T13:01:00Z");
+    assert!(out.contains(ANSWERED), "{out}");
+    p.human_commit(&[], &["lb/lb-a/shop/svc1.conf"]);
+    let out = p.render_at("a human deleted a generated file", "2026-12-05T13:01:00Z");
+    assert!(out.contains("committed") && !out.contains(ANSWERED), "{out}");
+    // With a Service on hold the answer is not kept: every run decides.
+    let out = p.render_at("a Service on hold", "2026-12-05T13:01:00Z");
+    assert!(out.contains("no change") && !out.contains(ANSWERED), "{out}");
 }

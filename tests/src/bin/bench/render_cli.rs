@@ -6,7 +6,9 @@
 //! ≤ 1.5×. The cold render (which fills the cache) is printed for reference.
 //!
 //! Options: `--nodes M` (default 500), `--reps K` (default 5; medians are printed),
-//! `--generator PATH` (another build, e.g. one from before the cache, for the before/after).
+//! `--generator PATH` (another build, e.g. one from before the cache, for the before/after),
+//! `--keep DIR` (build the state repo, manifests and cache in DIR and leave them there, to profile
+//! single runs by hand afterwards).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,19 +26,28 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
         g if g.is_empty() => flipbit_tests::bins::generator(),
         g => PathBuf::from(g),
     };
-    let tmp = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let keep = flags.get::<String>("keep", String::new())?;
+    // Removed when dropped at the end, unless DIR is kept instead.
+    let temp = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let tmp = match keep.is_empty() {
+        true => temp.path().to_path_buf(),
+        false => {
+            std::fs::create_dir_all(&keep).map_err(|e| format!("{keep}: {e}"))?;
+            PathBuf::from(keep)
+        }
+    };
     let state = flipbit_tests::repo::create(
-        &tmp.path().join("state.git"),
+        &tmp.as_path().join("state.git"),
         &[("flipbit.yaml", synth::flipbit_yaml(false))].into(),
     )
     .map_err(|e| format!("state repo: {e}"))?;
-    let manifests = tmp.path().join("cluster");
+    let manifests = tmp.as_path().join("cluster");
     let mut snapshot = synth::snapshot(n, nodes);
     let write = |s: &flipbit_core::model::Snapshot| {
         synth::write_manifests(s, &manifests).map_err(|e| format!("{}: {e}", manifests.display()))
     };
     write(&snapshot)?;
-    let cache = tmp.path().join("cache.git");
+    let cache = tmp.as_path().join("cache.git");
     let render = |expect: &str| -> Result<f64, String> {
         let started = Instant::now();
         let out = Command::new(&generator)
@@ -61,9 +72,9 @@ pub fn run(n: usize, args: &[String]) -> Result<(), String> {
     let cold = render("committed")?;
 
     // The floor: a clone with a work tree of the same files, one of them changed, committed.
-    let clone = tmp.path().join("clone");
+    let clone = tmp.as_path().join("clone");
     git(
-        tmp.path(),
+        tmp.as_path(),
         &[
             "clone",
             "-q",
