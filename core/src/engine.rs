@@ -358,6 +358,11 @@ impl<Id: Copy + Eq + Debug> Engine<Id> {
             .map(|(path, k)| (path.as_str(), k.fingerprint, k.blob))
     }
 
+    /// One path of [`Engine::files`]: its fingerprint and blob, when the memory has it.
+    pub fn file(&self, path: &str) -> Option<(Option<u64>, Id)> {
+        self.files.get(path).map(|k| (k.fingerprint, k.blob))
+    }
+
     /// A memory of `commit` read back from what [`Engine::files`] gave for it. The caller vouches
     /// that `files` are that commit's generated paths (the cache is tagged with the commit and
     /// checked), and that the fingerprints come from this very build (they hash the inputs, not

@@ -56,6 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         eprintln!("{}", escaped(&p.to_string()));
                     }
                     println!("{}", report::rendered(&outcome));
+                    // Freed with the process (see `offline::run`).
+                    std::mem::forget(outcome);
                 }
                 offline::Rendered::UpToDate(head) => println!("{}", report::up_to_date(head)),
             }

@@ -33,23 +33,21 @@ pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp) -> Result
         }
     }
     // What the last run kept in the cache dir (render_cache), else nothing: either way the engine
-    // writes only what changed and never holds every rendered text at once.
-    let kept = match &target.cache_dir {
-        Some(cache) => render_cache::load(cache, target),
-        None => render_cache::Kept::default(),
-    };
+    // writes only what changed and never holds every rendered text at once. The manifests are read
+    // while the cache is (see `render_cache::load_with`).
     let t = std::time::Instant::now();
-    let render_cache::Kept {
-        memory,
-        manifests: parse_cache,
-        retained,
-    } = kept;
-    let (snapshot, load_problems, parsed) = manifests::load_dir_cached(dir, parse_cache)?;
-    tracing::debug!(
-        ms = t.elapsed().as_millis() as u64,
-        services = snapshot.services.len(),
-        "manifests loaded"
-    );
+    let read = |cache: manifests::ParseCache| {
+        let loaded = manifests::load_dir_cached(dir, cache);
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "manifests loaded");
+        loaded
+    };
+    let (kept, loaded) = match &target.cache_dir {
+        Some(cache) => render_cache::load_with(cache, target, &read),
+        None => (render_cache::Kept::default(), read(manifests::ParseCache::default())),
+    };
+    let render_cache::Kept { memory, retained, .. } = kept;
+    let (snapshot, load_problems, parsed) = loaded?;
+    tracing::debug!(services = snapshot.services.len(), "manifests read");
     let (store, _temp) = cycle::open_store(target)?;
     let mut memory = memory;
     let outcome = cycle::run(&store, target, &snapshot, &load_problems, now, true, Some(&mut memory))?;
@@ -61,6 +59,9 @@ pub fn run(target: &RepoTarget, dir: &std::path::Path, now: Timestamp) -> Result
             None => render_cache::answer::forget(cache),
         }
     }
+    // `render` is one process per run: what it built (a few hundred MB at 50,000 Services) goes
+    // with the process. Freeing it piece by piece first took ~4% of a warm run.
+    std::mem::forget((memory, parsed, snapshot, retained));
     Ok(Rendered::Decided(Box::new(outcome)))
 }
 

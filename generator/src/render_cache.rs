@@ -76,35 +76,37 @@ pub fn journal_path(cache_dir: &Path) -> PathBuf {
 }
 
 /// What the last run kept for `target`, or nothing (with a log line saying why) when there is no
-/// usable cache.
-pub fn load(cache_dir: &Path, target: &RepoTarget) -> Kept {
+/// usable cache; and what `read_manifests` made of the manifest parse results it kept (or of none).
+/// The manifests are read while another thread rebuilds the rest of the memory (the engine's
+/// 200,000 paths and the ledger): at 50,000 Services each takes ~100-150 ms, and they need nothing
+/// of each other. Should the memory turn out unusable after all, the manifests are read again
+/// without the cache's parse results, so nothing of an unusable cache is used.
+pub fn load_with<R>(cache_dir: &Path, target: &RepoTarget, read_manifests: &dyn Fn(ParseCache) -> R) -> (Kept, R) {
     let file = path(cache_dir);
+    let unused = |read_manifests: &dyn Fn(ParseCache) -> R| {
+        crate::allocator::huge_pages(true);
+        (Kept::default(), read_manifests(ParseCache::default()))
+    };
     // A warm run: small pages from here on, before the cache's own bytes are read (see
     // `allocator::huge_pages`); back to huge pages when the cache turns out unusable (a cold run).
     crate::allocator::huge_pages(false);
     let bytes = match std::fs::read(&file) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            crate::allocator::huge_pages(true);
-            return Kept::default();
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return unused(read_manifests),
         Err(e) => {
-            crate::allocator::huge_pages(true);
             tracing::warn!(file = %file.display(), error = %e, "render cache unreadable; deciding from the repo alone");
-            return Kept::default();
+            return unused(read_manifests);
         }
     };
     // A missing or unreadable journal is one with no records: the file alone is a state.
     let journal = std::fs::read(journal_path(cache_dir)).unwrap_or_default();
     let t = std::time::Instant::now();
-    let kept = decode(bytes, journal, &tag(target));
-    if !matches!(&kept, Ok(Some(k)) if k.memory.engine().base().is_some()) {
-        crate::allocator::huge_pages(true);
-    }
-    match kept {
-        Ok(Some(kept)) => {
+    match decode_with(bytes, journal, &tag(target), read_manifests) {
+        Ok(Some((kept, read))) => {
             if kept.memory.engine().base().is_some() {
                 crate::allocator::keep_freed_memory_a_while();
+            } else {
+                crate::allocator::huge_pages(true);
             }
             let engine = kept.memory.engine();
             let retained = kept.retained.as_ref();
@@ -115,19 +117,18 @@ pub fn load(cache_dir: &Path, target: &RepoTarget) -> Kept {
                 ms = t.elapsed().as_millis() as u64,
                 paths = engine.len(),
                 base = engine.base().unwrap_or_default(),
-                manifests = kept.manifests.len(),
                 journal_records = retained.map_or(0, |r| r.records.len()),
-                "render cache loaded"
+                "render cache loaded (the manifests read meanwhile)"
             );
-            kept
+            (kept, read)
         }
         Ok(None) => {
             tracing::info!(file = %file.display(), "render cache from another build, format, repo or branch; ignored");
-            Kept::default()
+            unused(read_manifests)
         }
         Err(why) => {
             tracing::warn!(file = %file.display(), %why, "render cache corrupt; ignored and rebuilt");
-            Kept::default()
+            unused(read_manifests)
         }
     }
 }
@@ -306,7 +307,20 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 /// What `file` and `journal` kept; `Ok(None)` for a cache of another format version or tag, `Err`
 /// for a damaged file. A journal that is damaged counts up to its last intact record; one that
 /// continues another file counts for nothing.
+#[cfg(test)]
 fn decode(file: Vec<u8>, journal: Vec<u8>, tag: &str) -> Result<Option<Kept>, String> {
+    let kept = decode_with(file, journal, tag, &|manifests| manifests)?;
+    Ok(kept.map(|(kept, manifests)| Kept { manifests, ..kept }))
+}
+
+/// [`decode`], with the manifest parse results handed to `read_manifests` (run on this thread while
+/// another rebuilds the memory) rather than kept; `Kept::manifests` is then empty.
+fn decode_with<R>(
+    file: Vec<u8>,
+    journal: Vec<u8>,
+    tag: &str,
+    read_manifests: &dyn Fn(ParseCache) -> R,
+) -> Result<Option<(Kept, R)>, String> {
     let body_len = file.len().checked_sub(8).ok_or("shorter than its checksum")?;
     let (body, sum) = file.split_at(body_len);
     let mut r = Reader { bytes: body, at: 0 };
@@ -335,7 +349,13 @@ fn decode(file: Vec<u8>, journal: Vec<u8>, tag: &str) -> Result<Option<Kept>, St
             .apply(&journal[r.clone()])
             .map_err(|e| format!("a journal record: {e}"))?;
     }
-    let (memory, manifests) = build.finish()?;
+    let (rest, manifests) = build.split();
+    let (memory, read) = std::thread::scope(|scope| {
+        let memory = scope.spawn(move || rest.finish());
+        let read = read_manifests(manifests);
+        (memory.join(), read)
+    });
+    let memory = memory.map_err(|_| "rebuilding the memory failed".to_owned())??;
     let retained = Retained {
         file,
         record,
@@ -345,11 +365,12 @@ fn decode(file: Vec<u8>, journal: Vec<u8>, tag: &str) -> Result<Option<Kept>, St
         last_sum,
         damaged,
     };
-    Ok(Some(Kept {
+    let kept = Kept {
         memory,
-        manifests,
+        manifests: ParseCache::default(),
         retained: Some(retained),
-    }))
+    };
+    Ok(Some((kept, read)))
 }
 
 /// The intact records of a journal continuing the file with checksum `sum`: (the journal cut to
@@ -737,5 +758,50 @@ mod tests {
         let (m2, p2) = later();
         let record = journal_record(&retained, &m2, &p2).expect("a record");
         assert!(record.starts_with(JOURNAL_MAGIC), "a new journal");
+    }
+
+    /// A cache intact by its checksum whose memory cannot be rebuilt (here its ledger is not JSON
+    /// any more) is ignored whole: the manifests, read meanwhile with its parse results, are read
+    /// again without them.
+    #[test]
+    fn a_memory_that_cannot_be_rebuilt_is_ignored_with_its_parse_results() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = RepoTarget {
+            url: "/srv/state.git".into(),
+            branch: "main".into(),
+            cache_dir: Some(tmp.path().to_path_buf()),
+            author_name: "flipbit".into(),
+            author_email: "flipbit@localhost".into(),
+            signing_key: None,
+            propose_branch: None,
+        };
+        let mut bytes = encode(&memory(), &manifests(), &tag(&target));
+        let json = br#"{"version":1"#;
+        let at = bytes
+            .windows(json.len())
+            .position(|w| w == json)
+            .expect("the ledger's JSON");
+        bytes[at] = b'[';
+        let body = bytes.len() - 8;
+        let sum = checksum(&bytes[..body]);
+        bytes[body..].copy_from_slice(&sum.to_le_bytes());
+        assert!(
+            decode(bytes.clone(), Vec::new(), &tag(&target)).is_err(),
+            "the ledger is damaged"
+        );
+        std::fs::write(path(tmp.path()), &bytes).expect("write the cache");
+
+        let calls = std::sync::Mutex::new(Vec::new());
+        let (kept, read) = load_with(tmp.path(), &target, &|cache: ParseCache| {
+            calls.lock().expect("lock").push(cache.len());
+            cache.len()
+        });
+        assert_eq!(
+            *calls.lock().expect("lock"),
+            vec![2, 0],
+            "read with the parse results, then without"
+        );
+        assert_eq!(read, 0);
+        assert!(kept.memory.engine().base().is_none() && kept.retained.is_none());
     }
 }

@@ -230,8 +230,32 @@ impl<'a> Build<'a> {
         self.error.take().map_or(Ok(()), Err)
     }
 
+    /// The manifest parse results all records applied describe, apart from the rest of the
+    /// memory (rebuilt by [`Memory::finish`] on another thread meanwhile).
+    pub(super) fn split(self) -> (Rest<'a>, ParseCache) {
+        let rest = Rest {
+            whole: self.whole,
+            files: self.files,
+            file_changes: self.file_changes,
+            choices: self.choices,
+            choice_changes: self.choice_changes,
+        };
+        (rest, self.manifests)
+    }
+}
+
+/// What records build besides the manifest parse results.
+pub(super) struct Rest<'a> {
+    whole: Whole<'a>,
+    files: Vec<(String, Option<u64>, CommitId)>,
+    file_changes: HashMap<&'a str, Option<(Option<u64>, BlobId)>>,
+    choices: Vec<KeptChoice>,
+    choice_changes: HashMap<&'a str, Option<&'a [u8]>>,
+}
+
+impl Rest<'_> {
     /// The memory all records applied describe.
-    pub(super) fn finish(self) -> Result<(Memory, ParseCache), String> {
+    pub(super) fn finish(self) -> Result<Memory, String> {
         let Whole { base, settled, ledger } = self.whole;
         let engine = match base {
             None => Engine::default(),
@@ -269,7 +293,7 @@ impl<'a> Build<'a> {
                 Some((id, Arc::new(ledger)))
             }
         };
-        Ok((Memory::restored(engine, ledger), self.manifests))
+        Ok(Memory::restored(engine, ledger))
     }
 }
 
@@ -420,21 +444,17 @@ pub(super) fn put_difference(
     }
     if let (Some(touched), Some(_), true) = (touched, base, before.skip_paths) {
         // Only the paths steps wrote, deleted or learned a fingerprint of: 200,000 paths need not
-        // be compared.
-        let mut found = HashSet::default();
-        for (path, fingerprint, blob) in engine.files() {
-            if touched.contains(path) {
-                put_bytes(out, path.as_bytes());
-                out.push(if fingerprint.is_some() { SET_FINGERPRINT } else { SET });
-                out.extend_from_slice(&fingerprint.unwrap_or_default().to_le_bytes());
-                out.extend_from_slice(blob.as_bytes());
-                found.insert(path);
-                n += 1;
-            }
-        }
-        for path in touched.iter().filter(|p| !found.contains(p.as_str())) {
+        // be compared, nor even walked.
+        for path in touched {
             put_bytes(out, path.as_bytes());
-            out.push(DELETE);
+            match engine.file(path) {
+                Some((fingerprint, blob)) => {
+                    out.push(if fingerprint.is_some() { SET_FINGERPRINT } else { SET });
+                    out.extend_from_slice(&fingerprint.unwrap_or_default().to_le_bytes());
+                    out.extend_from_slice(blob.as_bytes());
+                }
+                None => out.push(DELETE),
+            }
             n += 1;
         }
     } else if base.is_some() {
