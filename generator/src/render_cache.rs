@@ -342,19 +342,16 @@ fn decode_with<R>(
     r.take(8)?;
     let record = r.at..body_len;
     let (journal, records, last_sum, damaged) = read_journal(journal, sum);
-    let mut build = record::Build::default();
-    build.apply(&file[record.clone()])?;
-    for r in &records {
-        build
-            .apply(&journal[r.clone()])
-            .map_err(|e| format!("a journal record: {e}"))?;
-    }
-    let (rest, manifests) = build.split();
+    // Two threads walk the records: this one builds the manifest parse results and reads the
+    // manifests with them, the other the rest of the memory (each ignores the other's part).
+    let (first, journal_bytes, records_at) = (&file[record.clone()], &journal[..], &records[..]);
+    let apply = |build| build_from(build, first, journal_bytes, records_at);
     let (memory, read) = std::thread::scope(|scope| {
-        let memory = scope.spawn(move || rest.finish());
-        let read = read_manifests(manifests);
+        let memory = scope.spawn(|| apply(record::Build::rest())?.finish());
+        let read = apply(record::Build::manifests()).map(|build| read_manifests(build.manifests));
         (memory.join(), read)
     });
+    let read = read?;
     let memory = memory.map_err(|_| "rebuilding the memory failed".to_owned())??;
     let retained = Retained {
         file,
@@ -371,6 +368,22 @@ fn decode_with<R>(
         retained: Some(retained),
     };
     Ok(Some((kept, read)))
+}
+
+/// `build` with the file's record and the journal's records applied.
+fn build_from<'a>(
+    mut build: record::Build<'a>,
+    first: &'a [u8],
+    journal: &'a [u8],
+    records: &[Range<usize>],
+) -> Result<record::Build<'a>, String> {
+    build.apply(first)?;
+    for r in records {
+        build
+            .apply(&journal[r.clone()])
+            .map_err(|e| format!("a journal record: {e}"))?;
+    }
+    Ok(build)
 }
 
 /// The intact records of a journal continuing the file with checksum `sum`: (the journal cut to

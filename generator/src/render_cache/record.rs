@@ -209,9 +209,12 @@ impl<'a> Visit<'a> for Index<'a> {
 }
 
 /// What records build: the first one (the cache file) straight into lists, later ones (the
-/// journal's, a few items each) into maps of changes applied at the end.
-#[derive(Default)]
+/// journal's, a few items each) into maps of changes applied at the end. One build makes either
+/// the manifest parse results or the rest of the memory, so two threads can each walk the records
+/// for one of them.
 pub(super) struct Build<'a> {
+    /// The manifest parse results (`manifests`), else the rest.
+    for_manifests: bool,
     first_done: bool,
     whole: Whole<'a>,
     files: Vec<(String, Option<u64>, CommitId)>,
@@ -223,6 +226,30 @@ pub(super) struct Build<'a> {
 }
 
 impl<'a> Build<'a> {
+    /// A build of the manifest parse results only.
+    pub(super) fn manifests() -> Self {
+        Self::new(true)
+    }
+
+    /// A build of the rest of the memory only (see [`Build::finish`]).
+    pub(super) fn rest() -> Self {
+        Self::new(false)
+    }
+
+    fn new(for_manifests: bool) -> Self {
+        Self {
+            for_manifests,
+            first_done: false,
+            whole: Whole::default(),
+            files: Vec::new(),
+            file_changes: HashMap::default(),
+            choices: Vec::new(),
+            choice_changes: HashMap::default(),
+            manifests: ParseCache::default(),
+            error: None,
+        }
+    }
+
     /// Reads `body` on top of what the records before it built.
     pub(super) fn apply(&mut self, body: &'a [u8]) -> Result<(), String> {
         walk(body, self)?;
@@ -230,32 +257,9 @@ impl<'a> Build<'a> {
         self.error.take().map_or(Ok(()), Err)
     }
 
-    /// The manifest parse results all records applied describe, apart from the rest of the
-    /// memory (rebuilt by [`Memory::finish`] on another thread meanwhile).
-    pub(super) fn split(self) -> (Rest<'a>, ParseCache) {
-        let rest = Rest {
-            whole: self.whole,
-            files: self.files,
-            file_changes: self.file_changes,
-            choices: self.choices,
-            choice_changes: self.choice_changes,
-        };
-        (rest, self.manifests)
-    }
-}
-
-/// What records build besides the manifest parse results.
-pub(super) struct Rest<'a> {
-    whole: Whole<'a>,
-    files: Vec<(String, Option<u64>, CommitId)>,
-    file_changes: HashMap<&'a str, Option<(Option<u64>, BlobId)>>,
-    choices: Vec<KeptChoice>,
-    choice_changes: HashMap<&'a str, Option<&'a [u8]>>,
-}
-
-impl Rest<'_> {
     /// The memory all records applied describe.
     pub(super) fn finish(self) -> Result<Memory, String> {
+        debug_assert!(!self.for_manifests, "a build of the rest");
         let Whole { base, settled, ledger } = self.whole;
         let engine = match base {
             None => Engine::default(),
@@ -303,6 +307,9 @@ impl<'a> Visit<'a> for Build<'a> {
     }
 
     fn path(&mut self, path: &'a str, value: Option<(Option<u64>, BlobId)>) {
+        if self.for_manifests {
+            return;
+        }
         match (self.first_done, value) {
             (false, Some((fingerprint, blob))) => self.files.push((path.to_owned(), fingerprint, blob)),
             (false, None) => self.error = Some("a deletion in the cache file".into()),
@@ -313,6 +320,9 @@ impl<'a> Visit<'a> for Build<'a> {
     }
 
     fn choice(&mut self, key: &'a str, body: Option<&'a [u8]>) {
+        if self.for_manifests {
+            return;
+        }
         match (self.first_done, body) {
             (false, Some(body)) => match choice_from(key, body) {
                 Ok(c) => self.choices.push(c),
@@ -326,6 +336,9 @@ impl<'a> Visit<'a> for Build<'a> {
     }
 
     fn unit(&mut self, whole: bool, text: &'a str, parsed: Option<&'a [u8]>) {
+        if !self.for_manifests {
+            return;
+        }
         let units = if whole {
             &mut self.manifests.files
         } else {
@@ -349,6 +362,9 @@ impl<'a> Visit<'a> for Build<'a> {
     }
 
     fn seen(&mut self, path: &'a str, body: Option<&'a [u8]>) {
+        if !self.for_manifests {
+            return;
+        }
         let Some(bytes) = body else {
             self.manifests.seen.remove(path);
             return;
