@@ -33,6 +33,10 @@ pub fn load_dir(dir: &Path) -> Result<(Snapshot, Vec<Problem>), ManifestError> {
     load_dir_cached(dir, ParseCache::default()).map(|(snapshot, problems, _)| (snapshot, problems))
 }
 
+/// A unit's text, shared rather than copied where it is named twice (`seen::BySum` names all
+/// 50,000 of a large `List` by checksum).
+pub type UnitText = std::sync::Arc<str>;
+
 /// What one unit of text (a whole file, or one item of a `List` file) gave when it read cleanly:
 /// no problem, nothing unreadable. Only such units are kept, so what is kept never names the
 /// place it was read at.
@@ -49,8 +53,8 @@ pub struct Parsed {
 /// `List` items are kept apart: the same text reads differently as one or the other.
 #[derive(Debug, Clone, Default)]
 pub struct ParseCache {
-    pub files: HashMap<String, Parsed>,
-    pub items: HashMap<String, Parsed>,
+    pub files: HashMap<UnitText, Parsed>,
+    pub items: HashMap<UnitText, Parsed>,
     /// What each manifest file (by path) was when its units were read (see `seen`).
     pub seen: HashMap<String, FileSeen>,
     /// After a load: how many units were read afresh or went, and files recorded anew or gone
@@ -260,7 +264,7 @@ fn read_items(
 fn read_unit(
     text: &str,
     whole: bool,
-    cache: &mut HashMap<String, Parsed>,
+    cache: &mut HashMap<UnitText, Parsed>,
     kept: &mut ParseCache,
     part: &mut Snapshot,
     problems: &mut Vec<Problem>,
@@ -298,7 +302,7 @@ fn read_unit(
         if let Some(units) = units {
             units.push((whole, seen::unit_sum(text)));
         }
-        kept.insert(text.to_owned(), parsed.clone());
+        kept.insert(UnitText::from(text), parsed.clone());
     } else {
         *units = None;
     }

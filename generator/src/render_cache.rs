@@ -585,9 +585,9 @@ mod tests {
             .map(|c| (c.key.to_string(), c.positions))
             .collect();
         choices.sort();
-        let mut items: Vec<_> = manifests.items.keys().cloned().collect();
+        let mut items: Vec<_> = manifests.items.keys().map(|t| t.to_string()).collect();
         items.sort();
-        let mut whole: Vec<_> = manifests.files.keys().cloned().collect();
+        let mut whole: Vec<_> = manifests.files.keys().map(|t| t.to_string()).collect();
         whole.sort();
         let mut seen: Vec<_> = manifests.seen.iter().map(|(p, s)| (p.clone(), s.clone())).collect();
         seen.sort_by(|a, b| a.0.cmp(&b.0));

@@ -15,7 +15,7 @@
 
 use std::os::unix::fs::MetadataExt as _;
 
-use super::{HashMap, ParseCache};
+use super::{HashMap, ParseCache, UnitText};
 
 /// How long before a file's recording its modification time must be for its identity alone to
 /// be trusted: well above any file system's timestamp granularity (FAT's is 2 s).
@@ -90,7 +90,7 @@ pub fn unit_sum(text: &str) -> u64 {
 
 /// The cache's unit texts by (whole, [`unit_sum`]); a checksum two texts share names neither.
 #[derive(Default)]
-pub struct BySum(HashMap<(bool, u64), Option<String>>);
+pub struct BySum(HashMap<(bool, u64), Option<UnitText>>);
 
 impl BySum {
     pub fn of(cache: &ParseCache) -> Self {
@@ -99,7 +99,7 @@ impl BySum {
             for text in units.keys() {
                 by_sum
                     .entry((whole, unit_sum(text)))
-                    .and_modify(|t: &mut Option<String>| *t = None)
+                    .and_modify(|t: &mut Option<UnitText>| *t = None)
                     .or_insert_with(|| Some(text.clone()));
             }
         }

@@ -352,7 +352,7 @@ impl<'a> Visit<'a> for Build<'a> {
                 let mut r = Reader { bytes, at: 0 };
                 match parsed_codec::get(&mut r) {
                     Ok(parsed) if r.at == bytes.len() => {
-                        units.insert(text.to_owned(), parsed);
+                        units.insert(text.into(), parsed);
                     }
                     Ok(_) => self.error = Some("a parse result with bytes after it".into()),
                     Err(e) => self.error = Some(format!("a parse result: {e}")),
@@ -588,7 +588,7 @@ fn put_units(out: &mut Vec<u8>, manifests: &ParseCache, mut before: [HashSet<&st
         let mut n = 0u64;
         let known = &mut before[i];
         for (text, parsed) in units {
-            if known.remove(text.as_str()) {
+            if known.remove(&**text) {
                 // The same text reads the same: nothing to say.
                 continue;
             }
