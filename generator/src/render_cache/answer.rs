@@ -100,6 +100,10 @@ pub fn matching(cache_dir: &Path, target: &RepoTarget, dir: &Path, now: Timestam
         if seen.unchanged_without_reading(&identity) {
             continue;
         }
+        if identity.size != seen.identity.size {
+            // Another length is another text: no need to read it.
+            return None;
+        }
         let text = std::fs::read_to_string(file).ok()?;
         if content_sum(&text) != seen.content {
             return None;
