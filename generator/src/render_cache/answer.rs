@@ -156,8 +156,13 @@ pub fn forget(cache_dir: &Path) {
 
 fn answer_for(dir: &Path, head: CommitId, until: Option<Timestamp>, manifests: &ParseCache) -> Option<Answer> {
     let files: Result<Vec<_>, ManifestError> = files_in(dir);
+    let files = files.ok()?;
+    // Exactly the files the run read: one removed since (its Services were decided on) or added
+    // since (not read) means no answer.
+    if files.len() != manifests.seen.len() {
+        return None;
+    }
     let files = files
-        .ok()?
         .into_iter()
         .map(|file| {
             let path = file.display().to_string();
@@ -368,6 +373,33 @@ mod tests {
         m.keep(&cache);
         let m = matching(&cache, &target, &dir, at("2026-12-06T11:00:00Z")).expect("a match");
         assert!(m.refreshed.is_none(), "nothing read this time");
+    }
+
+    /// The answer names exactly the files the run read: a file removed (or added) while the run
+    /// decided means no answer, since the next run would read another folder.
+    #[test]
+    fn a_folder_changed_during_the_run_gets_no_answer() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (dir, cache) = (tmp.path().join("cluster"), tmp.path().join("cache"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::create_dir_all(&cache).expect("cache dir");
+        std::fs::write(dir.join("web.yaml"), SERVICE).expect("write");
+        std::fs::write(dir.join("db.yaml"), SERVICE.replace("web", "db")).expect("write");
+        let (_, _, parsed) = load_dir_cached(&dir, ParseCache::default()).expect("read");
+        std::fs::remove_file(dir.join("db.yaml")).expect("remove");
+        let target = target(&cache, "a@x");
+        record(&cache, &target, &dir, head(7), None, &parsed);
+        assert!(
+            !cache.join(FILE).exists(),
+            "no answer for a folder the run did not read"
+        );
+        std::fs::write(dir.join("db.yaml"), SERVICE.replace("web", "db")).expect("write");
+        std::fs::write(dir.join("new.yaml"), SERVICE.replace("web", "new")).expect("write");
+        record(&cache, &target, &dir, head(7), None, &parsed);
+        assert!(!cache.join(FILE).exists(), "nor for one with a file added");
+        std::fs::remove_file(dir.join("new.yaml")).expect("remove");
+        record(&cache, &target, &dir, head(7), None, &parsed);
+        assert!(cache.join(FILE).exists(), "the folder the run read");
     }
 
     #[test]
