@@ -39,7 +39,9 @@ TEST_PACKAGES=(iproute2 systemd git openssh-server openssh-client fcgiwrap opens
 # and libgssapi-sys makes its bindings with bindgen (headers, pkg-config, libclang).
 GSS_BUILD_PACKAGES=(libkrb5-dev libgssapi-krb5-2 pkg-config clang libclang-dev)
 # Only the tests: a Samba AD domain controller on loopback (tests/tests/e2e/ad_dns.rs) and kinit/klist.
-AD_PACKAGES=(samba samba-dsdb-modules samba-vfs-modules winbind krb5-user)
+# samba-ad-provision holds the AD schema `samba-tool domain provision` reads: only recommended by
+# samba, so --no-install-recommends leaves it out (a fresh machine failed every AD test without it).
+AD_PACKAGES=(samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind krb5-user)
 # The release artifacts and their tests: scripts/image (buildah), the image run with podman (runc;
 # skopeo to check the archive as a registry-less site copies it), scripts/package (dpkg-dev).
 ARTIFACT_PACKAGES=(buildah podman runc skopeo ca-certificates binutils dpkg-dev)
